@@ -1,0 +1,385 @@
+//! Node configuration: which profile, how many GPUs, which node — from a config file
+//! (written by the operator) and the `FAKEGPU_*` environment variables.
+//!
+//! Resolution never falls back silently: a value that is present but wrong is an
+//! error naming the variable or file, the key and the reason.
+
+use std::path::{Path, PathBuf};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::builtin::find_builtin;
+use crate::error::ConfigError;
+use crate::profile::Profile;
+use crate::MAX_GPUS;
+
+pub const ENV_PROFILE: &str = "FAKEGPU_PROFILE";
+pub const ENV_GPUS: &str = "FAKEGPU_GPUS";
+pub const ENV_NODE: &str = "FAKEGPU_NODE";
+pub const ENV_CONFIG: &str = "FAKEGPU_CONFIG";
+
+/// Profile used when neither the environment nor a config file names one.
+pub const DEFAULT_PROFILE: &str = "h100";
+/// The driver the simulated node claims: the 535 branch that NVIDIA's Debian nvidia-smi is built for.
+pub const DEFAULT_DRIVER_VERSION: &str = "535.261.03";
+/// `nvmlSystemGetCudaDriverVersion`: CUDA 12.2, as driver 535 reports.
+pub const DEFAULT_CUDA_DRIVER_VERSION: u32 = 12020;
+
+/// The node config file (JSON). The operator writes one per node; users may write their own.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfigFile {
+    /// Node name used for identities; defaults to the host name.
+    pub node: Option<String>,
+    /// A built-in profile name, a path to a profile JSON (relative to this file), or an inline profile.
+    pub profile: Option<ProfileRef>,
+    /// Number of GPUs, 1..=256; defaults to the profile's `default_gpu_count`.
+    pub gpus: Option<u32>,
+    /// Partial profile merged over the selected one (JSON merge patch); the result is validated again.
+    pub overrides: Option<serde_json::Value>,
+    pub driver_version: Option<String>,
+    /// CUDA driver version as NVML encodes it (12020 = 12.2).
+    pub cuda_driver_version: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ProfileRef {
+    Named(String),
+    Inline(Box<Profile>),
+}
+
+/// A fully resolved node: what the fake NVML, nvidia-smi and the operator simulate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeSpec {
+    pub node_name: String,
+    pub profile: Profile,
+    pub gpu_count: u32,
+    pub driver_version: String,
+    pub cuda_driver_version: u32,
+}
+
+impl NodeSpec {
+    /// `nvmlSystemGetNVMLVersion`: the NVML major paired with the driver version.
+    pub fn nvml_version(&self) -> String {
+        format!("12.{}", self.driver_version)
+    }
+
+    /// A node of `gpus` GPUs of a built-in profile, with default driver versions.
+    pub fn builtin(profile: &str, gpus: Option<u32>, node: &str) -> Result<NodeSpec, ConfigError> {
+        let profile = find_builtin(profile)?.clone();
+        let gpu_count = gpus.unwrap_or(profile.default_gpu_count);
+        check_gpu_count(gpu_count, "--gpus", "")?;
+        Ok(NodeSpec {
+            node_name: node.to_string(),
+            profile,
+            gpu_count,
+            driver_version: DEFAULT_DRIVER_VERSION.into(),
+            cuda_driver_version: DEFAULT_CUDA_DRIVER_VERSION,
+        })
+    }
+}
+
+fn check_gpu_count(count: u32, origin: &str, key: &str) -> Result<(), ConfigError> {
+    if (1..=MAX_GPUS).contains(&count) {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(
+            origin,
+            key,
+            format!("GPU count {count} is outside 1..={MAX_GPUS}"),
+        ))
+    }
+}
+
+/// Resolves the node from `env` (a variable lookup, so tests need not touch the process
+/// environment) and `default_node` (the host name). Environment variables win over the file.
+pub fn resolve(
+    env: &dyn Fn(&str) -> Option<String>,
+    default_node: &str,
+) -> Result<NodeSpec, ConfigError> {
+    let file = match env(ENV_CONFIG).filter(|p| !p.is_empty()) {
+        Some(path) => Some((PathBuf::from(&path), read_config_file(Path::new(&path))?)),
+        None => None,
+    };
+    let (file_origin, file_cfg) = match &file {
+        Some((path, cfg)) => (path.display().to_string(), cfg.clone()),
+        None => (String::new(), NodeConfigFile::default()),
+    };
+
+    let mut profile = match env(ENV_PROFILE).filter(|p| !p.is_empty()) {
+        Some(key) => load_profile_ref(&key, None, ENV_PROFILE)?,
+        None => match &file_cfg.profile {
+            Some(ProfileRef::Named(key)) => {
+                let base = file
+                    .as_ref()
+                    .and_then(|(p, _)| p.parent().map(Path::to_path_buf));
+                load_profile_ref(key, base.as_deref(), &file_origin)?
+            }
+            Some(ProfileRef::Inline(p)) => {
+                p.validate(&format!("{file_origin} (inline profile)"))?;
+                (**p).clone()
+            }
+            None => find_builtin(DEFAULT_PROFILE)?.clone(),
+        },
+    };
+    if let Some(patch) = &file_cfg.overrides {
+        profile = apply_overrides(&profile, patch, &file_origin)?;
+    }
+
+    let gpu_count = match env(ENV_GPUS) {
+        Some(text) => {
+            let count = text.trim().parse::<u32>().map_err(|_| {
+                ConfigError::invalid(ENV_GPUS, "", format!("`{text}` is not a whole number"))
+            })?;
+            check_gpu_count(count, ENV_GPUS, "")?;
+            count
+        }
+        None => match file_cfg.gpus {
+            Some(count) => {
+                check_gpu_count(count, &file_origin, "gpus")?;
+                count
+            }
+            None => profile.default_gpu_count,
+        },
+    };
+
+    let node_name = env(ENV_NODE)
+        .filter(|n| !n.is_empty())
+        .or(file_cfg.node.clone().filter(|n| !n.is_empty()))
+        .unwrap_or_else(|| default_node.to_string());
+
+    let driver_version = file_cfg
+        .driver_version
+        .clone()
+        .unwrap_or_else(|| DEFAULT_DRIVER_VERSION.into());
+    if driver_version.is_empty() || driver_version.len() > 79 {
+        return Err(ConfigError::invalid(
+            &file_origin,
+            "driver_version",
+            "must be 1 to 79 bytes",
+        ));
+    }
+    let cuda_driver_version = file_cfg
+        .cuda_driver_version
+        .unwrap_or(DEFAULT_CUDA_DRIVER_VERSION);
+    Ok(NodeSpec {
+        node_name,
+        profile,
+        gpu_count,
+        driver_version,
+        cuda_driver_version,
+    })
+}
+
+/// Reads and parses a node config file.
+pub fn read_config_file(path: &Path) -> Result<NodeConfigFile, ConfigError> {
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+        origin: origin.clone(),
+        reason: e.to_string(),
+    })?;
+    serde_json::from_str(&text)
+        .map_err(|e| ConfigError::invalid(&origin, &json_error_key(&e), e.to_string()))
+}
+
+/// A profile given as a built-in name or a path (anything with a `/` or ending in `.json`).
+fn load_profile_ref(key: &str, base: Option<&Path>, origin: &str) -> Result<Profile, ConfigError> {
+    if key.contains('/') || key.ends_with(".json") {
+        let path = match base {
+            Some(dir) if Path::new(key).is_relative() => dir.join(key),
+            _ => PathBuf::from(key),
+        };
+        Ok(Profile::from_path(&path)?)
+    } else {
+        find_builtin(key).cloned().map_err(|e| match e {
+            crate::error::ProfileError::Unknown { name, known } => ConfigError::invalid(
+                origin,
+                "profile",
+                format!("unknown profile `{name}` (built-in: {known})"),
+            ),
+            other => other.into(),
+        })
+    }
+}
+
+/// Applies a JSON merge patch (RFC 7396) to a profile and validates the result.
+pub fn apply_overrides(
+    profile: &Profile,
+    patch: &serde_json::Value,
+    origin: &str,
+) -> Result<Profile, ConfigError> {
+    let mut value = serde_json::to_value(profile).expect("profiles serialize");
+    merge_patch(&mut value, patch);
+    let origin = format!("{origin} (overrides)");
+    let merged: Profile = serde_json::from_value(value)
+        .map_err(|e| ConfigError::invalid(&origin, "overrides", e.to_string()))?;
+    merged.validate(&origin)?;
+    Ok(merged)
+}
+
+fn merge_patch(target: &mut serde_json::Value, patch: &serde_json::Value) {
+    use serde_json::Value;
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.insert(k.clone(), Value::Null);
+                } else {
+                    merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (t, p) => *t = p.clone(),
+    }
+}
+
+/// serde_json reports line/column; name the key where it says one (`unknown field `x``).
+fn json_error_key(e: &serde_json::Error) -> String {
+    let msg = e.to_string();
+    msg.split('`')
+        .nth(1)
+        .filter(|_| msg.contains("field"))
+        .unwrap_or("")
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    fn temp_file(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("fakegpu-model-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn defaults_without_anything() {
+        let spec = resolve(&env_of(&[]), "host-1").unwrap();
+        assert_eq!(spec.profile.name, DEFAULT_PROFILE);
+        assert_eq!(spec.node_name, "host-1");
+        assert_eq!(spec.gpu_count, spec.profile.default_gpu_count);
+        assert_eq!(spec.nvml_version(), "12.535.261.03");
+    }
+
+    #[test]
+    fn env_selects_profile_count_and_node() {
+        let spec = resolve(
+            &env_of(&[(ENV_PROFILE, "T4"), (ENV_GPUS, "3"), (ENV_NODE, "n7")]),
+            "h",
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                spec.profile.name.as_str(),
+                spec.gpu_count,
+                spec.node_name.as_str()
+            ),
+            ("t4", 3, "n7")
+        );
+    }
+
+    #[test]
+    fn gpu_count_bounds_are_enforced() {
+        for bad in ["0", "257", "-1", "eight", ""] {
+            let err = resolve(&env_of(&[(ENV_GPUS, bad)]), "h").unwrap_err();
+            assert!(err.to_string().starts_with(ENV_GPUS), "{err}");
+        }
+        assert_eq!(
+            resolve(&env_of(&[(ENV_GPUS, "256")]), "h")
+                .unwrap()
+                .gpu_count,
+            256
+        );
+    }
+
+    #[test]
+    fn unknown_profile_is_named() {
+        let err = resolve(&env_of(&[(ENV_PROFILE, "h900")]), "h")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("h900") && err.contains("h100"), "{err}");
+    }
+
+    #[test]
+    fn config_file_with_overrides() {
+        let path = temp_file(
+            "node.json",
+            r#"{"node":"w1","profile":"a100-40gb","gpus":4,"overrides":{"memory":{"reserved_mib":100}},"driver_version":"550.1.2"}"#,
+        );
+        let spec = resolve(&env_of(&[(ENV_CONFIG, path.to_str().unwrap())]), "h").unwrap();
+        assert_eq!(spec.node_name, "w1");
+        assert_eq!(spec.gpu_count, 4);
+        assert_eq!(spec.profile.memory.reserved_mib, 100);
+        assert_eq!(spec.driver_version, "550.1.2");
+        // The environment wins over the file.
+        let spec = resolve(
+            &env_of(&[(ENV_CONFIG, path.to_str().unwrap()), (ENV_GPUS, "2")]),
+            "h",
+        )
+        .unwrap();
+        assert_eq!(spec.gpu_count, 2);
+    }
+
+    #[test]
+    fn config_file_errors_name_file_and_key() {
+        let path = temp_file("bad-key.json", r#"{"profile":"h100","gpu":4}"#);
+        let err = resolve(&env_of(&[(ENV_CONFIG, path.to_str().unwrap())]), "h")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("bad-key.json") && err.contains("`gpu`"),
+            "{err}"
+        );
+
+        let path = temp_file(
+            "bad-override.json",
+            r#"{"overrides":{"memory":{"totl_mib":1}}}"#,
+        );
+        let err = resolve(&env_of(&[(ENV_CONFIG, path.to_str().unwrap())]), "h")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("bad-override.json") && err.contains("totl_mib"),
+            "{err}"
+        );
+
+        let path = temp_file("bad-count.json", r#"{"gpus":0}"#);
+        let err = resolve(&env_of(&[(ENV_CONFIG, path.to_str().unwrap())]), "h")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("bad-count.json") && err.contains("`gpus`"),
+            "{err}"
+        );
+
+        let err = resolve(&env_of(&[(ENV_CONFIG, "/nonexistent/node.json")]), "h")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/nonexistent/node.json"), "{err}");
+    }
+
+    #[test]
+    fn profile_path_relative_to_config() {
+        let h100 = serde_json::to_string(find_builtin("h100").unwrap())
+            .unwrap()
+            .replace("\"h100\"", "\"custom\"");
+        temp_file("custom.json", &h100);
+        let path = temp_file("with-path.json", r#"{"profile":"./custom.json"}"#);
+        let spec = resolve(&env_of(&[(ENV_CONFIG, path.to_str().unwrap())]), "h").unwrap();
+        assert_eq!(spec.profile.name, "custom");
+    }
+}

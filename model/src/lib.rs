@@ -1,0 +1,24 @@
+//! The model of simulated NVIDIA GPUs, shared by the fake NVML library, nvidia-smi,
+//! the operator and the metrics exporter. Pure Rust: no FFI, no Kubernetes, no I/O
+//! beyond reading the files it is pointed at.
+//!
+//! Data flows one way: [`profile`] (facts about a board) + [`config`] (which board,
+//! how many, which node) → [`node`] with [`identity`] per GPU → [`telemetry`] readings.
+
+pub mod builtin;
+pub mod config;
+pub mod error;
+pub mod identity;
+pub mod node;
+pub mod profile;
+pub mod telemetry;
+
+pub use builtin::{builtin_profiles, find_builtin};
+pub use config::{resolve, NodeConfigFile, NodeSpec};
+pub use error::{ConfigError, ProfileError};
+pub use identity::{gpu_identity, GpuIdentity, PciAddress};
+pub use node::SimulatedNode;
+pub use profile::Profile;
+
+/// The most GPUs one simulated node may have.
+pub const MAX_GPUS: u32 = 256;

@@ -1,0 +1,499 @@
+//! GPU profiles: the facts about one board model, read from strict JSON.
+//!
+//! A profile says what a board *is* (names, ids, limits, totals) and how it reads
+//! when idle. It never holds per-GPU identities; those come from [`crate::identity`].
+//! Every field is checked: unknown keys, wrong types and impossible values are
+//! errors that name the file and the key.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+use crate::error::ProfileError;
+
+/// One GPU board model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// Short key used on the command line and in configs, e.g. `h100`.
+    pub name: String,
+    /// Other keys that select this profile (case-insensitive), e.g. upstream's `gpuProduct` strings.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// `nvmlDeviceGetName`: the marketing name as the driver reports it.
+    pub product_name: String,
+    pub brand: Brand,
+    pub architecture: Architecture,
+    pub compute_capability: ComputeCapability,
+    /// GPUs per node when a config does not say.
+    pub default_gpu_count: u32,
+    /// CUDA cores (`nvmlDeviceGetNumGpuCores`).
+    pub cuda_cores: Option<u32>,
+    /// Streaming multiprocessors.
+    pub multiprocessor_count: Option<u32>,
+    #[serde(default)]
+    pub multi_gpu_board: bool,
+    pub vbios_version: String,
+    pub board_part_number: String,
+    pub gpu_part_number: Option<String>,
+    pub inforom: Inforom,
+    pub pci: Pci,
+    pub memory: Memory,
+    pub clocks: Clocks,
+    pub power: Power,
+    pub thermal: Thermal,
+    /// Fan speed in percent when idle; `null` for passively cooled boards (N/A).
+    pub fan_speed_percent: Option<u32>,
+    pub ecc_enabled: bool,
+    #[serde(default = "yes")]
+    pub persistence_mode: bool,
+    /// Whether the driver runs the GPU System Processor firmware (its version is the driver's).
+    #[serde(default)]
+    pub gsp_firmware: bool,
+    /// Virtualization mode as `nvidia-smi -q` shows it on the captured board.
+    #[serde(default)]
+    pub virtualization_mode: VirtualizationMode,
+    /// Performance state when idle (0 = P0).
+    #[serde(default)]
+    pub idle_pstate: u32,
+    /// Whether the board supports MIG; the partition tables are defined elsewhere.
+    #[serde(default)]
+    pub mig_capable: bool,
+    /// Where the values come from: captures, datasheets.
+    pub sources: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Brand {
+    Unknown,
+    Quadro,
+    Tesla,
+    Nvs,
+    Grid,
+    Geforce,
+    Titan,
+    NvidiaVapps,
+    NvidiaVpc,
+    NvidiaVcs,
+    NvidiaVws,
+    NvidiaCloudGaming,
+    QuadroRtx,
+    NvidiaRtx,
+    Nvidia,
+    GeforceRtx,
+    TitanRtx,
+}
+
+impl Brand {
+    /// The `nvmlBrandType_t` value.
+    pub fn nvml_value(self) -> u32 {
+        self as u32
+    }
+
+    /// How `nvidia-smi -q` prints the brand.
+    pub fn display(self) -> &'static str {
+        match self {
+            Brand::Unknown => "Unknown",
+            Brand::Quadro => "Quadro",
+            Brand::Tesla => "Tesla",
+            Brand::Nvs => "NVS",
+            Brand::Grid => "Grid",
+            Brand::Geforce => "GeForce",
+            Brand::Titan => "Titan",
+            Brand::NvidiaVapps => "NVIDIA Virtual Applications",
+            Brand::NvidiaVpc => "NVIDIA Virtual PC",
+            Brand::NvidiaVcs => "NVIDIA Virtual Compute Server",
+            Brand::NvidiaVws => "NVIDIA RTX Virtual Workstation",
+            Brand::NvidiaCloudGaming => "NVIDIA Cloud Gaming",
+            Brand::QuadroRtx => "Quadro RTX",
+            Brand::NvidiaRtx => "NVIDIA RTX",
+            Brand::Nvidia => "NVIDIA",
+            Brand::GeforceRtx => "GeForce RTX",
+            Brand::TitanRtx => "Titan RTX",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Architecture {
+    Kepler,
+    Maxwell,
+    Pascal,
+    Volta,
+    Turing,
+    Ampere,
+    Ada,
+    Hopper,
+    Blackwell,
+}
+
+impl Architecture {
+    /// The `nvmlDeviceArchitecture_t` value.
+    pub fn nvml_value(self) -> u32 {
+        match self {
+            Architecture::Kepler => 2,
+            Architecture::Maxwell => 3,
+            Architecture::Pascal => 4,
+            Architecture::Volta => 5,
+            Architecture::Turing => 6,
+            Architecture::Ampere => 7,
+            Architecture::Ada => 8,
+            Architecture::Hopper => 9,
+            Architecture::Blackwell => 10,
+        }
+    }
+
+    /// Name as GPU Feature Discovery and `nvidia-smi -q` spell it.
+    pub fn display(self) -> &'static str {
+        match self {
+            Architecture::Kepler => "Kepler",
+            Architecture::Maxwell => "Maxwell",
+            Architecture::Pascal => "Pascal",
+            Architecture::Volta => "Volta",
+            Architecture::Turing => "Turing",
+            Architecture::Ampere => "Ampere",
+            Architecture::Ada => "Ada Lovelace",
+            Architecture::Hopper => "Hopper",
+            Architecture::Blackwell => "Blackwell",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum VirtualizationMode {
+    #[default]
+    None,
+    Passthrough,
+}
+
+impl VirtualizationMode {
+    /// The `nvmlGpuVirtualizationMode_t` value.
+    pub fn nvml_value(self) -> u32 {
+        match self {
+            VirtualizationMode::None => 0,
+            VirtualizationMode::Passthrough => 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ComputeCapability {
+    pub major: u32,
+    pub minor: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Inforom {
+    /// `nvmlDeviceGetInforomImageVersion`.
+    pub image: String,
+    pub oem: Option<String>,
+    pub ecc: Option<String>,
+    pub power: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Pci {
+    /// Combined device and vendor id as NVML reports it, e.g. `0x233010DE`.
+    pub device_id: HexU32,
+    /// Combined subsystem id, e.g. `0x16C110DE`.
+    pub subsystem_id: HexU32,
+    /// Bus numbers of the GPUs in a node of this board, in index order; repeats in the next
+    /// PCI domain for larger counts. Empty means a common 8-GPU server layout.
+    #[serde(default)]
+    pub bus_ids: Vec<HexU32>,
+    pub max_link_gen: u32,
+    /// Highest generation the GPU itself supports (`nvmlDeviceGetGpuMaxPcieLinkGeneration`).
+    pub gpu_max_link_gen: u32,
+    pub max_link_width: u32,
+    pub current_link_gen: u32,
+    pub current_link_width: u32,
+}
+
+/// A `u32` written in JSON as a hex string (`"0x233010DE"`) or a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+#[schemars(transparent)]
+pub struct HexU32(#[schemars(with = "String")] pub u32);
+
+impl Serialize for HexU32 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("0x{:X}", self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for HexU32 {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let digits = text
+            .strip_prefix("0x")
+            .or_else(|| text.strip_prefix("0X"))
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!("`{text}` is not a hex string like \"0x10DE\""))
+            })?;
+        u32::from_str_radix(digits, 16)
+            .map(HexU32)
+            .map_err(|e| serde::de::Error::custom(format!("`{text}`: {e}")))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Memory {
+    /// Framebuffer total in MiB (`nvmlMemory_t.total`).
+    pub total_mib: u64,
+    /// Reserved by the driver and firmware in MiB (`nvmlMemory_v2_t.reserved`).
+    pub reserved_mib: u64,
+    pub bar1_total_mib: u64,
+    /// BAR1 in use when idle, in MiB.
+    #[serde(default)]
+    pub bar1_used_mib: u64,
+    pub bus_width_bits: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Clocks {
+    /// Current clocks when idle (MHz).
+    pub idle: ClockSet,
+    /// Maximum clocks (`nvmlDeviceGetMaxClockInfo`).
+    pub max: ClockSet,
+    /// Application clocks; `null` where the board reports them as deprecated or N/A.
+    pub applications: Option<AppClocks>,
+    pub default_applications: Option<AppClocks>,
+    /// `nvmlDeviceGetMaxCustomerBoostClock` (graphics).
+    pub max_customer_boost_mhz: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClockSet {
+    pub graphics_mhz: u32,
+    pub sm_mhz: u32,
+    pub memory_mhz: u32,
+    pub video_mhz: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AppClocks {
+    pub graphics_mhz: u32,
+    pub memory_mhz: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Power {
+    /// Draw when idle, milliwatts.
+    pub idle_draw_mw: u32,
+    pub default_limit_mw: u32,
+    pub min_limit_mw: u32,
+    pub max_limit_mw: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Thermal {
+    /// GPU temperature when idle, °C.
+    pub idle_gpu_c: u32,
+    /// Memory temperature when idle; `null` where the board has no memory sensor.
+    pub idle_memory_c: Option<u32>,
+    pub shutdown_c: u32,
+    pub slowdown_c: u32,
+    /// "GPU Max Operating Temp".
+    pub gpu_max_c: Option<u32>,
+    /// "Memory Max Operating Temp".
+    pub memory_max_c: Option<u32>,
+    /// Thresholds relative to the GPU's T.Limit (Hopper and later); `null` where not reported.
+    pub tlimit: Option<TLimit>,
+}
+
+/// Thresholds as distances from T.Limit, °C (negative: that many degrees past the limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TLimit {
+    pub shutdown_c: i32,
+    pub slowdown_c: i32,
+    pub gpu_max_c: i32,
+    pub memory_max_c: Option<i32>,
+}
+
+impl Profile {
+    /// Parses and validates a profile from JSON text; `origin` names the file in errors.
+    pub fn from_json(text: &str, origin: &str) -> Result<Profile, ProfileError> {
+        let profile: Profile = serde_json::from_str(text).map_err(|e| ProfileError::Parse {
+            origin: origin.to_string(),
+            reason: e.to_string(),
+        })?;
+        profile.validate(origin)?;
+        Ok(profile)
+    }
+
+    /// Reads a profile file.
+    pub fn from_path(path: &Path) -> Result<Profile, ProfileError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ProfileError::Read {
+            origin: origin.clone(),
+            reason: e.to_string(),
+        })?;
+        Profile::from_json(&text, &origin)
+    }
+
+    /// Checks the relations between fields that the types alone cannot express.
+    pub fn validate(&self, origin: &str) -> Result<(), ProfileError> {
+        let invalid = |key: &str, reason: String| ProfileError::Invalid {
+            origin: origin.to_string(),
+            key: key.to_string(),
+            reason,
+        };
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Err(invalid(
+                "name",
+                format!(
+                    "`{}` must be non-empty ASCII letters, digits and '-'",
+                    self.name
+                ),
+            ));
+        }
+        // nvidia-smi asks for names with a 64-byte buffer.
+        if self.product_name.is_empty() || self.product_name.len() > 63 {
+            return Err(invalid("product_name", "must be 1 to 63 bytes".into()));
+        }
+        if !(1..=crate::MAX_GPUS).contains(&self.default_gpu_count) {
+            return Err(invalid(
+                "default_gpu_count",
+                format!(
+                    "{} is outside 1..={}",
+                    self.default_gpu_count,
+                    crate::MAX_GPUS
+                ),
+            ));
+        }
+        for (key, value, limit) in [
+            ("vbios_version", &self.vbios_version, 31),
+            ("board_part_number", &self.board_part_number, 79),
+            ("inforom.image", &self.inforom.image, 79),
+        ] {
+            if value.is_empty() || value.len() > limit {
+                return Err(invalid(key, format!("must be 1 to {limit} bytes")));
+            }
+        }
+        if self.pci.device_id.0 & 0xFFFF != 0x10DE {
+            return Err(invalid(
+                "pci.device_id",
+                format!(
+                    "0x{:08X} does not end in NVIDIA's vendor id 10DE",
+                    self.pci.device_id.0
+                ),
+            ));
+        }
+        if self.pci.current_link_gen > self.pci.max_link_gen
+            || self.pci.max_link_gen > self.pci.gpu_max_link_gen.max(self.pci.max_link_gen)
+        {
+            return Err(invalid(
+                "pci.current_link_gen",
+                "exceeds pci.max_link_gen".into(),
+            ));
+        }
+        if self.pci.current_link_width > self.pci.max_link_width {
+            return Err(invalid(
+                "pci.current_link_width",
+                "exceeds pci.max_link_width".into(),
+            ));
+        }
+        if self.pci.bus_ids.iter().any(|b| b.0 > 0xFF) {
+            return Err(invalid("pci.bus_ids", "bus numbers are 0x00..=0xFF".into()));
+        }
+        if !self.pci.bus_ids.windows(2).all(|w| w[0] < w[1]) {
+            return Err(invalid(
+                "pci.bus_ids",
+                "must be strictly ascending (NVML enumerates in PCI order)".into(),
+            ));
+        }
+        if self.memory.reserved_mib >= self.memory.total_mib {
+            return Err(invalid(
+                "memory.reserved_mib",
+                "must be below memory.total_mib".into(),
+            ));
+        }
+        if self.memory.bar1_used_mib > self.memory.bar1_total_mib {
+            return Err(invalid(
+                "memory.bar1_used_mib",
+                "exceeds memory.bar1_total_mib".into(),
+            ));
+        }
+        let p = &self.power;
+        if !(p.min_limit_mw <= p.default_limit_mw && p.default_limit_mw <= p.max_limit_mw) {
+            return Err(invalid(
+                "power",
+                "needs min_limit_mw <= default_limit_mw <= max_limit_mw".into(),
+            ));
+        }
+        if p.idle_draw_mw > p.max_limit_mw {
+            return Err(invalid("power.idle_draw_mw", "exceeds max_limit_mw".into()));
+        }
+        let t = &self.thermal;
+        if t.slowdown_c > t.shutdown_c {
+            return Err(invalid(
+                "thermal.slowdown_c",
+                "exceeds thermal.shutdown_c".into(),
+            ));
+        }
+        if t.idle_gpu_c >= t.slowdown_c {
+            return Err(invalid(
+                "thermal.idle_gpu_c",
+                "must be below thermal.slowdown_c".into(),
+            ));
+        }
+        let (idle, max) = (&self.clocks.idle, &self.clocks.max);
+        for (key, i, m) in [
+            (
+                "clocks.idle.graphics_mhz",
+                idle.graphics_mhz,
+                max.graphics_mhz,
+            ),
+            ("clocks.idle.sm_mhz", idle.sm_mhz, max.sm_mhz),
+            ("clocks.idle.memory_mhz", idle.memory_mhz, max.memory_mhz),
+            ("clocks.idle.video_mhz", idle.video_mhz, max.video_mhz),
+        ] {
+            if i > m {
+                return Err(invalid(key, format!("{i} exceeds the maximum {m}")));
+            }
+        }
+        if self.fan_speed_percent.is_some_and(|f| f > 100) {
+            return Err(invalid("fan_speed_percent", "is a percentage".into()));
+        }
+        if self.idle_pstate > 15 {
+            return Err(invalid("idle_pstate", "P-states are 0..=15".into()));
+        }
+        if self.sources.is_empty() {
+            return Err(invalid("sources", "cite at least one source".into()));
+        }
+        Ok(())
+    }
+
+    /// Whether `key` selects this profile (name or alias, case-insensitive).
+    pub fn matches(&self, key: &str) -> bool {
+        self.name.eq_ignore_ascii_case(key)
+            || self.aliases.iter().any(|a| a.eq_ignore_ascii_case(key))
+    }
+
+    /// The JSON Schema every profile file follows (checked in as `profiles/schema.json`).
+    pub fn json_schema() -> String {
+        let schema = schemars::schema_for!(Profile);
+        serde_json::to_string_pretty(&schema).expect("schema serializes") + "\n"
+    }
+}
