@@ -1,0 +1,138 @@
+//! Memory health: ECC error counters, retired pages (before Ampere) and remapped rows
+//! (Ampere and later). A healthy board counts zero everywhere.
+
+use std::ffi::c_uint;
+
+use nvml_abi::consts::*;
+use nvml_abi::{nvmlDevice_t, nvmlEccErrorCounts_t, nvmlReturn_t, ret};
+
+use crate::device::Device;
+use crate::ffi::{guard, put, put_list, NvmlResult};
+use crate::runtime::device;
+
+fn check_ecc_args(d: &Device, error_type: c_uint, counter_type: c_uint) -> NvmlResult {
+    if error_type > NVML_MEMORY_ERROR_TYPE_UNCORRECTED || counter_type > NVML_AGGREGATE_ECC {
+        return Err(ret::INVALID_ARGUMENT);
+    }
+    if !d.ecc() {
+        return Err(ret::NOT_SUPPORTED);
+    }
+    Ok(())
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn nvmlDeviceGetTotalEccErrors(
+    dev: nvmlDevice_t,
+    errorType: c_uint,
+    counterType: c_uint,
+    eccCounts: *mut u64,
+) -> nvmlReturn_t {
+    guard("nvmlDeviceGetTotalEccErrors", || {
+        check_ecc_args(device(dev)?, errorType, counterType)?;
+        put(eccCounts, 0)
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn nvmlDeviceGetDetailedEccErrors(
+    dev: nvmlDevice_t,
+    errorType: c_uint,
+    counterType: c_uint,
+    eccCounts: *mut nvmlEccErrorCounts_t,
+) -> nvmlReturn_t {
+    guard("nvmlDeviceGetDetailedEccErrors", || {
+        check_ecc_args(device(dev)?, errorType, counterType)?;
+        put(eccCounts, nvmlEccErrorCounts_t::default())
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn nvmlDeviceGetMemoryErrorCounter(
+    dev: nvmlDevice_t,
+    errorType: c_uint,
+    counterType: c_uint,
+    locationType: c_uint,
+    count: *mut u64,
+) -> nvmlReturn_t {
+    guard("nvmlDeviceGetMemoryErrorCounter", || {
+        check_ecc_args(device(dev)?, errorType, counterType)?;
+        if locationType >= NVML_MEMORY_LOCATION_COUNT {
+            return Err(ret::INVALID_ARGUMENT);
+        }
+        put(count, 0)
+    })
+}
+
+fn retires_pages(d: &Device) -> NvmlResult {
+    if d.remaps_rows() || !d.ecc() {
+        Err(ret::NOT_SUPPORTED)
+    } else {
+        Ok(())
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn nvmlDeviceGetRetiredPages(
+    dev: nvmlDevice_t,
+    cause: c_uint,
+    pageCount: *mut c_uint,
+    addresses: *mut u64,
+) -> nvmlReturn_t {
+    guard("nvmlDeviceGetRetiredPages", || {
+        retires_pages(device(dev)?)?;
+        if cause > NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR {
+            return Err(ret::INVALID_ARGUMENT);
+        }
+        put_list::<u64>(pageCount, addresses, &[])
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn nvmlDeviceGetRetiredPages_v2(
+    dev: nvmlDevice_t,
+    cause: c_uint,
+    pageCount: *mut c_uint,
+    addresses: *mut u64,
+    _timestamps: *mut u64,
+) -> nvmlReturn_t {
+    guard("nvmlDeviceGetRetiredPages_v2", || {
+        retires_pages(device(dev)?)?;
+        if cause > NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR {
+            return Err(ret::INVALID_ARGUMENT);
+        }
+        put_list::<u64>(pageCount, addresses, &[])
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn nvmlDeviceGetRetiredPagesPendingStatus(
+    dev: nvmlDevice_t,
+    isPending: *mut c_uint,
+) -> nvmlReturn_t {
+    guard("nvmlDeviceGetRetiredPagesPendingStatus", || {
+        retires_pages(device(dev)?)?;
+        put(isPending, NVML_FEATURE_DISABLED)
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn nvmlDeviceGetRemappedRows(
+    dev: nvmlDevice_t,
+    corrRows: *mut c_uint,
+    uncRows: *mut c_uint,
+    isPending: *mut c_uint,
+    failureOccurred: *mut c_uint,
+) -> nvmlReturn_t {
+    guard("nvmlDeviceGetRemappedRows", || {
+        let d = device(dev)?;
+        if !d.remaps_rows() {
+            return Err(ret::NOT_SUPPORTED);
+        }
+        let outs = [corrRows, uncRows, isPending, failureOccurred];
+        if outs.iter().any(|p| p.is_null()) {
+            return Err(ret::INVALID_ARGUMENT);
+        }
+        outs.iter().for_each(|p| **p = 0);
+        Ok(())
+    })
+}

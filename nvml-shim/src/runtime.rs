@@ -1,0 +1,122 @@
+//! Process-wide state: the init reference count and the simulated node, loaded on the
+//! first successful init and kept for the life of the process so that device handles
+//! stay valid across shutdown and re-init (they point into it).
+//!
+//! The getters' hot path is one atomic load of the reference count plus a `OnceLock` read;
+//! nothing here takes a lock after loading, which also keeps the library usable in a
+//! child after `fork()`.
+
+use std::ffi::CString;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use fakegpu_model::{config, ConfigError, SimulatedNode};
+use nvml_abi::{nvmlDevice_t, nvmlReturn_t, ret};
+
+use crate::device::Device;
+
+pub(crate) struct Runtime {
+    pub node: SimulatedNode,
+    pub devices: Box<[Device]>,
+    pub driver_version: CString,
+    pub nvml_version: CString,
+}
+
+static LOADED: OnceLock<Runtime> = OnceLock::new();
+static INIT_COUNT: AtomicU32 = AtomicU32::new(0);
+static LOAD_LOCK: Mutex<()> = Mutex::new(());
+
+/// `nvmlInit*`: loads the node on first use, then counts one more user.
+pub(crate) fn init() -> Result<(), nvmlReturn_t> {
+    if LOADED.get().is_none() {
+        let _serialized = LOAD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        if LOADED.get().is_none() {
+            let runtime = Runtime::load().map_err(|err| {
+                eprintln!("fakegpu: nvmlInit failed: {err}");
+                init_error_code(&err)
+            })?;
+            let _ = LOADED.set(runtime);
+        }
+    }
+    INIT_COUNT.fetch_add(1, Ordering::AcqRel);
+    Ok(())
+}
+
+/// `nvmlShutdown`: one user fewer; UNINITIALIZED when nobody initialized.
+pub(crate) fn shutdown() -> Result<(), nvmlReturn_t> {
+    INIT_COUNT
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+        .map(|_| ())
+        .map_err(|_| ret::UNINITIALIZED)
+}
+
+/// The loaded node, or UNINITIALIZED outside an init/shutdown pair.
+#[inline]
+pub(crate) fn runtime() -> Result<&'static Runtime, nvmlReturn_t> {
+    if INIT_COUNT.load(Ordering::Acquire) == 0 {
+        return Err(ret::UNINITIALIZED);
+    }
+    LOADED.get().ok_or(ret::UNINITIALIZED)
+}
+
+/// A caller's device handle as one of our devices. Handles are addresses inside the
+/// device table; anything else (NULL, stale, foreign) is INVALID_ARGUMENT and is never
+/// dereferenced.
+#[inline]
+pub(crate) fn device(handle: nvmlDevice_t) -> Result<&'static Device, nvmlReturn_t> {
+    let rt = runtime()?;
+    let base = rt.devices.as_ptr() as usize;
+    let offset = (handle as usize).wrapping_sub(base);
+    let size = std::mem::size_of::<Device>();
+    if offset % size != 0 || offset / size >= rt.devices.len() {
+        return Err(ret::INVALID_ARGUMENT);
+    }
+    Ok(&rt.devices[offset / size])
+}
+
+impl Runtime {
+    fn load() -> Result<Runtime, ConfigError> {
+        let spec = config::resolve(&|key| std::env::var(key).ok(), &host_name())?;
+        let node = SimulatedNode::new(spec);
+        let devices = node
+            .gpus
+            .iter()
+            .map(|id| Device::new(&node.spec, id.clone()))
+            .collect();
+        Ok(Runtime {
+            driver_version: cstring(&node.spec.driver_version),
+            nvml_version: cstring(&node.spec.nvml_version()),
+            devices,
+            node,
+        })
+    }
+
+    pub fn handle_of(&self, device: &Device) -> nvmlDevice_t {
+        (device as *const Device).cast_mut().cast()
+    }
+}
+
+/// Unreadable files mean there is no driver to talk to; contents that are wrong are an
+/// invalid argument. Both come with a stderr line that names the file, key and reason.
+fn init_error_code(err: &ConfigError) -> nvmlReturn_t {
+    match err {
+        ConfigError::Read { .. }
+        | ConfigError::Profile(fakegpu_model::ProfileError::Read { .. }) => ret::DRIVER_NOT_LOADED,
+        _ => ret::INVALID_ARGUMENT,
+    }
+}
+
+pub(crate) fn cstring(text: &str) -> CString {
+    CString::new(text.replace('\0', "")).expect("NULs removed")
+}
+
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it or truncates.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len() - 1) };
+    if rc != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
