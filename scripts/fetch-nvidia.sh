@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Downloads NVIDIA's nvidia-smi 535 and nvml.h (+ the real libnvidia-ml for its export list)
+# from Debian non-free into a cache, unpacked and never installed. Prints the unpacked root.
+#
+#   root=$(scripts/fetch-nvidia.sh)   # $root/usr/lib/nvidia/current/nvidia-smi, $root/usr/include/nvml.h
+#
+# Uses a private APT configuration with contrib and non-free enabled, so the machine's own
+# sources stay untouched.
+set -euo pipefail
+
+NVIDIA_VERSION=535.261.03-1
+NVML_DEV_VERSION=11.8.86~11.8.0-5~deb12u1
+CACHE=${FAKEGPU_CACHE:-$HOME/.cache/fake-gpu-operator}
+DEST=$CACHE/nvidia-$NVIDIA_VERSION
+ROOT=$DEST/root
+
+if [ -x "$ROOT/usr/lib/nvidia/current/nvidia-smi" ] && [ -f "$ROOT/usr/include/nvml.h" ]; then
+  echo "$ROOT"
+  exit 0
+fi
+
+command -v apt-get >/dev/null || { echo "fetch-nvidia: apt-get is required (Debian/Ubuntu)" >&2; exit 1; }
+command -v dpkg-deb >/dev/null || { echo "fetch-nvidia: dpkg-deb is required" >&2; exit 1; }
+
+APT=$DEST/apt
+mkdir -p "$APT/lists/partial" "$APT/archives/partial" "$DEST/debs"
+cat > "$APT/sources.list" <<SOURCES
+deb http://deb.debian.org/debian bookworm main contrib non-free
+deb http://deb.debian.org/debian bookworm-updates main contrib non-free
+deb http://deb.debian.org/debian-security bookworm-security main contrib non-free
+SOURCES
+opts=(-o "Dir::Etc::SourceList=$APT/sources.list" -o Dir::Etc::SourceParts=/dev/null
+      -o "Dir::State::Lists=$APT/lists" -o "Dir::Cache::Archives=$APT/archives"
+      -o APT::Sandbox::User=root -q)
+apt-get "${opts[@]}" update >&2
+(cd "$DEST/debs" && apt-get "${opts[@]}" download \
+    "nvidia-smi=$NVIDIA_VERSION" "libnvidia-ml1=$NVIDIA_VERSION" "libnvidia-ml-dev=$NVML_DEV_VERSION" >&2)
+rm -rf "$ROOT.tmp" && mkdir -p "$ROOT.tmp"
+for deb in "$DEST"/debs/*.deb; do dpkg-deb -x "$deb" "$ROOT.tmp"; done
+rm -rf "$ROOT" && mv "$ROOT.tmp" "$ROOT"
+echo "$ROOT"
