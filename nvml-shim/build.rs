@@ -8,11 +8,7 @@ fn main() {
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let list = root.join("exports-535.txt");
     println!("cargo:rerun-if-changed={}", list.display());
-    let wanted: BTreeSet<String> = fs::read_to_string(&list)
-        .unwrap()
-        .split_whitespace()
-        .map(String::from)
-        .collect();
+    let wanted: BTreeSet<String> = fs::read_to_string(&list).unwrap().split_whitespace().map(String::from).collect();
 
     let mut implemented = BTreeSet::new();
     let dir = root.join("src/exports");
@@ -26,16 +22,9 @@ fn main() {
                 continue;
             };
             for part in rest.split(',') {
-                let name: String = part
-                    .trim()
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                    .collect();
+                let name: String = part.trim().chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
                 if name.starts_with("nvml") {
-                    assert!(
-                        wanted.contains(&name),
-                        "{name} is not a function of the 535 library (exports-535.txt)"
-                    );
+                    assert!(wanted.contains(&name), "{name} is not a function of the 535 library (exports-535.txt)");
                     implemented.insert(name);
                 }
             }
@@ -45,9 +34,5 @@ fn main() {
     for name in wanted.difference(&implemented) {
         out.push_str(&format!("not_supported!({name});\n"));
     }
-    fs::write(
-        PathBuf::from(env::var("OUT_DIR").unwrap()).join("stubs.rs"),
-        out,
-    )
-    .unwrap();
+    fs::write(PathBuf::from(env::var("OUT_DIR").unwrap()).join("stubs.rs"), out).unwrap();
 }

@@ -85,20 +85,13 @@ fn check_gpu_count(count: u32, origin: &str, key: &str) -> Result<(), ConfigErro
     if (1..=MAX_GPUS).contains(&count) {
         Ok(())
     } else {
-        Err(ConfigError::invalid(
-            origin,
-            key,
-            format!("GPU count {count} is outside 1..={MAX_GPUS}"),
-        ))
+        Err(ConfigError::invalid(origin, key, format!("GPU count {count} is outside 1..={MAX_GPUS}")))
     }
 }
 
 /// Resolves the node from `env` (a variable lookup, so tests need not touch the process
 /// environment) and `default_node` (the host name). Environment variables win over the file.
-pub fn resolve(
-    env: &dyn Fn(&str) -> Option<String>,
-    default_node: &str,
-) -> Result<NodeSpec, ConfigError> {
+pub fn resolve(env: &dyn Fn(&str) -> Option<String>, default_node: &str) -> Result<NodeSpec, ConfigError> {
     let file = match env(ENV_CONFIG).filter(|p| !p.is_empty()) {
         Some(path) => Some((PathBuf::from(&path), read_config_file(Path::new(&path))?)),
         None => None,
@@ -112,9 +105,7 @@ pub fn resolve(
         Some(key) => load_profile_ref(&key, None, ENV_PROFILE)?,
         None => match &file_cfg.profile {
             Some(ProfileRef::Named(key)) => {
-                let base = file
-                    .as_ref()
-                    .and_then(|(p, _)| p.parent().map(Path::to_path_buf));
+                let base = file.as_ref().and_then(|(p, _)| p.parent().map(Path::to_path_buf));
                 load_profile_ref(key, base.as_deref(), &file_origin)?
             }
             Some(ProfileRef::Inline(p)) => {
@@ -130,9 +121,8 @@ pub fn resolve(
 
     let gpu_count = match env(ENV_GPUS) {
         Some(text) => {
-            let count = text.trim().parse::<u32>().map_err(|_| {
-                ConfigError::invalid(ENV_GPUS, "", format!("`{text}` is not a whole number"))
-            })?;
+            let count =
+                text.trim().parse::<u32>().map_err(|_| ConfigError::invalid(ENV_GPUS, "", format!("`{text}` is not a whole number")))?;
             check_gpu_count(count, ENV_GPUS, "")?;
             count
         }
@@ -150,38 +140,19 @@ pub fn resolve(
         .or(file_cfg.node.clone().filter(|n| !n.is_empty()))
         .unwrap_or_else(|| default_node.to_string());
 
-    let driver_version = file_cfg
-        .driver_version
-        .clone()
-        .unwrap_or_else(|| DEFAULT_DRIVER_VERSION.into());
+    let driver_version = file_cfg.driver_version.clone().unwrap_or_else(|| DEFAULT_DRIVER_VERSION.into());
     if driver_version.is_empty() || driver_version.len() > 79 {
-        return Err(ConfigError::invalid(
-            &file_origin,
-            "driver_version",
-            "must be 1 to 79 bytes",
-        ));
+        return Err(ConfigError::invalid(&file_origin, "driver_version", "must be 1 to 79 bytes"));
     }
-    let cuda_driver_version = file_cfg
-        .cuda_driver_version
-        .unwrap_or(DEFAULT_CUDA_DRIVER_VERSION);
-    Ok(NodeSpec {
-        node_name,
-        profile,
-        gpu_count,
-        driver_version,
-        cuda_driver_version,
-    })
+    let cuda_driver_version = file_cfg.cuda_driver_version.unwrap_or(DEFAULT_CUDA_DRIVER_VERSION);
+    Ok(NodeSpec { node_name, profile, gpu_count, driver_version, cuda_driver_version })
 }
 
 /// Reads and parses a node config file.
 pub fn read_config_file(path: &Path) -> Result<NodeConfigFile, ConfigError> {
     let origin = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-        origin: origin.clone(),
-        reason: e.to_string(),
-    })?;
-    serde_json::from_str(&text)
-        .map_err(|e| ConfigError::invalid(&origin, &json_error_key(&e), e.to_string()))
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read { origin: origin.clone(), reason: e.to_string() })?;
+    serde_json::from_str(&text).map_err(|e| ConfigError::invalid(&origin, &json_error_key(&e), e.to_string()))
 }
 
 /// A profile given as a built-in name or a path (anything with a `/` or ending in `.json`).
@@ -194,27 +165,20 @@ fn load_profile_ref(key: &str, base: Option<&Path>, origin: &str) -> Result<Prof
         Ok(Profile::from_path(&path)?)
     } else {
         find_builtin(key).cloned().map_err(|e| match e {
-            crate::error::ProfileError::Unknown { name, known } => ConfigError::invalid(
-                origin,
-                "profile",
-                format!("unknown profile `{name}` (built-in: {known})"),
-            ),
+            crate::error::ProfileError::Unknown { name, known } => {
+                ConfigError::invalid(origin, "profile", format!("unknown profile `{name}` (built-in: {known})"))
+            }
             other => other.into(),
         })
     }
 }
 
 /// Applies a JSON merge patch (RFC 7396) to a profile and validates the result.
-pub fn apply_overrides(
-    profile: &Profile,
-    patch: &serde_json::Value,
-    origin: &str,
-) -> Result<Profile, ConfigError> {
+pub fn apply_overrides(profile: &Profile, patch: &serde_json::Value, origin: &str) -> Result<Profile, ConfigError> {
     let mut value = serde_json::to_value(profile).expect("profiles serialize");
     merge_patch(&mut value, patch);
     let origin = format!("{origin} (overrides)");
-    let merged: Profile = serde_json::from_value(value)
-        .map_err(|e| ConfigError::invalid(&origin, "overrides", e.to_string()))?;
+    let merged: Profile = serde_json::from_value(value).map_err(|e| ConfigError::invalid(&origin, "overrides", e.to_string()))?;
     merged.validate(&origin)?;
     Ok(merged)
 }
@@ -238,11 +202,7 @@ fn merge_patch(target: &mut serde_json::Value, patch: &serde_json::Value) {
 /// serde_json reports line/column; name the key where it says one (`unknown field `x``).
 fn json_error_key(e: &serde_json::Error) -> String {
     let msg = e.to_string();
-    msg.split('`')
-        .nth(1)
-        .filter(|_| msg.contains("field"))
-        .unwrap_or("")
-        .to_string()
+    msg.split('`').nth(1).filter(|_| msg.contains("field")).unwrap_or("").to_string()
 }
 
 #[cfg(test)]
@@ -251,10 +211,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |k| map.get(k).cloned()
     }
 
@@ -277,19 +234,8 @@ mod tests {
 
     #[test]
     fn env_selects_profile_count_and_node() {
-        let spec = resolve(
-            &env_of(&[(ENV_PROFILE, "T4"), (ENV_GPUS, "3"), (ENV_NODE, "n7")]),
-            "h",
-        )
-        .unwrap();
-        assert_eq!(
-            (
-                spec.profile.name.as_str(),
-                spec.gpu_count,
-                spec.node_name.as_str()
-            ),
-            ("t4", 3, "n7")
-        );
+        let spec = resolve(&env_of(&[(ENV_PROFILE, "T4"), (ENV_GPUS, "3"), (ENV_NODE, "n7")]), "h").unwrap();
+        assert_eq!((spec.profile.name.as_str(), spec.gpu_count, spec.node_name.as_str()), ("t4", 3, "n7"));
     }
 
     #[test]
@@ -298,19 +244,12 @@ mod tests {
             let err = resolve(&env_of(&[(ENV_GPUS, bad)]), "h").unwrap_err();
             assert!(err.to_string().starts_with(ENV_GPUS), "{err}");
         }
-        assert_eq!(
-            resolve(&env_of(&[(ENV_GPUS, "256")]), "h")
-                .unwrap()
-                .gpu_count,
-            256
-        );
+        assert_eq!(resolve(&env_of(&[(ENV_GPUS, "256")]), "h").unwrap().gpu_count, 256);
     }
 
     #[test]
     fn unknown_profile_is_named() {
-        let err = resolve(&env_of(&[(ENV_PROFILE, "h900")]), "h")
-            .unwrap_err()
-            .to_string();
+        let err = resolve(&env_of(&[(ENV_PROFILE, "h900")]), "h").unwrap_err().to_string();
         assert!(err.contains("h900") && err.contains("h100"), "{err}");
     }
 
@@ -326,57 +265,31 @@ mod tests {
         assert_eq!(spec.profile.memory.reserved_mib, 100);
         assert_eq!(spec.driver_version, "550.1.2");
         // The environment wins over the file.
-        let spec = resolve(
-            &env_of(&[(ENV_CONFIG, path.to_str().unwrap()), (ENV_GPUS, "2")]),
-            "h",
-        )
-        .unwrap();
+        let spec = resolve(&env_of(&[(ENV_CONFIG, path.to_str().unwrap()), (ENV_GPUS, "2")]), "h").unwrap();
         assert_eq!(spec.gpu_count, 2);
     }
 
     #[test]
     fn config_file_errors_name_file_and_key() {
         let path = temp_file("bad-key.json", r#"{"profile":"h100","gpu":4}"#);
-        let err = resolve(&env_of(&[(ENV_CONFIG, path.to_str().unwrap())]), "h")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("bad-key.json") && err.contains("`gpu`"),
-            "{err}"
-        );
+        let err = resolve(&env_of(&[(ENV_CONFIG, path.to_str().unwrap())]), "h").unwrap_err().to_string();
+        assert!(err.contains("bad-key.json") && err.contains("`gpu`"), "{err}");
 
-        let path = temp_file(
-            "bad-override.json",
-            r#"{"overrides":{"memory":{"totl_mib":1}}}"#,
-        );
-        let err = resolve(&env_of(&[(ENV_CONFIG, path.to_str().unwrap())]), "h")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("bad-override.json") && err.contains("totl_mib"),
-            "{err}"
-        );
+        let path = temp_file("bad-override.json", r#"{"overrides":{"memory":{"totl_mib":1}}}"#);
+        let err = resolve(&env_of(&[(ENV_CONFIG, path.to_str().unwrap())]), "h").unwrap_err().to_string();
+        assert!(err.contains("bad-override.json") && err.contains("totl_mib"), "{err}");
 
         let path = temp_file("bad-count.json", r#"{"gpus":0}"#);
-        let err = resolve(&env_of(&[(ENV_CONFIG, path.to_str().unwrap())]), "h")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("bad-count.json") && err.contains("`gpus`"),
-            "{err}"
-        );
+        let err = resolve(&env_of(&[(ENV_CONFIG, path.to_str().unwrap())]), "h").unwrap_err().to_string();
+        assert!(err.contains("bad-count.json") && err.contains("`gpus`"), "{err}");
 
-        let err = resolve(&env_of(&[(ENV_CONFIG, "/nonexistent/node.json")]), "h")
-            .unwrap_err()
-            .to_string();
+        let err = resolve(&env_of(&[(ENV_CONFIG, "/nonexistent/node.json")]), "h").unwrap_err().to_string();
         assert!(err.contains("/nonexistent/node.json"), "{err}");
     }
 
     #[test]
     fn profile_path_relative_to_config() {
-        let h100 = serde_json::to_string(find_builtin("h100").unwrap())
-            .unwrap()
-            .replace("\"h100\"", "\"custom\"");
+        let h100 = serde_json::to_string(find_builtin("h100").unwrap()).unwrap().replace("\"h100\"", "\"custom\"");
         temp_file("custom.json", &h100);
         let path = temp_file("with-path.json", r#"{"profile":"./custom.json"}"#);
         let spec = resolve(&env_of(&[(ENV_CONFIG, path.to_str().unwrap())]), "h").unwrap();

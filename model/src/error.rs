@@ -9,11 +9,7 @@ pub enum ProfileError {
     #[error("{origin}: invalid profile JSON: {reason}")]
     Parse { origin: String, reason: String },
     #[error("{origin}: key `{key}`: {reason}")]
-    Invalid {
-        origin: String,
-        key: String,
-        reason: String,
-    },
+    Invalid { origin: String, key: String, reason: String },
     #[error("unknown profile `{name}` (built-in profiles: {known})")]
     Unknown { name: String, known: String },
 }
@@ -26,19 +22,11 @@ pub enum ConfigError {
     #[error("{origin}: cannot read node config: {reason}")]
     Read { origin: String, reason: String },
     #[error("{origin}: key `{key}`: {reason}")]
-    Invalid {
-        origin: String,
-        key: String,
-        reason: String,
-    },
+    Invalid { origin: String, key: String, reason: String },
 }
 
 impl ConfigError {
     pub(crate) fn invalid(origin: &str, key: &str, reason: impl Into<String>) -> ConfigError {
-        ConfigError::Invalid {
-            origin: origin.to_string(),
-            key: key.to_string(),
-            reason: reason.into(),
-        }
+        ConfigError::Invalid { origin: origin.to_string(), key: key.to_string(), reason: reason.into() }
     }
 }

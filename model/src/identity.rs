@@ -21,18 +21,12 @@ pub struct PciAddress {
 impl PciAddress {
     /// NVML's bus id, `%08X:%02X:%02X.%X` (e.g. `00000000:18:00.0`).
     pub fn bus_id(&self) -> String {
-        format!(
-            "{:08X}:{:02X}:{:02X}.{:X}",
-            self.domain, self.bus, self.device, self.function
-        )
+        format!("{:08X}:{:02X}:{:02X}.{:X}", self.domain, self.bus, self.device, self.function)
     }
 
     /// The legacy 16-byte form, `%04X:%02X:%02X.%X`.
     pub fn bus_id_legacy(&self) -> String {
-        format!(
-            "{:04X}:{:02X}:{:02X}.{:X}",
-            self.domain, self.bus, self.device, self.function
-        )
+        format!("{:04X}:{:02X}:{:02X}.{:X}", self.domain, self.bus, self.device, self.function)
     }
 
     /// Parses the forms clients pass to `nvmlDeviceGetHandleByPciBusId`:
@@ -49,9 +43,7 @@ impl PciAddress {
         Some(PciAddress {
             domain,
             bus: u32::from_str_radix(bus, 16).ok().filter(|b| *b <= 0xFF)?,
-            device: u32::from_str_radix(device, 16)
-                .ok()
-                .filter(|d| *d <= 0x1F)?,
+            device: u32::from_str_radix(device, 16).ok().filter(|d| *d <= 0x1F)?,
             function: u32::from_str_radix(function, 16).ok().filter(|f| *f <= 7)?,
         })
     }
@@ -81,18 +73,9 @@ pub struct GpuIdentity {
 
 /// Computes the identity of GPU `index` on `node`. `bus_ids` is the profile's bus layout.
 pub fn gpu_identity(node: &str, index: u32, bus_ids: &[u32]) -> GpuIdentity {
-    let layout: &[u32] = if bus_ids.is_empty() {
-        &DEFAULT_BUS_IDS
-    } else {
-        bus_ids
-    };
+    let layout: &[u32] = if bus_ids.is_empty() { &DEFAULT_BUS_IDS } else { bus_ids };
     let per_domain = layout.len() as u32;
-    let pci = PciAddress {
-        domain: index / per_domain,
-        bus: layout[(index % per_domain) as usize],
-        device: 0,
-        function: 0,
-    };
+    let pci = PciAddress { domain: index / per_domain, bus: layout[(index % per_domain) as usize], device: 0, function: 0 };
     let serial_digits = stable_hash(&["serial", node, &index.to_string()]) % 1_000_000_000_000;
     GpuIdentity {
         index,
@@ -121,14 +104,7 @@ pub fn uuid_bytes(parts: &[&str]) -> [u8; 16] {
 /// Formats 16 bytes as `prefix` + the 8-4-4-4-12 hex groups.
 pub fn format_uuid(prefix: &str, b: [u8; 16]) -> String {
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{prefix}{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    format!("{prefix}{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
 }
 
 /// FNV-1a over the parts (each terminated by a NUL, so `["ab","c"]` ≠ `["a","bc"]`),
@@ -162,11 +138,7 @@ mod tests {
             for i in 0..256 {
                 let id = gpu_identity(node, i, &[]);
                 assert!(uuids.insert(id.uuid.clone()), "duplicate uuid {}", id.uuid);
-                assert!(
-                    serials.insert(id.serial.clone()),
-                    "duplicate serial {}",
-                    id.serial
-                );
+                assert!(serials.insert(id.serial.clone()), "duplicate serial {}", id.serial);
                 assert_eq!(id.serial.len(), 13);
                 assert!(id.uuid.len() == 40 && id.uuid.starts_with("GPU-"));
                 assert_ne!(&id.uuid[4..], "00000000-0000-0000-0000-000000000000");
@@ -178,17 +150,13 @@ mod tests {
     fn uuid_is_lowercase_hex_v4() {
         let id = gpu_identity("n", 0, &[]);
         let body = &id.uuid[4..];
-        assert!(body
-            .chars()
-            .all(|c| c == '-' || c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(body.chars().all(|c| c == '-' || c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         assert_eq!(&body[14..15], "4");
     }
 
     #[test]
     fn pci_addresses_ascend_with_index() {
-        let addrs: Vec<PciAddress> = (0..40)
-            .map(|i| gpu_identity("n", i, &[0x53, 0x64]).pci)
-            .collect();
+        let addrs: Vec<PciAddress> = (0..40).map(|i| gpu_identity("n", i, &[0x53, 0x64]).pci).collect();
         assert!(addrs.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(addrs[0].bus_id(), "00000000:53:00.0");
         assert_eq!(addrs[3].bus_id(), "00000001:64:00.0");
@@ -197,18 +165,8 @@ mod tests {
 
     #[test]
     fn pci_parse_accepts_client_forms() {
-        let want = PciAddress {
-            domain: 0,
-            bus: 0x18,
-            device: 0,
-            function: 0,
-        };
-        for text in [
-            "00000000:18:00.0",
-            "0000:18:00.0",
-            "18:00.0",
-            "0000:18:00.0 ",
-        ] {
+        let want = PciAddress { domain: 0, bus: 0x18, device: 0, function: 0 };
+        for text in ["00000000:18:00.0", "0000:18:00.0", "18:00.0", "0000:18:00.0 "] {
             assert_eq!(PciAddress::parse(text), Some(want), "{text}");
         }
         for bad in ["", "18:00", "zz:00.0", "0000:100:00.0", "0:18:00.9"] {
@@ -220,9 +178,6 @@ mod tests {
     fn stable_hash_separates_parts() {
         assert_ne!(stable_hash(&["ab", "c"]), stable_hash(&["a", "bc"]));
         // Pinned so that a change of the function (which would rename every GPU) is noticed.
-        assert_eq!(
-            gpu_identity("node-a", 0, &[]).uuid,
-            gpu_identity("node-a", 0, &[]).uuid
-        );
+        assert_eq!(gpu_identity("node-a", 0, &[]).uuid, gpu_identity("node-a", 0, &[]).uuid);
     }
 }

@@ -12,9 +12,7 @@ pub struct SimulatedNode {
 impl SimulatedNode {
     pub fn new(spec: NodeSpec) -> SimulatedNode {
         let bus_ids: Vec<u32> = spec.profile.pci.bus_ids.iter().map(|b| b.0).collect();
-        let gpus = (0..spec.gpu_count)
-            .map(|i| gpu_identity(&spec.node_name, i, &bus_ids))
-            .collect();
+        let gpus = (0..spec.gpu_count).map(|i| gpu_identity(&spec.node_name, i, &bus_ids)).collect();
         SimulatedNode { spec, gpus }
     }
 }

@@ -236,12 +236,8 @@ impl<'de> Deserialize<'de> for HexU32 {
         let digits = text
             .strip_prefix("0x")
             .or_else(|| text.strip_prefix("0X"))
-            .ok_or_else(|| {
-                serde::de::Error::custom(format!("`{text}` is not a hex string like \"0x10DE\""))
-            })?;
-        u32::from_str_radix(digits, 16)
-            .map(HexU32)
-            .map_err(|e| serde::de::Error::custom(format!("`{text}`: {e}")))
+            .ok_or_else(|| serde::de::Error::custom(format!("`{text}` is not a hex string like \"0x10DE\"")))?;
+        u32::from_str_radix(digits, 16).map(HexU32).map_err(|e| serde::de::Error::custom(format!("`{text}`: {e}")))
     }
 }
 
@@ -329,10 +325,8 @@ pub struct TLimit {
 impl Profile {
     /// Parses and validates a profile from JSON text; `origin` names the file in errors.
     pub fn from_json(text: &str, origin: &str) -> Result<Profile, ProfileError> {
-        let profile: Profile = serde_json::from_str(text).map_err(|e| ProfileError::Parse {
-            origin: origin.to_string(),
-            reason: e.to_string(),
-        })?;
+        let profile: Profile =
+            serde_json::from_str(text).map_err(|e| ProfileError::Parse { origin: origin.to_string(), reason: e.to_string() })?;
         profile.validate(origin)?;
         Ok(profile)
     }
@@ -340,47 +334,22 @@ impl Profile {
     /// Reads a profile file.
     pub fn from_path(path: &Path) -> Result<Profile, ProfileError> {
         let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ProfileError::Read {
-            origin: origin.clone(),
-            reason: e.to_string(),
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|e| ProfileError::Read { origin: origin.clone(), reason: e.to_string() })?;
         Profile::from_json(&text, &origin)
     }
 
     /// Checks the relations between fields that the types alone cannot express.
     pub fn validate(&self, origin: &str) -> Result<(), ProfileError> {
-        let invalid = |key: &str, reason: String| ProfileError::Invalid {
-            origin: origin.to_string(),
-            key: key.to_string(),
-            reason,
-        };
-        if self.name.is_empty()
-            || !self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-')
-        {
-            return Err(invalid(
-                "name",
-                format!(
-                    "`{}` must be non-empty ASCII letters, digits and '-'",
-                    self.name
-                ),
-            ));
+        let invalid = |key: &str, reason: String| ProfileError::Invalid { origin: origin.to_string(), key: key.to_string(), reason };
+        if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(invalid("name", format!("`{}` must be non-empty ASCII letters, digits and '-'", self.name)));
         }
         // nvidia-smi asks for names with a 64-byte buffer.
         if self.product_name.is_empty() || self.product_name.len() > 63 {
             return Err(invalid("product_name", "must be 1 to 63 bytes".into()));
         }
         if !(1..=crate::MAX_GPUS).contains(&self.default_gpu_count) {
-            return Err(invalid(
-                "default_gpu_count",
-                format!(
-                    "{} is outside 1..={}",
-                    self.default_gpu_count,
-                    crate::MAX_GPUS
-                ),
-            ));
+            return Err(invalid("default_gpu_count", format!("{} is outside 1..={}", self.default_gpu_count, crate::MAX_GPUS)));
         }
         for (key, value, limit) in [
             ("vbios_version", &self.vbios_version, 31),
@@ -392,79 +361,44 @@ impl Profile {
             }
         }
         if self.pci.device_id.0 & 0xFFFF != 0x10DE {
-            return Err(invalid(
-                "pci.device_id",
-                format!(
-                    "0x{:08X} does not end in NVIDIA's vendor id 10DE",
-                    self.pci.device_id.0
-                ),
-            ));
+            return Err(invalid("pci.device_id", format!("0x{:08X} does not end in NVIDIA's vendor id 10DE", self.pci.device_id.0)));
         }
-        if self.pci.current_link_gen > self.pci.max_link_gen
-            || self.pci.max_link_gen > self.pci.gpu_max_link_gen.max(self.pci.max_link_gen)
+        if self.pci.current_link_gen > self.pci.max_link_gen || self.pci.max_link_gen > self.pci.gpu_max_link_gen.max(self.pci.max_link_gen)
         {
-            return Err(invalid(
-                "pci.current_link_gen",
-                "exceeds pci.max_link_gen".into(),
-            ));
+            return Err(invalid("pci.current_link_gen", "exceeds pci.max_link_gen".into()));
         }
         if self.pci.current_link_width > self.pci.max_link_width {
-            return Err(invalid(
-                "pci.current_link_width",
-                "exceeds pci.max_link_width".into(),
-            ));
+            return Err(invalid("pci.current_link_width", "exceeds pci.max_link_width".into()));
         }
         if self.pci.bus_ids.iter().any(|b| b.0 > 0xFF) {
             return Err(invalid("pci.bus_ids", "bus numbers are 0x00..=0xFF".into()));
         }
         if !self.pci.bus_ids.windows(2).all(|w| w[0] < w[1]) {
-            return Err(invalid(
-                "pci.bus_ids",
-                "must be strictly ascending (NVML enumerates in PCI order)".into(),
-            ));
+            return Err(invalid("pci.bus_ids", "must be strictly ascending (NVML enumerates in PCI order)".into()));
         }
         if self.memory.reserved_mib >= self.memory.total_mib {
-            return Err(invalid(
-                "memory.reserved_mib",
-                "must be below memory.total_mib".into(),
-            ));
+            return Err(invalid("memory.reserved_mib", "must be below memory.total_mib".into()));
         }
         if self.memory.bar1_used_mib > self.memory.bar1_total_mib {
-            return Err(invalid(
-                "memory.bar1_used_mib",
-                "exceeds memory.bar1_total_mib".into(),
-            ));
+            return Err(invalid("memory.bar1_used_mib", "exceeds memory.bar1_total_mib".into()));
         }
         let p = &self.power;
         if !(p.min_limit_mw <= p.default_limit_mw && p.default_limit_mw <= p.max_limit_mw) {
-            return Err(invalid(
-                "power",
-                "needs min_limit_mw <= default_limit_mw <= max_limit_mw".into(),
-            ));
+            return Err(invalid("power", "needs min_limit_mw <= default_limit_mw <= max_limit_mw".into()));
         }
         if p.idle_draw_mw > p.max_limit_mw {
             return Err(invalid("power.idle_draw_mw", "exceeds max_limit_mw".into()));
         }
         let t = &self.thermal;
         if t.slowdown_c > t.shutdown_c {
-            return Err(invalid(
-                "thermal.slowdown_c",
-                "exceeds thermal.shutdown_c".into(),
-            ));
+            return Err(invalid("thermal.slowdown_c", "exceeds thermal.shutdown_c".into()));
         }
         if t.idle_gpu_c >= t.slowdown_c {
-            return Err(invalid(
-                "thermal.idle_gpu_c",
-                "must be below thermal.slowdown_c".into(),
-            ));
+            return Err(invalid("thermal.idle_gpu_c", "must be below thermal.slowdown_c".into()));
         }
         let (idle, max) = (&self.clocks.idle, &self.clocks.max);
         for (key, i, m) in [
-            (
-                "clocks.idle.graphics_mhz",
-                idle.graphics_mhz,
-                max.graphics_mhz,
-            ),
+            ("clocks.idle.graphics_mhz", idle.graphics_mhz, max.graphics_mhz),
             ("clocks.idle.sm_mhz", idle.sm_mhz, max.sm_mhz),
             ("clocks.idle.memory_mhz", idle.memory_mhz, max.memory_mhz),
             ("clocks.idle.video_mhz", idle.video_mhz, max.video_mhz),
@@ -487,8 +421,7 @@ impl Profile {
 
     /// Whether `key` selects this profile (name or alias, case-insensitive).
     pub fn matches(&self, key: &str) -> bool {
-        self.name.eq_ignore_ascii_case(key)
-            || self.aliases.iter().any(|a| a.eq_ignore_ascii_case(key))
+        self.name.eq_ignore_ascii_case(key) || self.aliases.iter().any(|a| a.eq_ignore_ascii_case(key))
     }
 
     /// The JSON Schema every profile file follows (checked in as `profiles/schema.json`).

@@ -52,11 +52,7 @@ pub struct Readings {
 }
 
 fn lerp(idle: u32, busy: u32, percent: u32) -> u32 {
-    let (idle, busy, p) = (
-        u64::from(idle),
-        u64::from(busy),
-        u64::from(percent.min(100)),
-    );
+    let (idle, busy, p) = (u64::from(idle), u64::from(busy), u64::from(percent.min(100)));
     if busy >= idle {
         (idle + (busy - idle) * p / 100) as u32
     } else {
@@ -70,41 +66,24 @@ pub fn readings(profile: &Profile, load: &Load) -> Readings {
     let total = profile.memory.total_mib * MIB;
     let reserved = profile.memory.reserved_mib * MIB;
     let used = load.memory_used_bytes.min(total - reserved);
-    let busy_temp = profile
-        .thermal
-        .slowdown_c
-        .saturating_sub(15)
-        .max(profile.thermal.idle_gpu_c);
+    let busy_temp = profile.thermal.slowdown_c.saturating_sub(15).max(profile.thermal.idle_gpu_c);
     let (idle_clk, max_clk) = (profile.clocks.idle, profile.clocks.max);
     Readings {
         gpu_util: util,
         memory_util: load.memory_util.min(100),
         encoder_util: load.encoder_util.min(100),
         decoder_util: load.decoder_util.min(100),
-        power_mw: lerp(
-            profile.power.idle_draw_mw,
-            profile.power.default_limit_mw * 9 / 10,
-            util,
-        ),
+        power_mw: lerp(profile.power.idle_draw_mw, profile.power.default_limit_mw * 9 / 10, util),
         gpu_temp_c: lerp(profile.thermal.idle_gpu_c, busy_temp, util),
         memory_temp_c: profile.thermal.idle_memory_c.map(|t| lerp(t, t + 20, util)),
         clocks: ClockSet {
             graphics_mhz: lerp(idle_clk.graphics_mhz, max_clk.graphics_mhz, util),
             sm_mhz: lerp(idle_clk.sm_mhz, max_clk.sm_mhz, util),
-            memory_mhz: if util > 0 {
-                max_clk.memory_mhz
-            } else {
-                idle_clk.memory_mhz
-            },
+            memory_mhz: if util > 0 { max_clk.memory_mhz } else { idle_clk.memory_mhz },
             video_mhz: lerp(idle_clk.video_mhz, max_clk.video_mhz, util),
         },
         pstate: if util > 0 { 0 } else { profile.idle_pstate },
-        memory: MemoryUsage {
-            total,
-            reserved,
-            used,
-            free: total - reserved - used,
-        },
+        memory: MemoryUsage { total, reserved, used, free: total - reserved - used },
         bar1_used_bytes: profile.memory.bar1_used_mib * MIB,
     }
 }
@@ -134,21 +113,11 @@ mod tests {
     #[test]
     fn load_moves_readings_within_limits() {
         let p = find_builtin("h100").unwrap();
-        let full = readings(
-            p,
-            &Load {
-                gpu_util: 100,
-                memory_used_bytes: u64::MAX,
-                ..Load::default()
-            },
-        );
+        let full = readings(p, &Load { gpu_util: 100, memory_used_bytes: u64::MAX, ..Load::default() });
         assert!(full.power_mw > p.power.idle_draw_mw && full.power_mw <= p.power.default_limit_mw);
         assert!(full.gpu_temp_c < p.thermal.slowdown_c);
         assert_eq!(full.clocks.sm_mhz, p.clocks.max.sm_mhz);
-        assert_eq!(
-            full.memory.free, 0,
-            "used is capped at what is not reserved"
-        );
+        assert_eq!(full.memory.free, 0, "used is capped at what is not reserved");
         assert_eq!(full.pstate, 0);
     }
 

@@ -44,19 +44,7 @@ fn every_profile_file_is_built_in_and_valid() {
 
 #[test]
 fn the_expected_profiles_ship() {
-    for name in [
-        "a100-40gb",
-        "a100-80gb",
-        "h100",
-        "h200",
-        "b200",
-        "gb200",
-        "gb300",
-        "l40s",
-        "l4",
-        "t4",
-        "k80",
-    ] {
+    for name in ["a100-40gb", "a100-80gb", "h100", "h200", "b200", "gb200", "gb300", "l40s", "l4", "t4", "k80"] {
         let profile = find_builtin(name).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(profile.name, name);
     }
@@ -69,10 +57,7 @@ fn names_and_aliases_are_unique() {
         for key in std::iter::once(&profile.name).chain(&profile.aliases) {
             assert!(!key.trim().is_empty(), "{}: empty alias", profile.name);
             if let Some(other) = seen.insert(key.to_ascii_lowercase(), profile.name.clone()) {
-                panic!(
-                    "`{key}` selects both `{other}` and `{}` (names are case-insensitive)",
-                    profile.name
-                );
+                panic!("`{key}` selects both `{other}` and `{}` (names are case-insensitive)", profile.name);
             }
         }
     }
@@ -83,23 +68,11 @@ fn aliases_select_their_profile() {
     for profile in builtin_profiles().unwrap() {
         for alias in &profile.aliases {
             assert_eq!(find_builtin(alias).unwrap().name, profile.name, "{alias}");
-            assert_eq!(
-                find_builtin(&alias.to_uppercase()).unwrap().name,
-                profile.name
-            );
+            assert_eq!(find_builtin(&alias.to_uppercase()).unwrap().name, profile.name);
         }
         // The product name and upstream's sanitised label form select the profile.
-        let label: String = profile
-            .product_name
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                    c
-                } else {
-                    '-'
-                }
-            })
-            .collect();
+        let label: String =
+            profile.product_name.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '-' }).collect();
         for key in [&profile.product_name, &label] {
             assert_eq!(
                 find_builtin(key).map(|p| p.name.as_str()).ok(),
@@ -130,25 +103,17 @@ fn profiles_are_sane() {
         assert!(!p.sources.is_empty(), "{n}");
         assert!(p.memory.total_mib >= 1024, "{n}: total_mib");
         assert!(p.power.idle_draw_mw <= p.power.default_limit_mw, "{n}");
-        assert!(
-            p.clocks.max.graphics_mhz > 0 && p.clocks.max.memory_mhz > 0,
-            "{n}"
-        );
+        assert!(p.clocks.max.graphics_mhz > 0 && p.clocks.max.memory_mhz > 0, "{n}");
         if let Some(app) = p.clocks.applications {
             assert!(app.graphics_mhz <= p.clocks.max.graphics_mhz, "{n}");
             assert!(app.memory_mhz <= p.clocks.max.memory_mhz, "{n}");
         }
         if let Some(t) = p.thermal.tlimit {
             // Offsets from T.Limit must agree with the absolute thresholds.
-            let limit =
-                p.thermal.gpu_max_c.expect("T.Limit boards give gpu_max_c") as i32 + t.gpu_max_c;
+            let limit = p.thermal.gpu_max_c.expect("T.Limit boards give gpu_max_c") as i32 + t.gpu_max_c;
             assert_eq!(p.thermal.shutdown_c as i32, limit - t.shutdown_c, "{n}");
             assert_eq!(p.thermal.slowdown_c as i32, limit - t.slowdown_c, "{n}");
         }
-        assert_eq!(
-            p.thermal.idle_memory_c.is_some(),
-            p.thermal.memory_max_c.is_some(),
-            "{n}"
-        );
+        assert_eq!(p.thermal.idle_memory_c.is_some(), p.thermal.memory_max_c.is_some(), "{n}");
     }
 }

@@ -23,26 +23,16 @@ const PAIRS: &[(&str, &str)] = &[
 /// PCI addresses the model cannot express (it puts every GPU at device 0 and numbers PCI
 /// domains from 0). For these only the bus number is compared; the entry must still differ
 /// in full, so that it is removed once the model learns the layout.
-const ADDRESS_DEVIATIONS: &[(&str, &str)] = &[
-    ("t4", "the cloud VM puts the GPU at device 0x1E of bus 0"),
-    (
-        "gb300",
-        "each GPU sits in its own PCI domain 0x8, 0x9, 0x18, 0x19",
-    ),
-];
+const ADDRESS_DEVIATIONS: &[(&str, &str)] =
+    &[("t4", "the cloud VM puts the GPU at device 0x1E of bus 0"), ("gb300", "each GPU sits in its own PCI domain 0x8, 0x9, 0x18, 0x19")];
 
 fn fixture(file: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures/hardware")
-        .join(file);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/hardware").join(file);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 fn parse(text: &str) -> Document<'_> {
-    let opts = ParsingOptions {
-        allow_dtd: true,
-        ..ParsingOptions::default()
-    };
+    let opts = ParsingOptions { allow_dtd: true, ..ParsingOptions::default() };
     Document::parse_with_options(text, opts).expect("capture is well-formed XML")
 }
 
@@ -58,11 +48,7 @@ fn get<'a>(node: Node<'a, 'a>, path: &str) -> Option<&'a str> {
 /// A number followed by an optional unit (`"40960 MiB"`, `"16x"`, `"-5 C"`), or `None`
 /// where the board says N/A or "deprecated".
 fn number(text: &str) -> Option<f64> {
-    let digits: String = text
-        .trim()
-        .chars()
-        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == '-')
-        .collect();
+    let digits: String = text.trim().chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == '-').collect();
     digits.parse().ok()
 }
 
@@ -75,9 +61,7 @@ struct Check<'a> {
 impl<'a> Check<'a> {
     fn eq<T: PartialEq + Display>(&mut self, key: &str, element: &str, profile: T, capture: T) {
         if profile != capture {
-            self.mismatches.push(format!(
-                "{key} = {profile}, capture <{element}> = {capture}"
-            ));
+            self.mismatches.push(format!("{key} = {profile}, capture <{element}> = {capture}"));
         }
     }
 
@@ -102,9 +86,7 @@ impl<'a> Check<'a> {
         let text = self.text(element);
         match number(text) {
             Some(v) => self.eq(key, element, profile, (v * scale).round() as i64),
-            None => self
-                .mismatches
-                .push(format!("{key} = {profile}, capture <{element}> = {text:?}")),
+            None => self.mismatches.push(format!("{key} = {profile}, capture <{element}> = {text:?}")),
         }
     }
 
@@ -126,29 +108,15 @@ impl<'a> Check<'a> {
             ("memory_mhz", "mem_clock", set.memory_mhz),
             ("video_mhz", "video_clock", set.video_mhz),
         ] {
-            self.num(
-                &format!("{key}.{field}"),
-                &format!("{element}/{tag}"),
-                1.0,
-                value.into(),
-            );
+            self.num(&format!("{key}.{field}"), &format!("{element}/{tag}"), 1.0, value.into());
         }
     }
 
     fn app_clocks(&mut self, key: &str, element: &str, clocks: Option<AppClocks>) {
-        for (field, tag, value) in [
-            (
-                "graphics_mhz",
-                "graphics_clock",
-                clocks.map(|c| c.graphics_mhz),
-            ),
-            ("memory_mhz", "mem_clock", clocks.map(|c| c.memory_mhz)),
-        ] {
-            self.opt_num(
-                &format!("{key}.{field}"),
-                &format!("{element}/{tag}"),
-                value.map(i64::from),
-            );
+        for (field, tag, value) in
+            [("graphics_mhz", "graphics_clock", clocks.map(|c| c.graphics_mhz)), ("memory_mhz", "mem_clock", clocks.map(|c| c.memory_mhz))]
+        {
+            self.opt_num(&format!("{key}.{field}"), &format!("{element}/{tag}"), value.map(i64::from));
         }
     }
 }
@@ -159,103 +127,33 @@ fn show<T: Display>(v: Option<T>) -> String {
 
 fn compare(profile: &Profile, gpus: &[Node<'_, '_>]) -> Vec<String> {
     let gpu = gpus[0];
-    let mut c = Check {
-        gpu,
-        profile,
-        mismatches: Vec::new(),
-    };
+    let mut c = Check { gpu, profile, mismatches: Vec::new() };
     let p = c.profile;
 
     c.str("product_name", "product_name", &p.product_name);
     c.str("brand", "product_brand", p.brand.display());
-    c.str(
-        "architecture",
-        "product_architecture",
-        p.architecture.display(),
-    );
+    c.str("architecture", "product_architecture", p.architecture.display());
     c.str("vbios_version", "vbios_version", &p.vbios_version);
-    c.str(
-        "board_part_number",
-        "board_part_number",
-        &p.board_part_number,
-    );
-    c.opt_str(
-        "gpu_part_number",
-        "gpu_part_number",
-        p.gpu_part_number.as_deref(),
-    );
-    c.flag(
-        "multi_gpu_board",
-        "multigpu_board",
-        p.multi_gpu_board,
-        "Yes",
-    );
-    c.str(
-        "inforom.image",
-        "inforom_version/img_version",
-        &p.inforom.image,
-    );
-    c.opt_str(
-        "inforom.oem",
-        "inforom_version/oem_object",
-        p.inforom.oem.as_deref(),
-    );
-    c.opt_str(
-        "inforom.ecc",
-        "inforom_version/ecc_object",
-        p.inforom.ecc.as_deref(),
-    );
-    c.opt_str(
-        "inforom.power",
-        "inforom_version/pwr_object",
-        p.inforom.power.as_deref(),
-    );
+    c.str("board_part_number", "board_part_number", &p.board_part_number);
+    c.opt_str("gpu_part_number", "gpu_part_number", p.gpu_part_number.as_deref());
+    c.flag("multi_gpu_board", "multigpu_board", p.multi_gpu_board, "Yes");
+    c.str("inforom.image", "inforom_version/img_version", &p.inforom.image);
+    c.opt_str("inforom.oem", "inforom_version/oem_object", p.inforom.oem.as_deref());
+    c.opt_str("inforom.ecc", "inforom_version/ecc_object", p.inforom.ecc.as_deref());
+    c.opt_str("inforom.power", "inforom_version/pwr_object", p.inforom.power.as_deref());
 
     // PCI
     let hex = |text: &str| u32::from_str_radix(text, 16).unwrap_or(u32::MAX);
-    let (dev, sub) = (
-        hex(c.text("pci/pci_device_id")),
-        hex(c.text("pci/pci_sub_system_id")),
-    );
-    c.eq(
-        "pci.device_id",
-        "pci/pci_device_id",
-        format!("0x{:08X}", p.pci.device_id.0),
-        format!("0x{dev:08X}"),
-    );
-    c.eq(
-        "pci.subsystem_id",
-        "pci/pci_sub_system_id",
-        format!("0x{:08X}", p.pci.subsystem_id.0),
-        format!("0x{sub:08X}"),
-    );
+    let (dev, sub) = (hex(c.text("pci/pci_device_id")), hex(c.text("pci/pci_sub_system_id")));
+    c.eq("pci.device_id", "pci/pci_device_id", format!("0x{:08X}", p.pci.device_id.0), format!("0x{dev:08X}"));
+    c.eq("pci.subsystem_id", "pci/pci_sub_system_id", format!("0x{:08X}", p.pci.subsystem_id.0), format!("0x{sub:08X}"));
     let link = "pci/pci_gpu_link_info";
     for (key, element, value) in [
-        (
-            "pci.max_link_gen",
-            "pcie_gen/max_link_gen",
-            p.pci.max_link_gen,
-        ),
-        (
-            "pci.gpu_max_link_gen",
-            "pcie_gen/max_device_link_gen",
-            p.pci.gpu_max_link_gen,
-        ),
-        (
-            "pci.current_link_gen",
-            "pcie_gen/current_link_gen",
-            p.pci.current_link_gen,
-        ),
-        (
-            "pci.max_link_width",
-            "link_widths/max_link_width",
-            p.pci.max_link_width,
-        ),
-        (
-            "pci.current_link_width",
-            "link_widths/current_link_width",
-            p.pci.current_link_width,
-        ),
+        ("pci.max_link_gen", "pcie_gen/max_link_gen", p.pci.max_link_gen),
+        ("pci.gpu_max_link_gen", "pcie_gen/max_device_link_gen", p.pci.gpu_max_link_gen),
+        ("pci.current_link_gen", "pcie_gen/current_link_gen", p.pci.current_link_gen),
+        ("pci.max_link_width", "link_widths/max_link_width", p.pci.max_link_width),
+        ("pci.current_link_width", "link_widths/current_link_width", p.pci.current_link_width),
     ] {
         c.num(key, &format!("{link}/{element}"), 1.0, value.into());
     }
@@ -281,120 +179,44 @@ fn compare(profile: &Profile, gpus: &[Node<'_, '_>]) -> Vec<String> {
     }
     if let Some((_, why)) = deviation {
         if !any_full_mismatch {
-            c.mismatches.push(format!(
-                "ADDRESS_DEVIATIONS lists `{}` ({why}) but its addresses now match: remove the entry",
-                p.name
-            ));
+            c.mismatches.push(format!("ADDRESS_DEVIATIONS lists `{}` ({why}) but its addresses now match: remove the entry", p.name));
         }
     }
 
     // Memory, MiB
-    c.num(
-        "memory.total_mib",
-        "fb_memory_usage/total",
-        1.0,
-        p.memory.total_mib as i64,
-    );
-    c.num(
-        "memory.reserved_mib",
-        "fb_memory_usage/reserved",
-        1.0,
-        p.memory.reserved_mib as i64,
-    );
-    c.num(
-        "memory.bar1_total_mib",
-        "bar1_memory_usage/total",
-        1.0,
-        p.memory.bar1_total_mib as i64,
-    );
-    c.num(
-        "memory.bar1_used_mib",
-        "bar1_memory_usage/used",
-        1.0,
-        p.memory.bar1_used_mib as i64,
-    );
+    c.num("memory.total_mib", "fb_memory_usage/total", 1.0, p.memory.total_mib as i64);
+    c.num("memory.reserved_mib", "fb_memory_usage/reserved", 1.0, p.memory.reserved_mib as i64);
+    c.num("memory.bar1_total_mib", "bar1_memory_usage/total", 1.0, p.memory.bar1_total_mib as i64);
+    c.num("memory.bar1_used_mib", "bar1_memory_usage/used", 1.0, p.memory.bar1_used_mib as i64);
 
     // Clocks, MHz
     c.clock_set("clocks.idle", "clocks", p.clocks.idle);
     c.clock_set("clocks.max", "max_clocks", p.clocks.max);
-    c.app_clocks(
-        "clocks.applications",
-        "applications_clocks",
-        p.clocks.applications,
-    );
-    c.app_clocks(
-        "clocks.default_applications",
-        "default_applications_clocks",
-        p.clocks.default_applications,
-    );
-    c.opt_num(
-        "clocks.max_customer_boost_mhz",
-        "max_customer_boost_clocks/graphics_clock",
-        p.clocks.max_customer_boost_mhz.map(i64::from),
-    );
+    c.app_clocks("clocks.applications", "applications_clocks", p.clocks.applications);
+    c.app_clocks("clocks.default_applications", "default_applications_clocks", p.clocks.default_applications);
+    c.opt_num("clocks.max_customer_boost_mhz", "max_customer_boost_clocks/graphics_clock", p.clocks.max_customer_boost_mhz.map(i64::from));
 
     // Power, W in the capture, mW in the profile
     let pw = "gpu_power_readings";
     for (key, element, value) in [
-        (
-            "power.idle_draw_mw",
-            "instant_power_draw",
-            p.power.idle_draw_mw,
-        ),
-        (
-            "power.default_limit_mw",
-            "default_power_limit",
-            p.power.default_limit_mw,
-        ),
-        (
-            "power.min_limit_mw",
-            "min_power_limit",
-            p.power.min_limit_mw,
-        ),
-        (
-            "power.max_limit_mw",
-            "max_power_limit",
-            p.power.max_limit_mw,
-        ),
+        ("power.idle_draw_mw", "instant_power_draw", p.power.idle_draw_mw),
+        ("power.default_limit_mw", "default_power_limit", p.power.default_limit_mw),
+        ("power.min_limit_mw", "min_power_limit", p.power.min_limit_mw),
+        ("power.max_limit_mw", "max_power_limit", p.power.max_limit_mw),
     ] {
         c.num(key, &format!("{pw}/{element}"), 1000.0, value.into());
     }
 
     // Temperatures, °C
     let t = p.thermal;
-    c.num(
-        "thermal.idle_gpu_c",
-        "temperature/gpu_temp",
-        1.0,
-        t.idle_gpu_c.into(),
-    );
-    c.opt_num(
-        "thermal.idle_memory_c",
-        "temperature/memory_temp",
-        t.idle_memory_c.map(i64::from),
-    );
+    c.num("thermal.idle_gpu_c", "temperature/gpu_temp", 1.0, t.idle_gpu_c.into());
+    c.opt_num("thermal.idle_memory_c", "temperature/memory_temp", t.idle_memory_c.map(i64::from));
     // Absolute thresholds, where the driver still reports them.
     for (key, element, value) in [
-        (
-            "thermal.shutdown_c",
-            "gpu_temp_max_threshold",
-            Some(t.shutdown_c),
-        ),
-        (
-            "thermal.slowdown_c",
-            "gpu_temp_slow_threshold",
-            Some(t.slowdown_c),
-        ),
-        (
-            "thermal.gpu_max_c",
-            "gpu_temp_max_gpu_threshold",
-            t.gpu_max_c,
-        ),
-        (
-            "thermal.memory_max_c",
-            "gpu_temp_max_mem_threshold",
-            t.memory_max_c,
-        ),
+        ("thermal.shutdown_c", "gpu_temp_max_threshold", Some(t.shutdown_c)),
+        ("thermal.slowdown_c", "gpu_temp_slow_threshold", Some(t.slowdown_c)),
+        ("thermal.gpu_max_c", "gpu_temp_max_gpu_threshold", t.gpu_max_c),
+        ("thermal.memory_max_c", "gpu_temp_max_mem_threshold", t.memory_max_c),
     ] {
         let element = format!("temperature/{element}");
         if get(gpu, &element).is_some() {
@@ -406,43 +228,16 @@ fn compare(profile: &Profile, gpus: &[Node<'_, '_>]) -> Vec<String> {
         .and_then(number)
         .filter(|_| get(gpu, "temperature/gpu_temp_max_tlimit_threshold").is_some());
     match (tlimit_margin, t.tlimit) {
-        (None, tlimit) => c.eq(
-            "thermal.tlimit",
-            "temperature/gpu_temp_tlimit",
-            show(tlimit.map(|_| "set")),
-            show(None::<&str>),
-        ),
-        (Some(_), None) => c
-            .mismatches
-            .push("thermal.tlimit = null, but the capture reports T.Limit thresholds".into()),
+        (None, tlimit) => c.eq("thermal.tlimit", "temperature/gpu_temp_tlimit", show(tlimit.map(|_| "set")), show(None::<&str>)),
+        (Some(_), None) => c.mismatches.push("thermal.tlimit = null, but the capture reports T.Limit thresholds".into()),
         (Some(margin), Some(tl)) => {
             for (key, element, value) in [
-                (
-                    "shutdown_c",
-                    "gpu_temp_max_tlimit_threshold",
-                    Some(tl.shutdown_c),
-                ),
-                (
-                    "slowdown_c",
-                    "gpu_temp_slow_tlimit_threshold",
-                    Some(tl.slowdown_c),
-                ),
-                (
-                    "gpu_max_c",
-                    "gpu_temp_max_gpu_tlimit_threshold",
-                    Some(tl.gpu_max_c),
-                ),
-                (
-                    "memory_max_c",
-                    "gpu_temp_max_mem_tlimit_threshold",
-                    tl.memory_max_c,
-                ),
+                ("shutdown_c", "gpu_temp_max_tlimit_threshold", Some(tl.shutdown_c)),
+                ("slowdown_c", "gpu_temp_slow_tlimit_threshold", Some(tl.slowdown_c)),
+                ("gpu_max_c", "gpu_temp_max_gpu_tlimit_threshold", Some(tl.gpu_max_c)),
+                ("memory_max_c", "gpu_temp_max_mem_tlimit_threshold", tl.memory_max_c),
             ] {
-                c.opt_num(
-                    &format!("thermal.tlimit.{key}"),
-                    &format!("temperature/{element}"),
-                    value.map(i64::from),
-                );
+                c.opt_num(&format!("thermal.tlimit.{key}"), &format!("temperature/{element}"), value.map(i64::from));
             }
             // The absolute thresholds follow from T.Limit = current temperature + margin.
             let limit = i64::from(t.idle_gpu_c) + margin as i64;
@@ -463,24 +258,9 @@ fn compare(profile: &Profile, gpus: &[Node<'_, '_>]) -> Vec<String> {
 
     // Modes
     let fan = get(gpu, "fan_speed").and_then(number).map(|v| v as i64);
-    c.eq(
-        "fan_speed_percent",
-        "fan_speed",
-        show(p.fan_speed_percent.map(i64::from)),
-        show(fan),
-    );
-    c.flag(
-        "ecc_enabled",
-        "ecc_mode/current_ecc",
-        p.ecc_enabled,
-        "Enabled",
-    );
-    c.flag(
-        "persistence_mode",
-        "persistence_mode",
-        p.persistence_mode,
-        "Enabled",
-    );
+    c.eq("fan_speed_percent", "fan_speed", show(p.fan_speed_percent.map(i64::from)), show(fan));
+    c.flag("ecc_enabled", "ecc_mode/current_ecc", p.ecc_enabled, "Enabled");
+    c.flag("persistence_mode", "persistence_mode", p.persistence_mode, "Enabled");
     let gsp = c.text("gsp_firmware_version") != "N/A";
     c.eq("gsp_firmware", "gsp_firmware_version", p.gsp_firmware, gsp);
     let virt = match c.text("gpu_virtualization_mode/virtualization_mode") {
@@ -492,22 +272,9 @@ fn compare(profile: &Profile, gpus: &[Node<'_, '_>]) -> Vec<String> {
         VirtualizationMode::None => "none",
         VirtualizationMode::Passthrough => "passthrough",
     };
-    c.eq(
-        "virtualization_mode",
-        "gpu_virtualization_mode/virtualization_mode",
-        have,
-        virt,
-    );
-    let pstate = c
-        .text("performance_state")
-        .trim_start_matches('P')
-        .to_string();
-    c.eq(
-        "idle_pstate",
-        "performance_state",
-        p.idle_pstate.to_string(),
-        pstate,
-    );
+    c.eq("virtualization_mode", "gpu_virtualization_mode/virtualization_mode", have, virt);
+    let pstate = c.text("performance_state").trim_start_matches('P').to_string();
+    c.eq("idle_pstate", "performance_state", p.idle_pstate.to_string(), pstate);
     let mig = c.text("mig_mode/current_mig") != "N/A";
     c.eq("mig_capable", "mig_mode/current_mig", p.mig_capable, mig);
 
@@ -521,11 +288,7 @@ fn profiles_match_their_captures() {
         let profile = find_builtin(name).unwrap_or_else(|e| panic!("{name}: {e}"));
         let text = fixture(file);
         let doc = parse(&text);
-        let gpus: Vec<Node> = doc
-            .root_element()
-            .children()
-            .filter(|n| n.has_tag_name("gpu"))
-            .collect();
+        let gpus: Vec<Node> = doc.root_element().children().filter(|n| n.has_tag_name("gpu")).collect();
         assert!(!gpus.is_empty(), "{file} has no <gpu>");
         let attached = get(doc.root_element(), "attached_gpus").and_then(number);
         assert_eq!(attached, Some(gpus.len() as f64), "{file}: attached_gpus");
@@ -533,12 +296,7 @@ fn profiles_match_their_captures() {
             report.push(format!("{name} vs {file}: {m}"));
         }
     }
-    assert!(
-        report.is_empty(),
-        "{} mismatch(es) between profiles and captures:\n  {}",
-        report.len(),
-        report.join("\n  ")
-    );
+    assert!(report.is_empty(), "{} mismatch(es) between profiles and captures:\n  {}", report.len(), report.join("\n  "));
 }
 
 /// The comparison itself must notice differences: a profile changed in a few places
@@ -553,19 +311,9 @@ fn a_changed_profile_is_caught() {
     profile.pci.bus_ids.reverse();
     let text = fixture("qx-h100.xml");
     let doc = parse(&text);
-    let gpus: Vec<Node> = doc
-        .root_element()
-        .children()
-        .filter(|n| n.has_tag_name("gpu"))
-        .collect();
+    let gpus: Vec<Node> = doc.root_element().children().filter(|n| n.has_tag_name("gpu")).collect();
     let found = compare(&profile, &gpus).join("\n");
-    for key in [
-        "memory.total_mib",
-        "clocks.max.memory_mhz",
-        "pci.subsystem_id",
-        "thermal.slowdown_c",
-        "pci.bus_ids (GPU 0)",
-    ] {
+    for key in ["memory.total_mib", "clocks.max.memory_mhz", "pci.subsystem_id", "thermal.slowdown_c", "pci.bus_ids (GPU 0)"] {
         assert!(found.contains(key), "{key} not reported in:\n{found}");
     }
 }

@@ -218,8 +218,7 @@ pub struct nvmlProcessDetailList_v1_t {
     pub numProcArrayEntries: c_uint,
     pub procArray: *mut nvmlProcessDetail_v1_t,
 }
-pub const nvmlProcessDetailList_v1: c_uint =
-    struct_version(std::mem::size_of::<nvmlProcessDetailList_v1_t>(), 1);
+pub const nvmlProcessDetailList_v1: c_uint = struct_version(std::mem::size_of::<nvmlProcessDetailList_v1_t>(), 1);
 
 /// `nvmlEventData_t` as `nvmlEventSetWait_v2` fills it.
 #[repr(C)]

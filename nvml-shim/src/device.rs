@@ -39,11 +39,7 @@ impl Device {
             board_part_number: cstring(&profile.board_part_number),
             inforom_image: cstring(&profile.inforom.image),
             gsp_version: profile.gsp_firmware.then(|| cstring(&spec.driver_version)),
-            numa_node: if spec.gpu_count > 1 {
-                id.index * 2 / spec.gpu_count
-            } else {
-                0
-            },
+            numa_node: if spec.gpu_count > 1 { id.index * 2 / spec.gpu_count } else { 0 },
             profile,
             id,
         }
@@ -61,7 +57,6 @@ impl Device {
 
     /// Boards from Ampere on remap rows instead of retiring pages.
     pub fn remaps_rows(&self) -> bool {
-        self.profile.architecture.nvml_value()
-            >= fakegpu_model::profile::Architecture::Ampere.nvml_value()
+        self.profile.architecture.nvml_value() >= fakegpu_model::profile::Architecture::Ampere.nvml_value()
     }
 }

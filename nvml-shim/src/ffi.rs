@@ -22,8 +22,7 @@ fn debug_enabled() -> bool {
         LOG_OFF => false,
         _ => {
             // Read once: an environment lookup per call would dominate the getters' cost.
-            let on = std::env::var("FAKEGPU_LOG")
-                .is_ok_and(|v| v.eq_ignore_ascii_case("debug") || v.eq_ignore_ascii_case("trace"));
+            let on = std::env::var("FAKEGPU_LOG").is_ok_and(|v| v.eq_ignore_ascii_case("debug") || v.eq_ignore_ascii_case("trace"));
             LOG_STATE.store(if on { LOG_ON } else { LOG_OFF }, Ordering::Relaxed);
             on
         }
@@ -34,10 +33,7 @@ fn debug_enabled() -> bool {
 /// logging, so the library does not install a subscriber of any kind.
 pub(crate) fn trace(name: &str, code: nvmlReturn_t) {
     if debug_enabled() {
-        eprintln!(
-            "[fakegpu-nvml] {name} -> {code} ({})",
-            nvml_abi::error_string(code)
-        );
+        eprintln!("[fakegpu-nvml] {name} -> {code} ({})", nvml_abi::error_string(code));
     }
 }
 
@@ -89,9 +85,7 @@ pub(crate) unsafe fn arg_str<'a>(ptr: *const c_char) -> Result<&'a str, nvmlRetu
     if ptr.is_null() {
         return Err(ret::INVALID_ARGUMENT);
     }
-    CStr::from_ptr(ptr)
-        .to_str()
-        .map_err(|_| ret::INVALID_ARGUMENT)
+    CStr::from_ptr(ptr).to_str().map_err(|_| ret::INVALID_ARGUMENT)
 }
 
 /// Fills a fixed `char[N]` field with `text`, NUL-terminated and truncated to fit.
@@ -106,11 +100,7 @@ pub(crate) fn fill_chars(field: &mut [c_char], text: &str) {
 /// The two-call list protocol: `*count` holds the caller's capacity on entry and the
 /// number of entries on return. A NULL array or a short capacity reports the needed count
 /// with INSUFFICIENT_SIZE (SUCCESS when the list is empty).
-pub(crate) unsafe fn put_list<T: Copy>(
-    count: *mut c_uint,
-    array: *mut T,
-    items: &[T],
-) -> NvmlResult {
+pub(crate) unsafe fn put_list<T: Copy>(count: *mut c_uint, array: *mut T, items: &[T]) -> NvmlResult {
     let count = out(count)?;
     let needed = items.len() as c_uint;
     if items.is_empty() {

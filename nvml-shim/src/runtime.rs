@@ -44,10 +44,7 @@ pub(crate) fn init() -> Result<(), nvmlReturn_t> {
 
 /// `nvmlShutdown`: one user fewer; UNINITIALIZED when nobody initialized.
 pub(crate) fn shutdown() -> Result<(), nvmlReturn_t> {
-    INIT_COUNT
-        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
-        .map(|_| ())
-        .map_err(|_| ret::UNINITIALIZED)
+    INIT_COUNT.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).map(|_| ()).map_err(|_| ret::UNINITIALIZED)
 }
 
 /// The loaded node, or UNINITIALIZED outside an init/shutdown pair.
@@ -78,17 +75,8 @@ impl Runtime {
     fn load() -> Result<Runtime, ConfigError> {
         let spec = config::resolve(&|key| std::env::var(key).ok(), &host_name())?;
         let node = SimulatedNode::new(spec);
-        let devices = node
-            .gpus
-            .iter()
-            .map(|id| Device::new(&node.spec, id.clone()))
-            .collect();
-        Ok(Runtime {
-            driver_version: cstring(&node.spec.driver_version),
-            nvml_version: cstring(&node.spec.nvml_version()),
-            devices,
-            node,
-        })
+        let devices = node.gpus.iter().map(|id| Device::new(&node.spec, id.clone())).collect();
+        Ok(Runtime { driver_version: cstring(&node.spec.driver_version), nvml_version: cstring(&node.spec.nvml_version()), devices, node })
     }
 
     pub fn handle_of(&self, device: &Device) -> nvmlDevice_t {
@@ -100,8 +88,7 @@ impl Runtime {
 /// invalid argument. Both come with a stderr line that names the file, key and reason.
 fn init_error_code(err: &ConfigError) -> nvmlReturn_t {
     match err {
-        ConfigError::Read { .. }
-        | ConfigError::Profile(fakegpu_model::ProfileError::Read { .. }) => ret::DRIVER_NOT_LOADED,
+        ConfigError::Read { .. } | ConfigError::Profile(fakegpu_model::ProfileError::Read { .. }) => ret::DRIVER_NOT_LOADED,
         _ => ret::INVALID_ARGUMENT,
     }
 }

@@ -105,10 +105,7 @@ pub unsafe extern "C" fn nvmlDeviceGetRetiredPages_v2(
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetRetiredPagesPendingStatus(
-    dev: nvmlDevice_t,
-    isPending: *mut c_uint,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetRetiredPagesPendingStatus(dev: nvmlDevice_t, isPending: *mut c_uint) -> nvmlReturn_t {
     guard("nvmlDeviceGetRetiredPagesPendingStatus", || {
         retires_pages(device(dev)?)?;
         put(isPending, NVML_FEATURE_DISABLED)

@@ -7,9 +7,7 @@ use std::ffi::c_uint;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use nvml_abi::{
-    event, nvmlDevice_t, nvmlEventData_t, nvmlEventData_v1_t, nvmlEventSet_t, nvmlReturn_t, ret,
-};
+use nvml_abi::{event, nvmlDevice_t, nvmlEventData_t, nvmlEventData_v1_t, nvmlEventSet_t, nvmlReturn_t, ret};
 
 use crate::device::Device;
 use crate::ffi::{guard, out, put, NvmlResult};
@@ -28,18 +26,11 @@ fn registry() -> MutexGuard<'static, BTreeMap<usize, Arc<EventSet>>> {
 }
 
 fn lookup(set: nvmlEventSet_t) -> Result<Arc<EventSet>, nvmlReturn_t> {
-    registry()
-        .get(&(set as usize))
-        .cloned()
-        .ok_or(ret::INVALID_ARGUMENT)
+    registry().get(&(set as usize)).cloned().ok_or(ret::INVALID_ARGUMENT)
 }
 
 fn supported(d: &Device) -> u64 {
-    let mut mask = event::SINGLE_BIT_ECC_ERROR
-        | event::DOUBLE_BIT_ECC_ERROR
-        | event::PSTATE
-        | event::XID_CRITICAL_ERROR
-        | event::CLOCK;
+    let mut mask = event::SINGLE_BIT_ECC_ERROR | event::DOUBLE_BIT_ECC_ERROR | event::PSTATE | event::XID_CRITICAL_ERROR | event::CLOCK;
     if d.profile.mig_capable {
         mask |= event::MIG_CONFIG_CHANGE;
     }
@@ -63,31 +54,19 @@ pub unsafe extern "C" fn nvmlEventSetCreate(set: *mut nvmlEventSet_t) -> nvmlRet
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetSupportedEventTypes(
-    dev: nvmlDevice_t,
-    eventTypes: *mut u64,
-) -> nvmlReturn_t {
-    guard("nvmlDeviceGetSupportedEventTypes", || {
-        put(eventTypes, supported(device(dev)?))
-    })
+pub unsafe extern "C" fn nvmlDeviceGetSupportedEventTypes(dev: nvmlDevice_t, eventTypes: *mut u64) -> nvmlReturn_t {
+    guard("nvmlDeviceGetSupportedEventTypes", || put(eventTypes, supported(device(dev)?)))
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceRegisterEvents(
-    dev: nvmlDevice_t,
-    eventTypes: u64,
-    set: nvmlEventSet_t,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceRegisterEvents(dev: nvmlDevice_t, eventTypes: u64, set: nvmlEventSet_t) -> nvmlReturn_t {
     guard("nvmlDeviceRegisterEvents", || {
         let d = device(dev)?;
         let set = lookup(set)?;
         if eventTypes & !supported(d) != 0 {
             return Err(ret::NOT_SUPPORTED);
         }
-        set.registrations
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((d.id.index, eventTypes));
+        set.registrations.lock().unwrap_or_else(|e| e.into_inner()).push((d.id.index, eventTypes));
         Ok(())
     })
 }
@@ -104,11 +83,7 @@ fn wait(set: nvmlEventSet_t, timeout_ms: c_uint) -> NvmlResult {
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlEventSetWait_v2(
-    set: nvmlEventSet_t,
-    data: *mut nvmlEventData_t,
-    timeoutms: c_uint,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlEventSetWait_v2(set: nvmlEventSet_t, data: *mut nvmlEventData_t, timeoutms: c_uint) -> nvmlReturn_t {
     guard("nvmlEventSetWait_v2", || {
         out(data)?;
         wait(set, timeoutms)
@@ -116,11 +91,7 @@ pub unsafe extern "C" fn nvmlEventSetWait_v2(
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlEventSetWait(
-    set: nvmlEventSet_t,
-    data: *mut nvmlEventData_v1_t,
-    timeoutms: c_uint,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlEventSetWait(set: nvmlEventSet_t, data: *mut nvmlEventData_v1_t, timeoutms: c_uint) -> nvmlReturn_t {
     guard("nvmlEventSetWait", || {
         out(data)?;
         wait(set, timeoutms)
@@ -131,9 +102,6 @@ pub unsafe extern "C" fn nvmlEventSetWait(
 pub unsafe extern "C" fn nvmlEventSetFree(set: nvmlEventSet_t) -> nvmlReturn_t {
     guard("nvmlEventSetFree", || {
         runtime()?;
-        registry()
-            .remove(&(set as usize))
-            .map(|_| ())
-            .ok_or(ret::INVALID_ARGUMENT)
+        registry().remove(&(set as usize)).map(|_| ()).ok_or(ret::INVALID_ARGUMENT)
     })
 }

@@ -35,37 +35,18 @@ fn read_field(d: &Device, id: u32, scope: u32) -> Result<Value, nvmlReturn_t> {
         }
     };
     let tlimit = |pick: fn(&fakegpu_model::profile::TLimit) -> Option<i32>| {
-        p.thermal
-            .tlimit
-            .as_ref()
-            .and_then(pick)
-            .map(Value::Sint)
-            .ok_or(ret::NOT_SUPPORTED)
+        p.thermal.tlimit.as_ref().and_then(pick).map(Value::Sint).ok_or(ret::NOT_SUPPORTED)
     };
     Ok(match id {
-        field::ECC_CURRENT | field::ECC_PENDING => Value::Uint(if d.ecc() {
-            NVML_FEATURE_ENABLED
-        } else {
-            NVML_FEATURE_DISABLED
-        }),
-        field::ECC_SBE_VOL_TOTAL
-        | field::ECC_DBE_VOL_TOTAL
-        | field::ECC_SBE_AGG_TOTAL
-        | field::ECC_DBE_AGG_TOTAL => ecc()?,
-        field::RETIRED_SBE
-        | field::RETIRED_DBE
-        | field::RETIRED_PENDING
-        | field::RETIRED_PENDING_SBE
-        | field::RETIRED_PENDING_DBE => {
+        field::ECC_CURRENT | field::ECC_PENDING => Value::Uint(if d.ecc() { NVML_FEATURE_ENABLED } else { NVML_FEATURE_DISABLED }),
+        field::ECC_SBE_VOL_TOTAL | field::ECC_DBE_VOL_TOTAL | field::ECC_SBE_AGG_TOTAL | field::ECC_DBE_AGG_TOTAL => ecc()?,
+        field::RETIRED_SBE | field::RETIRED_DBE | field::RETIRED_PENDING | field::RETIRED_PENDING_SBE | field::RETIRED_PENDING_DBE => {
             if d.remaps_rows() {
                 return Err(ret::NOT_SUPPORTED);
             }
             ecc()?
         }
-        field::REMAPPED_COR
-        | field::REMAPPED_UNC
-        | field::REMAPPED_PENDING
-        | field::REMAPPED_FAILURE => {
+        field::REMAPPED_COR | field::REMAPPED_UNC | field::REMAPPED_PENDING | field::REMAPPED_FAILURE => {
             if !d.remaps_rows() {
                 return Err(ret::NOT_SUPPORTED);
             }
@@ -103,17 +84,11 @@ fn read_field(d: &Device, id: u32, scope: u32) -> Result<Value, nvmlReturn_t> {
 }
 
 fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetFieldValues(
-    dev: nvmlDevice_t,
-    valuesCount: c_int,
-    values: *mut nvmlFieldValue_t,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetFieldValues(dev: nvmlDevice_t, valuesCount: c_int, values: *mut nvmlFieldValue_t) -> nvmlReturn_t {
     guard("nvmlDeviceGetFieldValues", || {
         let d = device(dev)?;
         if values.is_null() || valuesCount <= 0 {
@@ -129,10 +104,7 @@ pub unsafe extern "C" fn nvmlDeviceGetFieldValues(
                     entry.nvmlReturn = ret::SUCCESS;
                     (entry.valueType, entry.value) = match value {
                         Value::Uint(v) => (NVML_VALUE_TYPE_UNSIGNED_INT, nvmlValue_t { uiVal: v }),
-                        Value::Ull(v) => (
-                            NVML_VALUE_TYPE_UNSIGNED_LONG_LONG,
-                            nvmlValue_t { ullVal: v },
-                        ),
+                        Value::Ull(v) => (NVML_VALUE_TYPE_UNSIGNED_LONG_LONG, nvmlValue_t { ullVal: v }),
                         Value::Sint(v) => (NVML_VALUE_TYPE_SIGNED_INT, nvmlValue_t { siVal: v }),
                     };
                 }

@@ -15,10 +15,7 @@ use crate::ffi::{guard, out};
 static SIZE_ONLY_TABLE: [u64; 1] = [8];
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlInternalGetExportTable(
-    table: *mut *const c_void,
-    id: *const [u8; 16],
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlInternalGetExportTable(table: *mut *const c_void, id: *const [u8; 16]) -> nvmlReturn_t {
     guard("nvmlInternalGetExportTable", || {
         if id.is_null() {
             return Err(ret::INVALID_ARGUMENT);

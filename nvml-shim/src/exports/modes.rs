@@ -37,95 +37,50 @@ unsafe fn pair(
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetPersistenceMode(
-    dev: nvmlDevice_t,
-    mode: *mut c_uint,
-) -> nvmlReturn_t {
-    setting("nvmlDeviceGetPersistenceMode", dev, mode, |d| {
-        Ok(d.profile.persistence_mode as c_uint)
-    })
+pub unsafe extern "C" fn nvmlDeviceGetPersistenceMode(dev: nvmlDevice_t, mode: *mut c_uint) -> nvmlReturn_t {
+    setting("nvmlDeviceGetPersistenceMode", dev, mode, |d| Ok(d.profile.persistence_mode as c_uint))
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetComputeMode(
-    dev: nvmlDevice_t,
-    mode: *mut c_uint,
-) -> nvmlReturn_t {
-    setting("nvmlDeviceGetComputeMode", dev, mode, |_| {
-        Ok(NVML_COMPUTEMODE_DEFAULT)
-    })
+pub unsafe extern "C" fn nvmlDeviceGetComputeMode(dev: nvmlDevice_t, mode: *mut c_uint) -> nvmlReturn_t {
+    setting("nvmlDeviceGetComputeMode", dev, mode, |_| Ok(NVML_COMPUTEMODE_DEFAULT))
 }
 
 /// Data-center boards drive no display.
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetDisplayMode(
-    dev: nvmlDevice_t,
-    display: *mut c_uint,
-) -> nvmlReturn_t {
-    setting("nvmlDeviceGetDisplayMode", dev, display, |_| {
-        Ok(NVML_FEATURE_DISABLED)
-    })
+pub unsafe extern "C" fn nvmlDeviceGetDisplayMode(dev: nvmlDevice_t, display: *mut c_uint) -> nvmlReturn_t {
+    setting("nvmlDeviceGetDisplayMode", dev, display, |_| Ok(NVML_FEATURE_DISABLED))
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetDisplayActive(
-    dev: nvmlDevice_t,
-    isActive: *mut c_uint,
-) -> nvmlReturn_t {
-    setting("nvmlDeviceGetDisplayActive", dev, isActive, |_| {
-        Ok(NVML_FEATURE_DISABLED)
-    })
+pub unsafe extern "C" fn nvmlDeviceGetDisplayActive(dev: nvmlDevice_t, isActive: *mut c_uint) -> nvmlReturn_t {
+    setting("nvmlDeviceGetDisplayActive", dev, isActive, |_| Ok(NVML_FEATURE_DISABLED))
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetEccMode(
-    dev: nvmlDevice_t,
-    current: *mut c_uint,
-    pending: *mut c_uint,
-) -> nvmlReturn_t {
-    pair("nvmlDeviceGetEccMode", dev, current, pending, |d| {
-        Ok((d.ecc() as c_uint, d.ecc() as c_uint))
-    })
+pub unsafe extern "C" fn nvmlDeviceGetEccMode(dev: nvmlDevice_t, current: *mut c_uint, pending: *mut c_uint) -> nvmlReturn_t {
+    pair("nvmlDeviceGetEccMode", dev, current, pending, |d| Ok((d.ecc() as c_uint, d.ecc() as c_uint)))
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetDefaultEccMode(
-    dev: nvmlDevice_t,
-    defaultMode: *mut c_uint,
-) -> nvmlReturn_t {
-    setting("nvmlDeviceGetDefaultEccMode", dev, defaultMode, |d| {
-        Ok(d.ecc() as c_uint)
-    })
+pub unsafe extern "C" fn nvmlDeviceGetDefaultEccMode(dev: nvmlDevice_t, defaultMode: *mut c_uint) -> nvmlReturn_t {
+    setting("nvmlDeviceGetDefaultEccMode", dev, defaultMode, |d| Ok(d.ecc() as c_uint))
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetAccountingMode(
-    dev: nvmlDevice_t,
-    mode: *mut c_uint,
-) -> nvmlReturn_t {
-    setting("nvmlDeviceGetAccountingMode", dev, mode, |_| {
-        Ok(NVML_FEATURE_DISABLED)
-    })
+pub unsafe extern "C" fn nvmlDeviceGetAccountingMode(dev: nvmlDevice_t, mode: *mut c_uint) -> nvmlReturn_t {
+    setting("nvmlDeviceGetAccountingMode", dev, mode, |_| Ok(NVML_FEATURE_DISABLED))
 }
 
 /// Accounting keeps records of the last 4000 processes on every board we simulate.
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetAccountingBufferSize(
-    dev: nvmlDevice_t,
-    bufferSize: *mut c_uint,
-) -> nvmlReturn_t {
-    setting("nvmlDeviceGetAccountingBufferSize", dev, bufferSize, |_| {
-        Ok(4000)
-    })
+pub unsafe extern "C" fn nvmlDeviceGetAccountingBufferSize(dev: nvmlDevice_t, bufferSize: *mut c_uint) -> nvmlReturn_t {
+    setting("nvmlDeviceGetAccountingBufferSize", dev, bufferSize, |_| Ok(4000))
 }
 
 /// Accounting is disabled, so there are no accounted processes.
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetAccountingPids(
-    dev: nvmlDevice_t,
-    count: *mut c_uint,
-    pids: *mut c_uint,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetAccountingPids(dev: nvmlDevice_t, count: *mut c_uint, pids: *mut c_uint) -> nvmlReturn_t {
     guard("nvmlDeviceGetAccountingPids", || {
         device(dev)?;
         crate::ffi::put_list::<c_uint>(count, pids, &[])
@@ -133,11 +88,7 @@ pub unsafe extern "C" fn nvmlDeviceGetAccountingPids(
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetAccountingStats(
-    dev: nvmlDevice_t,
-    _pid: c_uint,
-    stats: *mut u8,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetAccountingStats(dev: nvmlDevice_t, _pid: c_uint, stats: *mut u8) -> nvmlReturn_t {
     guard("nvmlDeviceGetAccountingStats", || {
         device(dev)?;
         out(stats)?;
@@ -146,58 +97,29 @@ pub unsafe extern "C" fn nvmlDeviceGetAccountingStats(
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetVirtualizationMode(
-    dev: nvmlDevice_t,
-    pVirtualMode: *mut c_uint,
-) -> nvmlReturn_t {
-    setting("nvmlDeviceGetVirtualizationMode", dev, pVirtualMode, |d| {
-        Ok(d.profile.virtualization_mode.nvml_value())
-    })
+pub unsafe extern "C" fn nvmlDeviceGetVirtualizationMode(dev: nvmlDevice_t, pVirtualMode: *mut c_uint) -> nvmlReturn_t {
+    setting("nvmlDeviceGetVirtualizationMode", dev, pVirtualMode, |d| Ok(d.profile.virtualization_mode.nvml_value()))
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetGspFirmwareVersion(
-    dev: nvmlDevice_t,
-    version: *mut c_char,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetGspFirmwareVersion(dev: nvmlDevice_t, version: *mut c_char) -> nvmlReturn_t {
     guard("nvmlDeviceGetGspFirmwareVersion", || {
         let d = device(dev)?;
         // NVML_GSP_FIRMWARE_VERSION_BUF_SIZE: the API takes no length.
-        put_str(
-            version,
-            0x40,
-            d.gsp_version.as_deref().ok_or(ret::NOT_SUPPORTED)?,
-        )
+        put_str(version, 0x40, d.gsp_version.as_deref().ok_or(ret::NOT_SUPPORTED)?)
     })
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetGspFirmwareMode(
-    dev: nvmlDevice_t,
-    isEnabled: *mut c_uint,
-    defaultMode: *mut c_uint,
-) -> nvmlReturn_t {
-    pair(
-        "nvmlDeviceGetGspFirmwareMode",
-        dev,
-        isEnabled,
-        defaultMode,
-        |d| {
-            Ok((
-                d.gsp_version.is_some() as c_uint,
-                d.gsp_version.is_some() as c_uint,
-            ))
-        },
-    )
+pub unsafe extern "C" fn nvmlDeviceGetGspFirmwareMode(dev: nvmlDevice_t, isEnabled: *mut c_uint, defaultMode: *mut c_uint) -> nvmlReturn_t {
+    pair("nvmlDeviceGetGspFirmwareMode", dev, isEnabled, defaultMode, |d| {
+        Ok((d.gsp_version.is_some() as c_uint, d.gsp_version.is_some() as c_uint))
+    })
 }
 
 /// MIG-capable boards report MIG disabled; others do not support the query.
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetMigMode(
-    dev: nvmlDevice_t,
-    currentMode: *mut c_uint,
-    pendingMode: *mut c_uint,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetMigMode(dev: nvmlDevice_t, currentMode: *mut c_uint, pendingMode: *mut c_uint) -> nvmlReturn_t {
     pair("nvmlDeviceGetMigMode", dev, currentMode, pendingMode, |d| {
         if d.profile.mig_capable {
             Ok((NVML_DEVICE_MIG_DISABLE, NVML_DEVICE_MIG_DISABLE))
@@ -209,18 +131,12 @@ pub unsafe extern "C" fn nvmlDeviceGetMigMode(
 
 /// Zero while MIG is disabled, as NVML documents.
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetMaxMigDeviceCount(
-    dev: nvmlDevice_t,
-    count: *mut c_uint,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetMaxMigDeviceCount(dev: nvmlDevice_t, count: *mut c_uint) -> nvmlReturn_t {
     setting("nvmlDeviceGetMaxMigDeviceCount", dev, count, |_| Ok(0))
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceIsMigDeviceHandle(
-    dev: nvmlDevice_t,
-    isMigDevice: *mut c_uint,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceIsMigDeviceHandle(dev: nvmlDevice_t, isMigDevice: *mut c_uint) -> nvmlReturn_t {
     setting("nvmlDeviceIsMigDeviceHandle", dev, isMigDevice, |_| Ok(0))
 }
 
@@ -239,10 +155,7 @@ pub unsafe extern "C" fn nvmlDeviceGetMigDeviceHandleByIndex(
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetDeviceHandleFromMigDeviceHandle(
-    migDevice: nvmlDevice_t,
-    dev: *mut nvmlDevice_t,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetDeviceHandleFromMigDeviceHandle(migDevice: nvmlDevice_t, dev: *mut nvmlDevice_t) -> nvmlReturn_t {
     guard("nvmlDeviceGetDeviceHandleFromMigDeviceHandle", || {
         device(migDevice)?;
         out(dev)?;
@@ -251,10 +164,7 @@ pub unsafe extern "C" fn nvmlDeviceGetDeviceHandleFromMigDeviceHandle(
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetGpuInstanceId(
-    dev: nvmlDevice_t,
-    id: *mut c_uint,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetGpuInstanceId(dev: nvmlDevice_t, id: *mut c_uint) -> nvmlReturn_t {
     guard("nvmlDeviceGetGpuInstanceId", || {
         device(dev)?;
         out(id)?;
@@ -263,10 +173,7 @@ pub unsafe extern "C" fn nvmlDeviceGetGpuInstanceId(
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetComputeInstanceId(
-    dev: nvmlDevice_t,
-    id: *mut c_uint,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetComputeInstanceId(dev: nvmlDevice_t, id: *mut c_uint) -> nvmlReturn_t {
     guard("nvmlDeviceGetComputeInstanceId", || {
         device(dev)?;
         out(id)?;

@@ -4,9 +4,8 @@
 use std::ffi::c_uint;
 
 use nvml_abi::{
-    nvmlDevice_t, nvmlEncoderSessionInfo_t, nvmlFBCStats_t, nvmlProcessDetailList_v1,
-    nvmlProcessDetailList_v1_t, nvmlProcessDetail_v1_t, nvmlProcessInfo_t, nvmlProcessInfo_v1_t,
-    nvmlProcessUtilizationSample_t, nvmlReturn_t, ret,
+    nvmlDevice_t, nvmlEncoderSessionInfo_t, nvmlFBCStats_t, nvmlProcessDetailList_v1, nvmlProcessDetailList_v1_t, nvmlProcessDetail_v1_t,
+    nvmlProcessInfo_t, nvmlProcessInfo_v1_t, nvmlProcessUtilizationSample_t, nvmlReturn_t, ret,
 };
 
 use crate::device::Device;
@@ -26,61 +25,30 @@ fn processes(_d: &Device, _kind: Kind) -> Vec<nvmlProcessInfo_t> {
     Vec::new()
 }
 
-unsafe fn list_v1(
-    name: &'static str,
-    dev: nvmlDevice_t,
-    count: *mut c_uint,
-    infos: *mut nvmlProcessInfo_v1_t,
-    kind: Kind,
-) -> nvmlReturn_t {
+unsafe fn list_v1(name: &'static str, dev: nvmlDevice_t, count: *mut c_uint, infos: *mut nvmlProcessInfo_v1_t, kind: Kind) -> nvmlReturn_t {
     guard(name, || {
-        let items: Vec<nvmlProcessInfo_v1_t> = processes(device(dev)?, kind)
-            .iter()
-            .map(|p| nvmlProcessInfo_v1_t {
-                pid: p.pid,
-                usedGpuMemory: p.usedGpuMemory,
-            })
-            .collect();
+        let items: Vec<nvmlProcessInfo_v1_t> =
+            processes(device(dev)?, kind).iter().map(|p| nvmlProcessInfo_v1_t { pid: p.pid, usedGpuMemory: p.usedGpuMemory }).collect();
         put_list(count, infos, &items)
     })
 }
 
-unsafe fn list_v2(
-    name: &'static str,
-    dev: nvmlDevice_t,
-    count: *mut c_uint,
-    infos: *mut nvmlProcessInfo_t,
-    kind: Kind,
-) -> nvmlReturn_t {
-    guard(name, || {
-        put_list(count, infos, &processes(device(dev)?, kind))
-    })
+unsafe fn list_v2(name: &'static str, dev: nvmlDevice_t, count: *mut c_uint, infos: *mut nvmlProcessInfo_t, kind: Kind) -> nvmlReturn_t {
+    guard(name, || put_list(count, infos, &processes(device(dev)?, kind)))
 }
 
 macro_rules! process_lists {
     ($kind:expr, $v1:ident, $v2:ident, $v3:ident) => {
         #[no_mangle]
-        pub unsafe extern "C" fn $v1(
-            dev: nvmlDevice_t,
-            infoCount: *mut c_uint,
-            infos: *mut nvmlProcessInfo_v1_t,
-        ) -> nvmlReturn_t {
+        pub unsafe extern "C" fn $v1(dev: nvmlDevice_t, infoCount: *mut c_uint, infos: *mut nvmlProcessInfo_v1_t) -> nvmlReturn_t {
             list_v1(stringify!($v1), dev, infoCount, infos, $kind)
         }
         #[no_mangle]
-        pub unsafe extern "C" fn $v2(
-            dev: nvmlDevice_t,
-            infoCount: *mut c_uint,
-            infos: *mut nvmlProcessInfo_t,
-        ) -> nvmlReturn_t {
+        pub unsafe extern "C" fn $v2(dev: nvmlDevice_t, infoCount: *mut c_uint, infos: *mut nvmlProcessInfo_t) -> nvmlReturn_t {
             list_v2(stringify!($v2), dev, infoCount, infos, $kind)
         }
         #[no_mangle]
-        pub unsafe extern "C" fn $v3(
-            dev: nvmlDevice_t,
-            infoCount: *mut c_uint,
-            infos: *mut nvmlProcessInfo_t,
-        ) -> nvmlReturn_t {
+        pub unsafe extern "C" fn $v3(dev: nvmlDevice_t, infoCount: *mut c_uint, infos: *mut nvmlProcessInfo_t) -> nvmlReturn_t {
             list_v2(stringify!($v3), dev, infoCount, infos, $kind)
         }
     };
@@ -110,10 +78,7 @@ process_lists!(
 );
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetRunningProcessDetailList(
-    dev: nvmlDevice_t,
-    plist: *mut nvmlProcessDetailList_v1_t,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetRunningProcessDetailList(dev: nvmlDevice_t, plist: *mut nvmlProcessDetailList_v1_t) -> nvmlReturn_t {
     guard("nvmlDeviceGetRunningProcessDetailList", || {
         let d = device(dev)?;
         let list = out(plist)?;
@@ -188,10 +153,7 @@ pub unsafe extern "C" fn nvmlDeviceGetEncoderSessions(
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetFBCStats(
-    dev: nvmlDevice_t,
-    fbcStats: *mut nvmlFBCStats_t,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetFBCStats(dev: nvmlDevice_t, fbcStats: *mut nvmlFBCStats_t) -> nvmlReturn_t {
     guard("nvmlDeviceGetFBCStats", || {
         device(dev)?;
         put(fbcStats, nvmlFBCStats_t::default())
@@ -199,11 +161,7 @@ pub unsafe extern "C" fn nvmlDeviceGetFBCStats(
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetFBCSessions(
-    dev: nvmlDevice_t,
-    sessionCount: *mut c_uint,
-    sessionInfo: *mut u8,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetFBCSessions(dev: nvmlDevice_t, sessionCount: *mut c_uint, sessionInfo: *mut u8) -> nvmlReturn_t {
     guard("nvmlDeviceGetFBCSessions", || {
         device(dev)?;
         put_list::<u8>(sessionCount, sessionInfo, &[])

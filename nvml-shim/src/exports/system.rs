@@ -34,65 +34,38 @@ pub extern "C" fn nvmlShutdown() -> nvmlReturn_t {
 #[no_mangle]
 pub extern "C" fn nvmlErrorString(result: nvmlReturn_t) -> *const c_char {
     static TEXTS: OnceLock<Vec<(nvmlReturn_t, CString)>> = OnceLock::new();
-    let texts = TEXTS.get_or_init(|| {
-        (0..=30)
-            .chain([ret::UNKNOWN])
-            .map(|code| (code, CString::new(error_string(code)).unwrap()))
-            .collect()
-    });
+    let texts =
+        TEXTS.get_or_init(|| (0..=30).chain([ret::UNKNOWN]).map(|code| (code, CString::new(error_string(code)).unwrap())).collect());
     let unknown = &texts.last().expect("table is not empty").1;
-    texts
-        .iter()
-        .find(|(code, _)| *code == result)
-        .map_or(unknown, |(_, text)| text)
-        .as_ptr()
+    texts.iter().find(|(code, _)| *code == result).map_or(unknown, |(_, text)| text).as_ptr()
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlSystemGetDriverVersion(
-    version: *mut c_char,
-    length: c_uint,
-) -> nvmlReturn_t {
-    guard("nvmlSystemGetDriverVersion", || {
-        put_str(version, length, &runtime()?.driver_version)
-    })
+pub unsafe extern "C" fn nvmlSystemGetDriverVersion(version: *mut c_char, length: c_uint) -> nvmlReturn_t {
+    guard("nvmlSystemGetDriverVersion", || put_str(version, length, &runtime()?.driver_version))
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlSystemGetNVMLVersion(
-    version: *mut c_char,
-    length: c_uint,
-) -> nvmlReturn_t {
-    guard("nvmlSystemGetNVMLVersion", || {
-        put_str(version, length, &runtime()?.nvml_version)
-    })
+pub unsafe extern "C" fn nvmlSystemGetNVMLVersion(version: *mut c_char, length: c_uint) -> nvmlReturn_t {
+    guard("nvmlSystemGetNVMLVersion", || put_str(version, length, &runtime()?.nvml_version))
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn nvmlSystemGetCudaDriverVersion(version: *mut c_int) -> nvmlReturn_t {
-    guard("nvmlSystemGetCudaDriverVersion", || {
-        put(version, runtime()?.node.spec.cuda_driver_version as c_int)
-    })
+    guard("nvmlSystemGetCudaDriverVersion", || put(version, runtime()?.node.spec.cuda_driver_version as c_int))
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn nvmlSystemGetCudaDriverVersion_v2(version: *mut c_int) -> nvmlReturn_t {
-    guard("nvmlSystemGetCudaDriverVersion_v2", || {
-        put(version, runtime()?.node.spec.cuda_driver_version as c_int)
-    })
+    guard("nvmlSystemGetCudaDriverVersion_v2", || put(version, runtime()?.node.spec.cuda_driver_version as c_int))
 }
 
 /// The process's command name from /proc, as the real library reads it.
 #[no_mangle]
-pub unsafe extern "C" fn nvmlSystemGetProcessName(
-    pid: c_uint,
-    name: *mut c_char,
-    length: c_uint,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlSystemGetProcessName(pid: c_uint, name: *mut c_char, length: c_uint) -> nvmlReturn_t {
     guard("nvmlSystemGetProcessName", || {
         runtime()?;
-        let comm =
-            std::fs::read_to_string(format!("/proc/{pid}/comm")).map_err(|_| ret::NOT_FOUND)?;
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).map_err(|_| ret::NOT_FOUND)?;
         let text = crate::runtime::cstring(comm.trim_end());
         if name.is_null() || length == 0 {
             return Err(ret::INVALID_ARGUMENT);
@@ -108,10 +81,7 @@ pub unsafe extern "C" fn nvmlSystemGetProcessName(
 
 /// No HIC (Host Interface Card) boards in a simulated node.
 #[no_mangle]
-pub unsafe extern "C" fn nvmlSystemGetHicVersion(
-    hwbcCount: *mut c_uint,
-    _hwbcEntries: *mut u8,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlSystemGetHicVersion(hwbcCount: *mut c_uint, _hwbcEntries: *mut u8) -> nvmlReturn_t {
     guard("nvmlSystemGetHicVersion", || {
         runtime()?;
         put(hwbcCount, 0)
@@ -142,10 +112,7 @@ pub unsafe extern "C" fn nvmlUnitGetCount(unitCount: *mut c_uint) -> nvmlReturn_
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlUnitGetHandleByIndex(
-    _index: c_uint,
-    unit: *mut nvmlUnit_t,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlUnitGetHandleByIndex(_index: c_uint, unit: *mut nvmlUnit_t) -> nvmlReturn_t {
     guard("nvmlUnitGetHandleByIndex", || {
         runtime()?;
         out(unit)?;
@@ -170,10 +137,7 @@ pub unsafe extern "C" fn nvmlGetBlacklistDeviceCount(deviceCount: *mut c_uint) -
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlGetExcludedDeviceInfoByIndex(
-    _index: c_uint,
-    info: *mut u8,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlGetExcludedDeviceInfoByIndex(_index: c_uint, info: *mut u8) -> nvmlReturn_t {
     guard("nvmlGetExcludedDeviceInfoByIndex", || {
         runtime()?;
         out(info)?;
@@ -182,10 +146,7 @@ pub unsafe extern "C" fn nvmlGetExcludedDeviceInfoByIndex(
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlGetBlacklistDeviceInfoByIndex(
-    _index: c_uint,
-    info: *mut u8,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlGetBlacklistDeviceInfoByIndex(_index: c_uint, info: *mut u8) -> nvmlReturn_t {
     guard("nvmlGetBlacklistDeviceInfoByIndex", || {
         runtime()?;
         out(info)?;

@@ -7,8 +7,8 @@ use fakegpu_model::profile::ClockSet;
 use fakegpu_model::telemetry::energy_mj;
 use nvml_abi::consts::*;
 use nvml_abi::{
-    clocks_event, nvmlBAR1Memory_t, nvmlDevice_t, nvmlMemory_t, nvmlMemory_v2, nvmlMemory_v2_t,
-    nvmlReturn_t, nvmlUtilization_t, nvmlViolationTime_t, ret,
+    clocks_event, nvmlBAR1Memory_t, nvmlDevice_t, nvmlMemory_t, nvmlMemory_v2, nvmlMemory_v2_t, nvmlReturn_t, nvmlUtilization_t,
+    nvmlViolationTime_t, ret,
 };
 
 use crate::device::Device;
@@ -16,79 +16,41 @@ use crate::ffi::{guard, out, put, put_list};
 use crate::runtime::device;
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetMemoryInfo(
-    dev: nvmlDevice_t,
-    memory: *mut nvmlMemory_t,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetMemoryInfo(dev: nvmlDevice_t, memory: *mut nvmlMemory_t) -> nvmlReturn_t {
     guard("nvmlDeviceGetMemoryInfo", || {
         let m = device(dev)?.readings().memory;
-        put(
-            memory,
-            nvmlMemory_t {
-                total: m.total,
-                free: m.free,
-                used: m.used_v1(),
-            },
-        )
+        put(memory, nvmlMemory_t { total: m.total, free: m.free, used: m.used_v1() })
     })
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetMemoryInfo_v2(
-    dev: nvmlDevice_t,
-    memory: *mut nvmlMemory_v2_t,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetMemoryInfo_v2(dev: nvmlDevice_t, memory: *mut nvmlMemory_v2_t) -> nvmlReturn_t {
     guard("nvmlDeviceGetMemoryInfo_v2", || {
         let m = device(dev)?.readings().memory;
         let memory = out(memory)?;
         if memory.version != nvmlMemory_v2 {
             return Err(ret::ARGUMENT_VERSION_MISMATCH);
         }
-        *memory = nvmlMemory_v2_t {
-            version: nvmlMemory_v2,
-            total: m.total,
-            reserved: m.reserved,
-            free: m.free,
-            used: m.used,
-        };
+        *memory = nvmlMemory_v2_t { version: nvmlMemory_v2, total: m.total, reserved: m.reserved, free: m.free, used: m.used };
         Ok(())
     })
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetBAR1MemoryInfo(
-    dev: nvmlDevice_t,
-    bar1Memory: *mut nvmlBAR1Memory_t,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetBAR1MemoryInfo(dev: nvmlDevice_t, bar1Memory: *mut nvmlBAR1Memory_t) -> nvmlReturn_t {
     guard("nvmlDeviceGetBAR1MemoryInfo", || {
         let d = device(dev)?;
         let total = d.profile.memory.bar1_total_mib * fakegpu_model::telemetry::MIB;
         let used = d.readings().bar1_used_bytes;
-        put(
-            bar1Memory,
-            nvmlBAR1Memory_t {
-                bar1Total: total,
-                bar1Free: total - used,
-                bar1Used: used,
-            },
-        )
+        put(bar1Memory, nvmlBAR1Memory_t { bar1Total: total, bar1Free: total - used, bar1Used: used })
     })
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetUtilizationRates(
-    dev: nvmlDevice_t,
-    utilization: *mut nvmlUtilization_t,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetUtilizationRates(dev: nvmlDevice_t, utilization: *mut nvmlUtilization_t) -> nvmlReturn_t {
     guard("nvmlDeviceGetUtilizationRates", || {
         let r = device(dev)?.readings();
-        put(
-            utilization,
-            nvmlUtilization_t {
-                gpu: r.gpu_util,
-                memory: r.memory_util,
-            },
-        )
+        put(utilization, nvmlUtilization_t { gpu: r.gpu_util, memory: r.memory_util })
     })
 }
 
@@ -115,13 +77,7 @@ pub unsafe extern "C" fn nvmlDeviceGetEncoderUtilization(
     utilization: *mut c_uint,
     samplingPeriodUs: *mut c_uint,
 ) -> nvmlReturn_t {
-    engine_util(
-        "nvmlDeviceGetEncoderUtilization",
-        dev,
-        utilization,
-        samplingPeriodUs,
-        |d| d.readings().encoder_util,
-    )
+    engine_util("nvmlDeviceGetEncoderUtilization", dev, utilization, samplingPeriodUs, |d| d.readings().encoder_util)
 }
 
 #[no_mangle]
@@ -130,13 +86,7 @@ pub unsafe extern "C" fn nvmlDeviceGetDecoderUtilization(
     utilization: *mut c_uint,
     samplingPeriodUs: *mut c_uint,
 ) -> nvmlReturn_t {
-    engine_util(
-        "nvmlDeviceGetDecoderUtilization",
-        dev,
-        utilization,
-        samplingPeriodUs,
-        |d| d.readings().decoder_util,
-    )
+    engine_util("nvmlDeviceGetDecoderUtilization", dev, utilization, samplingPeriodUs, |d| d.readings().decoder_util)
 }
 
 #[no_mangle]
@@ -145,13 +95,7 @@ pub unsafe extern "C" fn nvmlDeviceGetJpgUtilization(
     utilization: *mut c_uint,
     samplingPeriodUs: *mut c_uint,
 ) -> nvmlReturn_t {
-    engine_util(
-        "nvmlDeviceGetJpgUtilization",
-        dev,
-        utilization,
-        samplingPeriodUs,
-        |_| 0,
-    )
+    engine_util("nvmlDeviceGetJpgUtilization", dev, utilization, samplingPeriodUs, |_| 0)
 }
 
 #[no_mangle]
@@ -160,21 +104,11 @@ pub unsafe extern "C" fn nvmlDeviceGetOfaUtilization(
     utilization: *mut c_uint,
     samplingPeriodUs: *mut c_uint,
 ) -> nvmlReturn_t {
-    engine_util(
-        "nvmlDeviceGetOfaUtilization",
-        dev,
-        utilization,
-        samplingPeriodUs,
-        |_| 0,
-    )
+    engine_util("nvmlDeviceGetOfaUtilization", dev, utilization, samplingPeriodUs, |_| 0)
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetTemperature(
-    dev: nvmlDevice_t,
-    sensorType: c_uint,
-    temp: *mut c_uint,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetTemperature(dev: nvmlDevice_t, sensorType: c_uint, temp: *mut c_uint) -> nvmlReturn_t {
     guard("nvmlDeviceGetTemperature", || {
         let d = device(dev)?;
         if sensorType != NVML_TEMPERATURE_GPU {
@@ -185,11 +119,7 @@ pub unsafe extern "C" fn nvmlDeviceGetTemperature(
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetTemperatureThreshold(
-    dev: nvmlDevice_t,
-    thresholdType: c_uint,
-    temp: *mut c_uint,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetTemperatureThreshold(dev: nvmlDevice_t, thresholdType: c_uint, temp: *mut c_uint) -> nvmlReturn_t {
     guard("nvmlDeviceGetTemperatureThreshold", || {
         let t = &device(dev)?.profile.thermal;
         let value = match thresholdType {
@@ -209,19 +139,12 @@ fn fan(d: &Device) -> Result<u32, nvmlReturn_t> {
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetFanSpeed(
-    dev: nvmlDevice_t,
-    speed: *mut c_uint,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetFanSpeed(dev: nvmlDevice_t, speed: *mut c_uint) -> nvmlReturn_t {
     guard("nvmlDeviceGetFanSpeed", || put(speed, fan(device(dev)?)?))
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetFanSpeed_v2(
-    dev: nvmlDevice_t,
-    fanIndex: c_uint,
-    speed: *mut c_uint,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetFanSpeed_v2(dev: nvmlDevice_t, fanIndex: c_uint, speed: *mut c_uint) -> nvmlReturn_t {
     guard("nvmlDeviceGetFanSpeed_v2", || {
         let value = fan(device(dev)?)?;
         if fanIndex != 0 {
@@ -232,11 +155,7 @@ pub unsafe extern "C" fn nvmlDeviceGetFanSpeed_v2(
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetTargetFanSpeed(
-    dev: nvmlDevice_t,
-    fanIndex: c_uint,
-    targetSpeed: *mut c_uint,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetTargetFanSpeed(dev: nvmlDevice_t, fanIndex: c_uint, targetSpeed: *mut c_uint) -> nvmlReturn_t {
     guard("nvmlDeviceGetTargetFanSpeed", || {
         let value = fan(device(dev)?)?;
         if fanIndex != 0 {
@@ -247,30 +166,17 @@ pub unsafe extern "C" fn nvmlDeviceGetTargetFanSpeed(
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetNumFans(
-    dev: nvmlDevice_t,
-    numFans: *mut c_uint,
-) -> nvmlReturn_t {
-    guard("nvmlDeviceGetNumFans", || {
-        put(numFans, fan(device(dev)?).map(|_| 1)?)
-    })
+pub unsafe extern "C" fn nvmlDeviceGetNumFans(dev: nvmlDevice_t, numFans: *mut c_uint) -> nvmlReturn_t {
+    guard("nvmlDeviceGetNumFans", || put(numFans, fan(device(dev)?).map(|_| 1)?))
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetPowerUsage(
-    dev: nvmlDevice_t,
-    power: *mut c_uint,
-) -> nvmlReturn_t {
-    guard("nvmlDeviceGetPowerUsage", || {
-        put(power, device(dev)?.readings().power_mw)
-    })
+pub unsafe extern "C" fn nvmlDeviceGetPowerUsage(dev: nvmlDevice_t, power: *mut c_uint) -> nvmlReturn_t {
+    guard("nvmlDeviceGetPowerUsage", || put(power, device(dev)?.readings().power_mw))
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetPowerManagementMode(
-    dev: nvmlDevice_t,
-    mode: *mut c_uint,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetPowerManagementMode(dev: nvmlDevice_t, mode: *mut c_uint) -> nvmlReturn_t {
     guard("nvmlDeviceGetPowerManagementMode", || {
         device(dev)?;
         put(mode, NVML_FEATURE_ENABLED)
@@ -278,33 +184,18 @@ pub unsafe extern "C" fn nvmlDeviceGetPowerManagementMode(
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetPowerManagementLimit(
-    dev: nvmlDevice_t,
-    limit: *mut c_uint,
-) -> nvmlReturn_t {
-    guard("nvmlDeviceGetPowerManagementLimit", || {
-        put(limit, device(dev)?.profile.power.default_limit_mw)
-    })
+pub unsafe extern "C" fn nvmlDeviceGetPowerManagementLimit(dev: nvmlDevice_t, limit: *mut c_uint) -> nvmlReturn_t {
+    guard("nvmlDeviceGetPowerManagementLimit", || put(limit, device(dev)?.profile.power.default_limit_mw))
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetPowerManagementDefaultLimit(
-    dev: nvmlDevice_t,
-    defaultLimit: *mut c_uint,
-) -> nvmlReturn_t {
-    guard("nvmlDeviceGetPowerManagementDefaultLimit", || {
-        put(defaultLimit, device(dev)?.profile.power.default_limit_mw)
-    })
+pub unsafe extern "C" fn nvmlDeviceGetPowerManagementDefaultLimit(dev: nvmlDevice_t, defaultLimit: *mut c_uint) -> nvmlReturn_t {
+    guard("nvmlDeviceGetPowerManagementDefaultLimit", || put(defaultLimit, device(dev)?.profile.power.default_limit_mw))
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetEnforcedPowerLimit(
-    dev: nvmlDevice_t,
-    limit: *mut c_uint,
-) -> nvmlReturn_t {
-    guard("nvmlDeviceGetEnforcedPowerLimit", || {
-        put(limit, device(dev)?.profile.power.default_limit_mw)
-    })
+pub unsafe extern "C" fn nvmlDeviceGetEnforcedPowerLimit(dev: nvmlDevice_t, limit: *mut c_uint) -> nvmlReturn_t {
+    guard("nvmlDeviceGetEnforcedPowerLimit", || put(limit, device(dev)?.profile.power.default_limit_mw))
 }
 
 #[no_mangle]
@@ -322,10 +213,7 @@ pub unsafe extern "C" fn nvmlDeviceGetPowerManagementLimitConstraints(
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetPowerSource(
-    dev: nvmlDevice_t,
-    powerSource: *mut c_uint,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetPowerSource(dev: nvmlDevice_t, powerSource: *mut c_uint) -> nvmlReturn_t {
     guard("nvmlDeviceGetPowerSource", || {
         device(dev)?;
         put(powerSource, NVML_POWER_SOURCE_AC)
@@ -335,10 +223,7 @@ pub unsafe extern "C" fn nvmlDeviceGetPowerSource(
 /// Milliseconds since boot: the same clock in every process, so the energy counter agrees
 /// across processes and never goes back.
 fn boot_ms() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: ts is a valid out-parameter.
     unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
@@ -349,59 +234,35 @@ pub(crate) fn total_energy_mj(d: &Device) -> u64 {
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetTotalEnergyConsumption(
-    dev: nvmlDevice_t,
-    energy: *mut u64,
-) -> nvmlReturn_t {
-    guard("nvmlDeviceGetTotalEnergyConsumption", || {
-        put(energy, total_energy_mj(device(dev)?))
-    })
+pub unsafe extern "C" fn nvmlDeviceGetTotalEnergyConsumption(dev: nvmlDevice_t, energy: *mut u64) -> nvmlReturn_t {
+    guard("nvmlDeviceGetTotalEnergyConsumption", || put(energy, total_energy_mj(device(dev)?)))
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetPerformanceState(
-    dev: nvmlDevice_t,
-    pState: *mut c_uint,
-) -> nvmlReturn_t {
-    guard("nvmlDeviceGetPerformanceState", || {
-        put(pState, device(dev)?.readings().pstate)
-    })
+pub unsafe extern "C" fn nvmlDeviceGetPerformanceState(dev: nvmlDevice_t, pState: *mut c_uint) -> nvmlReturn_t {
+    guard("nvmlDeviceGetPerformanceState", || put(pState, device(dev)?.readings().pstate))
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetPowerState(
-    dev: nvmlDevice_t,
-    pState: *mut c_uint,
-) -> nvmlReturn_t {
-    guard("nvmlDeviceGetPowerState", || {
-        put(pState, device(dev)?.readings().pstate)
-    })
+pub unsafe extern "C" fn nvmlDeviceGetPowerState(dev: nvmlDevice_t, pState: *mut c_uint) -> nvmlReturn_t {
+    guard("nvmlDeviceGetPowerState", || put(pState, device(dev)?.readings().pstate))
 }
 
 /// `NVML_PSTATE_UNKNOWN` fills the unused tail of a P-state list.
 const PSTATE_UNKNOWN: c_uint = 32;
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetSupportedPerformanceStates(
-    dev: nvmlDevice_t,
-    pstates: *mut c_uint,
-    size: c_uint,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetSupportedPerformanceStates(dev: nvmlDevice_t, pstates: *mut c_uint, size: c_uint) -> nvmlReturn_t {
     guard("nvmlDeviceGetSupportedPerformanceStates", || {
         let d = device(dev)?;
         if pstates.is_null() {
             return Err(ret::INVALID_ARGUMENT);
         }
-        let supported: Vec<c_uint> = if d.profile.idle_pstate == 0 {
-            vec![0]
-        } else {
-            vec![0, d.profile.idle_pstate]
-        };
+        let supported: Vec<c_uint> = if d.profile.idle_pstate == 0 { vec![0] } else { vec![0, d.profile.idle_pstate] };
         if (size as usize) < supported.len() * std::mem::size_of::<c_uint>() {
             return Err(ret::INSUFFICIENT_SIZE);
         }
-        let slots =
-            std::slice::from_raw_parts_mut(pstates, size as usize / std::mem::size_of::<c_uint>());
+        let slots = std::slice::from_raw_parts_mut(pstates, size as usize / std::mem::size_of::<c_uint>());
         slots.fill(PSTATE_UNKNOWN);
         slots[..supported.len()].copy_from_slice(&supported);
         Ok(())
@@ -421,11 +282,7 @@ fn pick_clock(set: &ClockSet, clock_type: c_uint) -> Result<u32, nvmlReturn_t> {
 /// Application clocks exist for graphics (and SM, which follows it) and memory.
 fn app_clock(d: &Device, clock_type: c_uint, default: bool) -> Result<u32, nvmlReturn_t> {
     let clocks = &d.profile.clocks;
-    let set = if default {
-        clocks.default_applications
-    } else {
-        clocks.applications
-    };
+    let set = if default { clocks.default_applications } else { clocks.applications };
     let set = set.ok_or(ret::NOT_SUPPORTED)?;
     match clock_type {
         NVML_CLOCK_GRAPHICS | NVML_CLOCK_SM => Ok(set.graphics_mhz),
@@ -436,42 +293,18 @@ fn app_clock(d: &Device, clock_type: c_uint, default: bool) -> Result<u32, nvmlR
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetClockInfo(
-    dev: nvmlDevice_t,
-    clockType: c_uint,
-    clock: *mut c_uint,
-) -> nvmlReturn_t {
-    guard("nvmlDeviceGetClockInfo", || {
-        put(
-            clock,
-            pick_clock(&device(dev)?.readings().clocks, clockType)?,
-        )
-    })
+pub unsafe extern "C" fn nvmlDeviceGetClockInfo(dev: nvmlDevice_t, clockType: c_uint, clock: *mut c_uint) -> nvmlReturn_t {
+    guard("nvmlDeviceGetClockInfo", || put(clock, pick_clock(&device(dev)?.readings().clocks, clockType)?))
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetMaxClockInfo(
-    dev: nvmlDevice_t,
-    clockType: c_uint,
-    clock: *mut c_uint,
-) -> nvmlReturn_t {
-    guard("nvmlDeviceGetMaxClockInfo", || {
-        put(
-            clock,
-            pick_clock(&device(dev)?.profile.clocks.max, clockType)?,
-        )
-    })
+pub unsafe extern "C" fn nvmlDeviceGetMaxClockInfo(dev: nvmlDevice_t, clockType: c_uint, clock: *mut c_uint) -> nvmlReturn_t {
+    guard("nvmlDeviceGetMaxClockInfo", || put(clock, pick_clock(&device(dev)?.profile.clocks.max, clockType)?))
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetApplicationsClock(
-    dev: nvmlDevice_t,
-    clockType: c_uint,
-    clockMHz: *mut c_uint,
-) -> nvmlReturn_t {
-    guard("nvmlDeviceGetApplicationsClock", || {
-        put(clockMHz, app_clock(device(dev)?, clockType, false)?)
-    })
+pub unsafe extern "C" fn nvmlDeviceGetApplicationsClock(dev: nvmlDevice_t, clockType: c_uint, clockMHz: *mut c_uint) -> nvmlReturn_t {
+    guard("nvmlDeviceGetApplicationsClock", || put(clockMHz, app_clock(device(dev)?, clockType, false)?))
 }
 
 #[no_mangle]
@@ -480,27 +313,15 @@ pub unsafe extern "C" fn nvmlDeviceGetDefaultApplicationsClock(
     clockType: c_uint,
     clockMHz: *mut c_uint,
 ) -> nvmlReturn_t {
-    guard("nvmlDeviceGetDefaultApplicationsClock", || {
-        put(clockMHz, app_clock(device(dev)?, clockType, true)?)
-    })
+    guard("nvmlDeviceGetDefaultApplicationsClock", || put(clockMHz, app_clock(device(dev)?, clockType, true)?))
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetMaxCustomerBoostClock(
-    dev: nvmlDevice_t,
-    clockType: c_uint,
-    clockMHz: *mut c_uint,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetMaxCustomerBoostClock(dev: nvmlDevice_t, clockType: c_uint, clockMHz: *mut c_uint) -> nvmlReturn_t {
     guard("nvmlDeviceGetMaxCustomerBoostClock", || {
         let d = device(dev)?;
         match clockType {
-            NVML_CLOCK_GRAPHICS | NVML_CLOCK_SM => put(
-                clockMHz,
-                d.profile
-                    .clocks
-                    .max_customer_boost_mhz
-                    .ok_or(ret::NOT_SUPPORTED)?,
-            ),
+            NVML_CLOCK_GRAPHICS | NVML_CLOCK_SM => put(clockMHz, d.profile.clocks.max_customer_boost_mhz.ok_or(ret::NOT_SUPPORTED)?),
             NVML_CLOCK_MEM | NVML_CLOCK_VIDEO => Err(ret::NOT_SUPPORTED),
             _ => Err(ret::INVALID_ARGUMENT),
         }
@@ -508,12 +329,7 @@ pub unsafe extern "C" fn nvmlDeviceGetMaxCustomerBoostClock(
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetClock(
-    dev: nvmlDevice_t,
-    clockType: c_uint,
-    clockId: c_uint,
-    clockMHz: *mut c_uint,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetClock(dev: nvmlDevice_t, clockType: c_uint, clockId: c_uint, clockMHz: *mut c_uint) -> nvmlReturn_t {
     guard("nvmlDeviceGetClock", || {
         let d = device(dev)?;
         let value = match clockId {
@@ -521,11 +337,7 @@ pub unsafe extern "C" fn nvmlDeviceGetClock(
             NVML_CLOCK_ID_APP_CLOCK_TARGET => app_clock(d, clockType, false)?,
             NVML_CLOCK_ID_APP_CLOCK_DEFAULT => app_clock(d, clockType, true)?,
             NVML_CLOCK_ID_CUSTOMER_BOOST_MAX => match clockType {
-                NVML_CLOCK_GRAPHICS | NVML_CLOCK_SM => d
-                    .profile
-                    .clocks
-                    .max_customer_boost_mhz
-                    .ok_or(ret::NOT_SUPPORTED)?,
+                NVML_CLOCK_GRAPHICS | NVML_CLOCK_SM => d.profile.clocks.max_customer_boost_mhz.ok_or(ret::NOT_SUPPORTED)?,
                 _ => return Err(ret::NOT_SUPPORTED),
             },
             _ => return Err(ret::INVALID_ARGUMENT),
@@ -547,10 +359,7 @@ pub unsafe extern "C" fn nvmlDeviceGetMinMaxClockOfPState(
         if pstate != 0 && pstate != d.profile.idle_pstate {
             return Err(ret::NOT_SUPPORTED);
         }
-        let (min, max) = (
-            pick_clock(&d.profile.clocks.idle, clockType)?,
-            pick_clock(&d.profile.clocks.max, clockType)?,
-        );
+        let (min, max) = (pick_clock(&d.profile.clocks.idle, clockType)?, pick_clock(&d.profile.clocks.max, clockType)?);
         let (lo, hi) = (out(minClockMHz)?, out(maxClockMHz)?);
         (*lo, *hi) = (min, max);
         Ok(())
@@ -558,11 +367,7 @@ pub unsafe extern "C" fn nvmlDeviceGetMinMaxClockOfPState(
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetSupportedMemoryClocks(
-    dev: nvmlDevice_t,
-    count: *mut c_uint,
-    clocksMHz: *mut c_uint,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetSupportedMemoryClocks(dev: nvmlDevice_t, count: *mut c_uint, clocksMHz: *mut c_uint) -> nvmlReturn_t {
     guard("nvmlDeviceGetSupportedMemoryClocks", || {
         let clocks = &device(dev)?.profile.clocks;
         let mut supported = vec![clocks.max.memory_mhz];
@@ -587,10 +392,7 @@ pub unsafe extern "C" fn nvmlDeviceGetSupportedGraphicsClocks(
         if memoryClockMHz != clocks.max.memory_mhz && memoryClockMHz != clocks.idle.memory_mhz {
             return Err(ret::NOT_FOUND);
         }
-        let supported: Vec<c_uint> = (clocks.idle.graphics_mhz..=clocks.max.graphics_mhz)
-            .rev()
-            .step_by(15)
-            .collect();
+        let supported: Vec<c_uint> = (clocks.idle.graphics_mhz..=clocks.max.graphics_mhz).rev().step_by(15).collect();
         put_list(count, clocksMHz, &supported)
     })
 }
@@ -605,30 +407,17 @@ fn current_clock_reasons(d: &Device) -> u64 {
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetCurrentClocksThrottleReasons(
-    dev: nvmlDevice_t,
-    reasons: *mut u64,
-) -> nvmlReturn_t {
-    guard("nvmlDeviceGetCurrentClocksThrottleReasons", || {
-        put(reasons, current_clock_reasons(device(dev)?))
-    })
+pub unsafe extern "C" fn nvmlDeviceGetCurrentClocksThrottleReasons(dev: nvmlDevice_t, reasons: *mut u64) -> nvmlReturn_t {
+    guard("nvmlDeviceGetCurrentClocksThrottleReasons", || put(reasons, current_clock_reasons(device(dev)?)))
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetCurrentClocksEventReasons(
-    dev: nvmlDevice_t,
-    reasons: *mut u64,
-) -> nvmlReturn_t {
-    guard("nvmlDeviceGetCurrentClocksEventReasons", || {
-        put(reasons, current_clock_reasons(device(dev)?))
-    })
+pub unsafe extern "C" fn nvmlDeviceGetCurrentClocksEventReasons(dev: nvmlDevice_t, reasons: *mut u64) -> nvmlReturn_t {
+    guard("nvmlDeviceGetCurrentClocksEventReasons", || put(reasons, current_clock_reasons(device(dev)?)))
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetSupportedClocksThrottleReasons(
-    dev: nvmlDevice_t,
-    reasons: *mut u64,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetSupportedClocksThrottleReasons(dev: nvmlDevice_t, reasons: *mut u64) -> nvmlReturn_t {
     guard("nvmlDeviceGetSupportedClocksThrottleReasons", || {
         device(dev)?;
         put(reasons, clocks_event::ALL)
@@ -636,10 +425,7 @@ pub unsafe extern "C" fn nvmlDeviceGetSupportedClocksThrottleReasons(
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetSupportedClocksEventReasons(
-    dev: nvmlDevice_t,
-    reasons: *mut u64,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetSupportedClocksEventReasons(dev: nvmlDevice_t, reasons: *mut u64) -> nvmlReturn_t {
     guard("nvmlDeviceGetSupportedClocksEventReasons", || {
         device(dev)?;
         put(reasons, clocks_event::ALL)
@@ -658,25 +444,13 @@ pub unsafe extern "C" fn nvmlDeviceGetViolationStatus(
         if perfPolicyType > 11 {
             return Err(ret::INVALID_ARGUMENT);
         }
-        let now_ns = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        put(
-            violTime,
-            nvmlViolationTime_t {
-                referenceTime: now_ns / 1000,
-                violationTime: 0,
-            },
-        )
+        let now_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        put(violTime, nvmlViolationTime_t { referenceTime: now_ns / 1000, violationTime: 0 })
     })
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetPcieThroughput(
-    dev: nvmlDevice_t,
-    counter: c_uint,
-    value: *mut c_uint,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetPcieThroughput(dev: nvmlDevice_t, counter: c_uint, value: *mut c_uint) -> nvmlReturn_t {
     guard("nvmlDeviceGetPcieThroughput", || {
         let d = device(dev)?;
         // KB/s: an idle GPU still exchanges a trickle of driver traffic with the host.
@@ -691,10 +465,7 @@ pub unsafe extern "C" fn nvmlDeviceGetPcieThroughput(
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetPcieReplayCounter(
-    dev: nvmlDevice_t,
-    value: *mut c_uint,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetPcieReplayCounter(dev: nvmlDevice_t, value: *mut c_uint) -> nvmlReturn_t {
     guard("nvmlDeviceGetPcieReplayCounter", || {
         device(dev)?;
         put(value, 0)

@@ -32,11 +32,7 @@ unsafe fn write_cpu_mask(d: &Device, words: c_uint, set: *mut c_ulong) -> NvmlRe
     let mask = std::slice::from_raw_parts_mut(set, words as usize);
     mask.fill(0);
     let cpus = online_cpus();
-    let halves = if cpus > 1 && runtime()?.devices.len() > 1 {
-        2
-    } else {
-        1
-    };
+    let halves = if cpus > 1 && runtime()?.devices.len() > 1 { 2 } else { 1 };
     let per_half = cpus / halves;
     let first = d.numa_node as usize % halves * per_half;
     for cpu in first..(first + per_half).min(mask.len() * BITS) {
@@ -46,14 +42,8 @@ unsafe fn write_cpu_mask(d: &Device, words: c_uint, set: *mut c_ulong) -> NvmlRe
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetCpuAffinity(
-    dev: nvmlDevice_t,
-    cpuSetSize: c_uint,
-    cpuSet: *mut c_ulong,
-) -> nvmlReturn_t {
-    guard("nvmlDeviceGetCpuAffinity", || {
-        write_cpu_mask(device(dev)?, cpuSetSize, cpuSet)
-    })
+pub unsafe extern "C" fn nvmlDeviceGetCpuAffinity(dev: nvmlDevice_t, cpuSetSize: c_uint, cpuSet: *mut c_ulong) -> nvmlReturn_t {
+    guard("nvmlDeviceGetCpuAffinity", || write_cpu_mask(device(dev)?, cpuSetSize, cpuSet))
 }
 
 #[no_mangle]
@@ -109,12 +99,7 @@ pub unsafe extern "C" fn nvmlDeviceGetTopologyCommonAncestor(
     device2: nvmlDevice_t,
     pathInfo: *mut c_uint,
 ) -> nvmlReturn_t {
-    guard("nvmlDeviceGetTopologyCommonAncestor", || {
-        put(
-            pathInfo,
-            common_ancestor(device(device1)?, device(device2)?),
-        )
-    })
+    guard("nvmlDeviceGetTopologyCommonAncestor", || put(pathInfo, common_ancestor(device(device1)?, device(device2)?)))
 }
 
 #[no_mangle]
@@ -152,9 +137,7 @@ pub unsafe extern "C" fn nvmlDeviceGetP2PStatus(
         let (a, b) = (device(device1)?, device(device2)?);
         let status = match p2pIndex {
             2 => NVML_P2P_STATUS_NOT_SUPPORTED,
-            NVML_P2P_CAPS_INDEX_READ..=NVML_P2P_CAPS_INDEX_PROP if a.id.index != b.id.index => {
-                NVML_P2P_STATUS_OK
-            }
+            NVML_P2P_CAPS_INDEX_READ..=NVML_P2P_CAPS_INDEX_PROP if a.id.index != b.id.index => NVML_P2P_STATUS_OK,
             NVML_P2P_CAPS_INDEX_READ..=NVML_P2P_CAPS_INDEX_PROP => NVML_P2P_STATUS_NOT_SUPPORTED,
             _ => return Err(ret::INVALID_ARGUMENT),
         };
@@ -163,15 +146,10 @@ pub unsafe extern "C" fn nvmlDeviceGetP2PStatus(
 }
 
 #[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceOnSameBoard(
-    device1: nvmlDevice_t,
-    device2: nvmlDevice_t,
-    onSameBoard: *mut c_uint,
-) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceOnSameBoard(device1: nvmlDevice_t, device2: nvmlDevice_t, onSameBoard: *mut c_uint) -> nvmlReturn_t {
     guard("nvmlDeviceOnSameBoard", || {
         let (a, b) = (device(device1)?, device(device2)?);
-        let same = a.id.index == b.id.index
-            || (a.profile.multi_gpu_board && a.id.index / 2 == b.id.index / 2);
+        let same = a.id.index == b.id.index || (a.profile.multi_gpu_board && a.id.index / 2 == b.id.index / 2);
         let slot = out(onSameBoard)?;
         *slot = same as c_uint;
         Ok(())
