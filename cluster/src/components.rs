@@ -1,0 +1,151 @@
+//! Command lines of the control-plane components, after kwokctl's binary runtime
+//! (sigs.k8s.io/kwok pkg/kwokctl/components) trimmed to what a loopback test cluster needs.
+
+use std::path::Path;
+
+use crate::pki::Pki;
+
+/// Loopback ports of one cluster.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub etcd_client: u16,
+    pub etcd_peer: u16,
+    pub apiserver: u16,
+    pub scheduler: u16,
+    pub controller_manager: u16,
+    pub kwok: u16,
+}
+
+impl Ports {
+    pub fn allocate() -> crate::error::Result<Ports> {
+        let mut taken = std::collections::BTreeSet::new();
+        let mut next = || -> crate::error::Result<u16> {
+            // The OS may hand back a port it just gave us, since each listener is closed again.
+            for _ in 0..50 {
+                let p = crate::process::free_port()?;
+                if taken.insert(p) {
+                    return Ok(p);
+                }
+            }
+            Err(crate::error::ClusterError::InvalidArgument(
+                "could not find distinct free ports on 127.0.0.1".into(),
+            ))
+        };
+        Ok(Ports {
+            etcd_client: next()?,
+            etcd_peer: next()?,
+            apiserver: next()?,
+            scheduler: next()?,
+            controller_manager: next()?,
+            kwok: next()?,
+        })
+    }
+}
+
+fn s(v: impl std::fmt::Display) -> String {
+    v.to_string()
+}
+
+pub fn etcd(data_dir: &Path, p: &Ports) -> Vec<String> {
+    let client = format!("http://127.0.0.1:{}", p.etcd_client);
+    let peer = format!("http://127.0.0.1:{}", p.etcd_peer);
+    vec![
+        s("--name=node0"),
+        format!("--data-dir={}", data_dir.display()),
+        // Test data is throw-away; fsync dominates apiserver write latency on shared disks.
+        s("--unsafe-no-fsync=true"),
+        s("--auto-compaction-retention=1"),
+        s("--quota-backend-bytes=8589934592"),
+        format!("--listen-client-urls={client}"),
+        format!("--advertise-client-urls={client}"),
+        format!("--listen-peer-urls={peer}"),
+        format!("--initial-advertise-peer-urls={peer}"),
+        format!("--initial-cluster=node0={peer}"),
+        s("--listen-metrics-urls="),
+        s("--log-level=warn"),
+    ]
+}
+
+pub fn apiserver(pki: &Pki, p: &Ports) -> Vec<String> {
+    let crt = pki.admin_cert.display();
+    let key = pki.admin_key.display();
+    vec![
+        format!("--etcd-servers=http://127.0.0.1:{}", p.etcd_client),
+        s("--bind-address=127.0.0.1"),
+        // Required where there is no default route ("unable to find suitable network address").
+        s("--advertise-address=127.0.0.1"),
+        format!("--secure-port={}", p.apiserver),
+        format!("--tls-cert-file={crt}"),
+        format!("--tls-private-key-file={key}"),
+        format!("--client-ca-file={}", pki.ca_cert.display()),
+        s("--service-account-issuer=https://kubernetes.default.svc.cluster.local"),
+        // The verifying side wants a public key; the certificate carries it.
+        format!("--service-account-key-file={crt}"),
+        format!("--service-account-signing-key-file={key}"),
+        s("--service-cluster-ip-range=10.0.0.0/24"),
+        s("--allow-privileged=true"),
+        s("--authorization-mode=Node,RBAC"),
+        // No real endpoints exist; the reconciler would only log loopback-range errors.
+        s("--endpoint-reconciler-type=none"),
+        // Priority & fairness costs CPU that 2 cores do not have; 0 lifts the plain limits too.
+        s("--enable-priority-and-fairness=false"),
+        s("--max-requests-inflight=0"),
+        s("--max-mutating-requests-inflight=0"),
+        // resource.k8s.io/v1 is GA and served by default in 1.37; nothing to switch on.
+    ]
+}
+
+fn component_common(kubeconfig: &Path, port: u16, cert_dir: &Path) -> Vec<String> {
+    let kc = kubeconfig.display();
+    vec![
+        format!("--kubeconfig={kc}"),
+        format!("--authentication-kubeconfig={kc}"),
+        format!("--authorization-kubeconfig={kc}"),
+        s("--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics"),
+        s("--leader-elect=false"),
+        s("--bind-address=127.0.0.1"),
+        format!("--secure-port={port}"),
+        format!("--cert-dir={}", cert_dir.display()),
+        s("--kube-api-qps=500"),
+        s("--kube-api-burst=1000"),
+    ]
+}
+
+pub fn scheduler(kubeconfig: &Path, p: &Ports, cert_dir: &Path) -> Vec<String> {
+    component_common(kubeconfig, p.scheduler, cert_dir)
+}
+
+pub fn controller_manager(kubeconfig: &Path, pki: &Pki, p: &Ports, cert_dir: &Path) -> Vec<String> {
+    let mut a = component_common(kubeconfig, p.controller_manager, cert_dir);
+    a.extend([
+        s("--use-service-account-credentials=false"),
+        format!(
+            "--service-account-private-key-file={}",
+            pki.admin_key.display()
+        ),
+        format!("--root-ca-file={}", pki.ca_cert.display()),
+        s("--controllers=*"),
+        // kwok renews Leases every ~10 s (a quarter of 40 s); 40 s grace leaves margin on a busy host.
+        s("--node-monitor-grace-period=40s"),
+        s("--node-monitor-period=5s"),
+    ]);
+    a
+}
+
+pub fn kwok(kubeconfig: &Path, stages: &Path, p: &Ports) -> Vec<String> {
+    vec![
+        format!("--kubeconfig={}", kubeconfig.display()),
+        format!("--config={}", stages.display()),
+        s("--manage-all-nodes=false"),
+        s("--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake"),
+        s("--manage-nodes-with-label-selector="),
+        s("--manage-single-node="),
+        s("--cidr=10.0.0.0/16"),
+        s("--node-ip=127.0.0.1"),
+        s("--node-lease-duration-seconds=40"),
+        format!("--server-address=127.0.0.1:{}", p.kwok),
+    ]
+}
+
+/// The stage file kwok needs (it exits with "no stages found" without one).
+pub const KWOK_STAGES: &str = include_str!("kwok-stages.yaml");

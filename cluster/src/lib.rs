@@ -1,0 +1,62 @@
+//! `fakegpu cluster`: a real Kubernetes control plane (etcd, kube-apiserver, kube-scheduler,
+//! kube-controller-manager and kwok, all built from Go modules by `tests/cluster/build.sh`)
+//! run as plain processes on 127.0.0.1, with KWOK nodes standing in for GPU hosts.
+//!
+//! The `fakegpu` CLI embeds [`ClusterCommand`] as a subcommand and calls [`run`]; the
+//! `fakegpu-cluster` binary in this crate does the same for scripts that run without the CLI.
+
+pub mod binaries;
+mod commands;
+pub mod components;
+pub mod error;
+pub mod health;
+pub mod kubeconfig;
+pub mod nodes;
+pub mod paths;
+pub mod pki;
+pub mod process;
+pub mod state;
+
+pub use error::ClusterError;
+
+/// Subcommands of `fakegpu cluster`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum ClusterCommand {
+    /// Start the control plane and create KWOK nodes; returns once everything is Ready.
+    Up(UpArgs),
+    /// Stop the processes `up` started and remove the run directory.
+    Down,
+    /// Print shell exports (KUBECONFIG, PATH with the built kubectl and helm).
+    Env,
+    /// Show the components, their pids and whether they are alive, and the node count.
+    Status,
+}
+
+/// Options of `fakegpu cluster up`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct UpArgs {
+    /// Number of KWOK nodes to create.
+    #[arg(long, default_value_t = 2)]
+    pub nodes: u32,
+    /// Value of the `run.ai/simulated-gpu-node-pool` label on the nodes.
+    #[arg(long, default_value = "default")]
+    pub pool: String,
+    /// GPU profile the operator should simulate on these nodes (recorded, used by the operator).
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// GPUs per node the operator should simulate (recorded, used by the operator).
+    #[arg(long)]
+    pub gpus: Option<u32>,
+    /// Directory with the control-plane binaries; default: build or reuse them via
+    /// tests/cluster/build.sh, or the newest matching build in the cache.
+    #[arg(long, env = "FAKEGPU_K8S_BIN_DIR")]
+    pub bin_dir: Option<std::path::PathBuf>,
+}
+
+/// Runs one `fakegpu cluster` subcommand and returns the process exit code.
+pub fn run(cmd: ClusterCommand) -> anyhow::Result<i32> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(commands::run(cmd))
+}
