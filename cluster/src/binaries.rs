@@ -6,15 +6,7 @@ use std::process::{Command, Stdio};
 use crate::error::{ClusterError, Result};
 
 /// The binaries `up` runs plus the client tools `cluster env` puts on PATH.
-pub const BINARIES: [&str; 7] = [
-    "etcd",
-    "kube-apiserver",
-    "kube-controller-manager",
-    "kube-scheduler",
-    "kwok",
-    "kubectl",
-    "helm",
-];
+pub const BINARIES: [&str; 7] = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "kubectl", "helm"];
 
 /// tests/cluster/versions.env as compiled in; build.sh copies the same file into each cache entry,
 /// which is how a cache entry built from other versions is told apart.
@@ -42,9 +34,7 @@ pub fn find_cached() -> Option<PathBuf> {
     let mut found: Vec<(std::time::SystemTime, PathBuf)> = entries
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().starts_with("k8s-"))
-        .filter(|e| {
-            std::fs::read_to_string(e.path().join("versions.env")).is_ok_and(|v| v == VERSIONS_ENV)
-        })
+        .filter(|e| std::fs::read_to_string(e.path().join("versions.env")).is_ok_and(|v| v == VERSIONS_ENV))
         .map(|e| e.path().join("bin"))
         .filter(|bin| complete(bin))
         .filter_map(|bin| Some((bin.metadata().ok()?.modified().ok()?, bin)))
@@ -60,26 +50,14 @@ pub fn locate_or_build(explicit: Option<&Path>) -> Result<PathBuf> {
         return if complete(dir) {
             Ok(dir.to_path_buf())
         } else {
-            Err(ClusterError::BinariesMissing(format!(
-                "{} lacks one of {}",
-                dir.display(),
-                BINARIES.join(", ")
-            )))
+            Err(ClusterError::BinariesMissing(format!("{} lacks one of {}", dir.display(), BINARIES.join(", "))))
         };
     }
     let script = build_script();
-    let have_go = Command::new("go")
-        .arg("version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
+    let have_go = Command::new("go").arg("version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
     if script.is_file() && have_go {
         if find_cached().is_none() {
-            eprintln!(
-                "building control-plane binaries with {} (cold: 25-40 min on 2 cores)",
-                script.display()
-            );
+            eprintln!("building control-plane binaries with {} (cold: 25-40 min on 2 cores)", script.display());
         }
         let out = Command::new("bash")
             .arg(&script)
@@ -87,9 +65,7 @@ pub fn locate_or_build(explicit: Option<&Path>) -> Result<PathBuf> {
             .output()
             .map_err(ClusterError::io(format!("running {}", script.display())))?;
         if !out.status.success() {
-            return Err(ClusterError::BuildFailed {
-                code: out.status.code(),
-            });
+            return Err(ClusterError::BuildFailed { code: out.status.code() });
         }
         let dir = String::from_utf8_lossy(&out.stdout);
         let dir = PathBuf::from(dir.lines().last().unwrap_or("").trim());

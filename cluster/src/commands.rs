@@ -34,8 +34,7 @@ fn validate(args: &UpArgs) -> Result<()> {
     let label_ok = |v: &str| {
         !v.is_empty()
             && v.len() <= 40
-            && v.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && v.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !v.starts_with('-')
             && !v.ends_with('-')
     };
@@ -46,20 +45,13 @@ fn validate(args: &UpArgs) -> Result<()> {
         )));
     }
     if let Some(p) = &args.profile {
-        let ok = !p.is_empty()
-            && p.len() <= 63
-            && p.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        let ok = !p.is_empty() && p.len() <= 63 && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
         if !ok {
-            return Err(ClusterError::InvalidArgument(format!(
-                "--profile {p:?}: must be a valid label value"
-            )));
+            return Err(ClusterError::InvalidArgument(format!("--profile {p:?}: must be a valid label value")));
         }
     }
     if args.nodes > 5000 {
-        return Err(ClusterError::InvalidArgument(
-            "--nodes: at most 5000".into(),
-        ));
+        return Err(ClusterError::InvalidArgument("--nodes: at most 5000".into()));
     }
     Ok(())
 }
@@ -71,17 +63,13 @@ fn lock(run_dir: &Path) -> Result<RunLock> {
     use std::os::fd::AsRawFd;
     let path = run_dir.with_extension("lock");
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(ClusterError::io(format!("creating {}", parent.display())))?;
+        std::fs::create_dir_all(parent).map_err(ClusterError::io(format!("creating {}", parent.display())))?;
     }
-    let f = std::fs::File::create(&path)
-        .map_err(ClusterError::io(format!("opening {}", path.display())))?;
+    let f = std::fs::File::create(&path).map_err(ClusterError::io(format!("opening {}", path.display())))?;
     // SAFETY: flock(2) on a descriptor we own; no memory is shared with the kernel.
     let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc != 0 {
-        return Err(ClusterError::AlreadyRunning {
-            run_dir: run_dir.to_path_buf(),
-        });
+        return Err(ClusterError::AlreadyRunning { run_dir: run_dir.to_path_buf() });
     }
     Ok(RunLock(f))
 }
@@ -90,18 +78,10 @@ fn lock(run_dir: &Path) -> Result<RunLock> {
 /// any non-empty directory that is not ours (FAKEGPU_RUN_DIR might point anywhere).
 fn prepare_run_dir(run_dir: &Path) -> Result<()> {
     match State::load(run_dir)? {
-        Some(state) if !state.alive().is_empty() => {
-            return Err(ClusterError::AlreadyRunning {
-                run_dir: run_dir.to_path_buf(),
-            })
-        }
+        Some(state) if !state.alive().is_empty() => return Err(ClusterError::AlreadyRunning { run_dir: run_dir.to_path_buf() }),
         Some(_) => {
-            eprintln!(
-                "removing stale run dir {} (its processes are gone)",
-                run_dir.display()
-            );
-            std::fs::remove_dir_all(run_dir)
-                .map_err(ClusterError::io(format!("removing {}", run_dir.display())))?;
+            eprintln!("removing stale run dir {} (its processes are gone)", run_dir.display());
+            std::fs::remove_dir_all(run_dir).map_err(ClusterError::io(format!("removing {}", run_dir.display())))?;
         }
         None => {
             let non_empty = std::fs::read_dir(run_dir).is_ok_and(|mut d| d.next().is_some());
@@ -113,16 +93,9 @@ fn prepare_run_dir(run_dir: &Path) -> Result<()> {
             }
         }
     }
-    for sub in [
-        "logs",
-        "pki",
-        "etcd",
-        "certs/scheduler",
-        "certs/controller-manager",
-    ] {
+    for sub in ["logs", "pki", "etcd", "certs/scheduler", "certs/controller-manager"] {
         let d = run_dir.join(sub);
-        std::fs::create_dir_all(&d)
-            .map_err(ClusterError::io(format!("creating {}", d.display())))?;
+        std::fs::create_dir_all(&d).map_err(ClusterError::io(format!("creating {}", d.display())))?;
     }
     Ok(())
 }
@@ -137,12 +110,7 @@ struct Progress {
 impl Progress {
     fn line(&mut self, what: &str, detail: &str) {
         self.step += 1;
-        eprintln!(
-            "[{}/{}] {what:<24} {detail}  (t+{:.1}s)",
-            self.step,
-            self.total,
-            self.start.elapsed().as_secs_f64()
-        );
+        eprintln!("[{}/{}] {what:<24} {detail}  (t+{:.1}s)", self.step, self.total, self.start.elapsed().as_secs_f64());
     }
 }
 
@@ -198,10 +166,7 @@ async fn up(run_dir: &Path, args: UpArgs) -> Result<i32> {
     if let Err(e) = res {
         started.stop_all();
         let _ = started.state.save(run_dir);
-        eprintln!(
-            "stopped the components that had started; logs are in {}",
-            run_dir.join("logs").display()
-        );
+        eprintln!("stopped the components that had started; logs are in {}", run_dir.join("logs").display());
         return Err(e);
     }
     started.state.ready = true;
@@ -216,11 +181,7 @@ async fn up(run_dir: &Path, args: UpArgs) -> Result<i32> {
 }
 
 async fn start_all(run_dir: &Path, args: &UpArgs, s: &mut Started, start: Instant) -> Result<()> {
-    let mut progress = Progress {
-        step: 0,
-        total: 6,
-        start,
-    };
+    let mut progress = Progress { step: 0, total: 6, start };
     let pki = crate::pki::generate(&run_dir.join("pki"))?;
     let ports = Ports::allocate()?;
     record_ports(&mut s.state, &ports);
@@ -228,78 +189,42 @@ async fn start_all(run_dir: &Path, args: &UpArgs, s: &mut Started, start: Instan
     s.state.api_server = server.clone();
     crate::kubeconfig::write(&s.state.kubeconfig, &server, &pki)?;
     let stages = run_dir.join("kwok-stages.yaml");
-    std::fs::write(&stages, components::KWOK_STAGES)
-        .map_err(ClusterError::io(format!("writing {}", stages.display())))?;
+    std::fs::write(&stages, components::KWOK_STAGES).map_err(ClusterError::io(format!("writing {}", stages.display())))?;
     let kc = s.state.kubeconfig.clone();
 
-    let etcd = s.spawn(
-        run_dir,
-        "etcd",
-        components::etcd(&run_dir.join("etcd"), &ports),
-    )?;
+    let etcd = s.spawn(run_dir, "etcd", components::etcd(&run_dir.join("etcd"), &ports))?;
     let (rec, child) = s.parts(etcd);
     let port = ports.etcd_client;
-    let t = health::wait_ready(rec, child, Duration::from_secs(30), || async move {
-        health::http_ok(port, "/health")
-    })
-    .await?;
+    let t = health::wait_ready(rec, child, Duration::from_secs(30), || async move { health::http_ok(port, "/health") }).await?;
     progress.line("etcd", &format!("ready in {:.1}s", t.as_secs_f64()));
 
-    let api = s.spawn(
-        run_dir,
-        "kube-apiserver",
-        components::apiserver(&pki, &ports),
-    )?;
+    let api = s.spawn(run_dir, "kube-apiserver", components::apiserver(&pki, &ports))?;
     let admin = crate::kubeconfig::client_config(&kc).await?;
     let client = kube::Client::try_from(admin.clone())?;
     let (rec, child) = s.parts(api);
-    let t = health::wait_ready(rec, child, Duration::from_secs(90), || {
-        health::kube_ok(&client, "/readyz")
-    })
-    .await?;
-    progress.line(
-        "kube-apiserver",
-        &format!("ready in {:.1}s ({server})", t.as_secs_f64()),
-    );
+    let t = health::wait_ready(rec, child, Duration::from_secs(90), || health::kube_ok(&client, "/readyz")).await?;
+    progress.line("kube-apiserver", &format!("ready in {:.1}s ({server})", t.as_secs_f64()));
 
     // The rest only needs the apiserver, so they start together and are awaited in turn.
     let cm_certs = run_dir.join("certs/controller-manager");
     let sched_certs = run_dir.join("certs/scheduler");
-    let kcm = s.spawn(
-        run_dir,
-        "kube-controller-manager",
-        components::controller_manager(&kc, &pki, &ports, &cm_certs),
-    )?;
-    let sched = s.spawn(
-        run_dir,
-        "kube-scheduler",
-        components::scheduler(&kc, &ports, &sched_certs),
-    )?;
+    let kcm = s.spawn(run_dir, "kube-controller-manager", components::controller_manager(&kc, &pki, &ports, &cm_certs))?;
+    let sched = s.spawn(run_dir, "kube-scheduler", components::scheduler(&kc, &ports, &sched_certs))?;
     let kwok = s.spawn(run_dir, "kwok", components::kwok(&kc, &stages, &ports))?;
 
     for (i, port) in [(sched, ports.scheduler), (kcm, ports.controller_manager)] {
         let c = health::component_client(&admin, port)?;
         let (rec, child) = s.parts(i);
         let name = rec.name.clone();
-        let t = health::wait_ready(rec, child, Duration::from_secs(60), || {
-            health::kube_ok(&c, "/healthz")
-        })
-        .await?;
+        let t = health::wait_ready(rec, child, Duration::from_secs(60), || health::kube_ok(&c, "/healthz")).await?;
         progress.line(&name, &format!("healthy after {:.1}s", t.as_secs_f64()));
     }
     let (rec, child) = s.parts(kwok);
     let port = ports.kwok;
-    let t = health::wait_ready(rec, child, Duration::from_secs(60), || async move {
-        health::http_ok(port, "/healthz")
-    })
-    .await?;
+    let t = health::wait_ready(rec, child, Duration::from_secs(60), || async move { health::http_ok(port, "/healthz") }).await?;
     progress.line("kwok", &format!("healthy after {:.1}s", t.as_secs_f64()));
 
-    let spec = NodeSpec {
-        pool: args.pool.clone(),
-        profile: args.profile.clone(),
-        gpus: args.gpus,
-    };
+    let spec = NodeSpec { pool: args.pool.clone(), profile: args.profile.clone(), gpus: args.gpus };
     let node_start = Instant::now();
     nodes::create(&client, &spec, args.nodes).await?;
     let timeout = Duration::from_secs(60 + u64::from(args.nodes) / 10);
@@ -317,14 +242,7 @@ async fn start_all(run_dir: &Path, args: &UpArgs, s: &mut Started, start: Instan
     if tty {
         eprint!("\r");
     }
-    progress.line(
-        "nodes",
-        &format!(
-            "{} KWOK node(s) Ready in {:.1}s",
-            args.nodes,
-            node_start.elapsed().as_secs_f64()
-        ),
-    );
+    progress.line("nodes", &format!("{} KWOK node(s) Ready in {:.1}s", args.nodes, node_start.elapsed().as_secs_f64()));
     Ok(())
 }
 
@@ -356,15 +274,10 @@ fn down(run_dir: &Path) -> Result<i32> {
         }
     }
     if !stuck.is_empty() {
-        eprintln!(
-            "could not stop: {}; keeping {}",
-            stuck.join(", "),
-            run_dir.display()
-        );
+        eprintln!("could not stop: {}; keeping {}", stuck.join(", "), run_dir.display());
         return Ok(1);
     }
-    std::fs::remove_dir_all(run_dir)
-        .map_err(ClusterError::io(format!("removing {}", run_dir.display())))?;
+    std::fs::remove_dir_all(run_dir).map_err(ClusterError::io(format!("removing {}", run_dir.display())))?;
     let _ = std::fs::remove_file(run_dir.with_extension("lock"));
     eprintln!("cluster stopped; removed {}", run_dir.display());
     Ok(0)
@@ -376,10 +289,7 @@ fn sh_quote(p: &Path) -> String {
 
 fn env(run_dir: &Path) -> Result<i32> {
     let Some(state) = State::load(run_dir)? else {
-        eprintln!(
-            "no cluster in {}; run `fakegpu cluster up` first",
-            run_dir.display()
-        );
+        eprintln!("no cluster in {}; run `fakegpu cluster up` first", run_dir.display());
         return Ok(1);
     };
     println!("export KUBECONFIG={}", sh_quote(&state.kubeconfig));
@@ -406,17 +316,8 @@ async fn status(run_dir: &Path) -> Result<i32> {
     for rec in &state.processes {
         let alive = process::is_ours(rec);
         all_alive &= alive;
-        let port = state
-            .ports
-            .get(&rec.name)
-            .map_or(String::new(), |p| format!(":{p}"));
-        println!(
-            "  {:<24} pid {:<8} {:<8} {}",
-            rec.name,
-            rec.pid,
-            if alive { "running" } else { "DEAD" },
-            port
-        );
+        let port = state.ports.get(&rec.name).map_or(String::new(), |p| format!(":{p}"));
+        println!("  {:<24} pid {:<8} {:<8} {}", rec.name, rec.pid, if alive { "running" } else { "DEAD" }, port);
     }
     let nodes = node_summary(&state.kubeconfig).await;
     match &nodes {
@@ -424,10 +325,7 @@ async fn status(run_dir: &Path) -> Result<i32> {
         Err(e) => println!("nodes:       unknown ({e})"),
     }
     let healthy = all_alive && state.ready && nodes.is_ok();
-    println!(
-        "status:      {}",
-        if healthy { "ready" } else { "NOT ready" }
-    );
+    println!("status:      {}", if healthy { "ready" } else { "NOT ready" });
     Ok(if healthy { 0 } else { 1 })
 }
 
@@ -437,10 +335,7 @@ async fn node_summary(kubeconfig: &Path) -> Result<(usize, usize)> {
     let api: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client);
     let list = tokio::time::timeout(Duration::from_secs(5), api.list(&Default::default()))
         .await
-        .map_err(|_| ClusterError::Timeout {
-            what: "the node list".into(),
-            secs: 5,
-        })??;
+        .map_err(|_| ClusterError::Timeout { what: "the node list".into(), secs: 5 })??;
     let ready = list.items.iter().filter(|n| nodes::is_ready(n)).count();
     Ok((ready, list.items.len()))
 }

@@ -27,9 +27,7 @@ impl Ports {
                     return Ok(p);
                 }
             }
-            Err(crate::error::ClusterError::InvalidArgument(
-                "could not find distinct free ports on 127.0.0.1".into(),
-            ))
+            Err(crate::error::ClusterError::InvalidArgument("could not find distinct free ports on 127.0.0.1".into()))
         };
         Ok(Ports {
             etcd_client: next()?,
@@ -119,10 +117,7 @@ pub fn controller_manager(kubeconfig: &Path, pki: &Pki, p: &Ports, cert_dir: &Pa
     let mut a = component_common(kubeconfig, p.controller_manager, cert_dir);
     a.extend([
         s("--use-service-account-credentials=false"),
-        format!(
-            "--service-account-private-key-file={}",
-            pki.admin_key.display()
-        ),
+        format!("--service-account-private-key-file={}", pki.admin_key.display()),
         format!("--root-ca-file={}", pki.ca_cert.display()),
         s("--controllers=*"),
         // kwok renews Leases every ~10 s (a quarter of 40 s); 40 s grace leaves margin on a busy host.

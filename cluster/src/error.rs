@@ -11,12 +11,7 @@ pub enum ClusterError {
     #[error("a cluster is already running (run dir {run_dir}); run `fakegpu cluster down` first")]
     AlreadyRunning { run_dir: PathBuf },
     #[error("{component} failed to start: {reason}\n--- last lines of {log} ---\n{tail}")]
-    ComponentFailed {
-        component: String,
-        reason: String,
-        log: PathBuf,
-        tail: String,
-    },
+    ComponentFailed { component: String, reason: String, log: PathBuf, tail: String },
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
     #[error("{what}: {source}")]

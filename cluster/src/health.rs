@@ -11,9 +11,7 @@ use crate::state::ProcessRecord;
 
 /// `GET http://127.0.0.1:{port}{path}` answered with 200.
 pub fn http_ok(port: u16, path: &str) -> bool {
-    let Ok(mut s) =
-        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1))
-    else {
+    let Ok(mut s) = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1)) else {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
@@ -42,9 +40,8 @@ pub async fn kube_ok(client: &kube::Client, path: &str) -> bool {
 /// component at startup, so verification is off; the port is on loopback only.
 pub fn component_client(admin: &kube::Config, port: u16) -> Result<kube::Client> {
     let mut cfg = admin.clone();
-    cfg.cluster_url = format!("https://127.0.0.1:{port}")
-        .parse()
-        .map_err(|e| ClusterError::InvalidArgument(format!("component url: {e}")))?;
+    cfg.cluster_url =
+        format!("https://127.0.0.1:{port}").parse().map_err(|e| ClusterError::InvalidArgument(format!("component url: {e}")))?;
     cfg.accept_invalid_certs = true;
     cfg.root_cert = None;
     Ok(kube::Client::try_from(cfg)?)
@@ -52,12 +49,7 @@ pub fn component_client(admin: &kube::Config, port: u16) -> Result<kube::Client>
 
 /// Polls `probe` every 200 ms until it passes, the child exits, or `timeout` passes. Either
 /// failure names the component and carries the tail of its log.
-pub async fn wait_ready<F, Fut>(
-    rec: &ProcessRecord,
-    child: &mut Child,
-    timeout: Duration,
-    mut probe: F,
-) -> Result<Duration>
+pub async fn wait_ready<F, Fut>(rec: &ProcessRecord, child: &mut Child, timeout: Duration, mut probe: F) -> Result<Duration>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -71,10 +63,7 @@ where
             return Ok(start.elapsed());
         }
         if start.elapsed() > timeout {
-            return Err(failed(
-                rec,
-                format!("not ready after {} s", timeout.as_secs()),
-            ));
+            return Err(failed(rec, format!("not ready after {} s", timeout.as_secs())));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

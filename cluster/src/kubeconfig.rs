@@ -25,18 +25,12 @@ pub fn write(path: &Path, server: &str, pki: &Pki) -> Result<()> {
         "contexts": [{"name": CONTEXT, "context": {"cluster": CONTEXT, "user": "admin"}}],
         "current-context": CONTEXT,
     });
-    let text = serde_json::to_string_pretty(&doc).map_err(|e| ClusterError::State {
-        path: path.to_path_buf(),
-        source: e,
-    })?;
+    let text = serde_json::to_string_pretty(&doc).map_err(|e| ClusterError::State { path: path.to_path_buf(), source: e })?;
     std::fs::write(path, text).map_err(ClusterError::io(format!("writing {}", path.display())))
 }
 
 /// A kube client configuration for the kubeconfig at `path`.
 pub async fn client_config(path: &Path) -> Result<kube::Config> {
     let kc = kube::config::Kubeconfig::read_from(path)?;
-    Ok(
-        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-            .await?,
-    )
+    Ok(kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?)
 }

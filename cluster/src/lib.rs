@@ -55,8 +55,6 @@ pub struct UpArgs {
 
 /// Runs one `fakegpu cluster` subcommand and returns the process exit code.
 pub fn run(cmd: ClusterCommand) -> anyhow::Result<i32> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(commands::run(cmd))
 }

@@ -85,10 +85,7 @@ pub async fn create(client: &kube::Client, spec: &NodeSpec, count: u32) -> Resul
 }
 
 pub fn is_ready(n: &Node) -> bool {
-    n.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    n.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// Counts Ready nodes of `pool` until there are `count`, reporting progress through `progress`.
@@ -103,22 +100,13 @@ pub async fn wait_ready(
     let lp = ListParams::default().labels(&format!("type=kwok,{POOL_LABEL}={pool}"));
     let start = Instant::now();
     loop {
-        let ready = api
-            .list(&lp)
-            .await?
-            .items
-            .iter()
-            .filter(|n| is_ready(n))
-            .count() as u32;
+        let ready = api.list(&lp).await?.items.iter().filter(|n| is_ready(n)).count() as u32;
         progress(ready, count);
         if ready >= count {
             return Ok(start.elapsed());
         }
         if start.elapsed() > timeout {
-            return Err(ClusterError::Timeout {
-                what: format!("{count} KWOK nodes to be Ready ({ready} are)"),
-                secs: timeout.as_secs(),
-            });
+            return Err(ClusterError::Timeout { what: format!("{count} KWOK nodes to be Ready ({ready} are)"), secs: timeout.as_secs() });
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

@@ -4,10 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 
 use crate::error::{ClusterError, Result};
 
@@ -21,19 +18,13 @@ pub struct Pki {
 
 /// Writes ca.crt, admin.crt and admin.key into `dir`.
 pub fn generate(dir: &Path) -> Result<Pki> {
-    std::fs::create_dir_all(dir)
-        .map_err(ClusterError::io(format!("creating {}", dir.display())))?;
+    std::fs::create_dir_all(dir).map_err(ClusterError::io(format!("creating {}", dir.display())))?;
 
     let ca_key = KeyPair::generate()?;
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
-    ca.distinguished_name
-        .push(DnType::CommonName, "fake-gpu-operator-ca");
+    ca.distinguished_name.push(DnType::CommonName, "fake-gpu-operator-ca");
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     let ca_cert = ca.self_signed(&ca_key)?;
     let issuer = Issuer::new(ca, ca_key);
 
@@ -50,27 +41,13 @@ pub fn generate(dir: &Path) -> Result<Pki> {
     .map(String::from)
     .to_vec();
     let mut admin = CertificateParams::new(sans)?;
-    admin
-        .distinguished_name
-        .push(DnType::CommonName, "kwok-admin");
-    admin
-        .distinguished_name
-        .push(DnType::OrganizationName, "system:masters");
-    admin.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
-    admin.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
+    admin.distinguished_name.push(DnType::CommonName, "kwok-admin");
+    admin.distinguished_name.push(DnType::OrganizationName, "system:masters");
+    admin.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
     let admin_cert = admin.signed_by(&admin_key, &issuer)?;
 
-    let pki = Pki {
-        ca_cert: dir.join("ca.crt"),
-        admin_cert: dir.join("admin.crt"),
-        admin_key: dir.join("admin.key"),
-    };
+    let pki = Pki { ca_cert: dir.join("ca.crt"), admin_cert: dir.join("admin.crt"), admin_key: dir.join("admin.key") };
     write(&pki.ca_cert, &ca_cert.pem())?;
     write(&pki.admin_cert, &admin_cert.pem())?;
     write(&pki.admin_key, &admin_key.serialize_pem())?;
@@ -87,6 +64,5 @@ fn write(path: &Path, contents: &str) -> Result<()> {
         .mode(0o600)
         .open(path)
         .map_err(ClusterError::io(format!("writing {}", path.display())))?;
-    f.write_all(contents.as_bytes())
-        .map_err(ClusterError::io(format!("writing {}", path.display())))
+    f.write_all(contents.as_bytes()).map_err(ClusterError::io(format!("writing {}", path.display())))
 }

@@ -10,40 +10,20 @@ use crate::state::ProcessRecord;
 
 /// Spawns `binary args…` with stdout and stderr appended to `log`. The child gets its own
 /// process group so a Ctrl-C at the terminal after `up` returned does not reach it.
-pub fn spawn(
-    name: &str,
-    binary: &Path,
-    args: &[String],
-    log: &Path,
-) -> Result<(Child, ProcessRecord)> {
+pub fn spawn(name: &str, binary: &Path, args: &[String], log: &Path) -> Result<(Child, ProcessRecord)> {
     use std::os::unix::process::CommandExt;
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .map_err(ClusterError::io(format!("opening {}", log.display())))?;
-    let err = out
-        .try_clone()
-        .map_err(ClusterError::io(format!("opening {}", log.display())))?;
-    let child = Command::new(binary)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .process_group(0)
-        .spawn()
-        .map_err(|e| ClusterError::ComponentFailed {
+    let out =
+        std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(ClusterError::io(format!("opening {}", log.display())))?;
+    let err = out.try_clone().map_err(ClusterError::io(format!("opening {}", log.display())))?;
+    let child = Command::new(binary).args(args).stdin(Stdio::null()).stdout(out).stderr(err).process_group(0).spawn().map_err(|e| {
+        ClusterError::ComponentFailed {
             component: name.to_string(),
             reason: format!("cannot execute {}: {e}", binary.display()),
             log: log.to_path_buf(),
             tail: String::new(),
-        })?;
-    let record = ProcessRecord {
-        name: name.to_string(),
-        pid: child.id(),
-        binary: binary.to_path_buf(),
-        log: log.to_path_buf(),
-    };
+        }
+    })?;
+    let record = ProcessRecord { name: name.to_string(), pid: child.id(), binary: binary.to_path_buf(), log: log.to_path_buf() };
     tracing::debug!(component = name, pid = record.pid, "started");
     Ok((child, record))
 }
@@ -56,9 +36,7 @@ pub fn is_ours(rec: &ProcessRecord) -> bool {
         return false;
     };
     // The state letter follows the parenthesised command name, which may itself contain ')'.
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().next());
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
     if matches!(state, Some("Z") | Some("X")) {
         return false;
     }
@@ -119,9 +97,6 @@ pub fn log_tail(log: &Path, lines: usize) -> String {
 /// A free TCP port on 127.0.0.1. The listener is dropped before the component binds the port,
 /// so another process could take it in between; components then fail with a clear log line.
 pub fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind(("127.0.0.1", 0))
-        .map_err(ClusterError::io("finding a free port on 127.0.0.1"))?;
-    Ok(l.local_addr()
-        .map_err(ClusterError::io("finding a free port on 127.0.0.1"))?
-        .port())
+    let l = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(ClusterError::io("finding a free port on 127.0.0.1"))?;
+    Ok(l.local_addr().map_err(ClusterError::io("finding a free port on 127.0.0.1"))?.port())
 }

@@ -45,30 +45,20 @@ impl State {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(ClusterError::io(format!("reading {}", path.display()))(e)),
         };
-        serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|source| ClusterError::State { path, source })
+        serde_json::from_str(&text).map(Some).map_err(|source| ClusterError::State { path, source })
     }
 
     /// Written via a temp file and rename so a concurrent `status` never reads half a file.
     pub fn save(&self, run_dir: &Path) -> Result<()> {
         let path = Self::path(run_dir);
         let tmp = run_dir.join("state.json.tmp");
-        let text = serde_json::to_string_pretty(self).map_err(|source| ClusterError::State {
-            path: path.clone(),
-            source,
-        })?;
-        std::fs::write(&tmp, text)
-            .map_err(ClusterError::io(format!("writing {}", tmp.display())))?;
-        std::fs::rename(&tmp, &path)
-            .map_err(ClusterError::io(format!("writing {}", path.display())))
+        let text = serde_json::to_string_pretty(self).map_err(|source| ClusterError::State { path: path.clone(), source })?;
+        std::fs::write(&tmp, text).map_err(ClusterError::io(format!("writing {}", tmp.display())))?;
+        std::fs::rename(&tmp, &path).map_err(ClusterError::io(format!("writing {}", path.display())))
     }
 
     /// Records that are still running the binary they were started from.
     pub fn alive(&self) -> Vec<&ProcessRecord> {
-        self.processes
-            .iter()
-            .filter(|p| crate::process::is_ours(p))
-            .collect()
+        self.processes.iter().filter(|p| crate::process::is_ours(p)).collect()
     }
 }

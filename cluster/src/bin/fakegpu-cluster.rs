@@ -4,10 +4,7 @@
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(
-    name = "fakegpu-cluster",
-    about = "Real Kubernetes control plane on loopback with KWOK nodes"
-)]
+#[command(name = "fakegpu-cluster", about = "Real Kubernetes control plane on loopback with KWOK nodes")]
 struct Cli {
     #[command(subcommand)]
     cmd: fakegpu_cluster::ClusterCommand,
