@@ -21,8 +21,16 @@ pub enum ConfigError {
     Profile(#[from] ProfileError),
     #[error("{origin}: cannot read node config: {reason}")]
     Read { origin: String, reason: String },
-    #[error("{origin}: key `{key}`: {reason}")]
+    #[error("{origin}: {}{reason}", key_prefix(.key))]
     Invalid { origin: String, key: String, reason: String },
+}
+
+fn key_prefix(key: &str) -> String {
+    if key.is_empty() {
+        String::new()
+    } else {
+        format!("key `{key}`: ")
+    }
 }
 
 impl ConfigError {

@@ -177,7 +177,9 @@ mod tests {
     #[test]
     fn stable_hash_separates_parts() {
         assert_ne!(stable_hash(&["ab", "c"]), stable_hash(&["a", "bc"]));
-        // Pinned so that a change of the function (which would rename every GPU) is noticed.
-        assert_eq!(gpu_identity("node-a", 0, &[]).uuid, gpu_identity("node-a", 0, &[]).uuid);
+        // Pinned: a change of the function would rename every GPU of every deployed node.
+        let id = gpu_identity("node-a", 0, &[]);
+        assert_eq!(id.uuid, "GPU-e3d167f4-26a5-4799-ad0a-21c54e7b01d1");
+        assert_eq!(id.serial, "1641256698973");
     }
 }

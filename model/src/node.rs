@@ -11,7 +11,12 @@ pub struct SimulatedNode {
 
 impl SimulatedNode {
     pub fn new(spec: NodeSpec) -> SimulatedNode {
-        let bus_ids: Vec<u32> = spec.profile.pci.bus_ids.iter().map(|b| b.0).collect();
+        let mut bus_ids: Vec<u32> = spec.profile.pci.bus_ids.iter().map(|b| b.0).collect();
+        // A layout captured on a smaller machine (one GPU at bus 06, say) would put a
+        // bigger node's GPUs in one bus slot across many PCI domains; use a server layout.
+        if bus_ids.len() < spec.gpu_count as usize && bus_ids.len() < 8 {
+            bus_ids.clear();
+        }
         let gpus = (0..spec.gpu_count).map(|i| gpu_identity(&spec.node_name, i, &bus_ids)).collect();
         SimulatedNode { spec, gpus }
     }

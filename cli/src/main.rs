@@ -1,0 +1,47 @@
+//! `fakegpu`: the command line of fake-gpu-operator. Thin: each subcommand lives in its
+//! own module and calls into the model crate.
+
+mod exec;
+mod library;
+mod show;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "fakegpu", version, about = "Simulated NVIDIA GPUs: profiles, devices, and programs run over the fake NVML")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the built-in GPU profiles.
+    Profiles(show::ProfilesArgs),
+    /// Show the simulated devices of a node, with their identities.
+    Show(show::ShowArgs),
+    /// Run a program with the fake NVML in place of libnvidia-ml.so.1.
+    Exec(exec::ExecArgs),
+    /// Print a directory holding the fake NVML as libnvidia-ml.so.1 (for LD_LIBRARY_PATH).
+    LibDir,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Profiles(args) => show::profiles(&args),
+        Command::Show(args) => show::show(&args),
+        Command::Exec(args) => exec::exec(&args),
+        Command::LibDir => library::lib_dir().map(|dir| {
+            println!("{}", dir.display());
+            0
+        }),
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(err) => {
+            eprintln!("fakegpu: {err:#}");
+            std::process::exit(2);
+        }
+    }
+}
