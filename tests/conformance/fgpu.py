@@ -1,0 +1,100 @@
+"""Shared helpers for the conformance suite: where things are, the built-in profiles as the
+JSON files say (the expected values), and running a client against the fake library with
+a fixed node configuration."""
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+PROFILES_DIR = REPO / "profiles"
+MIB = 1024 * 1024
+
+# Set by run.sh; the defaults let a developer rerun pytest by hand after one run.sh.
+CACHE = Path(os.environ.get("FAKEGPU_CACHE", Path.home() / ".cache/fake-gpu-operator"))
+LIB_DIR = Path(os.environ.get("FAKEGPU_LIB_DIR", REPO / "target/debug/fakegpu-lib"))
+NVIDIA_ROOT = Path(os.environ.get("FAKEGPU_NVIDIA_ROOT", CACHE / "nvidia-535.261.03-1/root"))
+VENV_CLIENTS = Path(os.environ.get("FAKEGPU_VENV_CLIENTS", CACHE / "venv-clients"))
+VENV_PYNVML = Path(os.environ.get("FAKEGPU_VENV_PYNVML", CACHE / "venv-pynvml"))
+NVIDIA_SMI = NVIDIA_ROOT / "usr/lib/nvidia/current/nvidia-smi"
+NVML_H = NVIDIA_ROOT / "usr/include/nvml.h"
+REAL_LIB = NVIDIA_ROOT / "usr/lib/x86_64-linux-gnu/nvidia/current/libnvidia-ml.so.535.261.03"
+
+# The driver the fake claims is the one NVIDIA's nvidia-smi from the deb was built for;
+# the deb's version is the oracle (scripts/fetch-nvidia.sh pins it).
+DRIVER_VERSION = re.search(r"NVIDIA_VERSION=([0-9.]+)-", (REPO / "scripts/fetch-nvidia.sh").read_text()).group(1)
+CUDA_VERSION_INT = 12020  # driver 535 reports CUDA 12.2 (nvidia-smi prints "CUDA Version: 12.2")
+
+BUILTIN = sorted(p.stem for p in PROFILES_DIR.glob("*.json") if p.stem != "schema")
+NODE = "conformance-node-1"
+
+
+def profile(name):
+    return json.loads((PROFILES_DIR / f"{name}.json").read_text())
+
+
+def gpu_count(name):
+    """GPUs simulated per profile: the profile's default (at most 8) but at least 2, so that
+    cross-device calls and uniqueness are exercised."""
+    return max(2, min(8, profile(name)["default_gpu_count"]))
+
+
+def expected_buses(p, n):
+    """(domain, bus) per index from the profile's bus layout, or None where the profile gives
+    none (then only format and uniqueness are checked)."""
+    layout = [int(b, 16) for b in p["pci"]["bus_ids"]]
+    if not layout:
+        return None
+    return [(i // len(layout), layout[i % len(layout)]) for i in range(n)]
+
+
+def env_for(name, n=None, node=NODE, **extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FAKEGPU_") or k in ("FAKEGPU_CACHE",)}
+    env.update(LD_LIBRARY_PATH=str(LIB_DIR), FAKEGPU_PROFILE=name, FAKEGPU_GPUS=str(n or gpu_count(name)),
+               FAKEGPU_NODE=node, LC_ALL="C.UTF-8", TZ="UTC")
+    env.update(extra)
+    return env
+
+
+def run(cmd, env, timeout=120, check=True):
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{cmd} exited {r.returncode}\nstdout:\n{r.stdout[-4000:]}\nstderr:\n{r.stderr[-4000:]}")
+    return r
+
+
+_cli_cache = {}
+
+
+def cli_identities(name, n, node=NODE):
+    """Expected identities from the project's CLI (`fakegpu show --json`), or None when the CLI
+    is not part of the workspace (then the suite checks identities for internal consistency)."""
+    key = (name, n, node)
+    if key in _cli_cache:
+        return _cli_cache[key]
+    members = (REPO / "Cargo.toml").read_text()
+    result = None
+    if re.search(r'"cli"', members) and (REPO / "cli/Cargo.toml").exists():
+        r = subprocess.run(["cargo", "run", "-q", "-p", "fakegpu", "--", "show", "--profile", name, "--gpus", str(n),
+                            "--node", node, "--json"], cwd=REPO, capture_output=True, text=True, timeout=600)
+        if r.returncode == 0:
+            found = []
+
+            def walk(x):
+                if isinstance(x, dict):
+                    if "uuid" in x and isinstance(x["uuid"], str) and x["uuid"].startswith("GPU-"):
+                        found.append(x)
+                    else:
+                        for v in x.values():
+                            walk(v)
+                elif isinstance(x, list):
+                    for v in x:
+                        walk(v)
+
+            walk(json.loads(r.stdout))
+            if len(found) == n:
+                result = found
+    _cli_cache[key] = result
+    return result
