@@ -1,0 +1,100 @@
+//! The `fakegpu` binary end to end: listing, identities, exec's environment and exit codes.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The fake NVML, built once per test run (a dependency would not build the cdylib).
+fn library() -> &'static PathBuf {
+    static LIBRARY: OnceLock<PathBuf> = OnceLock::new();
+    LIBRARY.get_or_init(|| {
+        let status = Command::new(env!("CARGO")).args(["build", "-q", "-p", "nvml-shim"]).status().expect("cargo runs");
+        assert!(status.success(), "building nvml-shim failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+        target.join("debug/libnvidia_ml.so")
+    })
+}
+
+fn fakegpu() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fakegpu"));
+    cmd.env("FAKEGPU_LIBRARY", library());
+    cmd
+}
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = fakegpu().args(args).env_remove("FAKEGPU_CONFIG").output().expect("fakegpu runs");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+#[test]
+fn profiles_lists_every_builtin() {
+    let (code, out, _) = run(&["profiles", "--json"]);
+    assert_eq!(code, 0);
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let names: Vec<&str> = list.as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    let builtin: Vec<&str> = fakegpu_model::builtin_profiles().unwrap().iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, builtin);
+    assert!(names.contains(&"h100") && names.contains(&"k80"));
+}
+
+#[test]
+fn show_prints_the_model_identities() {
+    let (code, out, _) = run(&["show", "--profile", "a100-80gb", "--gpus", "4", "--node", "worker-7", "--json"]);
+    assert_eq!(code, 0);
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["node"], "worker-7");
+    let gpus = doc["gpus"].as_array().unwrap();
+    assert_eq!(gpus.len(), 4);
+    let spec = fakegpu_model::NodeSpec::builtin("a100-80gb", Some(4), "worker-7").unwrap();
+    let node = fakegpu_model::SimulatedNode::new(spec);
+    for (shown, expected) in gpus.iter().zip(&node.gpus) {
+        assert_eq!(shown["uuid"], expected.uuid.as_str());
+        assert_eq!(shown["serial"], expected.serial.as_str());
+        assert_eq!(shown["pci_bus_id"], expected.pci.bus_id().as_str());
+    }
+}
+
+#[test]
+fn bad_input_is_named_and_fails() {
+    for (args, needle) in [
+        (vec!["show", "--gpus", "0"], "GPU count 0"),
+        (vec!["show", "--gpus", "257"], "GPU count 257"),
+        (vec!["show", "--profile", "h900"], "unknown profile `h900`"),
+        (vec!["show", "--profile", "/nonexistent/p.json"], "/nonexistent/p.json"),
+        (vec!["exec", "--gpus", "0", "--", "true"], "GPU count 0"),
+    ] {
+        let (code, _, err) = run(&args);
+        assert_eq!(code, 2, "{args:?}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn exec_sets_the_environment_and_passes_the_exit_code() {
+    let (code, out, err) = run(&[
+        "exec",
+        "--profile",
+        "t4",
+        "--gpus",
+        "3",
+        "--node",
+        "n9",
+        "--",
+        "sh",
+        "-c",
+        "echo $FAKEGPU_PROFILE $FAKEGPU_GPUS $FAKEGPU_NODE; exit 7",
+    ]);
+    assert_eq!(code, 7, "{err}");
+    assert_eq!(out.trim(), "t4 3 n9");
+
+    let (code, out, err) = run(&["exec", "--preload", "--", "sh", "-c", "echo $LD_PRELOAD; ls -L \"${LD_LIBRARY_PATH%%:*}\""]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("libnvidia-ml.so.1"), "{out}");
+    assert!(out.lines().any(|l| l == "libnvidia-ml.so"), "{out}");
+
+    let (code, _, err) = run(&["exec", "--", "/nonexistent/program"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("command not found"), "{err}");
+}
