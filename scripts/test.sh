@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# All tests, as CI runs them (.ci/run calls this). Installs what it needs; each suite is
+# a script of its own so that it can also be run alone.
+#
+#   scripts/test.sh            # everything
+#   SKIP_CLUSTER=1 scripts/test.sh   # without the Kubernetes control plane (not allowed under CI=true)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+failed=()
+step() {
+  local name=$1; shift
+  echo
+  echo "=== $name: $*"
+  local start=$SECONDS
+  if "$@"; then
+    echo "=== $name: ok ($((SECONDS - start)) s)"
+  else
+    echo "=== $name: FAILED ($((SECONDS - start)) s)"
+    failed+=("$name")
+  fi
+}
+
+scripts/ensure-toolchain.sh || exit 1
+
+step fmt cargo fmt --all -- --check
+step clippy cargo clippy --workspace --all-targets -q -- -D warnings
+step unit cargo test --workspace -q
+[ -x tests/conformance/run.sh ] && step conformance tests/conformance/run.sh
+[ -x tests/live-state/run.sh ] && step live-state tests/live-state/run.sh
+[ -x tests/smi-golden/run.sh ] && step smi-golden tests/smi-golden/run.sh
+if [ -z "${SKIP_CLUSTER:-}" ] || [ "${CI:-}" = true ]; then
+  [ -x scripts/cluster-ci.sh ] && step cluster scripts/cluster-ci.sh
+fi
+
+echo
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "FAILED suites: ${failed[*]}"
+  exit 1
+fi
+echo "all suites passed"
