@@ -65,7 +65,7 @@ pub(crate) fn device(handle: nvmlDevice_t) -> Result<&'static Device, nvmlReturn
     let base = rt.devices.as_ptr() as usize;
     let offset = (handle as usize).wrapping_sub(base);
     let size = std::mem::size_of::<Device>();
-    if offset % size != 0 || offset / size >= rt.devices.len() {
+    if !offset.is_multiple_of(size) || offset / size >= rt.devices.len() {
         return Err(ret::INVALID_ARGUMENT);
     }
     Ok(&rt.devices[offset / size])

@@ -112,7 +112,7 @@ pub unsafe extern "C" fn nvmlDeviceGetTopologyNearestGpus(
     guard("nvmlDeviceGetTopologyNearestGpus", || {
         let d = device(dev)?;
         let rt = runtime()?;
-        if level > NVML_TOPOLOGY_SYSTEM || level % 10 != 0 {
+        if level > NVML_TOPOLOGY_SYSTEM || !level.is_multiple_of(10) {
             return Err(ret::INVALID_ARGUMENT);
         }
         let near: Vec<nvmlDevice_t> = rt
