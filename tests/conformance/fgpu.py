@@ -42,12 +42,13 @@ def gpu_count(name):
 
 
 def expected_buses(p, n):
-    """(domain, bus) per index from the profile's bus layout, or None where the profile gives
-    none (then only format and uniqueness are checked)."""
+    """(domain, bus) per index from the profile's bus layout where it covers the node, or None
+    (a layout captured on a smaller machine is replaced by a server layout; the CLI is the
+    oracle then)."""
     layout = [int(b, 16) for b in p["pci"]["bus_ids"]]
-    if not layout:
+    if len(layout) < n:
         return None
-    return [(i // len(layout), layout[i % len(layout)]) for i in range(n)]
+    return [(0, layout[i]) for i in range(n)]
 
 
 def env_for(name, n=None, node=NODE, **extra):
@@ -77,8 +78,10 @@ def cli_identities(name, n, node=NODE):
     members = (REPO / "Cargo.toml").read_text()
     result = None
     if re.search(r'"cli"', members) and (REPO / "cli/Cargo.toml").exists():
-        r = subprocess.run(["cargo", "run", "-q", "-p", "fakegpu", "--", "show", "--profile", name, "--gpus", str(n),
-                            "--node", node, "--json"], cwd=REPO, capture_output=True, text=True, timeout=600)
+        built = REPO / "target/debug/fakegpu"  # run.sh builds it; otherwise let cargo build it
+        cmd = [str(built)] if built.exists() else ["cargo", "run", "-q", "-p", "fakegpu", "--"]
+        r = subprocess.run(cmd + ["show", "--profile", name, "--gpus", str(n), "--node", node, "--json"],
+                           cwd=REPO, capture_output=True, text=True, timeout=600)
         if r.returncode == 0:
             found = []
 
