@@ -458,6 +458,8 @@ pub unsafe extern "C" fn nvmlDeviceGetPcieThroughput(dev: nvmlDevice_t, counter:
         let kbps = match counter {
             NVML_PCIE_UTIL_TX_BYTES => 500 + util * 200,
             NVML_PCIE_UTIL_RX_BYTES => 550 + util * 300,
+            // NVML_PCIE_UTIL_COUNT: drivers accept it (pynvml's own test suite requires success); no traffic.
+            2 => 0,
             _ => return Err(ret::INVALID_ARGUMENT),
         };
         put(value, kbps)
