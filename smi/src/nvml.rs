@@ -1,0 +1,325 @@
+//! The NVML binding: loads libnvidia-ml.so.1 at run time (like NVIDIA's binary, by soname and
+//! then from the usual driver directories) and wraps the calls nvidia-smi makes in safe methods.
+//! Symbols are resolved on use; a missing one reads as `FUNCTION_NOT_FOUND`, which callers
+//! render the way NVIDIA's binary does.
+
+use libloading::Library;
+use nvml_abi::*;
+use std::ffi::{c_char, c_int, c_uint, c_ulonglong, CStr};
+
+/// An NVML return code other than SUCCESS.
+pub type Ret = nvmlReturn_t;
+/// The result of one NVML call.
+pub type R<T> = Result<T, Ret>;
+
+/// Where NVIDIA's nvidia-smi looks after the plain soname.
+const FALLBACK_DIRS: &[&str] = &[
+    "/usr/lib64",
+    "/usr/lib64/nvidia",
+    "/usr/lib/x86_64-linux-gnu",
+    "/usr/lib/x86_64-linux-gnu/nvidia/current",
+    "/usr/lib/aarch64-linux-gnu",
+    "/usr/lib",
+    "/usr/lib/nvidia",
+    "/usr/lib32",
+    "/usr/lib/nvidia/current",
+];
+
+/// The loaded library.
+pub struct Nvml {
+    lib: Library,
+}
+
+/// A GPU (or MIG device) handle.
+#[derive(Clone, Copy)]
+pub struct Device<'a> {
+    nvml: &'a Nvml,
+    pub raw: nvmlDevice_t,
+}
+
+/// Calls the named NVML function with the given arguments; `Err(FUNCTION_NOT_FOUND)` if absent.
+macro_rules! nv {
+    ($nvml:expr, $name:literal, ($($ty:ty),*) $(, $arg:expr)*) => {{
+        type F = unsafe extern "C" fn($($ty),*) -> ::nvml_abi::nvmlReturn_t;
+        match $nvml.sym::<F>(concat!($name, "\0").as_bytes()) {
+            // SAFETY: the prototype is NVML's documented one for this symbol.
+            Some(f) => match unsafe { f($($arg),*) } { 0 => Ok(()), e => Err(e) },
+            None => Err(::nvml_abi::ret::FUNCTION_NOT_FOUND),
+        }
+    }};
+}
+pub(crate) use nv;
+
+fn cstr(buf: &[c_char]) -> String {
+    // SAFETY: buffers are NUL-terminated by NVML; the last byte is forced to 0 by callers.
+    unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned()
+}
+
+impl Nvml {
+    /// dlopen()s libnvidia-ml.so.1 by soname, then from the driver directories.
+    pub fn load() -> Option<Self> {
+        // SAFETY: loading NVML runs no initialisers that we rely on being absent.
+        let open = |p: &str| unsafe { Library::new(p) }.ok();
+        open("libnvidia-ml.so.1")
+            .or_else(|| FALLBACK_DIRS.iter().find_map(|d| open(&format!("{d}/libnvidia-ml.so.1"))))
+            .map(|lib| Nvml { lib })
+    }
+
+    /// Resolves a symbol as a function pointer of type `F`.
+    pub fn sym<F: Copy>(&self, name: &[u8]) -> Option<F> {
+        // SAFETY: the caller names the symbol's true prototype in `F`.
+        unsafe { self.lib.get::<F>(name) }.ok().map(|s| *s)
+    }
+
+    pub fn init(&self) -> R<()> {
+        nv!(self, "nvmlInitWithFlags", (c_uint), 0)
+    }
+
+    pub fn shutdown(&self) -> R<()> {
+        nv!(self, "nvmlShutdown", ())
+    }
+
+    pub fn device_count(&self) -> R<u32> {
+        let mut n = 0;
+        nv!(self, "nvmlDeviceGetCount_v2", (*mut c_uint), &mut n).map(|_| n)
+    }
+
+    pub fn device(&self, i: u32) -> R<Device<'_>> {
+        let mut raw = std::ptr::null_mut();
+        nv!(self, "nvmlDeviceGetHandleByIndex_v2", (c_uint, *mut nvmlDevice_t), i, &mut raw).map(|_| Device { nvml: self, raw })
+    }
+
+    pub fn driver_version(&self) -> R<String> {
+        let mut buf = [0 as c_char; 80];
+        nv!(self, "nvmlSystemGetDriverVersion", (*mut c_char, c_uint), buf.as_mut_ptr(), 80).map(|_| cstr(&buf))
+    }
+
+    pub fn nvml_version(&self) -> R<String> {
+        let mut buf = [0 as c_char; 80];
+        nv!(self, "nvmlSystemGetNVMLVersion", (*mut c_char, c_uint), buf.as_mut_ptr(), 80).map(|_| cstr(&buf))
+    }
+
+    pub fn cuda_version(&self) -> R<i32> {
+        let mut v: c_int = 0;
+        nv!(self, "nvmlSystemGetCudaDriverVersion_v2", (*mut c_int), &mut v).map(|_| v)
+    }
+
+    pub fn process_name(&self, pid: u32) -> R<String> {
+        let mut buf = [0 as c_char; 256];
+        nv!(self, "nvmlSystemGetProcessName", (c_uint, *mut c_char, c_uint), pid, buf.as_mut_ptr(), 256).map(|_| cstr(&buf))
+    }
+
+    /// `nvmlEventSetCreate`/`Free` as NVIDIA's binary brackets the default table and `-q`.
+    pub fn event_set(&self) -> R<nvmlEventSet_t> {
+        let mut s = std::ptr::null_mut();
+        nv!(self, "nvmlEventSetCreate", (*mut nvmlEventSet_t), &mut s).map(|_| s)
+    }
+
+    pub fn event_set_free(&self, s: nvmlEventSet_t) {
+        let _ = nv!(self, "nvmlEventSetFree", (nvmlEventSet_t), s);
+    }
+}
+
+impl<'a> Device<'a> {
+    pub fn nvml(&self) -> &'a Nvml {
+        self.nvml
+    }
+
+    /// Any `(device, *mut c_uint)` getter.
+    pub fn u32_of(&self, name: &'static str) -> R<u32> {
+        type F = unsafe extern "C" fn(nvmlDevice_t, *mut c_uint) -> ::nvml_abi::nvmlReturn_t;
+        let mut v = 0;
+        self.call1::<F>(name, |f| unsafe { f(self.raw, &mut v) }).map(|_| v)
+    }
+
+    /// Any `(device, *mut c_ulonglong)` getter.
+    pub fn u64_of(&self, name: &'static str) -> R<u64> {
+        type F = unsafe extern "C" fn(nvmlDevice_t, *mut c_ulonglong) -> ::nvml_abi::nvmlReturn_t;
+        let mut v = 0;
+        self.call1::<F>(name, |f| unsafe { f(self.raw, &mut v) }).map(|_| v)
+    }
+
+    /// Any `(device, *mut c_uint current, *mut c_uint pending)` getter.
+    pub fn pair_of(&self, name: &'static str) -> R<(u32, u32)> {
+        type F = unsafe extern "C" fn(nvmlDevice_t, *mut c_uint, *mut c_uint) -> ::nvml_abi::nvmlReturn_t;
+        let (mut a, mut b) = (0, 0);
+        self.call1::<F>(name, |f| unsafe { f(self.raw, &mut a, &mut b) }).map(|_| (a, b))
+    }
+
+    /// Any `(device, *mut c_uint arg, *mut c_uint out)`-style getter taking one enum argument.
+    pub fn u32_arg(&self, name: &'static str, arg: u32) -> R<u32> {
+        type F = unsafe extern "C" fn(nvmlDevice_t, c_uint, *mut c_uint) -> ::nvml_abi::nvmlReturn_t;
+        let mut v = 0;
+        self.call1::<F>(name, |f| unsafe { f(self.raw, arg, &mut v) }).map(|_| v)
+    }
+
+    /// Any `(device, *mut c_char, c_uint len)` getter.
+    pub fn string_of(&self, name: &'static str, len: usize) -> R<String> {
+        type F = unsafe extern "C" fn(nvmlDevice_t, *mut c_char, c_uint) -> ::nvml_abi::nvmlReturn_t;
+        let mut buf = vec![0 as c_char; len + 1];
+        self.call1::<F>(name, |f| unsafe { f(self.raw, buf.as_mut_ptr(), len as c_uint) }).map(|_| cstr(&buf))
+    }
+
+    fn call1<F: Copy>(&self, name: &'static str, go: impl FnOnce(F) -> nvmlReturn_t) -> R<()> {
+        let mut z = Vec::with_capacity(name.len() + 1);
+        z.extend_from_slice(name.as_bytes());
+        z.push(0);
+        match self.nvml.sym::<F>(&z) {
+            Some(f) => match go(f) {
+                0 => Ok(()),
+                e => Err(e),
+            },
+            None => Err(::nvml_abi::ret::FUNCTION_NOT_FOUND),
+        }
+    }
+
+    pub fn name(&self) -> R<String> {
+        self.string_of("nvmlDeviceGetName", 64)
+    }
+
+    pub fn uuid(&self, len: usize) -> R<String> {
+        self.string_of("nvmlDeviceGetUUID", len)
+    }
+
+    pub fn index(&self) -> R<u32> {
+        self.u32_of("nvmlDeviceGetIndex")
+    }
+
+    pub fn pci(&self) -> R<nvmlPciInfo_t> {
+        // SAFETY: plain-old-data struct.
+        let mut p: nvmlPciInfo_t = unsafe { std::mem::zeroed() };
+        nv!(self.nvml, "nvmlDeviceGetPciInfo_v3", (nvmlDevice_t, *mut nvmlPciInfo_t), self.raw, &mut p).map(|_| p)
+    }
+
+    pub fn bus_id(&self) -> R<String> {
+        self.pci().map(|p| cstr(&p.busId))
+    }
+
+    pub fn memory(&self) -> R<nvmlMemory_v2_t> {
+        let mut m = nvmlMemory_v2_t { version: nvmlMemory_v2, ..Default::default() };
+        nv!(self.nvml, "nvmlDeviceGetMemoryInfo_v2", (nvmlDevice_t, *mut nvmlMemory_v2_t), self.raw, &mut m).map(|_| m)
+    }
+
+    pub fn bar1(&self) -> R<nvmlBAR1Memory_t> {
+        let mut m = nvmlBAR1Memory_t::default();
+        nv!(self.nvml, "nvmlDeviceGetBAR1MemoryInfo", (nvmlDevice_t, *mut nvmlBAR1Memory_t), self.raw, &mut m).map(|_| m)
+    }
+
+    pub fn utilization(&self) -> R<nvmlUtilization_t> {
+        let mut u = nvmlUtilization_t::default();
+        nv!(self.nvml, "nvmlDeviceGetUtilizationRates", (nvmlDevice_t, *mut nvmlUtilization_t), self.raw, &mut u).map(|_| u)
+    }
+
+    pub fn temperature(&self) -> R<u32> {
+        self.u32_arg("nvmlDeviceGetTemperature", 0)
+    }
+
+    pub fn clock(&self, name: &'static str, kind: u32) -> R<u32> {
+        self.u32_arg(name, kind)
+    }
+
+    /// `nvmlDeviceGetClock(dev, type, id)`.
+    pub fn clock_id(&self, kind: u32, id: u32) -> R<u32> {
+        let mut v = 0;
+        nv!(self.nvml, "nvmlDeviceGetClock", (nvmlDevice_t, c_uint, c_uint, *mut c_uint), self.raw, kind, id, &mut v).map(|_| v)
+    }
+
+    /// Field values, each with its own return code.
+    pub fn fields(&self, ids: &[(u32, u32)]) -> R<Vec<nvmlFieldValue_t>> {
+        // SAFETY: plain-old-data struct.
+        let mut v: Vec<nvmlFieldValue_t> = ids
+            .iter()
+            .map(|&(id, scope)| {
+                let mut f: nvmlFieldValue_t = unsafe { std::mem::zeroed() };
+                f.fieldId = id;
+                f.scopeId = scope;
+                f
+            })
+            .collect();
+        nv!(self.nvml, "nvmlDeviceGetFieldValues", (nvmlDevice_t, c_int, *mut nvmlFieldValue_t), self.raw, v.len() as c_int, v.as_mut_ptr())
+            .map(|_| v)
+    }
+
+    /// Compute processes (`_v3`, falling back to `_v2`), with the two-call count protocol.
+    pub fn compute_processes(&self) -> R<Vec<nvmlProcessInfo_t>> {
+        self.processes("nvmlDeviceGetComputeRunningProcesses_v3").or_else(|e| match e {
+            ret::FUNCTION_NOT_FOUND => self.processes("nvmlDeviceGetComputeRunningProcesses_v2"),
+            e => Err(e),
+        })
+    }
+
+    pub fn graphics_processes(&self) -> R<Vec<nvmlProcessInfo_t>> {
+        self.processes("nvmlDeviceGetGraphicsRunningProcesses_v3")
+    }
+
+    fn processes(&self, name: &'static str) -> R<Vec<nvmlProcessInfo_t>> {
+        type F = unsafe extern "C" fn(nvmlDevice_t, *mut c_uint, *mut nvmlProcessInfo_t) -> ::nvml_abi::nvmlReturn_t;
+        let mut n: c_uint = 0;
+        match self.call1::<F>(name, |f| unsafe { f(self.raw, &mut n, std::ptr::null_mut()) }) {
+            Ok(()) => return Ok(Vec::new()),
+            Err(ret::INSUFFICIENT_SIZE) => {}
+            Err(e) => return Err(e),
+        }
+        let mut cap = n + 8;
+        let mut v = vec![nvmlProcessInfo_t::default(); cap as usize];
+        self.call1::<F>(name, |f| unsafe { f(self.raw, &mut cap, v.as_mut_ptr()) })?;
+        v.truncate(cap as usize);
+        Ok(v)
+    }
+
+    pub fn mig_device(&self, i: u32) -> R<Device<'a>> {
+        let mut raw = std::ptr::null_mut();
+        nv!(self.nvml, "nvmlDeviceGetMigDeviceHandleByIndex", (nvmlDevice_t, c_uint, *mut nvmlDevice_t), self.raw, i, &mut raw)
+            .map(|_| Device { nvml: self.nvml, raw })
+    }
+
+    pub fn attributes(&self) -> R<nvmlDeviceAttributes_t> {
+        // SAFETY: plain-old-data struct.
+        let mut a: nvmlDeviceAttributes_t = unsafe { std::mem::zeroed() };
+        nv!(self.nvml, "nvmlDeviceGetAttributes_v2", (nvmlDevice_t, *mut nvmlDeviceAttributes_t), self.raw, &mut a).map(|_| a)
+    }
+
+    /// `nvmlDeviceGetTopologyCommonAncestor` with another device.
+    pub fn common_ancestor(&self, other: &Device) -> R<u32> {
+        let mut v = 0;
+        nv!(self.nvml, "nvmlDeviceGetTopologyCommonAncestor", (nvmlDevice_t, nvmlDevice_t, *mut c_uint), self.raw, other.raw, &mut v)
+            .map(|_| v)
+    }
+
+    /// `nvmlDeviceGetP2PStatus(dev, other, caps index)`.
+    pub fn p2p_status(&self, other: &Device, index: u32) -> R<u32> {
+        let mut v = 0;
+        nv!(self.nvml, "nvmlDeviceGetP2PStatus", (nvmlDevice_t, nvmlDevice_t, c_uint, *mut c_uint), self.raw, other.raw, index, &mut v)
+            .map(|_| v)
+    }
+
+    /// NVLink state of link `l` (`nvmlDeviceGetNvLinkState`).
+    pub fn nvlink_state(&self, l: u32) -> R<u32> {
+        self.u32_arg("nvmlDeviceGetNvLinkState", l)
+    }
+
+    /// PCI info of the remote end of NVLink `l`.
+    pub fn nvlink_remote_pci(&self, l: u32) -> R<nvmlPciInfo_t> {
+        // SAFETY: plain-old-data struct.
+        let mut p: nvmlPciInfo_t = unsafe { std::mem::zeroed() };
+        nv!(self.nvml, "nvmlDeviceGetNvLinkRemotePciInfo_v2", (nvmlDevice_t, c_uint, *mut nvmlPciInfo_t), self.raw, l, &mut p).map(|_| p)
+    }
+
+    /// CPU affinity mask words (`nvmlDeviceGetCpuAffinity`).
+    pub fn cpu_affinity(&self, words: usize) -> R<Vec<u64>> {
+        let mut v = vec![0u64; words];
+        nv!(self.nvml, "nvmlDeviceGetCpuAffinity", (nvmlDevice_t, c_uint, *mut u64), self.raw, words as c_uint, v.as_mut_ptr()).map(|_| v)
+    }
+
+    /// NUMA node of the GPU via `nvmlDeviceGetMemoryAffinity` (first node in the mask).
+    pub fn numa_node(&self) -> R<Option<u32>> {
+        let mut v = [0u64; 4];
+        nv!(self.nvml, "nvmlDeviceGetMemoryAffinity", (nvmlDevice_t, c_uint, *mut u64, c_uint), self.raw, 4, v.as_mut_ptr(), 0)?;
+        Ok(v.iter().enumerate().find(|(_, w)| **w != 0).map(|(i, w)| i as u32 * 64 + w.trailing_zeros()))
+    }
+}
+
+/// The C string in a fixed buffer.
+pub fn c_string(buf: &[c_char]) -> String {
+    cstr(buf)
+}

@@ -1,0 +1,181 @@
+//! The default table: banner with driver and CUDA versions, three rows per GPU, the MIG devices
+//! section when a GPU has MIG on, and the processes section (from the public process calls).
+
+use crate::common::{ctime_now, cuda_text, fit, or_short};
+use crate::list::mig_devices;
+use crate::nvml::{nv, Device, Nvml};
+use nvml_abi::nvmlDevice_t;
+use std::ffi::c_uint;
+use std::fmt::Write;
+
+const RULE: &str = "+-----------------------------------------+----------------------+----------------------+";
+
+fn compute_mode(m: u32) -> &'static str {
+    match m {
+        0 => "Default",
+        1 => "E. Thread",
+        2 => "Prohibited",
+        3 => "E. Process",
+        _ => "Unknown",
+    }
+}
+
+fn on_off(v: u32) -> String {
+    (if v == 1 { "On" } else { "Off" }).to_string()
+}
+
+/// The volatile uncorrected ECC cell: the count when ECC is on, "Off" when off.
+fn ecc_cell(d: &Device) -> String {
+    match d.pair_of("nvmlDeviceGetEccMode") {
+        Ok((1, _)) => {
+            let mut v: u64 = 0;
+            let r = nv!(d.nvml(), "nvmlDeviceGetTotalEccErrors", (nvmlDevice_t, c_uint, c_uint, *mut u64), d.raw, 1, 0, &mut v);
+            or_short(r.map(|_| v), |v| v.to_string())
+        }
+        Ok(_) => "Off".into(),
+        Err(e) => or_short::<()>(Err(e), |_| String::new()),
+    }
+}
+
+/// Renders the whole table (`banner` is our own version string).
+pub fn render(nvml: &Nvml, devs: &[Device], version: &str) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "{:<31}", ctime_now());
+    let es = nvml.event_set();
+    let drv = or_short(nvml.driver_version(), |s| s);
+    let cuda = or_short(nvml.cuda_version(), cuda_text);
+    let _ = writeln!(o, "+---------------------------------------------------------------------------------------+");
+    let _ = writeln!(o, "| NVIDIA-SMI {:<22} Driver Version: {:<13}CUDA Version: {:<9}|", version, drv, cuda);
+    let _ = writeln!(o, "|-----------------------------------------+----------------------+----------------------+");
+    let _ = writeln!(o, "| GPU  Name                 Persistence-M | Bus-Id        Disp.A | Volatile Uncorr. ECC |");
+    let _ = writeln!(o, "| Fan  Temp   Perf          Pwr:Usage/Cap |         Memory-Usage | GPU-Util  Compute M. |");
+    let _ = writeln!(o, "|                                         |                      |               MIG M. |");
+    let _ = writeln!(o, "|=========================================+======================+======================|");
+    let mut any_mig = false;
+    for d in devs {
+        let idx = or_short(d.index(), |i| i.to_string());
+        let name = or_short(d.name(), |s| s);
+        let bus = or_short(d.bus_id(), |s| s);
+        let pers = or_short(d.u32_of("nvmlDeviceGetPersistenceMode"), on_off);
+        let disp = or_short(d.u32_of("nvmlDeviceGetDisplayActive"), on_off);
+        let ecc = ecc_cell(d);
+        let fan = or_short(d.u32_of("nvmlDeviceGetFanSpeed"), |v| format!("{v}%"));
+        let temp = or_short(d.temperature(), |v| format!("{v}C"));
+        let perf = or_short(d.u32_of("nvmlDeviceGetPerformanceState"), |p| format!("P{p}"));
+        let pwr = or_short(d.u32_of("nvmlDeviceGetPowerUsage"), |v| format!("{}W", v / 1000));
+        let cap = or_short(d.u32_of("nvmlDeviceGetEnforcedPowerLimit"), |v| format!("{}W", v / 1000));
+        let (used, total) = match d.memory() {
+            Ok(m) => (format!("{}MiB", m.used >> 20), format!("{}MiB", m.total >> 20)),
+            Err(e) => {
+                let s = or_short::<()>(Err(e), |_| String::new());
+                (s.clone(), s)
+            }
+        };
+        let util = or_short(d.utilization(), |u| format!("{}%", u.gpu));
+        let cm = or_short(d.u32_of("nvmlDeviceGetComputeMode"), |m| compute_mode(m).to_string());
+        let mig = or_short(d.pair_of("nvmlDeviceGetMigMode"), |(c, _)| {
+            any_mig |= c == 1;
+            (if c == 1 { "Enabled" } else { "Disabled" }).to_string()
+        });
+        let _ = writeln!(o, "| {:>3}  {:<30} {:<4}| {:<16} {:>3} | {:>20} |", idx, fit(&name, 30), pers, bus, disp, ecc);
+        let _ = writeln!(
+            o,
+            "| {:>3}   {:>3}    {:<2}{:>17} / {:>4} | {:>9} / {:>8} | {:>7} {:>12} |",
+            fan,
+            temp,
+            perf,
+            fit(&pwr, 17),
+            fit(&cap, 4),
+            fit(&used, 9),
+            fit(&total, 8),
+            util,
+            cm
+        );
+        let _ = writeln!(o, "|                                         |                      | {:>20} |", mig);
+        let _ = writeln!(o, "{RULE}");
+    }
+    if any_mig {
+        mig_section(&mut o, devs);
+    }
+    let _ = writeln!(o, "{:89}", "");
+    processes(&mut o, nvml, devs);
+    if let Ok(s) = es {
+        nvml.event_set_free(s);
+    }
+    o
+}
+
+/// The "MIG devices" box.
+fn mig_section(o: &mut String, devs: &[Device]) {
+    let _ = writeln!(o, "{:89}", "");
+    let _ = writeln!(o, "+---------------------------------------------------------------------------------------+");
+    let _ = writeln!(o, "| MIG devices:                                                                          |");
+    let _ = writeln!(o, "+------------------+--------------------------------+-----------+-----------------------+");
+    let _ = writeln!(o, "| GPU  GI  CI  MIG |                   Memory-Usage |        Vol|      Shared           |");
+    let _ = writeln!(o, "|      ID  ID  Dev |                     BAR1-Usage | SM     Unc| CE ENC DEC OFA JPG    |");
+    let _ = writeln!(o, "|                  |                                |        ECC|                       |");
+    let _ = writeln!(o, "|==================+================================+===========+=======================|");
+    let mut any = false;
+    for d in devs {
+        let gpu = d.index().unwrap_or(0);
+        for (j, m) in mig_devices(d).into_iter().enumerate() {
+            any = true;
+            let gi = or_short(m.u32_of("nvmlDeviceGetGpuInstanceId"), |v| v.to_string());
+            let ci = or_short(m.u32_of("nvmlDeviceGetComputeInstanceId"), |v| v.to_string());
+            let mem = or_short(m.memory(), |x| format!("{}MiB / {}MiB", x.used >> 20, x.total >> 20));
+            let bar = or_short(m.bar1(), |x| format!("{}MiB / {}MiB", x.bar1Used >> 20, x.bar1Total >> 20));
+            let a = m.attributes().ok();
+            let sm = a.map_or("N/A".into(), |a| a.multiprocessorCount.to_string());
+            let sh = a.map_or("N/A".into(), |a| {
+                format!(
+                    "{:>3}  {:>3}  {:>3}  {:>3}  {:>3}",
+                    a.sharedCopyEngineCount, a.sharedEncoderCount, a.sharedDecoderCount, a.sharedOfaCount, a.sharedJpgCount
+                )
+            });
+            let _ = writeln!(o, "| {:>3}  {:>2}  {:>2}  {:>2}  | {:>30} | {:>2}    {:>3} | {:<21} |", gpu, gi, ci, j, mem, sm, "N/A", sh);
+            let _ = writeln!(o, "|                  | {:>30} |           |                       |", bar);
+            let _ = writeln!(o, "+------------------+--------------------------------+-----------+-----------------------+");
+        }
+    }
+    if !any {
+        let _ = writeln!(o, "|  No MIG devices found                                                                 |");
+        let _ = writeln!(o, "+---------------------------------------------------------------------------------------+");
+    }
+}
+
+/// The "Processes" box: compute and graphics processes from the public NVML calls.
+fn processes(o: &mut String, nvml: &Nvml, devs: &[Device]) {
+    let _ = writeln!(o, "+---------------------------------------------------------------------------------------+");
+    let _ = writeln!(o, "| Processes:                                                                            |");
+    let _ = writeln!(o, "|  GPU   GI   CI        PID   Type   Process name                            GPU Memory |");
+    let _ = writeln!(o, "|        ID   ID                                                             Usage      |");
+    let _ = writeln!(o, "|=======================================================================================|");
+    let mut rows = 0;
+    for d in devs {
+        let gpu = d.index().unwrap_or(0);
+        let mut procs: Vec<(nvml_abi::nvmlProcessInfo_t, &str)> = Vec::new();
+        procs.extend(d.compute_processes().unwrap_or_default().into_iter().map(|p| (p, "C")));
+        procs.extend(d.graphics_processes().unwrap_or_default().into_iter().map(|p| (p, "G")));
+        for (p, t) in procs {
+            rows += 1;
+            let id = |v: u32| if v == u32::MAX { "N/A".to_string() } else { v.to_string() };
+            let name = nvml.process_name(p.pid).unwrap_or_else(|_| "N/A".into());
+            let mem = if p.usedGpuMemory == u64::MAX { "N/A".to_string() } else { format!("{}MiB", p.usedGpuMemory >> 20) };
+            let _ = writeln!(
+                o,
+                "|  {:>3}   {:>3}  {:>3}  {:>9}  {:>6}   {:<38}  {:>9} |",
+                gpu,
+                id(p.gpuInstanceId),
+                id(p.computeInstanceId),
+                p.pid,
+                t,
+                fit(&name, 38),
+                mem
+            );
+        }
+    }
+    if rows == 0 {
+        let _ = writeln!(o, "|  No running processes found                                                           |");
+    }
+    let _ = writeln!(o, "+---------------------------------------------------------------------------------------+");
+}
