@@ -59,8 +59,8 @@ def env_for(name, n=None, node=NODE, **extra):
     return env
 
 
-def run(cmd, env, timeout=120, check=True):
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+def run(cmd, env, timeout=120, check=True, cwd=None):
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd)
     if check and r.returncode != 0:
         raise AssertionError(f"{cmd} exited {r.returncode}\nstdout:\n{r.stdout[-4000:]}\nstderr:\n{r.stderr[-4000:]}")
     return r
