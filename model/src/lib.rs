@@ -7,10 +7,14 @@
 
 pub mod builtin;
 pub mod config;
+pub mod dynamics;
 pub mod error;
 pub mod identity;
+pub mod mig;
 pub mod node;
 pub mod profile;
+pub mod state;
+pub mod state_file;
 pub mod telemetry;
 
 pub use builtin::{builtin_profiles, find_builtin};

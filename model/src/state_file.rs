@@ -1,0 +1,318 @@
+//! Storing the live node state: the JSON file, its generation word, and the rules that
+//! make concurrent access safe.
+//!
+//! * `<state>` holds the JSON ([`crate::state::NodeState`]). Writers never modify it in
+//!   place: they write `<state>.tmp.<pid>` and `rename` it over, so a reader opens either
+//!   the old file or the new one, never a torn one.
+//! * `<state>.seq` is a 64-byte file whose first 4 bytes are a native-endian `u32`
+//!   generation. A writer takes `flock(LOCK_EX)` on it (writers are serialized), reads,
+//!   changes and renames the JSON, then increments the generation and `FUTEX_WAKE`s
+//!   every waiter. Readers map it shared and compare one word per call; they re-read the
+//!   JSON only when it changed, and event waiters `FUTEX_WAIT` on it (no polling).
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use crate::state::{NodeState, Now};
+
+pub const ENV_STATE: &str = "FAKEGPU_STATE";
+/// File name of the state beside the node config.
+pub const DEFAULT_FILE_NAME: &str = "fakegpu-state.json";
+const SEQ_LEN: usize = 64;
+
+/// Where the state lives: `FAKEGPU_STATE`, else `fakegpu-state.json` beside the node config
+/// (`FAKEGPU_CONFIG`); `None` when neither is set (then there is no live state).
+pub fn state_path(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    if let Some(p) = env(ENV_STATE).filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    let config = PathBuf::from(env(crate::config::ENV_CONFIG).filter(|p| !p.is_empty())?);
+    Some(config.parent().map_or_else(|| PathBuf::from(DEFAULT_FILE_NAME), |d| d.join(DEFAULT_FILE_NAME)))
+}
+
+/// The current time on both clocks the state uses.
+pub fn now() -> Now {
+    let unix_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: ts is a valid out-parameter.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    Now { unix_ms, boot_ms: ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000 }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateFileError {
+    #[error("{path}: {reason}")]
+    Io { path: String, reason: String },
+    #[error("{path}: corrupt state: {reason}")]
+    Corrupt { path: String, reason: String },
+}
+
+fn io_err(path: &Path, e: impl std::fmt::Display) -> StateFileError {
+    StateFileError::Io { path: path.display().to_string(), reason: e.to_string() }
+}
+
+/// Parses state file contents (empty = no state yet).
+pub fn parse(path: &Path, bytes: &[u8]) -> Result<NodeState, StateFileError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(NodeState::default());
+    }
+    let corrupt = |reason: String| StateFileError::Corrupt { path: path.display().to_string(), reason };
+    let state: NodeState = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+    state.check().map_err(|e| corrupt(e.to_string()))?;
+    Ok(state)
+}
+
+/// Reads the state; a missing file is the empty state.
+pub fn read(path: &Path) -> Result<NodeState, StateFileError> {
+    match std::fs::read(path) {
+        Ok(bytes) => parse(path, &bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(NodeState::default()),
+        Err(e) => Err(io_err(path, e)),
+    }
+}
+
+pub fn seq_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".seq");
+    PathBuf::from(s)
+}
+
+/// The shared generation word of a state file.
+pub struct Generation {
+    word: *const AtomicU32,
+    file: File,
+}
+
+// SAFETY: the mapping is shared memory accessed only through atomics, and lives as long as self.
+unsafe impl Send for Generation {}
+unsafe impl Sync for Generation {}
+
+impl Generation {
+    /// Maps `<state>.seq`, creating it when `create` (writers, and readers that may).
+    pub fn open(state: &Path, create: bool) -> Result<Generation, StateFileError> {
+        let path = seq_path(state);
+        let file = if create {
+            if let Some(dir) = state.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+            }
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o666).open(&path)
+        } else {
+            OpenOptions::new().read(true).write(true).open(&path).or_else(|_| File::open(&path))
+        }
+        .map_err(|e| io_err(&path, e))?;
+        let len = file.metadata().map_err(|e| io_err(&path, e))?.len();
+        if (len as usize) < SEQ_LEN {
+            file.set_len(SEQ_LEN as u64).map_err(|e| io_err(&path, e))?;
+        }
+        // SAFETY: mapping SEQ_LEN bytes of a file at least that long; checked for MAP_FAILED.
+        let ptr = unsafe { libc::mmap(std::ptr::null_mut(), SEQ_LEN, libc::PROT_READ, libc::MAP_SHARED, file.as_raw_fd(), 0) };
+        if ptr == libc::MAP_FAILED {
+            return Err(io_err(&path, std::io::Error::last_os_error()));
+        }
+        Ok(Generation { word: ptr.cast(), file })
+    }
+
+    /// The current generation: one atomic load.
+    #[inline]
+    pub fn load(&self) -> u32 {
+        // SAFETY: `word` points into a live shared mapping, 4-byte aligned (page start).
+        unsafe { (*self.word).load(Ordering::Acquire) }
+    }
+
+    /// Blocks until the generation differs from `seen` or `timeout` passes (or a spurious wake).
+    pub fn wait(&self, seen: u32, timeout: Duration) {
+        let ts = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos() as libc::c_long };
+        // SAFETY: FUTEX_WAIT (shared) on a word of a live mapping with a valid timespec.
+        unsafe {
+            libc::syscall(libc::SYS_futex, self.word, libc::FUTEX_WAIT, seen, &ts as *const libc::timespec, 0usize, 0u32);
+        }
+    }
+
+    /// Increments the generation through the file and wakes every waiter. Only a writer
+    /// holding the lock calls this.
+    fn bump(&self) -> std::io::Result<()> {
+        let next = self.load().wrapping_add(1);
+        let bytes = next.to_ne_bytes();
+        // pwrite keeps the read-only mapping of this process valid; the page cache is shared.
+        // SAFETY: writing 4 bytes from a live buffer at offset 0.
+        let n = unsafe { libc::pwrite(self.file.as_raw_fd(), bytes.as_ptr().cast(), 4, 0) };
+        if n != 4 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: FUTEX_WAKE on the shared word wakes waiters in every process.
+        unsafe {
+            libc::syscall(libc::SYS_futex, self.word, libc::FUTEX_WAKE, i32::MAX, 0usize, 0usize, 0u32);
+        }
+        Ok(())
+    }
+
+    fn lock(&self, path: &Path) -> Result<Locked<'_>, StateFileError> {
+        // SAFETY: flock on an open descriptor.
+        if unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(io_err(path, std::io::Error::last_os_error()));
+        }
+        Ok(Locked(self))
+    }
+}
+
+impl Drop for Generation {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what open mapped.
+        unsafe { libc::munmap(self.word as *mut libc::c_void, SEQ_LEN) };
+    }
+}
+
+struct Locked<'a>(&'a Generation);
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        // SAFETY: releasing the lock taken in `lock`.
+        unsafe { libc::flock(self.0.file.as_raw_fd(), libc::LOCK_UN) };
+    }
+}
+
+/// Why an update did not happen: the file, or the change itself (`E`).
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError<E: std::error::Error> {
+    #[error(transparent)]
+    File(#[from] StateFileError),
+    #[error(transparent)]
+    Rejected(E),
+}
+
+/// Writes `state` to `path` through a temporary file and a rename.
+fn replace(path: &Path, state: &NodeState) -> Result<(), StateFileError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp.{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let text = serde_json::to_vec_pretty(state).map_err(|e| io_err(path, e))?;
+    let write = || -> std::io::Result<()> {
+        let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o666).open(&tmp)?;
+        f.write_all(&text)?;
+        f.write_all(b"\n")?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io_err(path, e)
+    })
+}
+
+/// Serialized read-modify-write of the state at `path`. `change` returns `Err` to leave the
+/// file untouched; the state it sees is never a torn one. A corrupt file is an error (the
+/// writer does not guess); [`reset`] replaces it.
+pub fn update<T, E: std::error::Error>(path: &Path, change: impl FnOnce(&mut NodeState) -> Result<T, E>) -> Result<T, UpdateError<E>> {
+    let generation = Generation::open(path, true)?;
+    let _locked = generation.lock(path)?;
+    let mut state = read(path)?;
+    let before = state.clone();
+    let out = change(&mut state).map_err(UpdateError::Rejected)?;
+    if state != before {
+        replace(path, &state)?;
+        generation.bump().map_err(|e| io_err(&seq_path(path), e))?;
+    }
+    Ok(out)
+}
+
+/// Replaces the state with `state` whatever the file holds (used to recover a corrupt file).
+pub fn reset(path: &Path, state: &NodeState) -> Result<(), StateFileError> {
+    let generation = Generation::open(path, true)?;
+    let _locked = generation.lock(path)?;
+    replace(path, state)?;
+    generation.bump().map_err(|e| io_err(&seq_path(path), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{self, SetRequest};
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("fakegpu-state-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn path_resolution() {
+        let env = |k: &str| match k {
+            "FAKEGPU_CONFIG" => Some("/etc/fakegpu/node.json".to_string()),
+            _ => None,
+        };
+        assert_eq!(state_path(&env), Some(PathBuf::from("/etc/fakegpu/fakegpu-state.json")));
+        let env2 = |k: &str| (k == "FAKEGPU_STATE").then(|| "/run/s.json".to_string());
+        assert_eq!(state_path(&env2), Some(PathBuf::from("/run/s.json")));
+        assert_eq!(state_path(&|_| None), None);
+    }
+
+    #[test]
+    fn updates_bump_the_generation_and_rejections_leave_the_file() {
+        let dir = temp_dir("update");
+        let path = dir.join("s.json");
+        let spec = crate::NodeSpec::builtin("h100", Some(2), "n").unwrap();
+        let reader = Generation::open(&path, true).unwrap();
+        let g0 = reader.load();
+        update(&path, |s| state::set(s, &spec, 1, &SetRequest { gpu_util: Some(70), ..Default::default() }, now())).unwrap();
+        assert_eq!(reader.load(), g0.wrapping_add(1));
+        assert_eq!(read(&path).unwrap().gpu(1).unwrap().utilization.gpu, 70);
+        let before = std::fs::read(&path).unwrap();
+        let r = update(&path, |s| state::set(s, &spec, 5, &SetRequest::default(), now()));
+        assert!(matches!(r, Err(UpdateError::Rejected(_))));
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        assert_eq!(reader.load(), g0.wrapping_add(1));
+        std::fs::write(&path, b"{not json").unwrap();
+        assert!(matches!(read(&path), Err(StateFileError::Corrupt { .. })));
+        assert!(matches!(update(&path, |_| Ok::<_, state::StateError>(())), Err(UpdateError::File(_))));
+        reset(&path, &NodeState::default()).unwrap();
+        assert_eq!(read(&path).unwrap(), NodeState::default());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_waiter_is_woken_by_a_write() {
+        let dir = temp_dir("wake");
+        let path = dir.join("s.json");
+        let spec = crate::NodeSpec::builtin("h100", Some(1), "n").unwrap();
+        let gen = Generation::open(&path, true).unwrap();
+        let seen = gen.load();
+        let p2 = path.clone();
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            update(&p2, |s| state::inject(s, &spec, 0, &state::Fault::Xid(79), now())).unwrap();
+        });
+        let start = std::time::Instant::now();
+        while gen.load() == seen && start.elapsed() < Duration::from_secs(5) {
+            gen.wait(seen, Duration::from_secs(5));
+        }
+        assert!(start.elapsed() < Duration::from_secs(2), "woken by the write, not the timeout");
+        writer.join().unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn concurrent_writers_are_serialized() {
+        let dir = temp_dir("serial");
+        let path = dir.join("s.json");
+        let spec = crate::NodeSpec::builtin("h100", Some(1), "n").unwrap();
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let (path, spec) = (path.clone(), spec.clone());
+                std::thread::spawn(move || {
+                    for k in 0..25 {
+                        update(&path, |s| state::inject(s, &spec, 0, &state::Fault::Xid(t * 100 + k + 1), now())).unwrap();
+                    }
+                })
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        let s = read(&path).unwrap();
+        assert_eq!(s.gpu(0).unwrap().faults.xids.len(), 100, "no update lost");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
