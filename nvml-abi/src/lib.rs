@@ -45,7 +45,7 @@ pub mod ret {
     pub const UNKNOWN: nvmlReturn_t = 999;
 }
 
-/// The text `nvmlErrorString` returns for a code (as NVIDIA's library words them).
+/// The text `nvmlErrorString` returns for a code, exactly as NVIDIA's 535.261.03 library words it.
 pub fn error_string(code: nvmlReturn_t) -> &'static str {
     match code {
         ret::SUCCESS => "Success",
@@ -64,20 +64,19 @@ pub fn error_string(code: nvmlReturn_t) -> &'static str {
         ret::FUNCTION_NOT_FOUND => "Function Not Found",
         ret::CORRUPTED_INFOROM => "Corrupted infoROM",
         ret::GPU_IS_LOST => "GPU is lost",
-        ret::RESET_REQUIRED => "GPU requires restart",
-        ret::OPERATING_SYSTEM => "The operating system has blocked the request.",
-        ret::LIB_RM_VERSION_MISMATCH => "RM has detected an NVML/RM version mismatch.",
+        ret::RESET_REQUIRED => "GPU requires reset",
+        ret::OPERATING_SYSTEM => "GPU access blocked by the operating system",
+        ret::LIB_RM_VERSION_MISMATCH => "Driver/library version mismatch",
         ret::IN_USE => "In use by another client",
         ret::MEMORY => "Insufficient Memory",
         ret::NO_DATA => "No data",
-        ret::VGPU_ECC_NOT_SUPPORTED => "ECC is not supported by vGPU",
-        ret::INSUFFICIENT_RESOURCES => "Insufficient resources",
-        ret::FREQ_NOT_SUPPORTED => "Frequency not supported",
+        ret::VGPU_ECC_NOT_SUPPORTED => "vGPU ECC not supported",
+        ret::INSUFFICIENT_RESOURCES => "Insufficient Resources",
+        ret::FREQ_NOT_SUPPORTED => "Invalid Frequency",
         ret::ARGUMENT_VERSION_MISMATCH => "Argument version mismatch",
-        ret::DEPRECATED => "Deprecated",
-        ret::NOT_READY => "Not ready",
-        ret::GPU_NOT_FOUND => "GPU not found",
-        ret::INVALID_STATE => "Invalid state",
+        ret::DEPRECATED => "Requested functionality has been deprecated",
+        ret::NOT_READY => "System is not in ready state",
+        // GPU_NOT_FOUND and INVALID_STATE are younger than the 535 library, which words them so.
         _ => "Unknown Error",
     }
 }
