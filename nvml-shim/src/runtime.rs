@@ -18,6 +18,8 @@ use crate::device::Device;
 pub(crate) struct Runtime {
     pub node: SimulatedNode,
     pub devices: Box<[Device]>,
+    /// Handle slots of GPU instances, compute instances and MIG devices (see exports/mig.rs).
+    pub mig: crate::exports::mig::MigSlots,
     pub driver_version: CString,
     pub nvml_version: CString,
 }
@@ -66,22 +68,66 @@ pub(crate) fn device(handle: nvmlDevice_t) -> Result<&'static Device, nvmlReturn
     let offset = (handle as usize).wrapping_sub(base);
     let size = std::mem::size_of::<Device>();
     if !offset.is_multiple_of(size) || offset / size >= rt.devices.len() {
-        return Err(ret::INVALID_ARGUMENT);
+        // A MIG device is a device too, but only the getters that know it accept it.
+        return Err(if rt.mig.device(handle).is_some() { ret::NOT_SUPPORTED } else { ret::INVALID_ARGUMENT });
     }
-    Ok(&rt.devices[offset / size])
+    let d = &rt.devices[offset / size];
+    if crate::live::lost(d.host_index) {
+        return Err(ret::GPU_IS_LOST);
+    }
+    Ok(d)
 }
 
 impl Runtime {
     fn load() -> Result<Runtime, ConfigError> {
         let spec = config::resolve(&|key| std::env::var(key).ok(), &host_name())?;
         let node = SimulatedNode::new(spec);
-        let devices = node.gpus.iter().map(|id| Device::new(&node.spec, id.clone())).collect();
-        Ok(Runtime { driver_version: cstring(&node.spec.driver_version), nvml_version: cstring(&node.spec.nvml_version()), devices, node })
+        // As in a container: only the GPUs NVIDIA_VISIBLE_DEVICES names, renumbered from 0.
+        // `node.gpus` keeps every GPU with its host index (find a device's by its UUID).
+        let visible = visible_devices(std::env::var(ENV_VISIBLE_DEVICES).ok().as_deref(), &node.gpus);
+        let devices = visible
+            .into_iter()
+            .enumerate()
+            .map(|(i, host)| {
+                let mut device = Device::new(&node.spec, node.gpus[host].clone());
+                device.id.index = i as u32;
+                device
+            })
+            .collect();
+        crate::live::init(node.gpus.len());
+        let mig = crate::exports::mig::MigSlots::new(&node.spec);
+        Ok(Runtime { mig, driver_version: cstring(&node.spec.driver_version), nvml_version: cstring(&node.spec.nvml_version()), devices, node })
     }
 
     pub fn handle_of(&self, device: &Device) -> nvmlDevice_t {
         (device as *const Device).cast_mut().cast()
     }
+}
+
+/// The variable the NVIDIA container runtime reads to pick a container's GPUs.
+pub(crate) const ENV_VISIBLE_DEVICES: &str = "NVIDIA_VISIBLE_DEVICES";
+
+/// Host indices of the GPUs `NVIDIA_VISIBLE_DEVICES` makes visible, in the order it names
+/// them: unset, empty or `all` = every GPU; `none`/`void` = none; otherwise a comma list of
+/// UUIDs (`GPU-…`, any case) or indices. Entries naming no GPU are skipped, duplicates kept once.
+pub(crate) fn visible_devices(value: Option<&str>, gpus: &[fakegpu_model::GpuIdentity]) -> Vec<usize> {
+    let value = value.map(str::trim).unwrap_or("");
+    match value {
+        "" | "all" => return (0..gpus.len()).collect(),
+        "none" | "void" => return Vec::new(),
+        _ => {}
+    }
+    let mut picked = Vec::new();
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let found = match entry.parse::<usize>() {
+            Ok(index) => (index < gpus.len()).then_some(index),
+            Err(_) => gpus.iter().position(|g| g.uuid.eq_ignore_ascii_case(entry)),
+        };
+        if let Some(host) = found.filter(|h| !picked.contains(h)) {
+            picked.push(host);
+        }
+    }
+    picked
 }
 
 /// Unreadable files mean there is no driver to talk to; contents that are wrong are an
