@@ -81,3 +81,13 @@ pub fn locate_or_build(explicit: Option<&Path>) -> Result<PathBuf> {
         ))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pinned_versions_are_parsed_from_versions_env() {
+        assert!(super::pinned_version("K8S_VERSION").is_some_and(|v| v.starts_with("v1.")));
+        assert!(super::pinned_version("HELM_VERSION").is_some_and(|v| v.starts_with("v3.")));
+        assert_eq!(super::pinned_version("NO_SUCH_KEY"), None);
+    }
+}

@@ -100,3 +100,43 @@ pub fn free_port() -> Result<u16> {
     let l = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(ClusterError::io("finding a free port on 127.0.0.1"))?;
     Ok(l.local_addr().map_err(ClusterError::io("finding a free port on 127.0.0.1"))?.port())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sleeper(dir: &Path) -> (Child, ProcessRecord) {
+        let sleep = Path::new("/bin/sleep");
+        spawn("sleeper", sleep, &["30".to_string()], &dir.join("sleeper.log")).expect("spawn sleep")
+    }
+
+    #[test]
+    fn recognises_and_stops_own_process_only() {
+        let dir = std::env::temp_dir().join(format!("fakegpu-cluster-proc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (mut child, rec) = sleeper(&dir);
+        assert!(is_ours(&rec));
+        // Same pid, other binary: what a recycled pid looks like; must not be claimed.
+        let other = ProcessRecord { binary: "/bin/true".into(), ..rec.clone() };
+        assert!(!is_ours(&other));
+        assert!(stop(&other, Duration::from_millis(100)), "a foreign pid counts as gone");
+        assert!(is_ours(&rec), "stop on a foreign record must not signal the process");
+        // The exited child is a zombie until reaped below; is_ours already treats it as gone.
+        assert!(stop(&rec, Duration::from_secs(5)));
+        let status = child.wait().unwrap();
+        assert!(!status.success());
+        assert!(!is_ours(&rec));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn log_tail_keeps_last_lines() {
+        let dir = std::env::temp_dir().join(format!("fakegpu-cluster-tail-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("x.log");
+        std::fs::write(&log, (1..=30).map(|i| format!("line {i}\n")).collect::<String>()).unwrap();
+        assert_eq!(log_tail(&log, 2), "line 29\nline 30");
+        assert!(log_tail(&dir.join("missing.log"), 2).starts_with("(cannot read"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

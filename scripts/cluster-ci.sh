@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Cluster test stage: builds (or reuses) the pinned control-plane binaries, starts a cluster in
+# a private run dir, runs the cluster tests with CI=true (absent cluster = failure, not skip),
+# and stops the cluster whatever happens. Component logs are copied to target/cluster-ci/logs.
+#
+# Env: FAKEGPU_CACHE (binary cache root, default ~/.cache/fake-gpu-operator),
+#      FAKEGPU_CLUSTER_NODES (KWOK nodes for `up`, default 2), CARGO_TEST_ARGS (extra args).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+OUT="$ROOT/target/cluster-ci"
+export FAKEGPU_RUN_DIR="$OUT/run"
+export CI="${CI:-true}"
+mkdir -p "$OUT"
+
+echo "== control-plane binaries"
+FAKEGPU_K8S_BIN_DIR="$(tests/cluster/build.sh)"
+export FAKEGPU_K8S_BIN_DIR
+
+# The `fakegpu` CLI carries `cluster` once it embeds fakegpu_cluster::ClusterCommand; until then
+# the stand-alone bin of the cluster crate does the same job.
+if cargo run -q -p fakegpu -- cluster --help >/dev/null 2>&1; then
+  CLUSTER=(cargo run -q -p fakegpu -- cluster)
+else
+  cargo build -q -p fakegpu-cluster --bin fakegpu-cluster
+  CLUSTER=(cargo run -q -p fakegpu-cluster --bin fakegpu-cluster --)
+fi
+
+stop_cluster() {
+  local rc=$?
+  if [ -d "$FAKEGPU_RUN_DIR/logs" ]; then
+    rm -rf "$OUT/logs" && cp -r "$FAKEGPU_RUN_DIR/logs" "$OUT/logs" || true
+  fi
+  echo "== cluster down"
+  "${CLUSTER[@]}" down || echo "cluster down failed; run dir kept at $FAKEGPU_RUN_DIR" >&2
+  exit "$rc"
+}
+trap stop_cluster EXIT
+trap 'exit 130' INT TERM
+
+echo "== cluster up"
+"${CLUSTER[@]}" down >/dev/null 2>&1 || true # a run dir left by a killed earlier run
+"${CLUSTER[@]}" up --nodes "${FAKEGPU_CLUSTER_NODES:-2}"
+export FAKEGPU_KUBECONFIG="$FAKEGPU_RUN_DIR/kubeconfig"
+
+echo "== cluster tests"
+# shellcheck disable=SC2086
+cargo test -p fakegpu-cluster-support ${CARGO_TEST_ARGS:-}
