@@ -1,3 +1,5 @@
 //! The operator's components as a library: pure decision modules (configuration, topology,
 //! labels, allocation, metrics) tested without a cluster, and thin kube-rs adapters that
 //! apply their decisions. The binary in `main.rs` picks one component per process.
+
+pub mod topology;

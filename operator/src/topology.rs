@@ -1,0 +1,271 @@
+//! The per-node topology: what the status-updater writes to the `topology-<node>` ConfigMap
+//! (key `topology.yml`) and what every other component (metrics exporter, device plugins,
+//! topology-server, nvidia-smi) reads back.
+//!
+//! The YAML shape is upstream fake-gpu-operator's `NodeTopology` (camelCase keys), so existing
+//! consumers keep working. Two optional keys are ours (`profile`, `pool`): upstream's Go YAML
+//! decoder ignores unknown keys, and they let our consumers find the model profile
+//! (`fakegpu_model::find_builtin` / the profile ConfigMaps) for `telemetry::readings`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Data key of both the cluster and the per-node topology ConfigMaps.
+pub const TOPOLOGY_KEY: &str = "topology.yml";
+/// Label on every per-node topology ConfigMap.
+pub const NODE_TOPOLOGY_LABEL: &str = "node-topology";
+/// Label naming the node of a per-node topology ConfigMap.
+pub const NODE_NAME_LABEL: &str = "node-name";
+/// Annotation copied from KWOK nodes onto their ConfigMap (`fake` for KWOK nodes).
+pub const KWOK_NODE_ANNOTATION: &str = "kwok.x-k8s.io/node";
+
+/// Name of the per-node ConfigMap: `<cluster ConfigMap name>-<node>`, i.e. `topology-<node>`.
+pub fn node_cm_name(cluster_cm_name: &str, node: &str) -> String {
+    format!("{cluster_cm_name}-{node}")
+}
+
+/// One node's simulated GPUs and who holds them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeTopology {
+    /// Framebuffer per GPU, MiB.
+    pub gpu_memory: u64,
+    /// Product name as configured (legacy `gpuProduct`, or the profile's product name);
+    /// metrics use it raw as `modelName`, labels use it sanitised.
+    pub gpu_product: String,
+    /// Driver version, e.g. `535.261.03`; omitted when empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub driver_version: String,
+    /// CUDA version the driver supports, e.g. `12.2`; omitted when empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cuda_version: String,
+    /// `none`, `single` or `mixed`, copied from the cluster config.
+    #[serde(default)]
+    pub mig_strategy: String,
+    /// Extra extended resources of the pool, sorted by name; omitted when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_devices: Vec<OtherDevice>,
+    /// GPUs in index order (index = position).
+    #[serde(default)]
+    pub gpus: Vec<GpuDetails>,
+    /// Ours: the model profile simulated (built-in name or custom profile name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// Ours: the pool the node is in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+}
+
+/// An extra extended resource (`nvidia.com/mig-1g.10gb: 7`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct OtherDevice {
+    pub name: String,
+    pub count: u64,
+}
+
+/// One GPU.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GpuDetails {
+    /// `GPU-<uuid>`, from `fakegpu_model::gpu_identity` (the same UUID the fake NVML reports).
+    pub id: String,
+    #[serde(default)]
+    pub status: GpuStatus,
+}
+
+/// Who holds a GPU and what they do with it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GpuStatus {
+    /// Empty strings when the GPU is free.
+    #[serde(default)]
+    pub allocated_by: ContainerDetails,
+    /// Keyed by pod UID.
+    #[serde(default)]
+    pub pod_gpu_usage_status: BTreeMap<String, GpuUsageStatus>,
+}
+
+impl GpuStatus {
+    pub fn is_free(&self) -> bool {
+        self.allocated_by.pod.is_empty()
+    }
+}
+
+/// The container a GPU is allocated to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ContainerDetails {
+    #[serde(default)]
+    pub namespace: String,
+    #[serde(default)]
+    pub pod: String,
+    #[serde(default)]
+    pub container: String,
+}
+
+/// What one pod does on one GPU.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GpuUsageStatus {
+    /// Utilization range in percent. Both ends are reachable: samplers draw from `min..=max`
+    /// (upstream excluded `max`, its defect 14.1/6).
+    pub utilization: Range,
+    /// Framebuffer used, MiB (`gpuMemory × gpu-fraction`, truncated).
+    pub fb_used: u64,
+    /// Utilization comes from Knative request rates (inference pods).
+    #[serde(default)]
+    pub use_knative_utilization: bool,
+}
+
+/// An inclusive percent range.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Range {
+    pub min: u32,
+    pub max: u32,
+}
+
+impl NodeTopology {
+    /// Parses the `topology.yml` value of a per-node ConfigMap.
+    pub fn from_yaml(text: &str) -> Result<NodeTopology, serde_yaml::Error> {
+        serde_yaml::from_str(text)
+    }
+
+    /// The `topology.yml` value.
+    pub fn to_yaml(&self) -> String {
+        serde_yaml::to_string(self).expect("topology serialises")
+    }
+
+    /// GPU index of a UUID (case-insensitive, as upstream matches DRA device names).
+    pub fn gpu_index(&self, uuid: &str) -> Option<usize> {
+        self.gpus.iter().position(|g| g.id.eq_ignore_ascii_case(uuid))
+    }
+
+    /// Upstream topology-server's JSON: Go field names (`GpuMemory`, `Gpus[{ID, Status{…}}]`),
+    /// empty strings emitted, pod-UID map keys untouched.
+    pub fn to_go_json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).expect("topology serialises");
+        go_keys(&mut v, false);
+        v
+    }
+}
+
+/// Renames camelCase keys to Go's exported field names, except inside maps keyed by data
+/// (`podGpuUsageStatus`, whose keys are pod UIDs).
+pub(crate) fn go_keys(v: &mut serde_json::Value, data_keys: bool) {
+    match v {
+        serde_json::Value::Object(map) => {
+            let old = std::mem::take(map);
+            for (k, mut val) in old {
+                let is_data_map = k == "podGpuUsageStatus";
+                go_keys(&mut val, is_data_map);
+                let key = if data_keys { k } else { go_name(&k) };
+                map.insert(key, val);
+            }
+            if data_keys {
+                for val in map.values_mut() {
+                    go_keys(val, false);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|i| go_keys(i, false)),
+        _ => {}
+    }
+}
+
+fn go_name(k: &str) -> String {
+    if k == "id" {
+        return "ID".into();
+    }
+    let mut c = k.chars();
+    match c.next() {
+        Some(f) => f.to_ascii_uppercase().to_string() + c.as_str(),
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> NodeTopology {
+        let mut usage = BTreeMap::new();
+        usage.insert(
+            "uid-1".to_string(),
+            GpuUsageStatus { utilization: Range { min: 40, max: 60 }, fb_used: 40960, use_knative_utilization: false },
+        );
+        NodeTopology {
+            gpu_memory: 40960,
+            gpu_product: "NVIDIA A100-SXM4-40GB".into(),
+            driver_version: "550.163.01".into(),
+            cuda_version: "12.4".into(),
+            mig_strategy: "mixed".into(),
+            other_devices: vec![OtherDevice { name: "nvidia.com/mig-1g.10gb".into(), count: 7 }],
+            gpus: vec![
+                GpuDetails {
+                    id: "GPU-aaaa".into(),
+                    status: GpuStatus {
+                        allocated_by: ContainerDetails { namespace: "ns".into(), pod: "p".into(), container: "c".into() },
+                        pod_gpu_usage_status: usage,
+                    },
+                },
+                GpuDetails { id: "GPU-bbbb".into(), status: GpuStatus::default() },
+            ],
+            profile: Some("a100-40gb".into()),
+            pool: Some("default".into()),
+        }
+    }
+
+    #[test]
+    fn parses_upstream_yaml() {
+        let text = r#"
+gpuMemory: 11441
+gpuProduct: Tesla-K80
+migStrategy: mixed
+gpus:
+  - id: GPU-1
+    status:
+      allocatedBy: {namespace: ns, pod: p, container: c}
+      podGpuUsageStatus:
+        u1: {utilization: {min: 80, max: 100}, fbUsed: 11441, useKnativeUtilization: false}
+  - id: GPU-2
+    status:
+      allocatedBy: {namespace: "", pod: "", container: ""}
+      podGpuUsageStatus: {}
+"#;
+        let t = NodeTopology::from_yaml(text).unwrap();
+        assert_eq!(t.gpus.len(), 2);
+        assert_eq!(t.gpus[0].status.pod_gpu_usage_status["u1"].utilization, Range { min: 80, max: 100 });
+        assert!(t.gpus[1].status.is_free());
+        assert!(t.driver_version.is_empty() && t.profile.is_none());
+    }
+
+    #[test]
+    fn yaml_round_trip_and_omissions() {
+        let t = sample();
+        let text = t.to_yaml();
+        assert!(text.contains("gpuMemory: 40960") && text.contains("allocatedBy:") && text.contains("fbUsed: 40960"));
+        assert_eq!(NodeTopology::from_yaml(&text).unwrap(), t);
+        let bare = NodeTopology { gpu_product: "x".into(), ..Default::default() }.to_yaml();
+        assert!(!bare.contains("driverVersion") && !bare.contains("otherDevices") && !bare.contains("profile"));
+    }
+
+    #[test]
+    fn go_json_keys() {
+        let v = sample().to_go_json();
+        assert_eq!(v["GpuMemory"], 40960);
+        assert_eq!(v["Gpus"][0]["ID"], "GPU-aaaa");
+        assert_eq!(v["Gpus"][0]["Status"]["AllocatedBy"]["Namespace"], "ns");
+        let usage = &v["Gpus"][0]["Status"]["PodGpuUsageStatus"]["uid-1"];
+        assert_eq!(usage["Utilization"]["Min"], 40);
+        assert_eq!(usage["FbUsed"], 40960);
+        assert_eq!(usage["UseKnativeUtilization"], false);
+        assert_eq!(v["OtherDevices"][0]["Count"], 7);
+        assert_eq!(v["Gpus"][1]["Status"]["AllocatedBy"]["Pod"], "");
+    }
+
+    #[test]
+    fn gpu_index_ignores_case() {
+        assert_eq!(sample().gpu_index("gpu-BBBB"), Some(1));
+        assert_eq!(sample().gpu_index("GPU-cccc"), None);
+    }
+}
