@@ -473,3 +473,51 @@ pub unsafe extern "C" fn nvmlDeviceGetPcieReplayCounter(dev: nvmlDevice_t, value
         put(value, 0)
     })
 }
+
+/// Confidential-computing protected memory: none while CC is off, which is what boards
+/// report (0 MiB, not N/A) in `nvidia-smi -q`.
+#[no_mangle]
+pub unsafe extern "C" fn nvmlDeviceGetConfComputeProtectedMemoryUsage(dev: nvmlDevice_t, memory: *mut nvmlMemory_t) -> nvmlReturn_t {
+    guard("nvmlDeviceGetConfComputeProtectedMemoryUsage", || {
+        device(dev)?;
+        put(memory, nvmlMemory_t { total: 0, free: 0, used: 0 })
+    })
+}
+
+/// `nvmlEccSramErrorStatus_t` (v1, 104 bytes), as declared by NVML 12's nvml.h.
+#[repr(C)]
+#[allow(non_snake_case)]
+pub struct nvmlEccSramErrorStatus_t {
+    pub version: c_uint,
+    pub aggregateUncParity: u64,
+    pub aggregateUncSecDed: u64,
+    pub aggregateCor: u64,
+    pub volatileUncParity: u64,
+    pub volatileUncSecDed: u64,
+    pub volatileCor: u64,
+    pub aggregateUncBucketL2: u64,
+    pub aggregateUncBucketSm: u64,
+    pub aggregateUncBucketPcie: u64,
+    pub aggregateUncBucketMcu: u64,
+    pub aggregateUncBucketOther: u64,
+    pub bThresholdExceeded: c_uint,
+}
+
+const NVML_ECC_SRAM_ERROR_STATUS_V1: c_uint = (std::mem::size_of::<nvmlEccSramErrorStatus_t>() as c_uint) | (1 << 24);
+
+/// SRAM ECC counters (Ampere and later, ECC on): a healthy board counts zero, below threshold.
+#[no_mangle]
+pub unsafe extern "C" fn nvmlDeviceGetSramEccErrorStatus(dev: nvmlDevice_t, status: *mut nvmlEccSramErrorStatus_t) -> nvmlReturn_t {
+    guard("nvmlDeviceGetSramEccErrorStatus", || {
+        let d = device(dev)?;
+        let status = out(status)?;
+        if status.version != NVML_ECC_SRAM_ERROR_STATUS_V1 {
+            return Err(ret::ARGUMENT_VERSION_MISMATCH);
+        }
+        if !d.ecc() || !d.remaps_rows() {
+            return Err(ret::NOT_SUPPORTED);
+        }
+        *status = nvmlEccSramErrorStatus_t { version: NVML_ECC_SRAM_ERROR_STATUS_V1, ..std::mem::zeroed() };
+        Ok(())
+    })
+}
