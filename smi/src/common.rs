@@ -19,14 +19,6 @@ pub fn err_text(e: Ret) -> &'static str {
     }
 }
 
-/// A value or NVIDIA's text for the error.
-pub fn or_err<T>(r: R<T>, f: impl FnOnce(T) -> String) -> String {
-    match r {
-        Ok(v) => f(v),
-        Err(e) => err_text(e).to_string(),
-    }
-}
-
 /// The table's short form: `N/A` for not supported, `ERR!` for anything else.
 pub fn or_short<T>(r: R<T>, f: impl FnOnce(T) -> String) -> String {
     match r {

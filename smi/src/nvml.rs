@@ -39,9 +39,9 @@ pub struct Device<'a> {
 
 /// Calls the named NVML function with the given arguments; `Err(FUNCTION_NOT_FOUND)` if absent.
 macro_rules! nv {
-    ($nvml:expr, $name:literal, ($($ty:ty),*) $(, $arg:expr)*) => {{
+    ($nvml:expr, $name:expr, ($($ty:ty),*) $(, $arg:expr)*) => {{
         type F = unsafe extern "C" fn($($ty),*) -> ::nvml_abi::nvmlReturn_t;
-        match $nvml.sym::<F>(concat!($name, "\0").as_bytes()) {
+        match $nvml.sym_named::<F>($name) {
             // SAFETY: the prototype is NVML's documented one for this symbol.
             Some(f) => match unsafe { f($($arg),*) } { 0 => Ok(()), e => Err(e) },
             None => Err(::nvml_abi::ret::FUNCTION_NOT_FOUND),
@@ -63,6 +63,14 @@ impl Nvml {
         open("libnvidia-ml.so.1")
             .or_else(|| FALLBACK_DIRS.iter().find_map(|d| open(&format!("{d}/libnvidia-ml.so.1"))))
             .map(|lib| Nvml { lib })
+    }
+
+    /// Resolves a symbol by its Rust-string name.
+    pub fn sym_named<F: Copy>(&self, name: &str) -> Option<F> {
+        let mut z = Vec::with_capacity(name.len() + 1);
+        z.extend_from_slice(name.as_bytes());
+        z.push(0);
+        self.sym(&z)
     }
 
     /// Resolves a symbol as a function pointer of type `F`.
@@ -283,13 +291,6 @@ impl<'a> Device<'a> {
     pub fn common_ancestor(&self, other: &Device) -> R<u32> {
         let mut v = 0;
         nv!(self.nvml, "nvmlDeviceGetTopologyCommonAncestor", (nvmlDevice_t, nvmlDevice_t, *mut c_uint), self.raw, other.raw, &mut v)
-            .map(|_| v)
-    }
-
-    /// `nvmlDeviceGetP2PStatus(dev, other, caps index)`.
-    pub fn p2p_status(&self, other: &Device, index: u32) -> R<u32> {
-        let mut v = 0;
-        nv!(self.nvml, "nvmlDeviceGetP2PStatus", (nvmlDevice_t, nvmlDevice_t, c_uint, *mut c_uint), self.raw, other.raw, index, &mut v)
             .map(|_| v)
     }
 

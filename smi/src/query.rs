@@ -5,7 +5,7 @@
 use crate::args::Format;
 use crate::common::{err_text, strftime};
 use crate::nvml::{nv, Device, Nvml, R};
-use nvml_abi::{nvmlDevice_t, nvmlReturn_t};
+use nvml_abi::nvmlDevice_t;
 use std::ffi::c_uint;
 
 /// A field's value: a number/text plus the unit that `nounits` drops, or a bare text.
@@ -585,9 +585,6 @@ pub fn render_apps(nvml: &Nvml, devs: &[Device], fields: &[String], fmt: &Format
     }
     out
 }
-
-#[allow(dead_code)]
-fn _unused(_: nvmlReturn_t) {}
 
 #[cfg(test)]
 mod tests {

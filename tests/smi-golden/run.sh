@@ -9,6 +9,7 @@
 #   tests/smi-golden/run.sh                 # every built-in profile, every case
 #   PROFILES="h100 t4" tests/smi-golden/run.sh
 #   KEEP=/tmp/golden tests/smi-golden/run.sh   # keep both outputs for inspection
+#   FAKE_LIB_DIR=dir tests/smi-golden/run.sh   # use an already built fake library
 #
 # Needs NVIDIA's binary (scripts/fetch-nvidia.sh downloads it from Debian non-free; it is never
 # committed). Skips with rc 0 and a message when it cannot be fetched (SKIP_OK=0 makes that fail).
@@ -18,7 +19,7 @@ root=$PWD
 
 PROFILE=${PROFILE:-debug}
 flag=(); [ "$PROFILE" = release ] && flag=(--release)
-libdir=$(PROFILE=$PROFILE scripts/fake-lib-dir.sh) || exit 1
+libdir=${FAKE_LIB_DIR:-$(PROFILE=$PROFILE scripts/fake-lib-dir.sh)} || exit 1
 cargo build -q -p nvidia-smi "${flag[@]}" || exit 1
 ours=${CARGO_TARGET_DIR:-$root/target}/$PROFILE/nvidia-smi
 if ! nvroot=$(scripts/fetch-nvidia.sh 2>/dev/null); then
