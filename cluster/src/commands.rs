@@ -202,7 +202,10 @@ async fn start_all(run_dir: &Path, args: &UpArgs, s: &mut Started, start: Instan
     let admin = crate::kubeconfig::client_config(&kc).await?;
     let client = kube::Client::try_from(admin.clone())?;
     let (rec, child) = s.parts(api);
-    let t = health::wait_ready(rec, child, Duration::from_secs(90), || health::kube_ok(&client, "/readyz")).await?;
+    let t = health::wait_ready(rec, child, Duration::from_secs(90), || async {
+        health::listening(ports.apiserver) && health::kube_ok(&client, "/readyz").await
+    })
+    .await?;
     progress.line("kube-apiserver", &format!("ready in {:.1}s ({server})", t.as_secs_f64()));
 
     // The rest only needs the apiserver, so they start together and are awaited in turn.
@@ -216,7 +219,10 @@ async fn start_all(run_dir: &Path, args: &UpArgs, s: &mut Started, start: Instan
         let c = health::component_client(&admin, port)?;
         let (rec, child) = s.parts(i);
         let name = rec.name.clone();
-        let t = health::wait_ready(rec, child, Duration::from_secs(60), || health::kube_ok(&c, "/healthz")).await?;
+        let t = health::wait_ready(rec, child, Duration::from_secs(60), || async {
+            health::listening(port) && health::kube_ok(&c, "/healthz").await
+        })
+        .await?;
         progress.line(&name, &format!("healthy after {:.1}s", t.as_secs_f64()));
     }
     let (rec, child) = s.parts(kwok);

@@ -25,7 +25,14 @@ pub fn http_ok(port: u16, path: &str) -> bool {
     head.starts_with("HTTP/1.") && head.split_whitespace().nth(1) == Some("200")
 }
 
-/// `GET path` through `client`, answered with 200 and body "ok".
+/// Whether something accepts TCP connections on 127.0.0.1:`port`.
+pub fn listening(port: u16) -> bool {
+    TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1)).is_ok()
+}
+
+/// `GET path` through `client`, answered with 200 and body "ok". Callers check [`listening`]
+/// first: kube-client logs every refused connection at ERROR level, which would spam the output
+/// of a CLI that installs a tracing subscriber.
 pub async fn kube_ok(client: &kube::Client, path: &str) -> bool {
     let Ok(req) = http::Request::get(path).body(Vec::new()) else {
         return false;
