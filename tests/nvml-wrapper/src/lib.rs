@@ -1,0 +1,1 @@
+//! Empty: the conformance checks are in tests/nvml_wrapper.rs.
