@@ -4,6 +4,7 @@
 mod exec;
 mod library;
 mod show;
+mod state_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +25,12 @@ enum Command {
     Exec(exec::ExecArgs),
     /// Print a directory holding the fake NVML as libnvidia-ml.so.1 (for LD_LIBRARY_PATH).
     LibDir,
+    /// Read and change the live node state (utilization, memory, processes, MIG, faults).
+    #[command(subcommand)]
+    State(state_cmd::StateCmd),
+    /// Inject or clear faults (XID, ECC errors, lost GPU, clock throttling).
+    #[command(subcommand)]
+    Fault(state_cmd::FaultCmd),
 }
 
 fn main() {
@@ -32,6 +39,8 @@ fn main() {
         Command::Profiles(args) => show::profiles(&args),
         Command::Show(args) => show::show(&args),
         Command::Exec(args) => exec::exec(&args),
+        Command::State(cmd) => state_cmd::run_state(&cmd),
+        Command::Fault(cmd) => state_cmd::run_fault(&cmd),
         Command::LibDir => library::lib_dir().map(|dir| {
             println!("{}", dir.display());
             0

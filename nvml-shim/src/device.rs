@@ -4,13 +4,17 @@
 use std::ffi::CString;
 use std::sync::Arc;
 
+use fakegpu_model::state_file;
 use fakegpu_model::telemetry::{self, Load, Readings};
+use fakegpu_model::dynamics;
 use fakegpu_model::{GpuIdentity, NodeSpec, Profile};
 
 use crate::runtime::cstring;
 
 pub(crate) struct Device {
     pub id: GpuIdentity,
+    /// The GPU's index on the node (the live state's key), whatever index a container sees.
+    pub host_index: u32,
     pub profile: Arc<Profile>,
     pub name: CString,
     pub uuid: CString,
@@ -30,6 +34,7 @@ impl Device {
     pub fn new(spec: &NodeSpec, id: GpuIdentity) -> Device {
         let profile = Arc::new(spec.profile.clone());
         Device {
+            host_index: id.index,
             name: cstring(&profile.product_name),
             uuid: cstring(&id.uuid),
             serial: cstring(&id.serial),
@@ -45,9 +50,30 @@ impl Device {
         }
     }
 
-    /// What the GPU reads now.
+    /// What the GPU reads now: the static idle readings unless the live state moved it.
+    #[inline]
     pub fn readings(&self) -> Readings {
-        telemetry::readings(&self.profile, &Load::default())
+        crate::live::with_gpu(self.host_index, |g| dynamics::readings(&self.profile, g, crate::live::now_coarse()))
+            .unwrap_or_else(|| telemetry::readings(&self.profile, &Load::default()))
+    }
+
+    /// The energy counter (mJ): monotonic across processes and state changes.
+    pub fn energy_mj(&self) -> u64 {
+        let now = state_file::now();
+        crate::live::with_gpu(self.host_index, |g| dynamics::energy_mj(&self.profile, g, now))
+            .unwrap_or_else(|| dynamics::idle_energy_mj(&self.profile, now))
+    }
+
+    /// Current clock-event reasons: GPU_IDLE when idle, plus injected ones.
+    pub fn clock_event_reasons(&self) -> u64 {
+        let util = self.readings().gpu_util;
+        crate::live::with_gpu(self.host_index, |g| dynamics::clock_event_reasons(Some(g), util))
+            .unwrap_or_else(|| dynamics::clock_event_reasons(None, util))
+    }
+
+    /// The injected faults of this GPU (default = healthy).
+    pub fn faults(&self) -> fakegpu_model::state::Faults {
+        crate::live::with_gpu(self.host_index, |g| g.faults.clone()).unwrap_or_default()
     }
 
     /// Whether ECC is enabled (ECC counters and fields are NOT_SUPPORTED otherwise).

@@ -10,6 +10,7 @@
 
 mod device;
 mod ffi;
+mod live;
 mod runtime;
 
 pub mod exports {
@@ -19,6 +20,7 @@ pub mod exports {
     pub mod events;
     pub mod fields;
     pub mod internal;
+    pub mod mig;
     pub mod modes;
     pub mod processes;
     pub mod system;

@@ -39,6 +39,10 @@ unsafe fn by_index(name: &'static str, index: c_uint, handle: *mut nvmlDevice_t)
         let rt = runtime()?;
         let slot = out(handle)?;
         let dev = rt.devices.get(index as usize).ok_or(ret::INVALID_ARGUMENT)?;
+        // A GPU that fell off the bus (live state) cannot be opened, as on hardware.
+        if crate::live::lost(dev.host_index) {
+            return Err(ret::GPU_IS_LOST);
+        }
         *slot = rt.handle_of(dev);
         Ok(())
     })
@@ -102,12 +106,22 @@ pub unsafe extern "C" fn nvmlDeviceGetMinorNumber(dev: nvmlDevice_t, minorNumber
 
 #[no_mangle]
 pub unsafe extern "C" fn nvmlDeviceGetName(dev: nvmlDevice_t, name: *mut c_char, length: c_uint) -> nvmlReturn_t {
-    guard("nvmlDeviceGetName", || put_str(name, length, &device(dev)?.name))
+    guard("nvmlDeviceGetName", || {
+        if crate::exports::mig::is_mig_handle(dev) {
+            return crate::exports::mig::mig_get_name(dev, name, length);
+        }
+        put_str(name, length, &device(dev)?.name)
+    })
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn nvmlDeviceGetUUID(dev: nvmlDevice_t, uuid: *mut c_char, length: c_uint) -> nvmlReturn_t {
-    guard("nvmlDeviceGetUUID", || put_str(uuid, length, &device(dev)?.uuid))
+    guard("nvmlDeviceGetUUID", || {
+        if crate::exports::mig::is_mig_handle(dev) {
+            return crate::exports::mig::mig_get_uuid(dev, uuid, length);
+        }
+        put_str(uuid, length, &device(dev)?.uuid)
+    })
 }
 
 #[no_mangle]

@@ -28,8 +28,9 @@ pub unsafe extern "C" fn nvmlDeviceGetTotalEccErrors(
     eccCounts: *mut u64,
 ) -> nvmlReturn_t {
     guard("nvmlDeviceGetTotalEccErrors", || {
-        check_ecc_args(device(dev)?, errorType, counterType)?;
-        put(eccCounts, 0)
+        let d = device(dev)?;
+        check_ecc_args(d, errorType, counterType)?;
+        put(eccCounts, injected_ecc(d, errorType, counterType))
     })
 }
 
@@ -41,8 +42,10 @@ pub unsafe extern "C" fn nvmlDeviceGetDetailedEccErrors(
     eccCounts: *mut nvmlEccErrorCounts_t,
 ) -> nvmlReturn_t {
     guard("nvmlDeviceGetDetailedEccErrors", || {
-        check_ecc_args(device(dev)?, errorType, counterType)?;
-        put(eccCounts, nvmlEccErrorCounts_t::default())
+        let d = device(dev)?;
+        check_ecc_args(d, errorType, counterType)?;
+        // Injected errors are counted in device memory.
+        put(eccCounts, nvmlEccErrorCounts_t { deviceMemory: injected_ecc(d, errorType, counterType), ..Default::default() })
     })
 }
 
@@ -55,12 +58,26 @@ pub unsafe extern "C" fn nvmlDeviceGetMemoryErrorCounter(
     count: *mut u64,
 ) -> nvmlReturn_t {
     guard("nvmlDeviceGetMemoryErrorCounter", || {
-        check_ecc_args(device(dev)?, errorType, counterType)?;
+        let d = device(dev)?;
+        check_ecc_args(d, errorType, counterType)?;
         if locationType >= NVML_MEMORY_LOCATION_COUNT {
             return Err(ret::INVALID_ARGUMENT);
         }
-        put(count, 0)
+        // Injected errors are in DRAM (device memory) on every board we simulate.
+        let dram = locationType == 2; // NVML_MEMORY_LOCATION_DRAM (= DEVICE_MEMORY)
+        put(count, if dram { injected_ecc(d, errorType, counterType) } else { 0 })
     })
+}
+
+/// ECC errors injected through the live state (0 on a healthy board).
+fn injected_ecc(d: &Device, error_type: c_uint, counter_type: c_uint) -> u64 {
+    let f = d.faults();
+    let counts = if counter_type == NVML_AGGREGATE_ECC { f.ecc_aggregate } else { f.ecc_volatile };
+    if error_type == NVML_MEMORY_ERROR_TYPE_UNCORRECTED {
+        counts.dbe
+    } else {
+        counts.sbe
+    }
 }
 
 fn retires_pages(d: &Device) -> NvmlResult {
@@ -79,11 +96,14 @@ pub unsafe extern "C" fn nvmlDeviceGetRetiredPages(
     addresses: *mut u64,
 ) -> nvmlReturn_t {
     guard("nvmlDeviceGetRetiredPages", || {
-        retires_pages(device(dev)?)?;
+        let d = device(dev)?;
+        retires_pages(d)?;
         if cause > NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR {
             return Err(ret::INVALID_ARGUMENT);
         }
-        put_list::<u64>(pageCount, addresses, &[])
+        let f = d.faults();
+        let pages = if cause == NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR { f.retired_pages_dbe } else { f.retired_pages_sbe };
+        put_list::<u64>(pageCount, addresses, &pages)
     })
 }
 
@@ -96,11 +116,14 @@ pub unsafe extern "C" fn nvmlDeviceGetRetiredPages_v2(
     _timestamps: *mut u64,
 ) -> nvmlReturn_t {
     guard("nvmlDeviceGetRetiredPages_v2", || {
-        retires_pages(device(dev)?)?;
+        let d = device(dev)?;
+        retires_pages(d)?;
         if cause > NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR {
             return Err(ret::INVALID_ARGUMENT);
         }
-        put_list::<u64>(pageCount, addresses, &[])
+        let f = d.faults();
+        let pages = if cause == NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR { f.retired_pages_dbe } else { f.retired_pages_sbe };
+        put_list::<u64>(pageCount, addresses, &pages)
     })
 }
 
@@ -129,7 +152,8 @@ pub unsafe extern "C" fn nvmlDeviceGetRemappedRows(
         if outs.iter().any(|p| p.is_null()) {
             return Err(ret::INVALID_ARGUMENT);
         }
-        outs.iter().for_each(|p| **p = 0);
+        let r = d.faults().remapped_rows;
+        (*corrRows, *uncRows, *isPending, *failureOccurred) = (r.correctable, r.uncorrectable, r.pending as c_uint, r.failure as c_uint);
         Ok(())
     })
 }

@@ -10,13 +10,16 @@ use std::time::Duration;
 use nvml_abi::{event, nvmlDevice_t, nvmlEventData_t, nvmlEventData_v1_t, nvmlEventSet_t, nvmlReturn_t, ret};
 
 use crate::device::Device;
-use crate::ffi::{guard, out, put, NvmlResult};
+use crate::ffi::{guard, out, put};
 use crate::runtime::{device, runtime};
 
 #[derive(Default)]
 struct EventSet {
-    /// (device index, event mask) per registration.
+    /// (device table index, event mask) per registration.
     registrations: Mutex<Vec<(u32, u64)>>,
+    /// Sequence number of the next live-state event this set may deliver: events that
+    /// happened before the set was created are not delivered.
+    cursor: Mutex<u64>,
 }
 
 fn registry() -> MutexGuard<'static, BTreeMap<usize, Arc<EventSet>>> {
@@ -46,6 +49,7 @@ pub unsafe extern "C" fn nvmlEventSetCreate(set: *mut nvmlEventSet_t) -> nvmlRet
         runtime()?;
         let slot = out(set)?;
         let created = Arc::new(EventSet::default());
+        *created.cursor.lock().unwrap_or_else(|e| e.into_inner()) = crate::live::with(|s| s.next_event_seq);
         let handle = Arc::as_ptr(&created) as usize;
         registry().insert(handle, created);
         *slot = handle as nvmlEventSet_t;
@@ -71,30 +75,76 @@ pub unsafe extern "C" fn nvmlDeviceRegisterEvents(dev: nvmlDevice_t, eventTypes:
     })
 }
 
-/// Waits up to `timeout_ms` for an event. Nothing happens on a healthy idle GPU, so the
-/// wait sleeps (no polling) and times out as it would on hardware.
-fn wait(set: nvmlEventSet_t, timeout_ms: c_uint) -> NvmlResult {
+/// One event for the caller: (device handle, type, data, GPU instance, compute instance).
+type Delivered = (nvmlDevice_t, u64, u64, u32, u32);
+
+/// The oldest undelivered event of the live state that `set` registered for, if any.
+fn next_event(set: &EventSet) -> Option<Delivered> {
+    let rt = runtime().ok()?;
+    let regs = set.registrations.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut cursor = set.cursor.lock().unwrap_or_else(|e| e.into_inner());
+    let found = crate::live::with(|s| {
+        let mut best: Option<(u64, Delivered)> = None;
+        for (dev_index, mask) in &regs {
+            let Some(d) = rt.devices.get(*dev_index as usize) else { continue };
+            let Some(gpu) = s.gpus.get(d.host_index as usize) else { continue };
+            for e in gpu.events.iter().filter(|e| e.seq >= *cursor && e.event_type & mask != 0) {
+                if best.as_ref().is_none_or(|(seq, _)| e.seq < *seq) {
+                    best = Some((e.seq, (rt.handle_of(d), e.event_type, e.data, e.gpu_instance_id, e.compute_instance_id)));
+                }
+            }
+        }
+        best
+    });
+    let (seq, event) = found?;
+    *cursor = seq + 1;
+    Some(event)
+}
+
+/// Waits up to `timeout_ms` for an event. Events come from the live node state: the wait
+/// blocks on the state's generation word (FUTEX_WAIT, woken by every writer in any
+/// process) and checks the state after each change, so it never polls. Without a live
+/// state nothing ever happens and the wait just sleeps and times out, as on a healthy GPU.
+fn wait(set: nvmlEventSet_t, timeout_ms: c_uint) -> Result<Delivered, nvmlReturn_t> {
     runtime()?;
-    let _set = lookup(set)?;
-    if timeout_ms > 0 {
-        std::thread::sleep(Duration::from_millis(u64::from(timeout_ms)));
+    let set = lookup(set)?;
+    let deadline = std::time::Instant::now() + Duration::from_millis(u64::from(timeout_ms));
+    let Some(generation) = crate::live::live().and_then(|l| l.generation.as_ref()) else {
+        if timeout_ms > 0 {
+            std::thread::sleep(Duration::from_millis(u64::from(timeout_ms)));
+        }
+        return Err(ret::TIMEOUT);
+    };
+    loop {
+        let seen = generation.load();
+        if let Some(event) = next_event(&set) {
+            return Ok(event);
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(ret::TIMEOUT);
+        }
+        generation.wait(seen, left);
     }
-    Err(ret::TIMEOUT)
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn nvmlEventSetWait_v2(set: nvmlEventSet_t, data: *mut nvmlEventData_t, timeoutms: c_uint) -> nvmlReturn_t {
     guard("nvmlEventSetWait_v2", || {
-        out(data)?;
-        wait(set, timeoutms)
+        let data = out(data)?;
+        let (device, eventType, eventData, gpuInstanceId, computeInstanceId) = wait(set, timeoutms)?;
+        *data = nvmlEventData_t { device, eventType, eventData, gpuInstanceId, computeInstanceId };
+        Ok(())
     })
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn nvmlEventSetWait(set: nvmlEventSet_t, data: *mut nvmlEventData_v1_t, timeoutms: c_uint) -> nvmlReturn_t {
     guard("nvmlEventSetWait", || {
-        out(data)?;
-        wait(set, timeoutms)
+        let data = out(data)?;
+        let (device, eventType, eventData, _, _) = wait(set, timeoutms)?;
+        *data = nvmlEventData_v1_t { device, eventType, eventData };
+        Ok(())
     })
 }
 

@@ -1,5 +1,5 @@
 //! Modes and settings as read back: persistence, compute, display, ECC, accounting,
-//! virtualization, GSP firmware and MIG (disabled until the node state enables it).
+//! virtualization and GSP firmware. MIG lives in exports/mig.rs.
 
 use std::ffi::{c_char, c_uint};
 
@@ -117,66 +117,4 @@ pub unsafe extern "C" fn nvmlDeviceGetGspFirmwareMode(dev: nvmlDevice_t, isEnabl
     })
 }
 
-/// MIG-capable boards report MIG disabled; others do not support the query.
-#[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetMigMode(dev: nvmlDevice_t, currentMode: *mut c_uint, pendingMode: *mut c_uint) -> nvmlReturn_t {
-    pair("nvmlDeviceGetMigMode", dev, currentMode, pendingMode, |d| {
-        if d.profile.mig_capable {
-            Ok((NVML_DEVICE_MIG_DISABLE, NVML_DEVICE_MIG_DISABLE))
-        } else {
-            Err(ret::NOT_SUPPORTED)
-        }
-    })
-}
-
-/// Zero while MIG is disabled, as NVML documents.
-#[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetMaxMigDeviceCount(dev: nvmlDevice_t, count: *mut c_uint) -> nvmlReturn_t {
-    setting("nvmlDeviceGetMaxMigDeviceCount", dev, count, |_| Ok(0))
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceIsMigDeviceHandle(dev: nvmlDevice_t, isMigDevice: *mut c_uint) -> nvmlReturn_t {
-    setting("nvmlDeviceIsMigDeviceHandle", dev, isMigDevice, |_| Ok(0))
-}
-
-/// There are no MIG devices to enumerate: NOT_FOUND ends a caller's loop cleanly.
-#[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetMigDeviceHandleByIndex(
-    dev: nvmlDevice_t,
-    _index: c_uint,
-    migDevice: *mut nvmlDevice_t,
-) -> nvmlReturn_t {
-    guard("nvmlDeviceGetMigDeviceHandleByIndex", || {
-        device(dev)?;
-        out(migDevice)?;
-        Err(ret::NOT_FOUND)
-    })
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetDeviceHandleFromMigDeviceHandle(migDevice: nvmlDevice_t, dev: *mut nvmlDevice_t) -> nvmlReturn_t {
-    guard("nvmlDeviceGetDeviceHandleFromMigDeviceHandle", || {
-        device(migDevice)?;
-        out(dev)?;
-        Err(ret::INVALID_ARGUMENT)
-    })
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetGpuInstanceId(dev: nvmlDevice_t, id: *mut c_uint) -> nvmlReturn_t {
-    guard("nvmlDeviceGetGpuInstanceId", || {
-        device(dev)?;
-        out(id)?;
-        Err(ret::NOT_SUPPORTED)
-    })
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn nvmlDeviceGetComputeInstanceId(dev: nvmlDevice_t, id: *mut c_uint) -> nvmlReturn_t {
-    guard("nvmlDeviceGetComputeInstanceId", || {
-        device(dev)?;
-        out(id)?;
-        Err(ret::NOT_SUPPORTED)
-    })
-}
+// MIG mode and MIG device handles are in exports/mig.rs.

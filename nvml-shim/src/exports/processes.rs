@@ -8,21 +8,39 @@ use nvml_abi::{
     nvmlProcessInfo_t, nvmlProcessInfo_v1_t, nvmlProcessUtilizationSample_t, nvmlReturn_t, ret,
 };
 
+use fakegpu_model::state::NO_INSTANCE;
+
 use crate::device::Device;
 use crate::ffi::{guard, out, put, put_list};
 use crate::runtime::device;
 
 /// Which list a query asks for.
 #[derive(Clone, Copy)]
-enum Kind {
+pub(crate) enum Kind {
     Compute,
     Graphics,
     MpsCompute,
 }
 
-/// The processes of `kind` running on the device; the live node state fills this in.
-fn processes(_d: &Device, _kind: Kind) -> Vec<nvmlProcessInfo_t> {
-    Vec::new()
+/// The processes of `kind` running on the device, from the live node state.
+pub(crate) fn processes(d: &Device, kind: Kind) -> Vec<nvmlProcessInfo_t> {
+    crate::live::with_gpu(d.host_index, |g| {
+        g.processes
+            .iter()
+            .filter(|p| match kind {
+                Kind::Compute => p.kind.in_compute(),
+                Kind::Graphics => p.kind.in_graphics(),
+                Kind::MpsCompute => p.kind.in_mps(),
+            })
+            .map(|p| nvmlProcessInfo_t {
+                pid: p.pid,
+                usedGpuMemory: p.used_memory_bytes,
+                gpuInstanceId: p.gpu_instance_id.unwrap_or(NO_INSTANCE),
+                computeInstanceId: p.compute_instance_id.unwrap_or(NO_INSTANCE),
+            })
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 unsafe fn list_v1(name: &'static str, dev: nvmlDevice_t, count: *mut c_uint, infos: *mut nvmlProcessInfo_v1_t, kind: Kind) -> nvmlReturn_t {

@@ -4,7 +4,6 @@
 use std::ffi::c_uint;
 
 use fakegpu_model::profile::ClockSet;
-use fakegpu_model::telemetry::energy_mj;
 use nvml_abi::consts::*;
 use nvml_abi::{
     clocks_event, nvmlBAR1Memory_t, nvmlDevice_t, nvmlMemory_t, nvmlMemory_v2, nvmlMemory_v2_t, nvmlReturn_t, nvmlUtilization_t,
@@ -18,6 +17,9 @@ use crate::runtime::device;
 #[no_mangle]
 pub unsafe extern "C" fn nvmlDeviceGetMemoryInfo(dev: nvmlDevice_t, memory: *mut nvmlMemory_t) -> nvmlReturn_t {
     guard("nvmlDeviceGetMemoryInfo", || {
+        if crate::exports::mig::is_mig_handle(dev) {
+            return crate::exports::mig::mig_get_memory(dev, memory);
+        }
         let m = device(dev)?.readings().memory;
         put(memory, nvmlMemory_t { total: m.total, free: m.free, used: m.used_v1() })
     })
@@ -26,6 +28,9 @@ pub unsafe extern "C" fn nvmlDeviceGetMemoryInfo(dev: nvmlDevice_t, memory: *mut
 #[no_mangle]
 pub unsafe extern "C" fn nvmlDeviceGetMemoryInfo_v2(dev: nvmlDevice_t, memory: *mut nvmlMemory_v2_t) -> nvmlReturn_t {
     guard("nvmlDeviceGetMemoryInfo_v2", || {
+        if crate::exports::mig::is_mig_handle(dev) {
+            return crate::exports::mig::mig_get_memory_v2(dev, memory);
+        }
         let m = device(dev)?.readings().memory;
         let memory = out(memory)?;
         if memory.version != nvmlMemory_v2 {
@@ -220,17 +225,9 @@ pub unsafe extern "C" fn nvmlDeviceGetPowerSource(dev: nvmlDevice_t, powerSource
     })
 }
 
-/// Milliseconds since boot: the same clock in every process, so the energy counter agrees
-/// across processes and never goes back.
-fn boot_ms() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: ts is a valid out-parameter.
-    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
-}
-
 pub(crate) fn total_energy_mj(d: &Device) -> u64 {
-    energy_mj(d.readings().power_mw, boot_ms())
+    // Idle power × uptime until the live state changes the load; see fakegpu_model::dynamics.
+    d.energy_mj()
 }
 
 #[no_mangle]
@@ -397,13 +394,9 @@ pub unsafe extern "C" fn nvmlDeviceGetSupportedGraphicsClocks(
     })
 }
 
-/// An idle GPU reports exactly one reason for running below its maximum: it is idle.
+/// An idle GPU reports that it is idle; the live state adds injected reasons (thermal, power...).
 fn current_clock_reasons(d: &Device) -> u64 {
-    if d.readings().gpu_util == 0 {
-        clocks_event::GPU_IDLE
-    } else {
-        0
-    }
+    d.clock_event_reasons()
 }
 
 #[no_mangle]
