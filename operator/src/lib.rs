@@ -2,4 +2,5 @@
 //! labels, allocation, metrics) tested without a cluster, and thin kube-rs adapters that
 //! apply their decisions. The binary in `main.rs` picks one component per process.
 
+pub mod kubelet;
 pub mod topology;

@@ -14,6 +14,12 @@ struct Cli {
 enum Component {
     /// Print the version and the components this binary provides.
     Version,
+    /// Kubelet device plugin for nvidia.com/gpu (device plugin API v1beta1).
+    DevicePlugin(fake_gpu_operator::kubelet::cli::DevicePluginArgs),
+    /// DRA kubelet plugin for driver gpu.nvidia.com: ResourceSlices, CDI specs.
+    DraPlugin(fake_gpu_operator::kubelet::cli::DraPluginArgs),
+    /// Publishes gpu.nvidia.com ResourceSlices for every KWOK node from one process.
+    KwokDraPlugin(fake_gpu_operator::kubelet::cli::KwokDraPluginArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -26,5 +32,8 @@ fn main() -> anyhow::Result<()> {
             println!("fake-gpu-operator {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
+        Component::DevicePlugin(args) => fake_gpu_operator::kubelet::cli::device_plugin(args),
+        Component::DraPlugin(args) => fake_gpu_operator::kubelet::cli::dra_plugin(args),
+        Component::KwokDraPlugin(args) => fake_gpu_operator::kubelet::cli::kwok_dra_plugin(args),
     }
 }

@@ -1,0 +1,167 @@
+//! Command-line edges of the three kubelet-side components: parse, load the node, run until
+//! SIGTERM/SIGINT. Each builds its own tokio runtime.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::dra::{attributes, plugin, publish};
+use super::pod_view::HostFiles;
+use super::{device_plugin, load_node, KubeletDirs, NodeFiles};
+
+/// Options shared by the node-local plugins.
+#[derive(clap::Args, Debug, Clone)]
+pub struct NodeArgs {
+    /// This node's name.
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: String,
+    /// Directory of the per-node config/state written by the status-updater (`<dir>/<node>/config.json`).
+    #[arg(long, env = "FAKEGPU_NODE_DIR", default_value = "/var/lib/fake-gpu-operator/nodes")]
+    pub node_dir: PathBuf,
+    /// Host path of the fake NVML to mount into GPU containers as libnvidia-ml.so.1.
+    #[arg(long, env = "FAKEGPU_NVML_LIB")]
+    pub nvml_lib: Option<PathBuf>,
+    /// Host path of nvidia-smi to mount into GPU containers.
+    #[arg(long, env = "FAKEGPU_NVIDIA_SMI")]
+    pub nvidia_smi: Option<PathBuf>,
+    /// Kubelet directory holding device-plugins/, plugins_registry/ and plugins/.
+    #[arg(long, env = "KUBELET_ROOT", default_value = "/var/lib/kubelet")]
+    pub kubelet_root: PathBuf,
+}
+
+impl NodeArgs {
+    fn dirs(&self) -> KubeletDirs {
+        KubeletDirs {
+            device_plugins: self.kubelet_root.join("device-plugins"),
+            plugins_registry: self.kubelet_root.join("plugins_registry"),
+            plugins: self.kubelet_root.join("plugins"),
+        }
+    }
+
+    fn files(&self) -> (NodeFiles, HostFiles) {
+        let nf = NodeFiles::new(&self.node_dir, &self.node_name);
+        let hf = HostFiles {
+            nvml_lib: self.nvml_lib.clone(),
+            nvidia_smi: self.nvidia_smi.clone(),
+            node_dir: nf.dir.clone(),
+            node_name: self.node_name.clone(),
+        };
+        (nf, hf)
+    }
+
+    /// Waits until the status-updater has written this node's config, then loads it.
+    async fn node(&self, files: &NodeFiles) -> anyhow::Result<fakegpu_model::SimulatedNode> {
+        loop {
+            if files.config().exists() {
+                return load_node(files, &self.node_name).with_context(|| format!("loading {}", files.config().display()));
+            }
+            tracing::info!(config = %files.config().display(), "waiting for the node config");
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct DevicePluginArgs {
+    #[command(flatten)]
+    pub node: NodeArgs,
+    #[arg(long, default_value = device_plugin::RESOURCE_NAME)]
+    pub resource_name: String,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct DraPluginArgs {
+    #[command(flatten)]
+    pub node: NodeArgs,
+    /// Where CDI specs are written (transient specs: /var/run/cdi).
+    #[arg(long, env = "CDI_ROOT", default_value = "/var/run/cdi")]
+    pub cdi_root: PathBuf,
+    /// Seconds between ResourceSlice resyncs (a resync with no change writes nothing).
+    #[arg(long, default_value_t = 60)]
+    pub resync_seconds: u64,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct KwokDraPluginArgs {
+    /// Profile of KWOK nodes that carry no `fake-gpu-operator.run.ai/profile` label (none: skipped).
+    #[arg(long)]
+    pub default_profile: Option<String>,
+    #[arg(long, default_value_t = 60)]
+    pub resync_seconds: u64,
+    /// Sync once, print the report and exit.
+    #[arg(long)]
+    pub once: bool,
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+async fn terminated() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+pub fn device_plugin(args: DevicePluginArgs) -> anyhow::Result<()> {
+    runtime()?.block_on(async move {
+        let (nf, hf) = args.node.files();
+        let node = Arc::new(args.node.node(&nf).await?);
+        let config = device_plugin::Config {
+            device_plugins_dir: args.node.dirs().device_plugins,
+            resource_name: args.resource_name.clone(),
+            socket_name: device_plugin::PLUGIN_SOCKET.into(),
+            files: hf,
+            state_path: nf.state(),
+            health_interval: Duration::from_millis(500),
+        };
+        device_plugin::run(config, node, terminated()).await?;
+        Ok(())
+    })
+}
+
+pub fn dra_plugin(args: DraPluginArgs) -> anyhow::Result<()> {
+    runtime()?.block_on(async move {
+        let client = kube::Client::try_default().await.context("connecting to the API server")?;
+        let (nf, hf) = args.node.files();
+        let node = Arc::new(args.node.node(&nf).await?);
+        let paths = plugin::Paths::new(&args.node.dirs(), &args.cdi_root);
+        let service = plugin::DraService::new(node.clone(), hf, &paths, Arc::new(plugin::ApiClaims(client.clone())))?;
+        if let Err(e) = publish::ensure_device_class(&client).await {
+            tracing::warn!("DeviceClass: {e}");
+        }
+        let publisher = {
+            let (client, node, name) = (client.clone(), node.clone(), args.node.node_name.clone());
+            tokio::spawn(async move {
+                loop {
+                    match publish::publish_node(&client, &name, attributes::node_devices(&node)).await {
+                        Ok(writes) => tracing::info!(writes, "ResourceSlices published"),
+                        Err(e) => tracing::warn!("publishing ResourceSlices: {e}"),
+                    }
+                    tokio::time::sleep(Duration::from_secs(args.resync_seconds)).await;
+                }
+            })
+        };
+        plugin::serve(&paths, service, terminated()).await.map_err(anyhow::Error::msg)?;
+        publisher.abort();
+        Ok(())
+    })
+}
+
+pub fn kwok_dra_plugin(args: KwokDraPluginArgs) -> anyhow::Result<()> {
+    runtime()?.block_on(async move {
+        let client = kube::Client::try_default().await.context("connecting to the API server")?;
+        if args.once {
+            publish::ensure_device_class(&client).await?;
+            let r = super::dra::kwok::sync_once(&client, args.default_profile.as_deref()).await?;
+            println!("nodes={} writes={} ms={}", r.nodes, r.writes, r.took.as_millis());
+            return Ok(());
+        }
+        super::dra::kwok::run(client, args.default_profile, Duration::from_secs(args.resync_seconds)).await?;
+        Ok(())
+    })
+}

@@ -1,0 +1,241 @@
+//! The device plugin edge: serves `v1beta1.DevicePlugin` for `nvidia.com/gpu` on a socket in
+//! the device-plugins directory, registers with the kubelet, re-registers whenever the
+//! kubelet's socket is recreated (a kubelet restart), and streams health changes read from
+//! the live state file. Decisions are in [`super::allocation`] and [`super::pod_view`].
+
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fakegpu_model::SimulatedNode;
+use futures::{Stream, StreamExt};
+use tokio::sync::watch;
+use tokio_stream::wrappers::WatchStream;
+use tonic::{Request, Response, Status};
+
+use super::allocation;
+use super::pod_view::{container_edits, HostFiles};
+use super::proto::deviceplugin as pb;
+use super::proto::deviceplugin::device_plugin_server::{DevicePlugin, DevicePluginServer};
+use super::proto::deviceplugin::registration_client::RegistrationClient;
+use super::uds;
+
+pub const RESOURCE_NAME: &str = "nvidia.com/gpu";
+pub const KUBELET_SOCKET: &str = "kubelet.sock";
+pub const PLUGIN_SOCKET: &str = "fake-nvidia-gpu.sock";
+
+/// What the device plugin serves.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub device_plugins_dir: PathBuf,
+    pub resource_name: String,
+    pub socket_name: String,
+    pub files: HostFiles,
+    /// The live state file health is read from.
+    pub state_path: PathBuf,
+    pub health_interval: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("device plugin socket {path}: {source}")]
+    Bind { path: String, source: std::io::Error },
+    #[error("serving the device plugin: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// The gRPC service.
+pub struct Service {
+    node: Arc<SimulatedNode>,
+    health: watch::Receiver<Vec<bool>>,
+    files: HostFiles,
+}
+
+impl Service {
+    pub fn new(node: Arc<SimulatedNode>, health: watch::Receiver<Vec<bool>>, files: HostFiles) -> Service {
+        Service { node, health, files }
+    }
+}
+
+type DeviceStream = Pin<Box<dyn Stream<Item = Result<pb::ListAndWatchResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl DevicePlugin for Service {
+    async fn get_device_plugin_options(&self, _: Request<pb::Empty>) -> Result<Response<pb::DevicePluginOptions>, Status> {
+        Ok(Response::new(pb::DevicePluginOptions { pre_start_required: false, get_preferred_allocation_available: true }))
+    }
+
+    type ListAndWatchStream = DeviceStream;
+
+    async fn list_and_watch(&self, _: Request<pb::Empty>) -> Result<Response<DeviceStream>, Status> {
+        let node = self.node.clone();
+        let stream = WatchStream::new(self.health.clone())
+            .map(move |health| Ok(pb::ListAndWatchResponse { devices: allocation::devices(&node, &health) }));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn get_preferred_allocation(
+        &self,
+        request: Request<pb::PreferredAllocationRequest>,
+    ) -> Result<Response<pb::PreferredAllocationResponse>, Status> {
+        let container_responses = request
+            .into_inner()
+            .container_requests
+            .iter()
+            .map(|r| pb::ContainerPreferredAllocationResponse {
+                device_i_ds: allocation::preferred(
+                    &self.node,
+                    &r.available_device_i_ds,
+                    &r.must_include_device_i_ds,
+                    r.allocation_size.max(0) as usize,
+                ),
+            })
+            .collect();
+        Ok(Response::new(pb::PreferredAllocationResponse { container_responses }))
+    }
+
+    async fn allocate(&self, request: Request<pb::AllocateRequest>) -> Result<Response<pb::AllocateResponse>, Status> {
+        let mut container_responses = Vec::new();
+        for req in request.into_inner().container_requests {
+            let mut uuids = Vec::new();
+            for id in &req.devices_ids {
+                let index = allocation::index_of(&self.node, id).ok_or_else(|| {
+                    Status::invalid_argument(format!("unknown device {id} (not a GPU of node {})", self.node.spec.node_name))
+                })?;
+                uuids.push(self.node.gpus[index as usize].uuid.clone());
+            }
+            let edits = container_edits(&self.files, &uuids);
+            tracing::info!(gpus = %uuids.join(","), "allocate");
+            container_responses.push(pb::ContainerAllocateResponse {
+                envs: edits.env.into_iter().collect(),
+                mounts: edits
+                    .mounts
+                    .into_iter()
+                    .map(|m| pb::Mount {
+                        container_path: m.container_path,
+                        host_path: m.host_path.display().to_string(),
+                        read_only: m.read_only,
+                    })
+                    .collect(),
+                ..Default::default()
+            });
+        }
+        Ok(Response::new(pb::AllocateResponse { container_responses }))
+    }
+
+    async fn pre_start_container(
+        &self,
+        _: Request<pb::PreStartContainerRequest>,
+    ) -> Result<Response<pb::PreStartContainerResponse>, Status> {
+        Ok(Response::new(pb::PreStartContainerResponse {}))
+    }
+}
+
+/// Polls the state file and publishes GPU health whenever it changes.
+pub fn spawn_health_watch(state_path: PathBuf, count: u32, interval: Duration) -> watch::Receiver<Vec<bool>> {
+    let initial = super::health::read_health(&state_path, count).unwrap_or_else(|_| vec![true; count as usize]);
+    let (tx, rx) = watch::channel(initial);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(interval).await;
+            match super::health::read_health(&state_path, count) {
+                Ok(h) => {
+                    tx.send_if_modified(|cur| {
+                        if *cur != h {
+                            tracing::info!(unhealthy = ?h.iter().enumerate().filter(|(_, ok)| !**ok).map(|(i, _)| i).collect::<Vec<_>>(), "GPU health changed");
+                            *cur = h;
+                            true
+                        } else {
+                            false
+                        }
+                    });
+                }
+                Err(e) => tracing::warn!("reading GPU health: {e}"),
+            }
+            if tx.is_closed() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Registers `socket_name` for `resource_name` with the kubelet at `kubelet_socket`.
+pub async fn register(kubelet_socket: &std::path::Path, socket_name: &str, resource_name: &str) -> Result<(), String> {
+    let channel = uds::connect(kubelet_socket).await.map_err(|e| format!("dialing {}: {e}", kubelet_socket.display()))?;
+    RegistrationClient::new(channel)
+        .register(pb::RegisterRequest {
+            version: "v1beta1".into(),
+            endpoint: socket_name.into(),
+            resource_name: resource_name.into(),
+            options: Some(pb::DevicePluginOptions { pre_start_required: false, get_preferred_allocation_available: true }),
+        })
+        .await
+        .map_err(|e| format!("Register: {e}"))?;
+    Ok(())
+}
+
+/// Serves and registers until `shutdown` resolves; re-serves and re-registers each time the
+/// kubelet socket is recreated or the plugin's own socket disappears.
+pub async fn run(config: Config, node: Arc<SimulatedNode>, shutdown: impl std::future::Future<Output = ()>) -> Result<(), Error> {
+    let health = spawn_health_watch(config.state_path.clone(), node.spec.gpu_count, config.health_interval);
+    let kubelet = config.device_plugins_dir.join(KUBELET_SOCKET);
+    let socket = config.device_plugins_dir.join(&config.socket_name);
+    tokio::pin!(shutdown);
+    loop {
+        // Wait for a kubelet to register with.
+        let kubelet_id = loop {
+            if let Some(id) = uds::file_id(&kubelet) {
+                break id;
+            }
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        };
+        let incoming = uds::bind(&socket).map_err(|source| Error::Bind { path: socket.display().to_string(), source })?;
+        let socket_id = uds::file_id(&socket);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let service = Service::new(node.clone(), health.clone(), config.files.clone());
+        let server =
+            tokio::spawn(tonic::transport::Server::builder().add_service(DevicePluginServer::new(service)).serve_with_incoming_shutdown(
+                incoming,
+                async {
+                    let _ = stop_rx.await;
+                },
+            ));
+        let mut retry_register = match register(&kubelet, &config.socket_name, &config.resource_name).await {
+            Ok(()) => {
+                tracing::info!(resource = %config.resource_name, socket = %socket.display(), "registered with the kubelet");
+                false
+            }
+            Err(e) => {
+                tracing::warn!("registration failed, retrying: {e}");
+                true
+            }
+        };
+        // Watch for a kubelet restart (its socket recreated) or our socket removed.
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => {
+                    let _ = stop_tx.send(());
+                    let _ = server.await;
+                    let _ = std::fs::remove_file(&socket);
+                    return Ok(());
+                }
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+            let now = uds::file_id(&kubelet);
+            if now.is_some_and(|id| id != kubelet_id) || uds::file_id(&socket) != socket_id || server.is_finished() {
+                tracing::info!("kubelet socket recreated or plugin socket gone: re-registering");
+                break;
+            }
+            if retry_register {
+                retry_register = register(&kubelet, &config.socket_name, &config.resource_name).await.is_err();
+            }
+        }
+        let _ = stop_tx.send(());
+        let _ = server.await;
+    }
+}

@@ -1,0 +1,127 @@
+//! Which writes bring a pool's ResourceSlices to the wanted devices. One pool per node
+//! (pool name = node name, `spec.nodeName` = node), at most [`MAX_DEVICES_PER_SLICE`] devices
+//! per slice, deterministic slice names. Nothing is written when the slices already hold the
+//! wanted content; otherwise every slice is rewritten with the pool generation bumped (the
+//! scheduler ignores older generations) and slices no longer needed are deleted last.
+
+use k8s_openapi::api::resource::v1::{Device, ResourcePool, ResourceSlice, ResourceSliceSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+
+use super::DRIVER;
+
+pub const MAX_DEVICES_PER_SLICE: usize = 128;
+/// Label put on every slice this operator writes (its owner, for listing).
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY: &str = "fake-gpu-operator";
+/// Which publisher wrote a slice: `node` (the node-local plugin) or `kwok` (the central one).
+pub const PUBLISHER_LABEL: &str = "fake-gpu-operator.run.ai/publisher";
+
+/// One write.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// Create or replace (server-side apply) this slice.
+    Apply(ResourceSlice),
+    /// Delete the slice of this name.
+    Delete(String),
+}
+
+/// The name of slice `i` of `node`'s pool.
+pub fn slice_name(node: &str, i: usize) -> String {
+    format!("{node}-{}-{i}", DRIVER.replace('.', "-"))
+}
+
+/// The slices that hold `devices` for `node` at `generation`.
+pub fn desired(node: &str, devices: &[Device], generation: i64, owner: Option<&OwnerReference>, publisher: &str) -> Vec<ResourceSlice> {
+    let chunks: Vec<&[Device]> = if devices.is_empty() { vec![&[]] } else { devices.chunks(MAX_DEVICES_PER_SLICE).collect() };
+    let count = chunks.len() as i64;
+    chunks
+        .into_iter()
+        .enumerate()
+        .map(|(i, chunk)| ResourceSlice {
+            metadata: ObjectMeta {
+                name: Some(slice_name(node, i)),
+                labels: Some(
+                    [(MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()), (PUBLISHER_LABEL.to_string(), publisher.to_string())].into(),
+                ),
+                owner_references: owner.map(|o| vec![o.clone()]),
+                ..Default::default()
+            },
+            spec: ResourceSliceSpec {
+                driver: DRIVER.into(),
+                node_name: Some(node.into()),
+                pool: ResourcePool { name: node.into(), generation, resource_slice_count: count },
+                devices: (!chunk.is_empty()).then(|| chunk.to_vec()),
+                ..Default::default()
+            },
+        })
+        .collect()
+}
+
+fn same_content(have: &ResourceSlice, want: &ResourceSlice) -> bool {
+    let (h, w) = (&have.spec, &want.spec);
+    have.metadata.name == want.metadata.name
+        && h.driver == w.driver
+        && h.node_name == w.node_name
+        && h.pool.name == w.pool.name
+        && h.pool.resource_slice_count == w.pool.resource_slice_count
+        && h.devices.as_deref().unwrap_or_default() == w.devices.as_deref().unwrap_or_default()
+        && (want.metadata.owner_references.is_none() || have.metadata.owner_references == want.metadata.owner_references)
+}
+
+/// The writes that turn `existing` (the pool's slices as listed) into slices holding `devices`.
+pub fn plan(node: &str, devices: &[Device], existing: &[ResourceSlice], owner: Option<&OwnerReference>, publisher: &str) -> Vec<Op> {
+    let generation = existing.iter().map(|s| s.spec.pool.generation).max();
+    let want = desired(node, devices, generation.unwrap_or(0), owner, publisher);
+    let one_generation = existing.iter().all(|s| Some(s.spec.pool.generation) == generation);
+    let unchanged = existing.len() == want.len() && one_generation && want.iter().all(|w| existing.iter().any(|h| same_content(h, w)));
+    if unchanged {
+        return Vec::new();
+    }
+    let next = generation.map_or(0, |g| g + 1);
+    let want = desired(node, devices, next, owner, publisher);
+    let mut ops: Vec<Op> = want.iter().cloned().map(Op::Apply).collect();
+    for h in existing {
+        let name = h.metadata.name.clone().unwrap_or_default();
+        if !want.iter().any(|w| w.metadata.name.as_deref() == Some(name.as_str())) {
+            ops.push(Op::Delete(name));
+        }
+    }
+    ops
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn devs(n: usize) -> Vec<Device> {
+        (0..n).map(|i| Device { name: format!("gpu-{i}"), ..Default::default() }).collect()
+    }
+
+    fn applied(ops: &[Op]) -> Vec<ResourceSlice> {
+        ops.iter().filter_map(|o| if let Op::Apply(s) = o { Some(s.clone()) } else { None }).collect()
+    }
+
+    #[test]
+    fn new_pool_then_no_change_writes_nothing() {
+        let ops = plan("n1", &devs(8), &[], None, "node");
+        assert_eq!(ops.len(), 1);
+        let slices = applied(&ops);
+        assert_eq!(slices[0].spec.pool.generation, 0);
+        assert_eq!(slices[0].spec.devices.as_ref().unwrap().len(), 8);
+        assert!(plan("n1", &devs(8), &slices, None, "node").is_empty());
+    }
+
+    #[test]
+    fn big_pools_split_at_128_and_changes_bump_the_generation() {
+        let ops = plan("n1", &devs(300), &[], None, "node");
+        let slices = applied(&ops);
+        assert_eq!(slices.len(), 3);
+        assert!(slices.iter().all(|s| s.spec.pool.resource_slice_count == 3 && s.spec.devices.as_ref().unwrap().len() <= 128));
+        let shrink = plan("n1", &devs(100), &slices, None, "node");
+        let after = applied(&shrink);
+        assert_eq!(after.len(), 1);
+        assert_eq!(after[0].spec.pool.generation, 1);
+        assert_eq!(shrink.last(), Some(&Op::Delete(slice_name("n1", 2))));
+        assert!(shrink.contains(&Op::Delete(slice_name("n1", 1))));
+    }
+}

@@ -1,0 +1,17 @@
+//! Generated gRPC code for the kubelet protocols (build.rs compiles proto/ with protox).
+#![allow(clippy::all, clippy::pedantic, missing_docs)]
+
+/// Device plugin API v1beta1 (`/v1beta1.Registration`, `/v1beta1.DevicePlugin`).
+pub mod deviceplugin {
+    tonic::include_proto!("v1beta1");
+}
+
+/// Plugin registration v1 (`/pluginregistration.Registration`).
+pub mod registration {
+    tonic::include_proto!("pluginregistration");
+}
+
+/// DRA kubelet plugin v1 (`/k8s.io.kubelet.pkg.apis.dra.v1.DRAPlugin`).
+pub mod dra {
+    tonic::include_proto!("k8s.io.kubelet.pkg.apis.dra.v1");
+}
