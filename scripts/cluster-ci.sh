@@ -26,6 +26,7 @@ else
   cargo build -q -p fakegpu-cluster --bin fakegpu-cluster
   CLUSTER=(cargo run -q -p fakegpu-cluster --bin fakegpu-cluster --)
 fi
+echo "using: ${CLUSTER[*]}"
 
 stop_cluster() {
   local rc=$?
