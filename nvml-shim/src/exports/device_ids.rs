@@ -96,7 +96,12 @@ pub unsafe extern "C" fn nvmlDeviceGetHandleByPciBusId_v2(pciBusId: *const c_cha
 
 #[no_mangle]
 pub unsafe extern "C" fn nvmlDeviceGetIndex(dev: nvmlDevice_t, index: *mut c_uint) -> nvmlReturn_t {
-    guard("nvmlDeviceGetIndex", || put(index, device(dev)?.id.index))
+    guard("nvmlDeviceGetIndex", || {
+        if crate::exports::mig::is_mig_handle(dev) {
+            return crate::exports::mig::mig_get_index(dev, index);
+        }
+        put(index, device(dev)?.id.index)
+    })
 }
 
 #[no_mangle]

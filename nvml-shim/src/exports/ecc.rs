@@ -58,6 +58,11 @@ pub unsafe extern "C" fn nvmlDeviceGetMemoryErrorCounter(
     count: *mut u64,
 ) -> nvmlReturn_t {
     guard("nvmlDeviceGetMemoryErrorCounter", || {
+        if crate::exports::mig::is_mig_handle(dev) {
+            // Errors are counted per GPU; a MIG device's own counters stay zero.
+            crate::exports::mig::mig_device(dev)?;
+            return put(count, 0);
+        }
         let d = device(dev)?;
         check_ecc_args(d, errorType, counterType)?;
         if locationType >= NVML_MEMORY_LOCATION_COUNT {

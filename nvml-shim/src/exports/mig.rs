@@ -495,10 +495,7 @@ pub unsafe extern "C" fn nvmlDeviceGetGpuInstances(
         let items: Vec<nvmlGpuInstance_t> =
             l.gpu_instances.iter().filter(|g| g.profile == p.index).map(|g| rt.mig.gi_handle(table_index(rt, d), g.id)).collect();
         // The caller's array must hold the profile's instance count (NVML's documentation).
-        if (*count as usize) < items.len() {
-            *count = items.len() as c_uint;
-            return Err(ret::INSUFFICIENT_SIZE);
-        }
+        // `count` is output only: the caller's array holds the profile's instance count.
         std::ptr::copy_nonoverlapping(items.as_ptr(), gpuInstances, items.len());
         *count = items.len() as c_uint;
         Ok(())
@@ -728,10 +725,7 @@ pub unsafe extern "C" fn nvmlGpuInstanceGetComputeInstances(
             .filter(|c| c.profile == profileId)
             .map(|c| rt.mig.ci_handle(table_index(rt, d), gi.id, c.id))
             .collect();
-        if (*count as usize) < items.len() {
-            *count = items.len() as c_uint;
-            return Err(ret::INSUFFICIENT_SIZE);
-        }
+        // `count` is output only: the caller's array holds the profile's instance count.
         std::ptr::copy_nonoverlapping(items.as_ptr(), computeInstances, items.len());
         *count = items.len() as c_uint;
         Ok(())
@@ -974,4 +968,18 @@ pub(crate) unsafe fn mig_get_memory_v2(dev: nvmlDevice_t, memory: *mut nvmlMemor
     let (total, used) = mig_memory(d, &gi);
     *memory = nvmlMemory_v2_t { version: nvmlMemory_v2, total, reserved: 0, free: total - used, used };
     Ok(())
+}
+
+/// `nvmlDeviceGetIndex` of a MIG device: its index among its parent's MIG devices.
+pub(crate) unsafe fn mig_get_index(dev: nvmlDevice_t, index: *mut c_uint) -> NvmlResult {
+    let (d, gi, ci) = mig_device(dev)?;
+    let pos = mig::mig_devices(&layout(d)).iter().position(|p| *p == (gi.id, ci.id)).ok_or(ret::INVALID_ARGUMENT)?;
+    put(index, pos as c_uint)
+}
+
+/// `nvmlDeviceGetBAR1MemoryInfo` of a MIG device: its share of the BAR1 aperture, unused.
+pub(crate) unsafe fn mig_get_bar1(dev: nvmlDevice_t, bar1: *mut nvml_abi::nvmlBAR1Memory_t) -> NvmlResult {
+    let (d, gi, _) = mig_device(dev)?;
+    let total = d.profile.memory.bar1_total_mib * u64::from(gi.placement.size) / u64::from(mig::MEMORY_SLICES) * fakegpu_model::telemetry::MIB;
+    put(bar1, nvml_abi::nvmlBAR1Memory_t { bar1Total: total, bar1Free: total, bar1Used: 0 })
 }

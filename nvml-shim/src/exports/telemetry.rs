@@ -44,6 +44,9 @@ pub unsafe extern "C" fn nvmlDeviceGetMemoryInfo_v2(dev: nvmlDevice_t, memory: *
 #[no_mangle]
 pub unsafe extern "C" fn nvmlDeviceGetBAR1MemoryInfo(dev: nvmlDevice_t, bar1Memory: *mut nvmlBAR1Memory_t) -> nvmlReturn_t {
     guard("nvmlDeviceGetBAR1MemoryInfo", || {
+        if crate::exports::mig::is_mig_handle(dev) {
+            return crate::exports::mig::mig_get_bar1(dev, bar1Memory);
+        }
         let d = device(dev)?;
         let total = d.profile.memory.bar1_total_mib * fakegpu_model::telemetry::MIB;
         let used = d.readings().bar1_used_bytes;
