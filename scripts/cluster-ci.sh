@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Cluster test stage: builds (or reuses) the pinned control-plane binaries, starts a cluster in
-# a private run dir, runs the cluster tests with CI=true (absent cluster = failure, not skip),
-# and stops the cluster whatever happens. Component logs are copied to target/cluster-ci/logs.
+# a private run dir, runs the cluster tests with CI=true (absent cluster = failure, not skip) —
+# or, given a command, runs that command against the cluster — and stops the cluster whatever
+# happens. Component logs are copied to target/cluster-ci/logs.
 #
 # Env: FAKEGPU_CACHE (binary cache root, default ~/.cache/fake-gpu-operator),
 #      FAKEGPU_CLUSTER_NODES (KWOK nodes for `up`, default 2), CARGO_TEST_ARGS (extra args).
@@ -45,6 +46,12 @@ echo "== cluster up"
 "${CLUSTER[@]}" up --nodes "${FAKEGPU_CLUSTER_NODES:-2}"
 export FAKEGPU_KUBECONFIG="$FAKEGPU_RUN_DIR/kubeconfig"
 
-echo "== cluster tests"
-# shellcheck disable=SC2086
-cargo test -p fakegpu-cluster-support ${CARGO_TEST_ARGS:-}
+if [ $# -gt 0 ]; then
+  # scripts/test.sh runs the whole workspace's tests against this cluster.
+  echo "== $*"
+  "$@"
+else
+  echo "== cluster tests"
+  # shellcheck disable=SC2086
+  cargo test -p fakegpu-cluster-support ${CARGO_TEST_ARGS:-}
+fi

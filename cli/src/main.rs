@@ -45,6 +45,7 @@ fn main() {
             println!("{}", dir.display());
             0
         }),
+        Command::Cluster { cmd } => fakegpu_cluster::run(cmd),
     };
     match result {
         Ok(code) => std::process::exit(code),
