@@ -31,6 +31,11 @@ enum Command {
     /// Inject or clear faults (XID, ECC errors, lost GPU, clock throttling).
     #[command(subcommand)]
     Fault(state_cmd::FaultCmd),
+    /// A local Kubernetes control plane with simulated GPU nodes (no Docker, no VM).
+    Cluster {
+        #[command(subcommand)]
+        cmd: fakegpu_cluster::ClusterCommand,
+    },
 }
 
 fn main() {
