@@ -3,4 +3,9 @@
 //! apply their decisions. The binary in `main.rs` picks one component per process.
 
 pub mod kubelet;
+pub mod config;
+pub mod index;
+pub mod labels;
+pub mod pod;
+pub mod resolve;
 pub mod topology;
