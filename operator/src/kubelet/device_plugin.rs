@@ -198,7 +198,7 @@ pub async fn run(config: Config, node: Arc<SimulatedNode>, shutdown: impl std::f
         let socket_id = uds::file_id(&socket);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let service = Service::new(node.clone(), health.clone(), config.files.clone());
-        let server =
+        let mut server =
             tokio::spawn(tonic::transport::Server::builder().add_service(DevicePluginServer::new(service)).serve_with_incoming_shutdown(
                 incoming,
                 async {
@@ -235,7 +235,11 @@ pub async fn run(config: Config, node: Arc<SimulatedNode>, shutdown: impl std::f
                 retry_register = register(&kubelet, &config.socket_name, &config.resource_name).await.is_err();
             }
         }
+        // Stop serving the old socket without waiting for open ListAndWatch streams: the
+        // kubelet that held them is gone.
         let _ = stop_tx.send(());
-        let _ = server.await;
+        if tokio::time::timeout(Duration::from_millis(200), &mut server).await.is_err() {
+            server.abort();
+        }
     }
 }

@@ -31,8 +31,9 @@ pub async fn connect(path: &Path) -> Result<Channel, tonic::transport::Error> {
         .await
 }
 
-/// The (device, inode) of a file, to notice it being recreated; None when absent.
-pub fn file_id(path: &Path) -> Option<(u64, u64)> {
+/// The (device, inode, change time) of a file, to notice it being recreated (a new file
+/// may reuse the inode number); None when absent.
+pub fn file_id(path: &Path) -> Option<(u64, u64, i64, i64)> {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino(), m.ctime(), m.ctime_nsec()))
 }

@@ -1,0 +1,148 @@
+//! Device plugin against the fake kubelet over unix sockets: registration, ListAndWatch with
+//! the model's UUIDs, preferred allocation, Allocate's env and mounts, an injected fault
+//! turning a GPU Unhealthy, re-registration after a kubelet restart, and the in-pod view:
+//! NVIDIA's nvidia-smi over the fake NVML with the Allocate edits lists exactly the granted GPUs.
+
+mod fake_kubelet;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fake_gpu_operator::kubelet::device_plugin::{self, Config};
+use fake_gpu_operator::kubelet::pod_view::HostFiles;
+use fake_gpu_operator::kubelet::proto::deviceplugin as dp;
+use fake_gpu_operator::kubelet::{load_node, NodeFiles};
+use fakegpu_model::state::{self, Fault};
+use fakegpu_model::state_file;
+use futures::StreamExt;
+
+use fake_kubelet::{Container, Kubelet};
+
+const NODE: &str = "dp-node-1";
+
+struct Setup {
+    _tmp: tempfile::TempDir,
+    files: NodeFiles,
+    dp_dir: std::path::PathBuf,
+    root: std::path::PathBuf,
+}
+
+fn setup() -> Setup {
+    let tmp = tempfile::tempdir().unwrap();
+    let files = NodeFiles::new(&tmp.path().join("nodes"), NODE);
+    std::fs::create_dir_all(&files.dir).unwrap();
+    std::fs::write(files.config(), format!(r#"{{"node": "{NODE}", "profile": "a100-80gb", "gpus": 8}}"#)).unwrap();
+    let dp_dir = tmp.path().join("device-plugins");
+    std::fs::create_dir_all(&dp_dir).unwrap();
+    let root = tmp.path().to_path_buf();
+    Setup { _tmp: tmp, files, dp_dir, root }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_list_allocate_fault_and_reregister() {
+    let s = setup();
+    let node = Arc::new(load_node(&s.files, NODE).unwrap());
+    let uuids: Vec<String> = node.gpus.iter().map(|g| g.uuid.clone()).collect();
+    let mut kubelet = Kubelet::start(&s.dp_dir);
+    let host = HostFiles {
+        nvml_lib: fake_kubelet::fake_nvml().or(Some("/nonexistent/libnvidia_ml.so".into())),
+        nvidia_smi: fake_kubelet::nvidia_smi(),
+        node_dir: s.files.dir.clone(),
+        node_name: NODE.into(),
+    };
+    let config = Config {
+        device_plugins_dir: s.dp_dir.clone(),
+        resource_name: "nvidia.com/gpu".into(),
+        socket_name: device_plugin::PLUGIN_SOCKET.into(),
+        files: host.clone(),
+        state_path: s.files.state(),
+        health_interval: Duration::from_millis(100),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let plugin = tokio::spawn(device_plugin::run(config, node.clone(), async {
+        let _ = stopped.await;
+    }));
+
+    // Register.
+    let reg = kubelet.next_registration(Duration::from_secs(5)).await.expect("registration within 5 s");
+    assert_eq!(reg.resource_name, "nvidia.com/gpu");
+    assert_eq!(reg.endpoint, device_plugin::PLUGIN_SOCKET);
+    assert!(reg.options.unwrap().get_preferred_allocation_available);
+    let mut client = kubelet.plugin(&reg.endpoint).await;
+
+    // ListAndWatch: the model's UUIDs, all healthy, NUMA halves.
+    let mut stream = client.list_and_watch(dp::Empty {}).await.unwrap().into_inner();
+    let first = stream.next().await.unwrap().unwrap();
+    assert_eq!(first.devices.iter().map(|d| d.id.clone()).collect::<Vec<_>>(), uuids);
+    assert!(first.devices.iter().all(|d| d.health == "Healthy"));
+    assert_eq!(first.devices[7].topology.as_ref().unwrap().nodes[0].id, 1);
+
+    // Preferred allocation of 2 from NUMA 1's free GPUs when NUMA 0 has only one free.
+    let avail: Vec<String> = [3, 4, 5, 6].iter().map(|i| uuids[*i].clone()).collect();
+    let pref = client
+        .get_preferred_allocation(dp::PreferredAllocationRequest {
+            container_requests: vec![dp::ContainerPreferredAllocationRequest {
+                available_device_i_ds: avail,
+                must_include_device_i_ds: vec![],
+                allocation_size: 2,
+            }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let granted = pref.container_responses[0].device_i_ds.clone();
+    assert_eq!(granted, vec![uuids[4].clone(), uuids[5].clone()]);
+
+    // Allocate 2 GPUs: env and mounts name them.
+    let alloc = client
+        .allocate(dp::AllocateRequest { container_requests: vec![dp::ContainerAllocateRequest { devices_ids: granted.clone() }] })
+        .await
+        .unwrap()
+        .into_inner();
+    let c = &alloc.container_responses[0];
+    assert_eq!(c.envs["NVIDIA_VISIBLE_DEVICES"], granted.join(","));
+    assert_eq!(c.envs["FAKEGPU_NODE"], NODE);
+    let lib = c.mounts.iter().find(|m| m.container_path == "/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1").expect("NVML mount");
+    assert!(lib.read_only);
+    let node_mount = c.mounts.iter().find(|m| m.host_path == s.files.dir.display().to_string()).expect("node dir mount");
+    assert!(node_mount.read_only);
+    assert!(client
+        .allocate(dp::AllocateRequest { container_requests: vec![dp::ContainerAllocateRequest { devices_ids: vec!["GPU-nope".into()] }] })
+        .await
+        .is_err());
+
+    // In-pod view: NVIDIA's nvidia-smi over the fake NVML with exactly these edits.
+    match (fake_kubelet::fake_nvml(), fake_kubelet::nvidia_smi()) {
+        (Some(_), Some(smi)) => {
+            let mounts: Vec<(String, String)> = c.mounts.iter().map(|m| (m.host_path.clone(), m.container_path.clone())).collect();
+            let env = c.envs.clone().into_iter().collect();
+            let container = Container::new(&s.root.join("rootfs"), env, &mounts);
+            let out = container.run(&smi, &["-L"]);
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "nvidia-smi -L failed: {text} {}", String::from_utf8_lossy(&out.stderr));
+            let listed: Vec<&str> = text.lines().filter_map(|l| l.split("(UUID: ").nth(1)).map(|u| u.trim_end_matches(')')).collect();
+            assert_eq!(listed, vec![granted[0].as_str(), granted[1].as_str()], "nvidia-smi -L:\n{text}");
+            assert!(text.starts_with("GPU 0: NVIDIA A100"), "{text}");
+        }
+        _ => eprintln!("SKIP in-pod view: build nvml-shim and run scripts/fetch-nvidia.sh"),
+    }
+
+    // Injected fault → Unhealthy in ListAndWatch.
+    let spec = node.spec.clone();
+    state_file::update(&s.files.state(), |st| state::inject(st, &spec, 3, &Fault::Lost, state_file::now())).unwrap();
+    let changed = tokio::time::timeout(Duration::from_secs(5), stream.next()).await.expect("health update within 5 s").unwrap().unwrap();
+    assert_eq!(changed.devices[3].health, "Unhealthy");
+    assert_eq!(changed.devices.iter().filter(|d| d.health == "Unhealthy").count(), 1);
+
+    // Kubelet restart: sockets deleted and recreated → re-registration within 5 s.
+    let mut kubelet = kubelet.restart().await;
+    let again = kubelet.next_registration(Duration::from_secs(5)).await.expect("re-registration within 5 s");
+    assert_eq!(again.resource_name, "nvidia.com/gpu");
+    let mut client = kubelet.plugin(&again.endpoint).await;
+    let listed = client.list_and_watch(dp::Empty {}).await.unwrap().into_inner().next().await.unwrap().unwrap();
+    assert_eq!(listed.devices.len(), 8);
+    assert_eq!(listed.devices[3].health, "Unhealthy");
+
+    let _ = stop.send(());
+    plugin.await.unwrap().unwrap();
+}
