@@ -9,7 +9,7 @@
 //!   process computes the same value and it never goes back.
 
 use crate::profile::Profile;
-use crate::state::{clock_reason, GpuState, Now, PatternKind, Utilization};
+use crate::state::{clock_reason, GpuState, Mark, Now, PatternKind, Utilization};
 use crate::telemetry::{self, Load, Readings};
 
 /// How fast the temperature approaches its load value (63 % of the way per constant).
@@ -73,10 +73,19 @@ fn load(gpu: &GpuState, u: Utilization) -> Load {
 /// Temperature (°C) at `now`.
 pub fn temperature_c(profile: &Profile, gpu: &GpuState, now: Now) -> u32 {
     let target = telemetry::readings(profile, &load(gpu, utilization(gpu, now))).gpu_temp_c;
-    match gpu.temperature_c {
+    approach(gpu.temperature_c, target, now)
+}
+
+/// Where a temperature that stood at `mark` is at `now` on its way to `target`.
+#[inline]
+pub fn approach(mark: Option<Mark>, target: u32, now: Now) -> u32 {
+    match mark {
         None => target,
         Some(mark) => {
             let dt = now.unix_ms.saturating_sub(mark.at_unix_ms) as f64;
+            if dt > 20.0 * TEMP_TIME_CONSTANT_MS {
+                return target;
+            }
             let from = mark.value as f64;
             let t = f64::from(target) + (from - f64::from(target)) * (-dt / TEMP_TIME_CONSTANT_MS).exp();
             t.round().max(0.0) as u32
@@ -126,7 +135,7 @@ pub fn readings(profile: &Profile, gpu: &GpuState, now: Now) -> Readings {
 mod tests {
     use super::*;
     use crate::builtin::find_builtin;
-    use crate::state::{Mark, Pattern};
+    use crate::state::Pattern;
 
     const T0: Now = Now { unix_ms: 1_700_000_000_000, boot_ms: 5_000_000 };
 

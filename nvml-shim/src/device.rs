@@ -53,22 +53,23 @@ impl Device {
     /// What the GPU reads now: the static idle readings unless the live state moved it.
     #[inline]
     pub fn readings(&self) -> Readings {
-        crate::live::with_gpu(self.host_index, |g| dynamics::readings(&self.profile, g, crate::live::now_coarse()))
+        crate::live::readings(self.host_index, &self.profile, crate::live::now_coarse())
             .unwrap_or_else(|| telemetry::readings(&self.profile, &Load::default()))
     }
 
     /// The energy counter (mJ): monotonic across processes and state changes.
     pub fn energy_mj(&self) -> u64 {
         let now = state_file::now();
-        crate::live::with_gpu(self.host_index, |g| dynamics::energy_mj(&self.profile, g, now))
-            .unwrap_or_else(|| dynamics::idle_energy_mj(&self.profile, now))
+        match crate::live::hot(self.host_index) {
+            Some(h) => dynamics::energy_mj(&self.profile, &h.gpu_state(), now),
+            None => dynamics::idle_energy_mj(&self.profile, now),
+        }
     }
 
     /// Current clock-event reasons: GPU_IDLE when idle, plus injected ones.
     pub fn clock_event_reasons(&self) -> u64 {
         let util = self.readings().gpu_util;
-        crate::live::with_gpu(self.host_index, |g| dynamics::clock_event_reasons(Some(g), util))
-            .unwrap_or_else(|| dynamics::clock_event_reasons(None, util))
+        dynamics::clock_event_reasons(crate::live::hot(self.host_index).map(|h| h.gpu_state()).as_ref(), util)
     }
 
     /// The injected faults of this GPU (default = healthy).

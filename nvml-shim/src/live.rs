@@ -1,24 +1,27 @@
 //! The live node state as the getters see it (see `fakegpu_model::state_file`).
 //!
-//! Hot path: one atomic load of the shared generation word and a thread-local compare.
-//! Each thread keeps the snapshot it last parsed and re-reads the file only when the
-//! generation moved, so readers never lock each other and never parse on an unchanged
-//! state. A file that does not parse leaves the last good snapshot in place, with one
-//! stderr line per process until a good one is read again.
+//! Hot path (every reading getter): one atomic load of the shared generation word, one
+//! compare with the generation this process last loaded, and a seqlock read of the GPU's
+//! small fixed-size [`Hot`] record. No lock, no thread-local, no reference count, no parse.
+//! When the generation moved, the first caller re-reads the file under a mutex (others
+//! keep reading the previous record meanwhile) and publishes the new records and the full
+//! [`Snapshot`] (processes, MIG layout, events, fault details; read by the colder getters).
+//! A file that does not parse leaves the last good state in place, with one stderr line
+//! per process until a good one is read again.
 
-use std::cell::RefCell;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::sync::{Arc, Mutex};
 
-use fakegpu_model::state::{GpuState, NodeState, Now};
+use fakegpu_model::state::{Faults, GpuState, Mark, NodeState, Now, Pattern, Utilization};
 use fakegpu_model::state_file::{self, Generation};
+use fakegpu_model::telemetry::Readings;
+use fakegpu_model::Profile;
 
 /// One parsed state, indexed by GPU.
 pub(crate) struct Snapshot {
     pub gpus: Vec<GpuState>,
-    /// Whether GPU i has anything but the idle defaults (else the static readings apply).
-    pub active: Vec<bool>,
     pub next_event_seq: u64,
 }
 
@@ -30,8 +33,131 @@ impl Snapshot {
                 *slot = gpu.clone();
             }
         }
-        let active = gpus.iter().map(|g| *g != GpuState::default()).collect();
-        Snapshot { gpus, active, next_event_seq: state.next_event_seq }
+        Snapshot { gpus, next_event_seq: state.next_event_seq }
+    }
+}
+
+/// What the reading getters need of one GPU: plain data, copied under a seqlock.
+#[derive(Clone, Copy, Default, PartialEq)]
+#[repr(C)]
+pub(crate) struct Hot {
+    /// Anything but the idle defaults (else the static readings apply).
+    pub active: bool,
+    pub lost: bool,
+    pub utilization: Utilization,
+    pub pattern: Option<Pattern>,
+    /// Set memory use or the processes' sum, whichever is larger.
+    pub memory_used_bytes: u64,
+    pub clock_event_reasons: u64,
+    pub energy_mj: Option<Mark>,
+    pub temperature_c: Option<Mark>,
+    /// Readings with the temperature at its load value, precomputed when no pattern moves
+    /// the utilization (then only the temperature depends on the time).
+    pub base: Option<Readings>,
+}
+
+const WORDS: usize = std::mem::size_of::<Hot>().div_ceil(8);
+
+impl Hot {
+    fn of(g: &GpuState, profile: &Profile) -> Hot {
+        let base = g.pattern.is_none().then(|| {
+            let steady = GpuState { temperature_c: None, ..Hot::of_plain(g).gpu_state() };
+            fakegpu_model::dynamics::readings(profile, &steady, Now { unix_ms: 0, boot_ms: 0 })
+        });
+        Hot { base, ..Hot::of_plain(g) }
+    }
+
+    fn of_plain(g: &GpuState) -> Hot {
+        Hot {
+            base: None,
+            active: *g != GpuState::default(),
+            lost: g.faults.lost,
+            utilization: g.utilization,
+            pattern: g.pattern,
+            memory_used_bytes: fakegpu_model::dynamics::memory_used(g),
+            clock_event_reasons: g.faults.clock_event_reasons,
+            energy_mj: g.energy_mj,
+            temperature_c: g.temperature_c,
+        }
+    }
+
+    /// The state the model's dynamics need (no processes: memory use is already summed).
+    pub fn gpu_state(&self) -> GpuState {
+        GpuState {
+            utilization: self.utilization,
+            pattern: self.pattern,
+            memory_used_bytes: self.memory_used_bytes,
+            faults: Faults { lost: self.lost, clock_event_reasons: self.clock_event_reasons, ..Faults::default() },
+            energy_mj: self.energy_mj,
+            temperature_c: self.temperature_c,
+            ..GpuState::default()
+        }
+    }
+
+    fn to_words(self) -> [u64; WORDS] {
+        let mut words = [0u64; WORDS];
+        // SAFETY: Hot is Copy and fits in `words`; bytes are copied as they are.
+        unsafe {
+            std::ptr::copy_nonoverlapping((&self as *const Hot).cast::<u8>(), words.as_mut_ptr().cast::<u8>(), std::mem::size_of::<Hot>())
+        };
+        words
+    }
+
+    /// # Safety
+    /// `words` must come from [`Hot::to_words`].
+    unsafe fn from_words(words: &[u64; WORDS]) -> Hot {
+        std::ptr::read_unaligned(words.as_ptr().cast::<Hot>())
+    }
+}
+
+/// One GPU's [`Hot`] record behind a sequence lock (odd = being written).
+struct HotSlot {
+    seq: AtomicU32,
+    words: [AtomicU64; WORDS],
+    /// The temperature last computed: (slot sequence low 16 bits) << 48 | temp << 32 | coarse ms low 32 bits.
+    /// Within one coarse clock tick every caller reuses it instead of recomputing the exponential.
+    temp_cache: AtomicU64,
+}
+
+impl HotSlot {
+    fn new(hot: Hot) -> HotSlot {
+        HotSlot { seq: AtomicU32::new(0), words: hot.to_words().map(AtomicU64::new), temp_cache: AtomicU64::new(u64::MAX) }
+    }
+
+    /// Only the refresher, holding the refresh lock, writes.
+    fn store(&self, hot: Hot) {
+        let s = self.seq.load(Ordering::Relaxed);
+        self.seq.store(s.wrapping_add(1), Ordering::Relaxed);
+        fence(Ordering::Release);
+        for (slot, w) in self.words.iter().zip(hot.to_words()) {
+            slot.store(w, Ordering::Relaxed);
+        }
+        self.seq.store(s.wrapping_add(2), Ordering::Release);
+    }
+
+    #[inline]
+    fn load(&self) -> Hot {
+        self.load_seq().0
+    }
+
+    #[inline]
+    fn load_seq(&self) -> (Hot, u32) {
+        loop {
+            let s1 = self.seq.load(Ordering::Acquire);
+            if s1 & 1 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let mut words = [0u64; WORDS];
+            for (w, slot) in words.iter_mut().zip(&self.words) {
+                *w = slot.load(Ordering::Relaxed);
+            }
+            fence(Ordering::Acquire);
+            if self.seq.load(Ordering::Relaxed) == s1 {
+                // SAFETY: an unchanged even sequence means the words are one whole store.
+                return (unsafe { Hot::from_words(&words) }, s1);
+            }
+        }
     }
 }
 
@@ -39,19 +165,22 @@ pub(crate) struct Live {
     pub path: Option<PathBuf>,
     pub generation: Option<Generation>,
     gpu_count: usize,
-    last_good: Mutex<Option<Arc<Snapshot>>>,
+    profile: Profile,
+    /// Bit i of word i/64: GPU i is lost (read without the seqlock by every handle check).
+    lost: Box<[AtomicU64]>,
+    /// Generation the hot records and snapshot reflect (`u64::MAX`-free: starts unset).
+    seen: AtomicU32,
+    loaded: AtomicBool,
+    hot: Box<[HotSlot]>,
+    /// The full state last read, and the lock that serializes re-reads.
+    snapshot: Mutex<Arc<Snapshot>>,
     warned: AtomicBool,
-    empty: Arc<Snapshot>,
 }
 
 static LIVE: OnceLock<Live> = OnceLock::new();
 
-thread_local! {
-    static CACHE: RefCell<Option<(u32, Arc<Snapshot>)>> = const { RefCell::new(None) };
-}
-
 /// Sets up the live state for a node of `gpu_count` GPUs (once per process).
-pub(crate) fn init(gpu_count: usize) {
+pub(crate) fn init(gpu_count: usize, profile: &Profile) {
     LIVE.get_or_init(|| {
         let path = state_file::state_path(&|k| std::env::var(k).ok());
         let generation = path.as_ref().and_then(|p| match Generation::open(p, true).or_else(|_| Generation::open(p, false)) {
@@ -61,8 +190,18 @@ pub(crate) fn init(gpu_count: usize) {
                 None
             }
         });
-        let empty = Arc::new(Snapshot::new(&NodeState::default(), gpu_count));
-        Live { path, generation, gpu_count, last_good: Mutex::new(None), warned: AtomicBool::new(false), empty }
+        Live {
+            path,
+            generation,
+            gpu_count,
+            profile: profile.clone(),
+            lost: (0..gpu_count.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+            seen: AtomicU32::new(0),
+            loaded: AtomicBool::new(false),
+            hot: (0..gpu_count).map(|_| HotSlot::new(Hot::default())).collect(),
+            snapshot: Mutex::new(Arc::new(Snapshot::new(&NodeState::default(), gpu_count))),
+            warned: AtomicBool::new(false),
+        }
     });
 }
 
@@ -71,84 +210,117 @@ pub(crate) fn live() -> Option<&'static Live> {
 }
 
 impl Live {
-    /// Whether there is a state file at all.
-    pub fn enabled(&self) -> bool {
-        self.generation.is_some()
+    /// Brings the hot records and the snapshot up to the current generation.
+    #[inline]
+    fn fresh(&self) -> Option<()> {
+        let gen = self.generation.as_ref()?.load();
+        if gen != self.seen.load(Ordering::Acquire) || !self.loaded.load(Ordering::Acquire) {
+            self.refresh(gen);
+        }
+        Some(())
     }
 
-    fn load(&self) -> Arc<Snapshot> {
-        let Some(path) = &self.path else { return self.empty.clone() };
+    #[cold]
+    fn refresh(&self, gen: u32) {
+        let Ok(mut snap) = self.snapshot.lock() else { return };
+        if self.loaded.load(Ordering::Acquire) && self.seen.load(Ordering::Acquire) == gen {
+            return; // another thread did it
+        }
+        let Some(path) = &self.path else { return };
         match state_file::read(path) {
             Ok(state) => {
-                let snap = Arc::new(Snapshot::new(&state, self.gpu_count));
-                if let Ok(mut good) = self.last_good.try_lock() {
-                    *good = Some(snap.clone());
+                let next = Snapshot::new(&state, self.gpu_count);
+                for (i, (slot, g)) in self.hot.iter().zip(&next.gpus).enumerate() {
+                    let hot = Hot::of(g, &self.profile);
+                    if slot.load() != hot {
+                        slot.store(hot);
+                    }
+                    let bit = 1u64 << (i % 64);
+                    if g.faults.lost {
+                        self.lost[i / 64].fetch_or(bit, Ordering::Release);
+                    } else {
+                        self.lost[i / 64].fetch_and(!bit, Ordering::Release);
+                    }
                 }
+                *snap = Arc::new(next);
                 self.warned.store(false, Ordering::Relaxed);
-                snap
             }
             Err(e) => {
                 if !self.warned.swap(true, Ordering::Relaxed) {
                     eprintln!("fakegpu: {e}; keeping the last good state");
                 }
-                let good = self.last_good.lock().map(|g| g.clone()).unwrap_or(None);
-                good.unwrap_or_else(|| self.empty.clone())
             }
         }
-    }
-
-    /// The current generation (0 without a state file).
-    #[inline]
-    pub fn generation(&self) -> u32 {
-        self.generation.as_ref().map_or(0, Generation::load)
+        self.seen.store(gen, Ordering::Release);
+        self.loaded.store(true, Ordering::Release);
     }
 }
 
-/// Runs `f` on the current snapshot (the idle one without a state file).
+/// The hot record of GPU `index`; `None` without a live state or when the GPU is idle and
+/// healthy, so that callers keep their static fast path.
 #[inline]
-pub(crate) fn with<R>(f: impl FnOnce(&Snapshot) -> R) -> R {
-    let Some(live) = live().filter(|l| l.enabled()) else {
-        return f(&empty());
+pub(crate) fn hot(index: u32) -> Option<Hot> {
+    let live = LIVE.get()?;
+    live.fresh()?;
+    let hot = live.hot.get(index as usize)?.load();
+    hot.active.then_some(hot)
+}
+
+/// Readings of GPU `index` at `now`, `None` when it is idle and healthy (static readings apply).
+#[inline]
+pub(crate) fn readings(index: u32, profile: &Profile, now: Now) -> Option<Readings> {
+    let live = LIVE.get()?;
+    live.fresh()?;
+    let slot = live.hot.get(index as usize)?;
+    let (hot, seq) = slot.load_seq();
+    if !hot.active {
+        return None;
+    }
+    let Some(mut r) = hot.base else {
+        return Some(fakegpu_model::dynamics::readings(profile, &hot.gpu_state(), now));
     };
-    let gen = live.generation();
-    CACHE.with(|c| {
-        {
-            let cached = c.borrow();
-            if let Some((seen, snap)) = &*cached {
-                if *seen == gen {
-                    return f(snap);
-                }
-            }
-        }
-        let snap = live.load();
-        *c.borrow_mut() = Some((gen, snap.clone()));
-        f(&snap)
-    })
-}
-
-fn empty() -> Arc<Snapshot> {
-    live().map_or_else(|| Arc::new(Snapshot::new(&NodeState::default(), 0)), |l| l.empty.clone())
-}
-
-/// Runs `f` on GPU `index`'s state, or returns `None` when it is idle and healthy (or there
-/// is no live state), so that callers keep their static fast path.
-#[inline]
-pub(crate) fn with_gpu<R>(index: u32, f: impl FnOnce(&GpuState) -> R) -> Option<R> {
-    live().filter(|l| l.enabled())?;
-    with(|s| {
-        let i = index as usize;
-        if s.active.get(i).copied().unwrap_or(false) {
-            Some(f(&s.gpus[i]))
-        } else {
-            None
-        }
-    })
+    let key = (u64::from(seq & 0xFFFF) << 48) | (now.unix_ms & 0xFFFF_FFFF);
+    let cached = slot.temp_cache.load(Ordering::Relaxed);
+    if cached & !(0xFFFF << 32) == key {
+        r.gpu_temp_c = ((cached >> 32) & 0xFFFF) as u32;
+    } else {
+        r.gpu_temp_c = fakegpu_model::dynamics::approach(hot.temperature_c, r.gpu_temp_c, now);
+        slot.temp_cache.store(key | (u64::from(r.gpu_temp_c.min(0xFFFF)) << 32), Ordering::Relaxed);
+    }
+    Some(r)
 }
 
 /// Whether GPU `index` fell off the bus.
 #[inline]
 pub(crate) fn lost(index: u32) -> bool {
-    with_gpu(index, |g| g.faults.lost).unwrap_or(false)
+    let Some(live) = LIVE.get() else { return false };
+    if live.fresh().is_none() {
+        return false;
+    }
+    live.lost.get(index as usize / 64).is_some_and(|w| w.load(Ordering::Acquire) & (1u64 << (index % 64)) != 0)
+}
+
+/// The current full snapshot (the idle one without a state file).
+pub(crate) fn snapshot() -> Arc<Snapshot> {
+    match LIVE.get() {
+        Some(live) => {
+            live.fresh();
+            live.snapshot.lock().map(|s| s.clone()).unwrap_or_else(|e| e.into_inner().clone())
+        }
+        None => Arc::new(Snapshot::new(&NodeState::default(), 0)),
+    }
+}
+
+/// Runs `f` on the current snapshot.
+pub(crate) fn with<R>(f: impl FnOnce(&Snapshot) -> R) -> R {
+    f(&snapshot())
+}
+
+/// Runs `f` on GPU `index`'s full state, or returns `None` when it is idle and healthy.
+pub(crate) fn with_gpu<R>(index: u32, f: impl FnOnce(&GpuState) -> R) -> Option<R> {
+    hot(index)?;
+    let snap = snapshot();
+    snap.gpus.get(index as usize).map(f)
 }
 
 /// The time for readings: wall clock from the coarse clock (cheap), uptime only when asked.

@@ -94,7 +94,7 @@ impl Runtime {
                 device
             })
             .collect();
-        crate::live::init(node.gpus.len());
+        crate::live::init(node.gpus.len(), &node.spec.profile);
         let mig = crate::exports::mig::MigSlots::new(&node.spec);
         Ok(Runtime { mig, driver_version: cstring(&node.spec.driver_version), nvml_version: cstring(&node.spec.nvml_version()), devices, node })
     }
