@@ -85,6 +85,7 @@ pub struct Index {
     nodes: BTreeMap<String, NodeEntry>,
     pods: HashMap<PodKey, PodInfo>,
     by_node: HashMap<String, BTreeSet<PodKey>>,
+    pending_seeds: HashMap<String, NodeTopology>,
 }
 
 impl Index {
@@ -151,11 +152,15 @@ impl Index {
                 if e.uuids != uuids {
                     e.holders = vec![None; uuids.len()];
                     e.uuids = uuids;
+                    e.recorded.clear();
                 }
             }
             None => {
                 let n = uuids.len();
                 self.nodes.insert(name.clone(), NodeEntry { info, resolved, uuids, holders: vec![None; n], recorded: Vec::new() });
+                if let Some(t) = self.pending_seeds.remove(&name) {
+                    self.seed_recorded(&name, &t);
+                }
             }
         }
         self.reallocate(&name);
@@ -164,6 +169,16 @@ impl Index {
 
     pub fn remove_node(&mut self, name: &str) -> bool {
         self.nodes.remove(name).is_some()
+    }
+
+    /// The labels a known node carries now.
+    pub fn node_labels(&self, name: &str) -> Option<BTreeMap<String, String>> {
+        self.nodes.get(name).map(|e| e.info.labels.clone())
+    }
+
+    /// Every GPU-holding pod the index knows.
+    pub fn pod_keys(&self) -> Vec<PodKey> {
+        self.pods.keys().cloned().collect()
     }
 
     pub fn node_names(&self) -> impl Iterator<Item = &String> {
@@ -175,9 +190,14 @@ impl Index {
         self.nodes.get(name).and_then(|e| e.resolved.as_ref().err().map(String::as_str))
     }
 
-    /// Seeds the allocations recorded in a node's ConfigMap (call before pods are added, e.g.
-    /// at start). A pod recorded there keeps its GPUs if it still wants that many.
+    /// Seeds the allocations recorded in a node's ConfigMap (at start, before the node's pods
+    /// arrive; kept until the node is seen if it is not known yet). A pod recorded there keeps
+    /// its GPUs if it still wants that many and they are free.
     pub fn seed_recorded(&mut self, node: &str, t: &NodeTopology) {
+        if !self.nodes.contains_key(node) {
+            self.pending_seeds.insert(node.to_string(), t.clone());
+            return;
+        }
         let recorded = t
             .gpus
             .iter()
@@ -192,6 +212,7 @@ impl Index {
                 e.recorded = recorded;
             }
         }
+        self.reallocate(node);
     }
 
     /// Adds or updates a pod. Returns the nodes whose state changed.
@@ -586,6 +607,13 @@ mod tests {
         ix2.upsert_pod(pod("c", "n1", 3, 3));
         ix2.upsert_pod(pod("b", "n1", 2, 2));
         assert_eq!(ix2.view("n1").unwrap().topology, before);
+        // Seeded before the node is known, pods before the node too.
+        let mut ix4 = index();
+        ix4.seed_recorded("n1", &before);
+        ix4.upsert_pod(pod("c", "n1", 3, 3));
+        ix4.upsert_pod(pod("b", "n1", 2, 2));
+        ix4.upsert_node(node("n1", Some("big")));
+        assert_eq!(ix4.view("n1").unwrap().topology, before);
         // A pod of the same name but another uid (re-created) does not inherit.
         let mut ix3 = index();
         ix3.upsert_node(node("n1", Some("big")));

@@ -3,9 +3,13 @@
 //! apply their decisions. The binary in `main.rs` picks one component per process.
 
 pub mod kubelet;
+pub mod common;
 pub mod config;
 pub mod index;
+pub mod kwok_device_plugin;
 pub mod labels;
 pub mod pod;
 pub mod resolve;
+pub mod status_updater;
 pub mod topology;
+pub mod topology_server;

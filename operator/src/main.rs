@@ -20,6 +20,12 @@ enum Component {
     DraPlugin(fake_gpu_operator::kubelet::cli::DraPluginArgs),
     /// Publishes gpu.nvidia.com ResourceSlices for every KWOK node from one process.
     KwokDraPlugin(fake_gpu_operator::kubelet::cli::KwokDraPluginArgs),
+    /// Per-node topology ConfigMaps, allocations, node labels and node files for pool nodes.
+    StatusUpdater(fake_gpu_operator::status_updater::Args),
+    /// Keeps KWOK nodes' nvidia.com/gpu (and other) capacity equal to their topology.
+    KwokGpuDevicePlugin(fake_gpu_operator::kwok_device_plugin::Args),
+    /// Read-only HTTP JSON API of the cluster and per-node topology.
+    TopologyServer(fake_gpu_operator::topology_server::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -35,5 +41,12 @@ fn main() -> anyhow::Result<()> {
         Component::DevicePlugin(args) => fake_gpu_operator::kubelet::cli::device_plugin(args),
         Component::DraPlugin(args) => fake_gpu_operator::kubelet::cli::dra_plugin(args),
         Component::KwokDraPlugin(args) => fake_gpu_operator::kubelet::cli::kwok_dra_plugin(args),
+        Component::StatusUpdater(args) => Ok(runtime()?.block_on(fake_gpu_operator::status_updater::run(args))?),
+        Component::KwokGpuDevicePlugin(args) => Ok(runtime()?.block_on(fake_gpu_operator::kwok_device_plugin::run(args))?),
+        Component::TopologyServer(args) => Ok(runtime()?.block_on(fake_gpu_operator::topology_server::run(args))?),
     }
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()
 }

@@ -1,0 +1,267 @@
+//! `kwok-gpu-device-plugin`: KWOK nodes have no kubelet, so their `nvidia.com/gpu` (and the
+//! pool's other resources) capacity/allocatable is patched here to match their per-node
+//! topology ConfigMap — on create, on every change (pool switch), and back when something
+//! else overwrites it. Resources it set are listed in a node annotation so that it removes
+//! exactly those when the node leaves all pools, and never touches capacity it did not set.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Node};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::watcher::{self, Event as WEvent};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client, ResourceExt};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::common::{self, Error, TopologyArgs};
+use crate::config::GPU_RESOURCE;
+use crate::topology::{NodeTopology, KWOK_NODE_ANNOTATION, NODE_NAME_LABEL, NODE_TOPOLOGY_LABEL, TOPOLOGY_KEY};
+
+/// Node annotation: the extended resources this component set (comma-separated).
+pub const MANAGED_RESOURCES_ANNOTATION: &str = "fake-gpu-operator.run.ai/kwok-resources";
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub topology: TopologyArgs,
+    /// Node patches in flight.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+}
+
+/// What a node's capacity should hold, from its topology.
+pub fn desired_resources(t: &NodeTopology) -> BTreeMap<String, u64> {
+    let mut r = BTreeMap::from([(GPU_RESOURCE.to_string(), t.gpus.len() as u64)]);
+    for d in &t.other_devices {
+        r.insert(d.name.clone(), d.count);
+    }
+    r
+}
+
+/// The node's state as far as this component cares.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KwokNode {
+    pub kwok: bool,
+    pub capacity: BTreeMap<String, String>,
+    pub allocatable: BTreeMap<String, String>,
+    pub managed: BTreeSet<String>,
+}
+
+impl KwokNode {
+    pub fn from_node(n: &Node) -> KwokNode {
+        let q = |m: Option<&BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>| {
+            m.map(|m| m.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect()).unwrap_or_default()
+        };
+        let st = n.status.as_ref();
+        KwokNode {
+            kwok: n.annotations().get(KWOK_NODE_ANNOTATION).map(String::as_str) == Some("fake"),
+            capacity: q(st.and_then(|s| s.capacity.as_ref())),
+            allocatable: q(st.and_then(|s| s.allocatable.as_ref())),
+            managed: n
+                .annotations()
+                .get(MANAGED_RESOURCES_ANNOTATION)
+                .map(|v| v.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// The status merge patch and the new managed set; `None` when nothing is to change.
+pub fn plan(node: &KwokNode, desired: Option<&BTreeMap<String, u64>>) -> Option<(Value, BTreeSet<String>)> {
+    if !node.kwok {
+        return None;
+    }
+    let empty = BTreeMap::new();
+    let desired = desired.unwrap_or(&empty);
+    let mut set = serde_json::Map::new();
+    for (k, v) in desired {
+        let v = v.to_string();
+        if node.capacity.get(k) != Some(&v) || node.allocatable.get(k) != Some(&v) {
+            set.insert(k.clone(), json!(v));
+        }
+    }
+    for k in &node.managed {
+        if !desired.contains_key(k) && (node.capacity.contains_key(k) || node.allocatable.contains_key(k)) {
+            set.insert(k.clone(), Value::Null);
+        }
+    }
+    let managed: BTreeSet<String> = desired.keys().cloned().collect();
+    if set.is_empty() && managed == node.managed {
+        return None;
+    }
+    Some((json!({"status": {"capacity": set, "allocatable": set}}), managed))
+}
+
+enum Msg {
+    Node(String, KwokNode),
+    NodeGone(String),
+    Topology(String, Option<BTreeMap<String, u64>>),
+}
+
+pub async fn run(args: Args) -> Result<(), Error> {
+    let client = Client::try_default().await?;
+    let ns = args.topology.namespace();
+    tracing::info!(namespace = %ns, "kwok-gpu-device-plugin starting");
+    let (tx, mut rx) = mpsc::channel::<Msg>(4096);
+    tokio::spawn(watch_nodes(client.clone(), tx.clone()));
+    tokio::spawn(watch_topologies(client.clone(), ns, tx));
+    let sem = Arc::new(Semaphore::new(args.concurrency.max(1)));
+    let mut nodes: HashMap<String, KwokNode> = HashMap::new();
+    let mut topo: HashMap<String, BTreeMap<String, u64>> = HashMap::new();
+    let loop_ = async {
+        while let Some(msg) = rx.recv().await {
+            let name = match msg {
+                Msg::Node(name, n) => {
+                    nodes.insert(name.clone(), n);
+                    name
+                }
+                Msg::NodeGone(name) => {
+                    nodes.remove(&name);
+                    continue;
+                }
+                Msg::Topology(name, t) => {
+                    match t {
+                        Some(t) => topo.insert(name.clone(), t),
+                        None => topo.remove(&name),
+                    };
+                    name
+                }
+            };
+            let Some(n) = nodes.get(&name) else { continue };
+            let Some((patch, managed)) = plan(n, topo.get(&name)) else { continue };
+            let api: Api<Node> = Api::all(client.clone());
+            let permit = sem.clone().acquire_owned().await.expect("semaphore open");
+            tokio::spawn(async move {
+                let _permit = permit;
+                let names: Vec<&str> = managed.iter().map(String::as_str).collect();
+                let ann = json!({"metadata": {"annotations": {MANAGED_RESOURCES_ANNOTATION: names.join(",")}}});
+                // Annotation first: a crash between the two leaves a superset recorded, never a subset.
+                let r = async {
+                    api.patch(&name, &PatchParams::default(), &Patch::Merge(&ann)).await?;
+                    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await
+                }
+                .await;
+                match r {
+                    Ok(_) => tracing::debug!(node = %name, "capacity patched"),
+                    Err(e) => tracing::warn!(node = %name, error = %e, "capacity patch failed (retried on the next node event)"),
+                }
+            });
+        }
+    };
+    tokio::select! {
+        _ = common::shutdown_signal() => tracing::info!("shutting down"),
+        _ = loop_ => tracing::error!("event loop ended"),
+    }
+    Ok(())
+}
+
+async fn watch_nodes(client: Client, tx: mpsc::Sender<Msg>) {
+    let api: Api<Node> = Api::all(client);
+    let mut s = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
+    while let Some(ev) = s.next().await {
+        let msg = match ev {
+            Ok(WEvent::Apply(n) | WEvent::InitApply(n)) => Msg::Node(n.name_any(), KwokNode::from_node(&n)),
+            Ok(WEvent::Delete(n)) => Msg::NodeGone(n.name_any()),
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "node watch");
+                continue;
+            }
+        };
+        if tx.send(msg).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn watch_topologies(client: Client, ns: String, tx: mpsc::Sender<Msg>) {
+    let api: Api<ConfigMap> = Api::namespaced(client, &ns);
+    let cfg = watcher::Config::default().labels(&format!("{NODE_TOPOLOGY_LABEL}=true"));
+    let mut s = watcher::watcher(api, cfg).default_backoff().boxed();
+    let mut last: HashMap<String, BTreeMap<String, u64>> = HashMap::new();
+    while let Some(ev) = s.next().await {
+        let (cm, gone) = match ev {
+            Ok(WEvent::Apply(c) | WEvent::InitApply(c)) => (c, false),
+            Ok(WEvent::Delete(c)) => (c, true),
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "configmap watch");
+                continue;
+            }
+        };
+        let Some(node) = cm.labels().get(NODE_NAME_LABEL).cloned() else { continue };
+        let desired = if gone {
+            None
+        } else {
+            match cm.data.as_ref().and_then(|d| d.get(TOPOLOGY_KEY)).map(|t| NodeTopology::from_yaml(t)) {
+                Some(Ok(t)) => Some(desired_resources(&t)),
+                Some(Err(e)) => {
+                    tracing::warn!(configmap = %cm.name_any(), error = %e, "unparsable node topology; ignored");
+                    continue;
+                }
+                None => None,
+            }
+        };
+        // Allocation updates rewrite the ConfigMap without changing resources: skip those.
+        if desired.as_ref() == last.get(&node) && desired.is_some() {
+            continue;
+        }
+        match &desired {
+            Some(d) => last.insert(node.clone(), d.clone()),
+            None => last.remove(&node),
+        };
+        if tx.send(Msg::Topology(node, desired)).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(cap: &[(&str, &str)], managed: &[&str]) -> KwokNode {
+        let m: BTreeMap<String, String> = cap.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        KwokNode { kwok: true, capacity: m.clone(), allocatable: m, managed: managed.iter().map(|s| s.to_string()).collect() }
+    }
+
+    #[test]
+    fn sets_missing_and_wrong_values() {
+        let want = BTreeMap::from([("nvidia.com/gpu".to_string(), 8u64), ("x.com/nic".to_string(), 2)]);
+        let (p, managed) = plan(&node(&[("cpu", "32"), ("nvidia.com/gpu", "2")], &[]), Some(&want)).unwrap();
+        assert_eq!(
+            p,
+            json!({"status": {"capacity": {"nvidia.com/gpu": "8", "x.com/nic": "2"}, "allocatable": {"nvidia.com/gpu": "8", "x.com/nic": "2"}}})
+        );
+        assert_eq!(managed.len(), 2);
+        assert!(plan(&node(&[("nvidia.com/gpu", "8"), ("x.com/nic", "2")], &["nvidia.com/gpu", "x.com/nic"]), Some(&want)).is_none());
+    }
+
+    #[test]
+    fn removes_only_what_it_set() {
+        // Left all pools: drop ours, keep someone else's.
+        let n = node(&[("nvidia.com/gpu", "8"), ("x.com/nic", "2"), ("other.com/r", "1")], &["nvidia.com/gpu", "x.com/nic"]);
+        let (p, managed) = plan(&n, None).unwrap();
+        assert_eq!(
+            p,
+            json!({"status": {"capacity": {"nvidia.com/gpu": null, "x.com/nic": null}, "allocatable": {"nvidia.com/gpu": null, "x.com/nic": null}}})
+        );
+        assert!(managed.is_empty());
+        // Not ours at all (a test patched it by hand): left alone.
+        assert!(plan(&node(&[("nvidia.com/gpu", "8")], &[]), None).is_none());
+        // Pool switch dropping a resource.
+        let want = BTreeMap::from([("nvidia.com/gpu".to_string(), 2u64)]);
+        let (p, _) = plan(&n, Some(&want)).unwrap();
+        assert_eq!(p["status"]["capacity"], json!({"nvidia.com/gpu": "2", "x.com/nic": null}));
+    }
+
+    #[test]
+    fn real_nodes_are_not_touched() {
+        let mut n = node(&[], &[]);
+        n.kwok = false;
+        assert!(plan(&n, Some(&BTreeMap::from([("nvidia.com/gpu".to_string(), 1)]))).is_none());
+    }
+}

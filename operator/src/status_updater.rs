@@ -1,0 +1,484 @@
+//! `status-updater`: keeps every pool node's per-node topology ConfigMap, GFD/deploy labels and
+//! (real nodes) node config file equal to what the [`Index`] decides. Thin edge: watchers feed
+//! the index, a writer drains the set of changed nodes and applies each node's view.
+//!
+//! Restart-safe: before watching, the per-node ConfigMaps are read and their allocations seeded
+//! into the index; ConfigMaps of nodes that are gone are deleted. The cluster config is watched
+//! (hot reload); an invalid one is logged, reported as a Warning Event on the ConfigMap, and the
+//! last good config stays in force.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::watcher::{self, Event as WEvent};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+use tokio::sync::{mpsc, Notify};
+
+use crate::common::{self, Error, TopologyArgs, FIELD_MANAGER};
+use crate::config::ClusterConfig;
+use crate::index::{Index, IndexOptions, NodeInfo, NodeView};
+use crate::labels;
+use crate::pod::PodInfo;
+use crate::resolve::Profiles;
+use crate::topology::{node_cm_name, NodeTopology, NODE_NAME_LABEL, NODE_TOPOLOGY_LABEL, TOPOLOGY_KEY};
+
+/// Flags of `fake-gpu-operator status-updater`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub topology: TopologyArgs,
+    /// Directory for real nodes' fake NVML files: `<dir>/<node>/config.json`.
+    #[arg(long, env = "FAKEGPU_NODE_DIR", default_value = "/var/lib/fake-gpu-operator/nodes")]
+    pub node_dir: PathBuf,
+    /// Also write node files for KWOK nodes (local development: every node is "this host").
+    #[arg(long, env = "FAKEGPU_NODE_FILES_FOR_KWOK")]
+    pub node_files_for_kwok: bool,
+    /// Do not write the deploy labels (upstream `DISABLE_NODE_LABELING`).
+    #[arg(long, env = "DISABLE_NODE_LABELING")]
+    pub disable_node_labeling: bool,
+    /// API writes in flight.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+}
+
+enum Msg {
+    Node(Box<Node>),
+    NodeGone(String),
+    NodesListed(HashSet<String>),
+    Pod(Box<PodInfo>),
+    PodGone((String, String)),
+    PodsListed(HashSet<(String, String)>),
+    ConfigMaps,
+}
+
+struct Shared {
+    index: Mutex<Index>,
+    dirty: Mutex<BTreeSet<String>>,
+    notify: Notify,
+    /// Bit 1: nodes listed, bit 2: pods listed. The writer starts when both are.
+    synced: std::sync::atomic::AtomicU8,
+    ready: Notify,
+}
+
+impl Shared {
+    fn synced(&self, bit: u8) {
+        let before = self.synced.fetch_or(bit, std::sync::atomic::Ordering::SeqCst);
+        if before | bit == 3 && before != 3 {
+            self.ready.notify_one();
+        }
+    }
+
+    fn mark<I: IntoIterator<Item = String>>(&self, nodes: I) {
+        let mut d = self.dirty.lock().expect("dirty lock");
+        let before = d.len();
+        d.extend(nodes);
+        if d.len() != before {
+            self.notify.notify_one();
+        }
+    }
+}
+
+/// Runs until SIGINT/SIGTERM.
+pub async fn run(args: Args) -> Result<(), Error> {
+    let client = Client::try_default().await?;
+    let ns = args.topology.namespace();
+    ensure_namespace(&client, &ns).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+
+    // Config: a missing ConfigMap means the chart defaults; an invalid one the defaults too,
+    // reported, until a valid one appears.
+    let cluster_cm = cms.get_opt(&args.topology.topology_cm).await?;
+    let (profiles, perr) = common::profiles_from(&common::list_profiles(&client, &ns).await?);
+    for e in &perr {
+        tracing::warn!(error = %e, "ignoring profile ConfigMap");
+    }
+    let cfg = match common::config_from_cm(cluster_cm.as_ref()) {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            tracing::warn!(namespace = %ns, name = %args.topology.topology_cm, "no topology ConfigMap: using the chart defaults (pool `default`: 2 × Tesla-K80)");
+            ClusterConfig::default()
+        }
+        Err(e) => {
+            report_config_error(&client, &ns, &args.topology.topology_cm, cluster_cm.as_ref(), &e.to_string()).await;
+            ClusterConfig::default()
+        }
+    };
+    let opts = IndexOptions { disable_deploy_labels: args.disable_node_labeling };
+    let index = match Index::new(cfg.clone(), profiles.clone(), opts.clone()) {
+        Ok(i) => i,
+        Err(e) => {
+            report_config_error(&client, &ns, &args.topology.topology_cm, cluster_cm.as_ref(), &e.to_string()).await;
+            Index::new(ClusterConfig::default(), Profiles::default(), opts)?
+        }
+    };
+    let shared = Arc::new(Shared {
+        index: Mutex::new(index),
+        dirty: Mutex::new(BTreeSet::new()),
+        notify: Notify::new(),
+        synced: Default::default(),
+        ready: Notify::new(),
+    });
+
+    // Restart: what the ConfigMaps recorded.
+    let existing = cms.list(&ListParams::default().labels(&format!("{NODE_TOPOLOGY_LABEL}=true"))).await?;
+    let mut written: HashMap<String, String> = HashMap::new();
+    {
+        let mut ix = shared.index.lock().expect("index lock");
+        for cm in &existing.items {
+            let Some(node) = cm.labels().get(NODE_NAME_LABEL).cloned() else { continue };
+            if let Some(t) = cm.data.as_ref().and_then(|d| d.get(TOPOLOGY_KEY)).and_then(|t| NodeTopology::from_yaml(t).ok()) {
+                ix.seed_recorded(&node, &t);
+            }
+            written.insert(node, String::new());
+        }
+    }
+    tracing::info!(namespace = %ns, seeded = existing.items.len(), "status-updater starting");
+
+    let (tx, rx) = mpsc::channel::<Msg>(4096);
+    tokio::spawn(watch_nodes(client.clone(), tx.clone()));
+    tokio::spawn(watch_pods(client.clone(), tx.clone()));
+    tokio::spawn(watch_configmaps(client.clone(), ns.clone(), tx.clone()));
+    let writer = Writer { client: client.clone(), ns: ns.clone(), args: args.clone(), written: Arc::new(Mutex::new(written)) };
+    tokio::spawn(writer.run(shared.clone()));
+    let apply = tokio::spawn(apply_loop(client.clone(), ns.clone(), args.topology.topology_cm.clone(), shared.clone(), rx));
+    tokio::select! {
+        _ = common::shutdown_signal() => tracing::info!("shutting down"),
+        r = apply => tracing::error!(?r, "event loop ended"),
+    }
+    Ok(())
+}
+
+async fn ensure_namespace(client: &Client, ns: &str) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    if let Ok(None) = api.get_opt(ns).await {
+        let obj: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).expect("namespace shape");
+        match api.create(&PostParams::default(), &obj).await {
+            Ok(_) => tracing::info!(namespace = ns, "created namespace"),
+            Err(e) => tracing::warn!(namespace = ns, error = %e, "could not create namespace"),
+        }
+    }
+}
+
+async fn report_config_error(client: &Client, ns: &str, name: &str, cm: Option<&ConfigMap>, msg: &str) {
+    tracing::error!(namespace = ns, configmap = name, error = msg, "invalid topology config; keeping the last good one");
+    let uid = cm.and_then(|c| c.metadata.uid.clone());
+    common::warning_event(client, ns, common::cm_ref(ns, name, uid), "InvalidTopologyConfig", msg, "status-updater").await;
+}
+
+async fn watch_nodes(client: Client, tx: mpsc::Sender<Msg>) {
+    let api: Api<Node> = Api::all(client);
+    let mut seen: Option<HashSet<String>> = None;
+    let mut s = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
+    while let Some(ev) = s.next().await {
+        let msg = match ev {
+            Ok(WEvent::Apply(n)) => Msg::Node(Box::new(n)),
+            Ok(WEvent::InitApply(n)) => {
+                seen.get_or_insert_with(HashSet::new).insert(n.name_any());
+                Msg::Node(Box::new(n))
+            }
+            Ok(WEvent::Delete(n)) => Msg::NodeGone(n.name_any()),
+            Ok(WEvent::Init) => {
+                seen = Some(HashSet::new());
+                continue;
+            }
+            Ok(WEvent::InitDone) => Msg::NodesListed(seen.take().unwrap_or_default()),
+            Err(e) => {
+                tracing::warn!(error = %e, "node watch");
+                continue;
+            }
+        };
+        if tx.send(msg).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn watch_pods(client: Client, tx: mpsc::Sender<Msg>) {
+    let api: Api<Pod> = Api::all(client);
+    let mut seen: Option<HashSet<(String, String)>> = None;
+    let mut s = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
+    while let Some(ev) = s.next().await {
+        let msg = match ev {
+            Ok(WEvent::Apply(p)) => Msg::Pod(Box::new(PodInfo::from_pod(&p))),
+            Ok(WEvent::InitApply(p)) => {
+                let info = PodInfo::from_pod(&p);
+                seen.get_or_insert_with(HashSet::new).insert(info.key());
+                Msg::Pod(Box::new(info))
+            }
+            Ok(WEvent::Delete(p)) => Msg::PodGone((p.namespace().unwrap_or_default(), p.name_any())),
+            Ok(WEvent::Init) => {
+                seen = Some(HashSet::new());
+                continue;
+            }
+            Ok(WEvent::InitDone) => Msg::PodsListed(seen.take().unwrap_or_default()),
+            Err(e) => {
+                tracing::warn!(error = %e, "pod watch");
+                continue;
+            }
+        };
+        if tx.send(msg).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Any change to a ConfigMap that is not a per-node one (cluster config, profiles) triggers a reload.
+async fn watch_configmaps(client: Client, ns: String, tx: mpsc::Sender<Msg>) {
+    let api: Api<ConfigMap> = Api::namespaced(client, &ns);
+    let cfg = watcher::Config::default().labels(&format!("!{NODE_TOPOLOGY_LABEL}"));
+    let mut s = watcher::watcher(api, cfg).default_backoff().touched_objects().boxed();
+    let mut last: HashMap<String, Option<BTreeMap<String, String>>> = HashMap::new();
+    while let Some(ev) = s.next().await {
+        match ev {
+            Ok(cm) => {
+                let name = cm.name_any();
+                let data = if cm.metadata.deletion_timestamp.is_some() { None } else { cm.data.clone() };
+                if last.get(&name) == Some(&data) {
+                    continue;
+                }
+                last.insert(name, data);
+                if tx.send(Msg::ConfigMaps).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "configmap watch"),
+        }
+    }
+}
+
+async fn apply_loop(client: Client, ns: String, cm_name: String, shared: Arc<Shared>, mut rx: mpsc::Receiver<Msg>) {
+    let mut last_config_text: Option<Option<String>> = None;
+    let mut last_error: Option<String> = None;
+    while let Some(msg) = rx.recv().await {
+        let mut dirty: Vec<String> = Vec::new();
+        match msg {
+            Msg::ConfigMaps => {
+                // Re-read config and profiles; apply if they changed and are valid.
+                let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+                let cm = match cms.get_opt(&cm_name).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading topology ConfigMap");
+                        continue;
+                    }
+                };
+                let profiles_cms = common::list_profiles(&client, &ns).await.unwrap_or_default();
+                let text = cm.as_ref().and_then(|c| c.data.as_ref()).and_then(|d| d.get(TOPOLOGY_KEY)).cloned();
+                let fingerprint =
+                    Some(format!("{text:?}|{:?}", profiles_cms.iter().map(|c| (&c.metadata.name, &c.data)).collect::<Vec<_>>()));
+                if last_config_text == Some(fingerprint.clone()) {
+                    continue;
+                }
+                last_config_text = Some(fingerprint);
+                let (profiles, perr) = common::profiles_from(&profiles_cms);
+                for e in &perr {
+                    tracing::warn!(error = %e, "ignoring profile ConfigMap");
+                }
+                let parsed = match common::config_from_cm(cm.as_ref()) {
+                    Ok(Some(c)) => Ok(c),
+                    Ok(None) => Ok(ClusterConfig::default()),
+                    Err(e) => Err(e),
+                };
+                let result = parsed.and_then(|c| shared.index.lock().expect("index lock").set_config(c, profiles));
+                match result {
+                    Ok(nodes) => {
+                        if last_error.take().is_some() {
+                            tracing::info!("topology config valid again");
+                        }
+                        tracing::info!(nodes = nodes.len(), "topology config applied");
+                        dirty = nodes;
+                    }
+                    Err(e) => {
+                        let msg = e.to_string();
+                        if last_error.as_deref() != Some(msg.as_str()) {
+                            report_config_error(&client, &ns, &cm_name, cm.as_ref(), &msg).await;
+                            last_error = Some(msg);
+                        }
+                    }
+                }
+            }
+            Msg::Node(n) => {
+                let info = NodeInfo::from_node(&n);
+                let name = info.name.clone();
+                let mut ix = shared.index.lock().expect("index lock");
+                if ix.upsert_node(info) {
+                    if let Some(e) = ix.node_error(&name) {
+                        tracing::warn!(node = %name, error = e, "node not simulated");
+                    }
+                    dirty.push(name);
+                }
+            }
+            Msg::NodeGone(name) => {
+                shared.index.lock().expect("index lock").remove_node(&name);
+                dirty.push(name);
+            }
+            Msg::NodesListed(seen) => {
+                let mut ix = shared.index.lock().expect("index lock");
+                let gone: Vec<String> = ix.node_names().filter(|n| !seen.contains(*n)).cloned().collect();
+                for n in &gone {
+                    ix.remove_node(n);
+                }
+                dirty.extend(gone);
+                drop(ix);
+                shared.synced(1);
+            }
+            Msg::Pod(p) => dirty = shared.index.lock().expect("index lock").upsert_pod(*p),
+            Msg::PodGone(key) => dirty.extend(shared.index.lock().expect("index lock").remove_pod(&key)),
+            Msg::PodsListed(seen) => {
+                let mut ix = shared.index.lock().expect("index lock");
+                for key in ix.pod_keys().into_iter().filter(|k| !seen.contains(k)) {
+                    dirty.extend(ix.remove_pod(&key));
+                }
+                drop(ix);
+                shared.synced(2);
+            }
+        }
+        shared.mark(dirty);
+    }
+}
+
+#[derive(Clone)]
+struct Writer {
+    client: Client,
+    ns: String,
+    args: Args,
+    /// Per node: the last `topology.yml` + annotation written (empty: exists, content unknown).
+    written: Arc<Mutex<HashMap<String, String>>>,
+}
+
+impl Writer {
+    async fn run(self, shared: Arc<Shared>) {
+        // Nothing is written before nodes and pods are fully listed: a partial view would
+        // delete ConfigMaps and move allocations.
+        shared.ready.notified().await;
+        tracing::info!("nodes and pods listed; reconciling");
+        // Nodes whose ConfigMap exists from before: reconcile them once (deletes stale ones).
+        let initial: Vec<String> = self.written.lock().expect("written lock").keys().cloned().collect();
+        shared.mark(initial);
+        loop {
+            shared.notify.notified().await;
+            // Let a burst of events coalesce.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let batch: Vec<String> = std::mem::take(&mut *shared.dirty.lock().expect("dirty lock")).into_iter().collect();
+            let jobs = batch.into_iter().map(|node| {
+                let view = shared.index.lock().expect("index lock").view(&node);
+                let labels = shared.index.lock().expect("index lock").node_labels(&node);
+                let w = self.clone();
+                async move {
+                    let r = w.reconcile(&node, view, labels).await;
+                    (node, r)
+                }
+            });
+            let failed: Vec<String> = futures::stream::iter(jobs)
+                .buffer_unordered(self.args.concurrency.max(1))
+                .filter_map(|(node, r)| async move {
+                    match r {
+                        Ok(()) => None,
+                        Err(e) => {
+                            tracing::warn!(node = %node, error = %e, "reconcile failed; retrying");
+                            Some(node)
+                        }
+                    }
+                })
+                .collect()
+                .await;
+            if !failed.is_empty() {
+                // Error policy: retry the failed nodes after a short pause.
+                let s = shared.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    s.mark(failed);
+                });
+            }
+        }
+    }
+
+    /// Applies one node's view, or removes what we wrote when it is in no pool (or gone).
+    async fn reconcile(&self, node: &str, view: Option<NodeView>, current_labels: Option<BTreeMap<String, String>>) -> Result<(), Error> {
+        let cms: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.ns);
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let cm_name = node_cm_name(&self.args.topology.topology_cm, node);
+        match view {
+            Some(v) => {
+                let yaml = v.topology.to_yaml();
+                let fingerprint = format!("{yaml}|{:?}", v.kwok_annotation);
+                let unchanged = self.written.lock().expect("written lock").get(node) == Some(&fingerprint);
+                if !unchanged {
+                    let mut annotations = BTreeMap::new();
+                    if let Some(a) = &v.kwok_annotation {
+                        annotations.insert(crate::topology::KWOK_NODE_ANNOTATION.to_string(), a.clone());
+                    }
+                    let cm = json!({
+                        "apiVersion": "v1", "kind": "ConfigMap",
+                        "metadata": {"name": cm_name, "namespace": self.ns,
+                                     "labels": {NODE_TOPOLOGY_LABEL: "true", NODE_NAME_LABEL: node},
+                                     "annotations": annotations},
+                        "data": {TOPOLOGY_KEY: yaml},
+                    });
+                    cms.patch(&cm_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&cm)).await?;
+                    self.written.lock().expect("written lock").insert(node.to_string(), fingerprint);
+                }
+                if let Some(cur) = current_labels {
+                    let p = labels::patch(&cur, &v.labels);
+                    if !p.is_empty() {
+                        nodes.patch(node, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": p}}))).await?;
+                    }
+                }
+                if !v.kwok || self.args.node_files_for_kwok {
+                    self.write_node_files(node, &v)?;
+                }
+            }
+            None => {
+                let had = self.written.lock().expect("written lock").remove(node).is_some();
+                if had {
+                    match cms.delete(&cm_name, &DeleteParams::default()).await {
+                        Ok(_) => tracing::info!(node, "deleted node topology"),
+                        Err(e) if is_not_found(&e) => {}
+                        Err(e) => {
+                            self.written.lock().expect("written lock").insert(node.to_string(), String::new());
+                            return Err(e.into());
+                        }
+                    }
+                    let dir = self.args.node_dir.join(node);
+                    let _ = std::fs::remove_file(dir.join("config.json"));
+                    let _ = std::fs::remove_dir(&dir);
+                }
+                if let Some(cur) = current_labels {
+                    let p = labels::patch(&cur, &BTreeMap::new());
+                    if !p.is_empty() {
+                        match nodes.patch(node, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": p}}))).await {
+                            Err(e) if !is_not_found(&e) => return Err(e.into()),
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn write_node_files(&self, node: &str, v: &NodeView) -> Result<(), Error> {
+        let dir = self.args.node_dir.join(node);
+        let path = dir.join("config.json");
+        let text = serde_json::to_string_pretty(&v.config_file).expect("node config serialises") + "\n";
+        if std::fs::read_to_string(&path).ok().as_deref() == Some(text.as_str()) {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| Error::Io(dir.display().to_string(), e))?;
+        let tmp = dir.join(".config.json.tmp");
+        std::fs::write(&tmp, &text).map_err(|e| Error::Io(tmp.display().to_string(), e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| Error::Io(path.display().to_string(), e))?;
+        Ok(())
+    }
+}
+
+fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
