@@ -147,7 +147,7 @@ mod tests {
     pub fn claim(uid: &str, node: &SimulatedNode, picks: &[usize], config: Option<serde_json::Value>) -> ResourceClaim {
         let results: Vec<serde_json::Value> = picks
             .iter()
-            .map(|i| serde_json::json!({"request": "gpu", "driver": DRIVER, "pool": node.spec.node_name, "device": node.gpus[*i].uuid}))
+            .map(|i| serde_json::json!({"request": "gpu", "driver": DRIVER, "pool": node.spec.node_name, "device": node.gpus[*i].uuid.to_lowercase()}))
             .collect();
         let mut alloc = serde_json::json!({"devices": {"results": results}});
         if let Some(c) = config {

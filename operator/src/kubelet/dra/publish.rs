@@ -51,7 +51,7 @@ pub async fn apply(client: &Client, ops: Vec<Op>) -> Result<usize, kube::Error> 
         match op {
             Op::Apply(slice) => {
                 let name = slice.metadata.name.clone().unwrap_or_default();
-                api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&slice)).await?;
+                api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&*slice)).await?;
             }
             Op::Delete(name) => match api.delete(&name, &DeleteParams::default()).await {
                 Ok(_) => {}

@@ -20,7 +20,7 @@ pub const PUBLISHER_LABEL: &str = "fake-gpu-operator.run.ai/publisher";
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {
     /// Create or replace (server-side apply) this slice.
-    Apply(ResourceSlice),
+    Apply(Box<ResourceSlice>),
     /// Delete the slice of this name.
     Delete(String),
 }
@@ -79,7 +79,7 @@ pub fn plan(node: &str, devices: &[Device], existing: &[ResourceSlice], owner: O
     }
     let next = generation.map_or(0, |g| g + 1);
     let want = desired(node, devices, next, owner, publisher);
-    let mut ops: Vec<Op> = want.iter().cloned().map(Op::Apply).collect();
+    let mut ops: Vec<Op> = want.iter().cloned().map(|s| Op::Apply(Box::new(s))).collect();
     for h in existing {
         let name = h.metadata.name.clone().unwrap_or_default();
         if !want.iter().any(|w| w.metadata.name.as_deref() == Some(name.as_str())) {
@@ -98,7 +98,7 @@ mod tests {
     }
 
     fn applied(ops: &[Op]) -> Vec<ResourceSlice> {
-        ops.iter().filter_map(|o| if let Op::Apply(s) = o { Some(s.clone()) } else { None }).collect()
+        ops.iter().filter_map(|o| if let Op::Apply(s) = o { Some((**s).clone()) } else { None }).collect()
     }
 
     #[test]
