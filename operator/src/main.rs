@@ -20,6 +20,8 @@ enum Component {
     DraPlugin(fake_gpu_operator::kubelet::cli::DraPluginArgs),
     /// Publishes gpu.nvidia.com ResourceSlices for every KWOK node from one process.
     KwokDraPlugin(fake_gpu_operator::kubelet::cli::KwokDraPluginArgs),
+    /// dcgm-exporter-compatible GPU metrics on :9400 for one node or every node of the pools.
+    StatusExporter(fake_gpu_operator::exporter::component::Args),
     /// Per-node topology ConfigMaps, allocations, node labels and node files for pool nodes.
     StatusUpdater(fake_gpu_operator::status_updater::Args),
     /// Keeps KWOK nodes' nvidia.com/gpu (and other) capacity equal to their topology.
@@ -41,6 +43,7 @@ fn main() -> anyhow::Result<()> {
         Component::DevicePlugin(args) => fake_gpu_operator::kubelet::cli::device_plugin(args),
         Component::DraPlugin(args) => fake_gpu_operator::kubelet::cli::dra_plugin(args),
         Component::KwokDraPlugin(args) => fake_gpu_operator::kubelet::cli::kwok_dra_plugin(args),
+        Component::StatusExporter(args) => fake_gpu_operator::exporter::component::run_blocking(args),
         Component::StatusUpdater(args) => Ok(runtime()?.block_on(fake_gpu_operator::status_updater::run(args))?),
         Component::KwokGpuDevicePlugin(args) => Ok(runtime()?.block_on(fake_gpu_operator::kwok_device_plugin::run(args))?),
         Component::TopologyServer(args) => Ok(runtime()?.block_on(fake_gpu_operator::topology_server::run(args))?),

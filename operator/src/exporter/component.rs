@@ -1,0 +1,268 @@
+//! The `status-exporter` component: watches per-node topology ConfigMaps, keeps an
+//! [`Exporter`] up to date and serves it. Node-local mode (`--node`, one DaemonSet pod per
+//! node) or all-nodes mode (one Deployment serving every node of the pools, optionally only
+//! KWOK nodes). The selection of ConfigMaps is the pure [`select`]; the rest is wiring.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client};
+
+use super::node::HostnameLabel;
+use super::server::{bind_and_serve, Scrape};
+use super::topology_view::node_view;
+use super::Exporter;
+use crate::inference::{PrometheusClient, DEFAULT_FULL_SCALE_RPS};
+use crate::topology::{NodeTopology, KWOK_NODE_ANNOTATION, NODE_NAME_LABEL, NODE_TOPOLOGY_LABEL, TOPOLOGY_KEY};
+
+/// `Hostname` label choice on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HostnameArg {
+    /// The node name.
+    Node,
+    /// `nvidia-dcgm-exporter-<sha1 prefix>` like upstream's DaemonSet.
+    DcgmPod,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Serve only this node (node-local mode). Without it, every node of the pools.
+    #[arg(long, env = "NODE_NAME")]
+    pub node: Option<String>,
+    /// All-nodes mode: only nodes whose ConfigMap carries `kwok.x-k8s.io/node=fake`.
+    #[arg(long, env = "KWOK_ONLY", default_value_t = false)]
+    pub kwok_only: bool,
+    /// All-nodes mode: only these pools (comma-separated; empty = all).
+    #[arg(long, env = "POOLS", value_delimiter = ',')]
+    pub pools: Vec<String>,
+    /// Namespace of the topology ConfigMaps.
+    #[arg(long, env = "TOPOLOGY_CM_NAMESPACE", default_value = "gpu-operator")]
+    pub namespace: String,
+    /// Name of the cluster topology ConfigMap; per-node ones are `<name>-<node>`.
+    #[arg(long, env = "TOPOLOGY_CM_NAME", default_value = "topology")]
+    pub topology_cm_name: String,
+    /// Address of `/metrics`.
+    #[arg(long, env = "METRICS_LISTEN", default_value = "0.0.0.0:9400")]
+    pub listen: SocketAddr,
+    /// `Hostname` label: default `dcgm-pod` with `--node` (upstream DaemonSet), else `node`.
+    #[arg(long, env = "HOSTNAME_LABEL", value_enum)]
+    pub hostname_label: Option<HostnameArg>,
+    /// Prometheus queried for inference pods' request rates.
+    #[arg(long, env = "PROMETHEUS_URL", default_value = "http://prometheus-operated.runai:9090")]
+    pub prometheus_url: String,
+    /// Requests per second reported as 100 % utilization.
+    #[arg(long, env = "INFERENCE_FULL_SCALE_RPS", default_value_t = DEFAULT_FULL_SCALE_RPS)]
+    pub inference_full_scale_rps: f64,
+    /// How often inference request rates are refreshed, seconds.
+    #[arg(long, env = "INFERENCE_REFRESH_SECONDS", default_value_t = 10)]
+    pub inference_refresh_seconds: u64,
+}
+
+/// Which ConfigMaps an exporter serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    pub cm_prefix: String,
+    pub node: Option<String>,
+    pub kwok_only: bool,
+    pub pools: Vec<String>,
+}
+
+/// The node a per-node topology ConfigMap describes, if this exporter serves it.
+pub fn select(
+    sel: &Selection,
+    cm_name: &str,
+    labels: &std::collections::BTreeMap<String, String>,
+    annotations: &std::collections::BTreeMap<String, String>,
+    pool: Option<&str>,
+) -> Option<String> {
+    let node = labels
+        .get(NODE_NAME_LABEL)
+        .cloned()
+        .or_else(|| cm_name.strip_prefix(&sel.cm_prefix).and_then(|n| n.strip_prefix('-')).map(str::to_owned))?;
+    if let Some(only) = &sel.node {
+        return (only == &node).then_some(node);
+    }
+    if sel.kwok_only && annotations.get(KWOK_NODE_ANNOTATION).map(String::as_str) != Some("fake") {
+        return None;
+    }
+    if !sel.pools.is_empty() && !pool.is_some_and(|p| sel.pools.iter().any(|s| s == p)) {
+        return None;
+    }
+    Some(node)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+type Shared<T> = Arc<Mutex<T>>;
+
+fn apply(exporter: &Shared<Exporter>, sel: &Selection, cm: &ConfigMap) -> Option<String> {
+    let name = cm.metadata.name.as_deref().unwrap_or_default();
+    let text = cm.data.as_ref().and_then(|d| d.get(TOPOLOGY_KEY))?;
+    let topo = match NodeTopology::from_yaml(text) {
+        Ok(t) => t,
+        Err(e) => {
+            // Upstream panics here (defect 14.1/5); a bad ConfigMap only loses its own series.
+            tracing::warn!(configmap = name, error = %e, "unparsable topology; node not exported");
+            return None;
+        }
+    };
+    let empty = Default::default();
+    let labels = cm.metadata.labels.as_ref().unwrap_or(&empty);
+    let annotations = cm.metadata.annotations.as_ref().unwrap_or(&empty);
+    let node = select(sel, name, labels, annotations, topo.pool.as_deref())?;
+    let view = node_view(&node, &topo, &|_| None);
+    exporter.lock().expect("exporter lock").upsert(view);
+    Some(node)
+}
+
+async fn watch(api: Api<ConfigMap>, cfg: watcher::Config, sel: Selection, exporter: Shared<Exporter>) {
+    let mut stream = watcher::watcher(api, cfg).boxed();
+    let mut listed: BTreeSet<String> = BTreeSet::new();
+    while let Some(ev) = stream.next().await {
+        match ev {
+            Ok(Event::Init) => listed.clear(),
+            Ok(Event::InitApply(cm)) => listed.extend(apply(&exporter, &sel, &cm)),
+            Ok(Event::InitDone) => exporter.lock().expect("exporter lock").retain(|n| listed.contains(n)),
+            Ok(Event::Apply(cm)) => {
+                if apply(&exporter, &sel, &cm).is_none() {
+                    // No longer ours (or unparsable): its series go.
+                    if let Some(node) = cm.metadata.labels.as_ref().and_then(|l| l.get(NODE_NAME_LABEL)) {
+                        exporter.lock().expect("exporter lock").remove(node);
+                    }
+                }
+            }
+            Ok(Event::Delete(cm)) => {
+                let name = cm.metadata.name.as_deref().unwrap_or_default();
+                let node = cm
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(NODE_NAME_LABEL))
+                    .cloned()
+                    .or_else(|| name.strip_prefix(&sel.cm_prefix).and_then(|n| n.strip_prefix('-')).map(str::to_owned));
+                if let Some(node) = node {
+                    exporter.lock().expect("exporter lock").remove(&node);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "topology watch"),
+        }
+    }
+}
+
+async fn refresh_inference(
+    client: PrometheusClient,
+    scale: f64,
+    every: Duration,
+    exporter: Shared<Exporter>,
+    rates: Shared<HashMap<String, u32>>,
+) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let pods = exporter.lock().expect("exporter lock").inference_pods();
+        let mut fresh = HashMap::with_capacity(pods.len());
+        for uid in pods {
+            match client.pod_utilization(&uid, scale).await {
+                Ok(u) => {
+                    fresh.insert(uid, u);
+                }
+                // Upstream: any error gives 0.
+                Err(e) => tracing::debug!(pod_uid = uid, error = %e, "inference utilization"),
+            }
+        }
+        *rates.lock().expect("rates lock") = fresh;
+    }
+}
+
+/// Runs the component on its own runtime until SIGTERM/SIGINT (the binary's entry point).
+pub fn run_blocking(args: Args) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?.block_on(run(args))
+}
+
+/// Runs the component until SIGTERM/SIGINT.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let sel = Selection {
+        cm_prefix: args.topology_cm_name.clone(),
+        node: args.node.clone(),
+        kwok_only: args.kwok_only,
+        pools: args.pools.clone(),
+    };
+    let hostname = match args.hostname_label.unwrap_or(if args.node.is_some() { HostnameArg::DcgmPod } else { HostnameArg::Node }) {
+        HostnameArg::Node => HostnameLabel::NodeName,
+        HostnameArg::DcgmPod => HostnameLabel::DcgmPod,
+    };
+    let exporter: Shared<Exporter> = Arc::new(Mutex::new(Exporter::new(hostname)));
+    let rates: Shared<HashMap<String, u32>> = Arc::default();
+
+    let client = Client::try_default().await?;
+    let api: Api<ConfigMap> = Api::namespaced(client, &args.namespace);
+    let mut cfg = watcher::Config::default().labels(&format!("{NODE_TOPOLOGY_LABEL}=true"));
+    if let Some(node) = &args.node {
+        cfg = cfg.fields(&format!("metadata.name={}", crate::topology::node_cm_name(&args.topology_cm_name, node)));
+    }
+    tracing::info!(namespace = args.namespace, node = ?args.node, kwok_only = args.kwok_only, "status-exporter starting");
+    tokio::spawn(watch(api, cfg, sel, exporter.clone()));
+    let prom = PrometheusClient::new(&args.prometheus_url)?;
+    let every = Duration::from_secs(args.inference_refresh_seconds.max(1));
+    tokio::spawn(refresh_inference(prom, args.inference_full_scale_rps, every, exporter.clone(), rates.clone()));
+
+    let scrape: Scrape = Arc::new(move || {
+        let rates = rates.lock().expect("rates lock").clone();
+        exporter.lock().expect("exporter lock").scrape(now_ms(), &|uid| rates.get(uid).copied())
+    });
+    bind_and_serve(args.listen, scrape, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        () = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn map(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn selection_modes() {
+        let labels = map(&[("node-topology", "true"), ("node-name", "kwok-a-1")]);
+        let kwok = map(&[("kwok.x-k8s.io/node", "fake")]);
+        let none = BTreeMap::new();
+        let all = Selection { cm_prefix: "topology".into(), node: None, kwok_only: false, pools: vec![] };
+        assert_eq!(select(&all, "topology-kwok-a-1", &labels, &none, None), Some("kwok-a-1".into()));
+        assert_eq!(select(&all, "topology-real-1", &BTreeMap::new(), &none, None), Some("real-1".into()), "name fallback");
+        let kwok_only = Selection { kwok_only: true, ..all.clone() };
+        assert_eq!(select(&kwok_only, "topology-kwok-a-1", &labels, &none, None), None);
+        assert_eq!(select(&kwok_only, "topology-kwok-a-1", &labels, &kwok, None), Some("kwok-a-1".into()));
+        let local = Selection { node: Some("kwok-a-1".into()), ..all.clone() };
+        assert_eq!(select(&local, "topology-kwok-a-1", &labels, &none, None), Some("kwok-a-1".into()));
+        assert_eq!(select(&Selection { node: Some("other".into()), ..all.clone() }, "topology-kwok-a-1", &labels, &none, None), None);
+        let pools = Selection { pools: vec!["a100".into()], ..all.clone() };
+        assert_eq!(select(&pools, "topology-kwok-a-1", &labels, &none, Some("a100")), Some("kwok-a-1".into()));
+        assert_eq!(select(&pools, "topology-kwok-a-1", &labels, &none, Some("h100")), None);
+        assert_eq!(select(&pools, "topology-kwok-a-1", &labels, &none, None), None);
+        assert_eq!(select(&all, "unrelated", &BTreeMap::new(), &none, None), None);
+    }
+}
