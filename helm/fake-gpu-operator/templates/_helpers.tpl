@@ -1,0 +1,211 @@
+{{/* Name of the chart. */}}
+{{- define "fgo.name" -}}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Release-unique prefix of cluster-scoped objects (ClusterRoles, bindings). */}}
+{{- define "fgo.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Common labels; pass (dict "ctx" $ "component" "name"). */}}
+{{- define "fgo.labels" -}}
+app.kubernetes.io/name: {{ include "fgo.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .ctx.Chart.Name .ctx.Chart.Version | replace "+" "_" }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* Image of a component; pass (dict "ctx" $ "image" .Values.<component>.image). */}}
+{{- define "fgo.image" -}}
+{{- $g := .ctx.Values.image | default dict -}}
+{{- $c := .image | default dict -}}
+{{- $repo := $c.repository | default $g.repository -}}
+{{- $tag := $c.tag | default $g.tag | default .ctx.Chart.AppVersion -}}
+{{- printf "%s:%v" $repo $tag -}}
+{{- end -}}
+
+{{- define "fgo.pullPolicy" -}}
+{{- $g := .ctx.Values.image | default dict -}}
+{{- $c := .image | default dict -}}
+{{- $c.pullPolicy | default $g.pullPolicy | default "IfNotPresent" -}}
+{{- end -}}
+
+{{- define "fgo.imagePullSecrets" -}}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+{{- range . }}
+  - name: {{ if kindIs "string" . }}{{ . }}{{ else }}{{ .name }}{{ end }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* Env every component gets. */}}
+{{- define "fgo.commonEnv" -}}
+- name: TOPOLOGY_CM_NAME
+  value: topology
+- name: TOPOLOGY_CM_NAMESPACE
+  value: {{ .Release.Namespace }}
+- name: FAKE_GPU_OPERATOR_NAMESPACE
+  value: {{ .Release.Namespace }}
+- name: RESOURCE_RESERVATION_NAMESPACE
+  value: {{ (.Values.environment).resourceReservationNamespace | default "runai-reservation" }}
+- name: RUST_LOG
+  value: info
+{{- end -}}
+
+{{- define "fgo.nodeNameEnv" -}}
+- name: NODE_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: spec.nodeName
+{{- end -}}
+
+{{/* Pod and container security for components that need no host access. */}}
+{{- define "fgo.podSecurity" -}}
+securityContext:
+  runAsNonRoot: true
+  runAsUser: 65532
+  runAsGroup: 65532
+  seccompProfile:
+    type: RuntimeDefault
+{{- end -}}
+{{- define "fgo.containerSecurity" -}}
+securityContext:
+  allowPrivilegeEscalation: false
+  readOnlyRootFilesystem: true
+  capabilities:
+    drop: [ALL]
+{{- end -}}
+
+{{/* OpenShift: the rule that lets a ServiceAccount use the privileged SCC. */}}
+{{- define "fgo.sccRule" -}}
+{{- if (.Values.environment).openshift }}
+- apiGroups: [security.openshift.io]
+  resources: [securitycontextconstraints]
+  resourceNames: [privileged]
+  verbs: [use]
+{{- end }}
+{{- end -}}
+
+{{/* The cluster topology document: .Values.cluster when set, else .Values.topology. */}}
+{{- define "fgo.topology" -}}
+{{- if .Values.cluster -}}
+{{ toYaml .Values.cluster }}
+{{- else -}}
+{{ toYaml .Values.topology }}
+{{- end -}}
+{{- end -}}
+
+{{/*
+ServiceAccount + namespaced Role (ConfigMaps in the release namespace: read, or `cmVerbs`)
++ optional ClusterRole with `clusterRules` (YAML list), all bound to the ServiceAccount.
+Pass (dict "ctx" $ "sa" "name" "component" "name" "clusterRules" "<yaml>" "cmVerbs" (list ...)).
+*/}}
+{{- define "fgo.rbac" -}}
+{{- $ctx := .ctx -}}
+{{- $fn := include "fgo.fullname" $ctx -}}
+{{- $labels := include "fgo.labels" (dict "ctx" $ctx "component" .component) -}}
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: {{ .sa }}
+  namespace: {{ $ctx.Release.Namespace }}
+  labels:
+    {{- $labels | nindent 4 }}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata:
+  name: {{ .sa }}
+  namespace: {{ $ctx.Release.Namespace }}
+  labels:
+    {{- $labels | nindent 4 }}
+rules:
+  - apiGroups: [""]
+    resources: [configmaps]
+    verbs: {{ .cmVerbs | default (list "get" "list" "watch") | toJson }}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: {{ .sa }}
+  namespace: {{ $ctx.Release.Namespace }}
+  labels:
+    {{- $labels | nindent 4 }}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: Role
+  name: {{ .sa }}
+subjects:
+  - kind: ServiceAccount
+    name: {{ .sa }}
+    namespace: {{ $ctx.Release.Namespace }}
+{{- if or (trim (.clusterRules | default "")) (($ctx.Values.environment).openshift) }}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: {{ $fn }}-{{ .sa }}
+  labels:
+    {{- $labels | nindent 4 }}
+rules:
+{{- with trim (.clusterRules | default "") }}
+{{ . }}
+{{- end }}
+{{- if .privileged }}
+{{- include "fgo.sccRule" $ctx }}
+{{- end }}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: {{ $fn }}-{{ .sa }}
+  labels:
+    {{- $labels | nindent 4 }}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: {{ $fn }}-{{ .sa }}
+subjects:
+  - kind: ServiceAccount
+    name: {{ .sa }}
+    namespace: {{ $ctx.Release.Namespace }}
+{{- end }}
+{{- end -}}
+
+{{/* Init container copying the fake NVML and nvidia-smi onto the node, for GPU containers. */}}
+{{- define "fgo.installHostFiles" -}}
+- name: install-host-files
+  image: {{ include "fgo.image" (dict "ctx" .ctx "image" .image) }}
+  imagePullPolicy: {{ include "fgo.pullPolicy" (dict "ctx" .ctx "image" .image) }}
+  command: [/bin/sh, -ec]
+  args:
+    - |
+      mkdir -p /host/lib /host/bin
+      cp -f /usr/local/lib/fake-gpu-operator/libnvidia-ml.so.1 /host/lib/libnvidia-ml.so.1.tmp
+      mv -f /host/lib/libnvidia-ml.so.1.tmp /host/lib/libnvidia-ml.so.1
+      cp -f /usr/local/bin/nvidia-smi /host/bin/nvidia-smi.tmp
+      chmod 0755 /host/bin/nvidia-smi.tmp /host/lib/libnvidia-ml.so.1
+      mv -f /host/bin/nvidia-smi.tmp /host/bin/nvidia-smi
+  securityContext:
+    runAsUser: 0
+  volumeMounts:
+    - name: fgo-host
+      mountPath: /host
+{{- end -}}
+
+{{- define "fgo.hostFileEnv" -}}
+- name: FAKEGPU_NVML_LIB
+  value: /var/lib/fake-gpu-operator/lib/libnvidia-ml.so.1
+- name: FAKEGPU_NVIDIA_SMI
+  value: /var/lib/fake-gpu-operator/bin/nvidia-smi
+- name: FAKEGPU_NODE_DIR
+  value: /var/lib/fake-gpu-operator/nodes
+{{- end -}}

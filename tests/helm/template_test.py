@@ -1,0 +1,226 @@
+#!/usr/bin/env python3
+"""Template tests of helm/fake-gpu-operator: renders the chart with `helm template` (the real helm
+binary) for several values files and namespaces and checks objects, namespaces, RBAC and schema.
+
+Usage: template_test.py HELM_BINARY. Prints one line per check and 'N passed, N failed'."""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import yaml
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+CHART = os.path.join(ROOT, "helm", "fake-gpu-operator")
+HERE = os.path.dirname(os.path.abspath(__file__))
+HELM = sys.argv[1]
+passed, failed = 0, 0
+
+
+def check(name, ok, detail=""):
+    global passed, failed
+    if ok:
+        passed += 1
+        print(f"ok   {name}")
+    else:
+        failed += 1
+        print(f"FAIL {name} {detail}")
+
+
+def render(ns="gpu-operator", values=(), sets=(), release="fgo"):
+    cmd = [HELM, "template", release, CHART, "-n", ns]
+    for v in values:
+        cmd += ["-f", os.path.join(HERE, "values", v)]
+    for s in sets:
+        cmd += ["--set", s]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)}: {out.stderr}")
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def components():
+    """Subcommands of the binary, from the clap enum in operator/src/main.rs (kebab-case)."""
+    src = open(os.path.join(ROOT, "operator", "src", "main.rs")).read()
+    body = src.split("enum Component", 1)[1].split("\n}", 1)[0]
+    names = re.findall(r"^\s{4}([A-Z]\w*)\s*[,(]", body, re.M)
+    return {re.sub(r"(?<!^)([A-Z])", r"-\1", n).lower() for n in names}
+
+
+def by_kind(docs, kind):
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "RuntimeClass", "DeviceClass"}
+
+
+def sa_rules(docs, ns, sa):
+    """(namespace or '*', apiGroup, resource, verb) tuples granted to ServiceAccount `sa`."""
+    roles = {(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]): d for d in docs if d["kind"] in ("Role", "ClusterRole")}
+    grants = set()
+    for b in docs:
+        if b["kind"] not in ("RoleBinding", "ClusterRoleBinding"):
+            continue
+        if not any(s["kind"] == "ServiceAccount" and s["name"] == sa and s["namespace"] == ns for s in b["subjects"]):
+            continue
+        ref = b["roleRef"]
+        role = roles[(ref["kind"], b["metadata"].get("namespace") if ref["kind"] == "Role" else None, ref["name"])]
+        scope = b["metadata"]["namespace"] if b["kind"] == "RoleBinding" else "*"
+        for r in role["rules"]:
+            for g in r["apiGroups"]:
+                for res in r["resources"]:
+                    for v in r["verbs"]:
+                        grants.add((scope, g, res, v))
+    return grants
+
+
+def can(grants, ns, group, resource, verb):
+    return any(s in ("*", ns) and g in (group, "*") and r in (resource, "*") and v in (verb, "*") for s, g, r, v in grants)
+
+
+known = components()
+check("components parsed from main.rs", {"status-exporter", "status-updater"} <= known, str(known))
+
+# Defaults, in two namespaces: everything namespaced lands in the release namespace.
+for ns in ("gpu-operator", "team-gpu-sim"):
+    docs = render(ns)
+    wrong = [f"{d['kind']}/{d['metadata']['name']}" for d in docs if d["kind"] not in CLUSTER_SCOPED and d["metadata"].get("namespace") != ns]
+    check(f"[{ns}] namespaced objects in the release namespace", not wrong, str(wrong))
+    text = yaml.safe_dump_all(docs)
+    if ns != "gpu-operator":
+        leaks = [l for l in text.splitlines() if re.search(r"(namespace|value): gpu-operator$|\.gpu-operator\b", l)]
+        check(f"[{ns}] no hard-coded gpu-operator namespace", not leaks, str(leaks))
+    for b in docs:
+        for s in b.get("subjects", []) if b["kind"].endswith("Binding") else []:
+            check(f"[{ns}] {b['kind']}/{b['metadata']['name']} subject namespace", s.get("namespace") == ns, str(s))
+    cluster_names = [d["metadata"]["name"] for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    check(f"[{ns}] cluster RBAC names are release-prefixed", all(n.startswith("fgo-fake-gpu-operator-") for n in cluster_names), str(cluster_names))
+
+docs = render()
+deploys, dsets, svcs = by_kind(docs, "Deployment"), by_kind(docs, "DaemonSet"), by_kind(docs, "Service")
+check("default: upstream workloads", set(deploys) == {"status-updater", "kwok-gpu-device-plugin", "nvidia-dcgm-exporter-kwok", "topology-server"}
+      and set(dsets) == {"device-plugin", "nvidia-dcgm-exporter"}, f"{sorted(deploys)} {sorted(dsets)}")
+check("default: upstream services", set(svcs) == {"nvidia-dcgm-exporter", "nvidia-dcgm-exporter-kwok", "topology-server"}, str(sorted(svcs)))
+check("default: dcgm service port 9400 gpu-metrics + scrape annotation",
+      svcs["nvidia-dcgm-exporter"]["spec"]["ports"][0] == {"name": "gpu-metrics", "port": 9400, "targetPort": "http"}
+      and svcs["nvidia-dcgm-exporter"]["metadata"]["annotations"]["prometheus.io/scrape"] == "true")
+check("default: topology-server service 80 -> 8080", svcs["topology-server"]["spec"]["ports"][0]["port"] == 80)
+check("default: RuntimeClass nvidia/runc", by_kind(docs, "RuntimeClass").get("nvidia", {}).get("handler") == "runc")
+topo = yaml.safe_load(by_kind(docs, "ConfigMap")["topology"]["data"]["topology.yml"])
+check("default: legacy topology", topo["nodePools"]["default"] == {"gpuProduct": "Tesla-K80", "gpuCount": 2, "gpuMemory": 11441}
+      and topo["nodePoolLabelKey"] == "run.ai/simulated-gpu-node-pool", str(topo))
+sas = set(by_kind(docs, "ServiceAccount"))
+for w in list(deploys.values()) + list(dsets.values()):
+    spec = w["spec"]["template"]["spec"]
+    c = spec["containers"][0]
+    check(f"{w['kind']}/{w['metadata']['name']}: runs a known component", c["args"][0] in known, c["args"][0])
+    check(f"{w['kind']}/{w['metadata']['name']}: its ServiceAccount is rendered", spec["serviceAccountName"] in sas, spec["serviceAccountName"])
+    check(f"{w['kind']}/{w['metadata']['name']}: image from the chart", c["image"] == "ghcr.io/fake-gpu-operator/fake-gpu-operator:0.1.0", c["image"])
+    env = {e["name"]: e.get("value") for e in c.get("env", [])}
+    check(f"{w['kind']}/{w['metadata']['name']}: topology namespace = release namespace", env.get("TOPOLOGY_CM_NAMESPACE") == "gpu-operator")
+    sel = w["spec"]["selector"]["matchLabels"]
+    check(f"{w['kind']}/{w['metadata']['name']}: selector matches pod labels", all(w["spec"]["template"]["metadata"]["labels"].get(k) == v for k, v in sel.items()))
+    privileged = c.get("securityContext", {}).get("privileged", False)
+    if w["metadata"]["name"] not in ("device-plugin",):
+        check(f"{w['kind']}/{w['metadata']['name']}: non-root", spec.get("securityContext", {}).get("runAsNonRoot") is True and not privileged)
+kwok_exp = deploys["nvidia-dcgm-exporter-kwok"]["spec"]["template"]["spec"]["containers"][0]
+check("kwok exporter serves all KWOK nodes", kwok_exp["args"] == ["status-exporter", "--kwok-only"], str(kwok_exp["args"]))
+ds_exp = dsets["nvidia-dcgm-exporter"]["spec"]["template"]["spec"]
+check("node-local exporter gets NODE_NAME", any(e["name"] == "NODE_NAME" and e["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName" for e in ds_exp["containers"][0]["env"]))
+check("node-local exporter nodeSelector", ds_exp["nodeSelector"] == {"nvidia.com/gpu.deploy.dcgm-exporter": "true"})
+
+# Least privilege per ServiceAccount.
+NS = "gpu-operator"
+g = {sa: sa_rules(docs, NS, sa) for sa in sas}
+everything = set().union(*g.values())
+check("no wildcard verbs/resources/groups", not [x for x in everything if "*" in x[1:]], str([x for x in everything if "*" in x[1:]]))
+check("nobody reads secrets", not any(can(rules, NS, "", "secrets", v) for rules in g.values() for v in ("get", "list", "watch")))
+se = g["status-exporter"]
+check("status-exporter: reads topology ConfigMaps", all(can(se, NS, "", "configmaps", v) for v in ("get", "list", "watch")))
+check("status-exporter: only that", se == {(NS, "", "configmaps", v) for v in ("get", "list", "watch")}, str(sorted(se)))
+check("status-exporter: not in other namespaces", not can(se, "kube-system", "", "configmaps", "get"))
+su = g["status-updater"]
+check("status-updater: writes ConfigMaps in its namespace only", can(su, NS, "", "configmaps", "create") and not can(su, "default", "", "configmaps", "create"))
+check("status-updater: patches nodes, watches pods and claims", all([can(su, NS, "", "nodes", "patch"), can(su, NS, "", "pods", "watch"), can(su, NS, "resource.k8s.io", "resourceclaims", "list")]))
+check("status-updater: cannot delete nodes or pods", not can(su, NS, "", "nodes", "delete") and not can(su, NS, "", "pods", "delete"))
+kd = g["kwok-gpu-device-plugin"]
+check("kwok-gpu-device-plugin: patches node status, not nodes", can(kd, NS, "", "nodes/status", "patch") and not can(kd, NS, "", "nodes", "patch"))
+check("topology-server: read-only ConfigMaps", g["topology-server"] == {(NS, "", "configmaps", v) for v in ("get", "list", "watch")})
+dp = g["nvidia-device-plugin"]
+check("device-plugin: patches pods (grant annotation), cannot create them", can(dp, NS, "", "pods", "patch") and not can(dp, NS, "", "pods", "create"))
+
+# Toggles.
+docs = render(values=["mixed-mode.yaml"], ns="fgo-mixed")
+names = {(d["kind"], d["metadata"]["name"]) for d in docs}
+check("mixed mode: no device-plugin, dcgm exporter, RuntimeClass",
+      not ({("DaemonSet", "device-plugin"), ("DaemonSet", "nvidia-dcgm-exporter"), ("RuntimeClass", "nvidia")} & names), str(sorted(names)))
+check("mixed mode: KWOK capacity and status-updater still there", {("Deployment", "kwok-gpu-device-plugin"), ("Deployment", "status-updater")} <= names)
+
+docs = render(values=["upstream-e2e.yaml"])
+names = {(d["kind"], d["metadata"]["name"]) for d in docs}
+check("e2e values: DRA plugin, kwok-dra, DeviceClass", {("DaemonSet", "fgo-fake-gpu-operator-kubeletplugin"), ("Deployment", "kwok-dra-plugin"), ("DeviceClass", "gpu.nvidia.com")} <= names, str(sorted(names)))
+check("e2e values: no kwok-gpu-device-plugin", ("Deployment", "kwok-gpu-device-plugin") not in names)
+ge = sa_rules(docs, NS, "fgo-fake-gpu-operator-service-account")
+check("dra-plugin: manages ResourceSlices, gets claims", can(ge, NS, "resource.k8s.io", "resourceslices", "create") and can(ge, NS, "resource.k8s.io", "resourceclaims", "get")
+      and not can(ge, NS, "resource.k8s.io", "resourceclaims", "update"))
+su = sa_rules(docs, NS, "status-updater")
+check("runaiIntegration: PrometheusRule rights", can(su, NS, "monitoring.coreos.com", "prometheusrules", "create"))
+topo = yaml.safe_load(by_kind(docs, "ConfigMap")["topology"]["data"]["topology.yml"])
+check("e2e values: both pools (Helm merges the default pool in, as upstream)", {"default", "highend"} <= set(topo["nodePools"]), str(topo["nodePools"].keys()))
+
+docs = render(values=["openshift.yaml"])
+for sa in ("nvidia-device-plugin", "status-exporter", "fgo-fake-gpu-operator-service-account"):
+    check(f"openshift: {sa} may use the privileged SCC", can(sa_rules(docs, NS, sa), NS, "security.openshift.io", "securitycontextconstraints", "use"))
+check("openshift off: no SCC rule", not any(can(r, NS, "security.openshift.io", "securitycontextconstraints", "use") for r in g.values()))
+
+docs = render(values=["new-format.yaml"], ns="sim")
+cms = by_kind(docs, "ConfigMap")
+topo = yaml.safe_load(cms["topology"]["data"]["topology.yml"])
+check("cluster: replaces topology", set(topo["nodePools"]) == {"a100", "custom"} and topo["nodePools"]["a100"]["gpu"]["profile"] == "a100-80gb", str(topo))
+prof = cms.get("gpu-profile-my-board")
+check("customProfiles: gpu-profile-<name> ConfigMap", prof is not None and prof["metadata"]["labels"]["fake-gpu-operator/gpu-profile"] == "true"
+      and yaml.safe_load(prof["data"]["profile.yaml"])["device_count"] == 2)
+exp = by_kind(docs, "Deployment")["nvidia-dcgm-exporter-kwok"]["spec"]["template"]["spec"]
+env = {e["name"]: e.get("value") for e in exp["containers"][0]["env"]}
+check("statusExporter.port / inference scale / prometheus.url reach the exporter",
+      env["METRICS_LISTEN"] == "0.0.0.0:9500" and env["INFERENCE_FULL_SCALE_RPS"] == "40" and env["PROMETHEUS_URL"] == "http://prometheus.monitoring:9090"
+      and env["INFERENCE_REFRESH_SECONDS"] == "5", str(env))
+check("image override and pull secrets", exp["containers"][0]["image"] == "registry.example/fgo:v9" and exp["imagePullSecrets"] == [{"name": "regcred"}])
+
+a = render()
+b = render(sets=["topology.nodePools.default.gpuCount=4"])
+ck = lambda docs: by_kind(docs, "Deployment")["status-updater"]["spec"]["template"]["metadata"]["annotations"]["checksum/topology"]
+check("checksum/topology follows the topology", ck(a) != ck(b) and ck(a) == ck(render()))
+
+# Schema: typos fail, upstream keys pass.
+for bad in sorted(os.listdir(os.path.join(HERE, "bad-values"))):
+    r = subprocess.run([HELM, "template", "x", CHART, "-f", os.path.join(HERE, "bad-values", bad)], capture_output=True, text=True)
+    check(f"schema rejects bad-values/{bad}", r.returncode != 0 and ("not allowed" in r.stderr or "got string, want boolean" in r.stderr), r.stderr[-300:])
+for s in ["statusExporter.kwok.prometheusRule.enabled=false", "statusExporter.topologyMaxExportInterval=30s", "migFaker.enabled=false",
+          "nvmlMock.image.tag=x", "computeDomainDraPlugin.healthcheckPort=9", "gpu-operator.driver.enabled=false", "topologyServer.enabled=true",
+          "statusExporter.nodeResourceTopology.installCRD=false", "environment.fakeCSVVersion=1.2.3", "builtinProfiles.enabled=false"]:
+    try:
+        render(sets=[s])
+        check(f"upstream key accepted: {s}", True)
+    except RuntimeError as e:
+        check(f"upstream key accepted: {s}", False, str(e)[-300:])
+schema = json.load(open(os.path.join(CHART, "values.schema.json")))
+
+
+def strict(node, path="$"):
+    bad = []
+    if isinstance(node, dict):
+        if node.get("type") == "object" and "properties" in node and node.get("additionalProperties") is not False:
+            bad.append(path)
+        for k, v in node.items():
+            bad += strict(v, f"{path}.{k}")
+    return bad
+
+
+check("schema: additionalProperties false wherever properties are defined", not strict(schema), str(strict(schema)))
+defaults = yaml.safe_load(open(os.path.join(CHART, "values.yaml")))
+check("values.yaml keys are all in the schema", set(defaults) <= set(schema["properties"]), str(set(defaults) - set(schema["properties"])))
+
+print(f"{passed} passed, {failed} failed")
+sys.exit(1 if failed else 0)
