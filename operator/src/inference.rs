@@ -51,10 +51,13 @@ pub fn uses_request_rate(workload_kind: Option<&str>, podgroup_priority_class: O
     pod_type(workload_kind, podgroup_priority_class).is_some_and(|t| INFERENCE_POD_TYPES.contains(&t))
 }
 
-/// Upstream's PromQL for the request rate of the pod with UID `uid`.
+/// PromQL for the request rate of the pod with UID `uid`: upstream's join of Knative's
+/// `revision_app_request_count` with kube-state-metrics' `kube_pod_info` on `pod`, with two
+/// fixes: `*` instead of upstream's `+` (which added kube_pod_info's value 1 to the rate) and a
+/// `sum` over the pod's series (queue-proxy keeps one per response code; upstream took the first).
 pub fn query_for_pod(uid: &str) -> String {
     let uid = uid.replace('\\', "\\\\").replace('"', "\\\"");
-    format!("(rate(revision_app_request_count[1m]) + on(pod) group_left(uid) kube_pod_info{{uid=\"{uid}\"}})")
+    format!("sum(rate(revision_app_request_count[1m]) * on(pod) group_left(uid) kube_pod_info{{uid=\"{uid}\"}})")
 }
 
 /// Utilization percent for `rps` requests per second with `full_scale_rps` = 100 %.
@@ -210,10 +213,10 @@ mod tests {
     }
 
     #[test]
-    fn query_is_upstreams() {
+    fn query_joins_on_the_pod_uid() {
         assert_eq!(
             query_for_pod("1234-abcd"),
-            r#"(rate(revision_app_request_count[1m]) + on(pod) group_left(uid) kube_pod_info{uid="1234-abcd"})"#
+            r#"sum(rate(revision_app_request_count[1m]) * on(pod) group_left(uid) kube_pod_info{uid="1234-abcd"})"#
         );
         assert!(query_for_pod("a\"b").contains(r#"uid="a\"b""#));
     }
