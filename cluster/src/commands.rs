@@ -122,6 +122,10 @@ struct Started {
 impl Started {
     fn spawn(&mut self, run_dir: &Path, name: &str, args: Vec<String>) -> Result<usize> {
         let binary = self.state.bin_dir.join(name);
+        self.spawn_binary(run_dir, name, binary, args)
+    }
+
+    fn spawn_binary(&mut self, run_dir: &Path, name: &str, binary: std::path::PathBuf, args: Vec<String>) -> Result<usize> {
         let log = run_dir.join("logs").join(format!("{name}.log"));
         let (child, rec) = process::spawn(name, &binary, &args, &log)?;
         self.children.push(child);
@@ -181,7 +185,7 @@ async fn up(run_dir: &Path, args: UpArgs) -> Result<i32> {
 }
 
 async fn start_all(run_dir: &Path, args: &UpArgs, s: &mut Started, start: Instant) -> Result<()> {
-    let mut progress = Progress { step: 0, total: 6, start };
+    let mut progress = Progress { step: 0, total: if args.no_operator { 6 } else { 7 }, start };
     let pki = crate::pki::generate(&run_dir.join("pki"))?;
     let ports = Ports::allocate()?;
     record_ports(&mut s.state, &ports);
@@ -230,6 +234,10 @@ async fn start_all(run_dir: &Path, args: &UpArgs, s: &mut Started, start: Instan
     let t = health::wait_ready(rec, child, Duration::from_secs(60), || async move { health::http_ok(port, "/healthz") }).await?;
     progress.line("kwok", &format!("healthy after {:.1}s", t.as_secs_f64()));
 
+    if !args.no_operator {
+        start_operator(run_dir, s, &mut progress).await?;
+    }
+
     let spec = NodeSpec { pool: args.pool.clone(), profile: args.profile.clone(), gpus: args.gpus };
     let node_start = Instant::now();
     nodes::create(&client, &spec, args.nodes).await?;
@@ -249,6 +257,47 @@ async fn start_all(run_dir: &Path, args: &UpArgs, s: &mut Started, start: Instan
         eprint!("\r");
     }
     progress.line("nodes", &format!("{} KWOK node(s) Ready in {:.1}s", args.nodes, node_start.elapsed().as_secs_f64()));
+    Ok(())
+}
+
+/// The operator's components as local processes (crate::operator); ready when the
+/// topology-server answers /healthz and the other two are still alive.
+async fn start_operator(run_dir: &Path, s: &mut Started, progress: &mut Progress) -> Result<()> {
+    let binary = match crate::operator::locate() {
+        Ok(Some(b)) => b,
+        Ok(None) => {
+            progress.line(
+                "operator",
+                &format!("not started: no {} binary (cargo build -p fake-gpu-operator, or pass --no-operator)", crate::operator::BINARY),
+            );
+            return Ok(());
+        }
+        Err(reason) => {
+            return Err(ClusterError::ComponentFailed {
+                component: "operator".into(),
+                reason,
+                log: run_dir.join("logs"),
+                tail: String::new(),
+            })
+        }
+    };
+    let port = process::free_port()?;
+    s.state.ports.insert("topology-server".into(), port);
+    let kc = s.state.kubeconfig.clone();
+    let mut started = Vec::new();
+    for (name, a) in crate::operator::components(&kc, run_dir, port) {
+        started.push(s.spawn_binary(run_dir, name, binary.clone(), a)?);
+    }
+    let server = *started.last().expect("three components");
+    let (rec, child) = s.parts(server);
+    let t = health::wait_ready(rec, child, Duration::from_secs(60), || async move { health::http_ok(port, "/healthz") }).await?;
+    for i in started {
+        let (rec, child) = s.parts(i);
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(health::failed(rec, format!("exited with {status}")));
+        }
+    }
+    progress.line("operator", &format!("status-updater, kwok-gpu-device-plugin, topology-server (:{port}) up after {:.1}s", t.as_secs_f64()));
     Ok(())
 }
 

@@ -12,6 +12,7 @@ pub mod error;
 pub mod health;
 pub mod kubeconfig;
 pub mod nodes;
+pub mod operator;
 pub mod paths;
 pub mod pki;
 pub mod process;
@@ -51,6 +52,10 @@ pub struct UpArgs {
     /// tests/cluster/build.sh, or the newest matching build in the cache.
     #[arg(long, env = "FAKEGPU_K8S_BIN_DIR")]
     pub bin_dir: Option<std::path::PathBuf>,
+    /// Do not start the operator's components (status-updater, kwok-gpu-device-plugin,
+    /// topology-server) as local processes.
+    #[arg(long)]
+    pub no_operator: bool,
 }
 
 /// Runs one `fakegpu cluster` subcommand and returns the process exit code.

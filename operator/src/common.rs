@@ -40,9 +40,26 @@ pub struct TopologyArgs {
     /// Namespace of the topology ConfigMaps [default: the pod's namespace, else gpu-operator].
     #[arg(long, env = "TOPOLOGY_CM_NAMESPACE")]
     pub namespace: Option<String>,
+    /// Kubeconfig file [default: $KUBECONFIG, ~/.kube/config, else in-cluster].
+    #[arg(long)]
+    pub kubeconfig: Option<std::path::PathBuf>,
 }
 
 impl TopologyArgs {
+    /// A client from `--kubeconfig`, else kube's defaults.
+    pub async fn client(&self) -> Result<Client, Error> {
+        match &self.kubeconfig {
+            Some(path) => {
+                let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| Error::Other(format!("{}: {e}", path.display())))?;
+                let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                    .await
+                    .map_err(|e| Error::Other(format!("{}: {e}", path.display())))?;
+                Ok(Client::try_from(cfg)?)
+            }
+            None => Ok(Client::try_default().await?),
+        }
+    }
+
     pub fn namespace(&self) -> String {
         self.namespace
             .clone()

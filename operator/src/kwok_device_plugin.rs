@@ -5,7 +5,7 @@
 //! exactly those when the node leaves all pools, and never touches capacity it did not set.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Node};
@@ -14,7 +14,7 @@ use kube::runtime::watcher::{self, Event as WEvent};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, ResourceExt};
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, Notify};
 
 use crate::common::{self, Error, TopologyArgs};
 use crate::config::GPU_RESOURCE;
@@ -22,6 +22,9 @@ use crate::topology::{NodeTopology, KWOK_NODE_ANNOTATION, NODE_NAME_LABEL, NODE_
 
 /// Node annotation: the extended resources this component set (comma-separated).
 pub const MANAGED_RESOURCES_ANNOTATION: &str = "fake-gpu-operator.run.ai/kwok-resources";
+/// Node annotation: the topology namespace of the instance that set them (instances in other
+/// namespaces leave the node alone unless it has a topology in theirs).
+pub const OWNER_ANNOTATION: &str = "fake-gpu-operator.run.ai/kwok-resources-owner";
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
@@ -48,6 +51,7 @@ pub struct KwokNode {
     pub capacity: BTreeMap<String, String>,
     pub allocatable: BTreeMap<String, String>,
     pub managed: BTreeSet<String>,
+    pub owner: Option<String>,
 }
 
 impl KwokNode {
@@ -65,13 +69,14 @@ impl KwokNode {
                 .get(MANAGED_RESOURCES_ANNOTATION)
                 .map(|v| v.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect())
                 .unwrap_or_default(),
+            owner: n.annotations().get(OWNER_ANNOTATION).cloned(),
         }
     }
 }
 
 /// The status merge patch and the new managed set; `None` when nothing is to change.
-pub fn plan(node: &KwokNode, desired: Option<&BTreeMap<String, u64>>) -> Option<(Value, BTreeSet<String>)> {
-    if !node.kwok {
+pub fn plan(node: &KwokNode, desired: Option<&BTreeMap<String, u64>>, me: &str) -> Option<(Value, BTreeSet<String>)> {
+    if !node.kwok || (desired.is_none() && node.owner.as_deref() != Some(me)) {
         return None;
     }
     let empty = BTreeMap::new();
@@ -89,7 +94,7 @@ pub fn plan(node: &KwokNode, desired: Option<&BTreeMap<String, u64>>) -> Option<
         }
     }
     let managed: BTreeSet<String> = desired.keys().cloned().collect();
-    if set.is_empty() && managed == node.managed {
+    if set.is_empty() && managed == node.managed && node.owner.as_deref() == Some(me) {
         return None;
     }
     Some((json!({"status": {"capacity": set, "allocatable": set}}), managed))
@@ -101,54 +106,47 @@ enum Msg {
     Topology(String, Option<BTreeMap<String, u64>>),
 }
 
+#[derive(Default)]
+struct State {
+    nodes: HashMap<String, KwokNode>,
+    topo: HashMap<String, BTreeMap<String, u64>>,
+    dirty: BTreeSet<String>,
+}
+
 pub async fn run(args: Args) -> Result<(), Error> {
-    let client = Client::try_default().await?;
+    let client = args.topology.client().await?;
     let ns = args.topology.namespace();
     tracing::info!(namespace = %ns, "kwok-gpu-device-plugin starting");
     let (tx, mut rx) = mpsc::channel::<Msg>(4096);
     tokio::spawn(watch_nodes(client.clone(), tx.clone()));
-    tokio::spawn(watch_topologies(client.clone(), ns, tx));
-    let sem = Arc::new(Semaphore::new(args.concurrency.max(1)));
-    let mut nodes: HashMap<String, KwokNode> = HashMap::new();
-    let mut topo: HashMap<String, BTreeMap<String, u64>> = HashMap::new();
+    tokio::spawn(watch_topologies(client.clone(), ns.clone(), tx));
+    let me = ns.clone();
+    let state = Arc::new(Mutex::new(State::default()));
+    let notify = Arc::new(Notify::new());
+    tokio::spawn(writer(client.clone(), ns, state.clone(), notify.clone(), args.concurrency.max(1)));
     let loop_ = async {
         while let Some(msg) = rx.recv().await {
+            let mut st = state.lock().expect("state lock");
             let name = match msg {
                 Msg::Node(name, n) => {
-                    nodes.insert(name.clone(), n);
+                    st.nodes.insert(name.clone(), n);
                     name
                 }
                 Msg::NodeGone(name) => {
-                    nodes.remove(&name);
+                    st.nodes.remove(&name);
                     continue;
                 }
                 Msg::Topology(name, t) => {
                     match t {
-                        Some(t) => topo.insert(name.clone(), t),
-                        None => topo.remove(&name),
+                        Some(t) => st.topo.insert(name.clone(), t),
+                        None => st.topo.remove(&name),
                     };
                     name
                 }
             };
-            let Some(n) = nodes.get(&name) else { continue };
-            let Some((patch, managed)) = plan(n, topo.get(&name)) else { continue };
-            let api: Api<Node> = Api::all(client.clone());
-            let permit = sem.clone().acquire_owned().await.expect("semaphore open");
-            tokio::spawn(async move {
-                let _permit = permit;
-                let names: Vec<&str> = managed.iter().map(String::as_str).collect();
-                let ann = json!({"metadata": {"annotations": {MANAGED_RESOURCES_ANNOTATION: names.join(",")}}});
-                // Annotation first: a crash between the two leaves a superset recorded, never a subset.
-                let r = async {
-                    api.patch(&name, &PatchParams::default(), &Patch::Merge(&ann)).await?;
-                    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await
-                }
-                .await;
-                match r {
-                    Ok(_) => tracing::debug!(node = %name, "capacity patched"),
-                    Err(e) => tracing::warn!(node = %name, error = %e, "capacity patch failed (retried on the next node event)"),
-                }
-            });
+            if st.nodes.get(&name).is_some_and(|n| plan(n, st.topo.get(&name), &me).is_some()) && st.dirty.insert(name) {
+                notify.notify_one();
+            }
         }
     };
     tokio::select! {
@@ -156,6 +154,55 @@ pub async fn run(args: Args) -> Result<(), Error> {
         _ = loop_ => tracing::error!("event loop ended"),
     }
     Ok(())
+}
+
+/// Drains the dirty set in batches; a node appears at most once per batch, so two patches of
+/// one node never race. Each plan is made from the latest state when its batch starts.
+async fn writer(client: Client, me: String, state: Arc<Mutex<State>>, notify: Arc<Notify>, concurrency: usize) {
+    let api: Api<Node> = Api::all(client);
+    loop {
+        notify.notified().await;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let jobs: Vec<(String, Value, BTreeSet<String>)> = {
+            let mut st = state.lock().expect("state lock");
+            let dirty = std::mem::take(&mut st.dirty);
+            dirty
+                .into_iter()
+                .filter_map(|n| st.nodes.get(&n).and_then(|node| plan(node, st.topo.get(&n), &me)).map(|(p, m)| (n, p, m)))
+                .collect()
+        };
+        let failed: Vec<String> = futures::stream::iter(jobs.into_iter().map(|(name, patch, managed)| {
+            let api = api.clone();
+            let me = me.clone();
+            async move {
+                let names: Vec<&str> = managed.iter().map(String::as_str).collect();
+                let owner = if managed.is_empty() { Value::Null } else { json!(me) };
+                let ann = json!({"metadata": {"annotations": {MANAGED_RESOURCES_ANNOTATION: names.join(","), OWNER_ANNOTATION: owner}}});
+                // Annotation first: a crash between the two leaves a superset recorded, never a subset.
+                let r = async {
+                    api.patch(&name, &PatchParams::default(), &Patch::Merge(&ann)).await?;
+                    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await
+                }
+                .await;
+                match r {
+                    Ok(_) => None,
+                    Err(e) => {
+                        tracing::warn!(node = %name, error = %e, "capacity patch failed; retrying");
+                        Some(name)
+                    }
+                }
+            }
+        }))
+        .buffer_unordered(concurrency)
+        .filter_map(|x| async move { x })
+        .collect()
+        .await;
+        if !failed.is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            state.lock().expect("state lock").dirty.extend(failed);
+            notify.notify_one();
+        }
+    }
 }
 
 async fn watch_nodes(client: Client, tx: mpsc::Sender<Msg>) {
@@ -225,36 +272,44 @@ mod tests {
 
     fn node(cap: &[(&str, &str)], managed: &[&str]) -> KwokNode {
         let m: BTreeMap<String, String> = cap.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        KwokNode { kwok: true, capacity: m.clone(), allocatable: m, managed: managed.iter().map(|s| s.to_string()).collect() }
+        KwokNode {
+            kwok: true,
+            capacity: m.clone(),
+            allocatable: m,
+            managed: managed.iter().map(|s| s.to_string()).collect(),
+            owner: (!managed.is_empty()).then(|| "ns".to_string()),
+        }
     }
 
     #[test]
     fn sets_missing_and_wrong_values() {
         let want = BTreeMap::from([("nvidia.com/gpu".to_string(), 8u64), ("x.com/nic".to_string(), 2)]);
-        let (p, managed) = plan(&node(&[("cpu", "32"), ("nvidia.com/gpu", "2")], &[]), Some(&want)).unwrap();
+        let (p, managed) = plan(&node(&[("cpu", "32"), ("nvidia.com/gpu", "2")], &[]), Some(&want), "ns").unwrap();
         assert_eq!(
             p,
             json!({"status": {"capacity": {"nvidia.com/gpu": "8", "x.com/nic": "2"}, "allocatable": {"nvidia.com/gpu": "8", "x.com/nic": "2"}}})
         );
         assert_eq!(managed.len(), 2);
-        assert!(plan(&node(&[("nvidia.com/gpu", "8"), ("x.com/nic", "2")], &["nvidia.com/gpu", "x.com/nic"]), Some(&want)).is_none());
+        assert!(plan(&node(&[("nvidia.com/gpu", "8"), ("x.com/nic", "2")], &["nvidia.com/gpu", "x.com/nic"]), Some(&want), "ns").is_none());
     }
 
     #[test]
     fn removes_only_what_it_set() {
         // Left all pools: drop ours, keep someone else's.
         let n = node(&[("nvidia.com/gpu", "8"), ("x.com/nic", "2"), ("other.com/r", "1")], &["nvidia.com/gpu", "x.com/nic"]);
-        let (p, managed) = plan(&n, None).unwrap();
+        let (p, managed) = plan(&n, None, "ns").unwrap();
         assert_eq!(
             p,
             json!({"status": {"capacity": {"nvidia.com/gpu": null, "x.com/nic": null}, "allocatable": {"nvidia.com/gpu": null, "x.com/nic": null}}})
         );
         assert!(managed.is_empty());
+        // Set by the instance of another namespace: not ours to remove.
+        assert!(plan(&n, None, "other").is_none());
         // Not ours at all (a test patched it by hand): left alone.
-        assert!(plan(&node(&[("nvidia.com/gpu", "8")], &[]), None).is_none());
+        assert!(plan(&node(&[("nvidia.com/gpu", "8")], &[]), None, "ns").is_none());
         // Pool switch dropping a resource.
         let want = BTreeMap::from([("nvidia.com/gpu".to_string(), 2u64)]);
-        let (p, _) = plan(&n, Some(&want)).unwrap();
+        let (p, _) = plan(&n, Some(&want), "ns").unwrap();
         assert_eq!(p["status"]["capacity"], json!({"nvidia.com/gpu": "2", "x.com/nic": null}));
     }
 
@@ -262,6 +317,6 @@ mod tests {
     fn real_nodes_are_not_touched() {
         let mut n = node(&[], &[]);
         n.kwok = false;
-        assert!(plan(&n, Some(&BTreeMap::from([("nvidia.com/gpu".to_string(), 1)]))).is_none());
+        assert!(plan(&n, Some(&BTreeMap::from([("nvidia.com/gpu".to_string(), 1)])), "ns").is_none());
     }
 }

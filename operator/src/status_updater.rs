@@ -87,7 +87,7 @@ impl Shared {
 
 /// Runs until SIGINT/SIGTERM.
 pub async fn run(args: Args) -> Result<(), Error> {
-    let client = Client::try_default().await?;
+    let client = args.topology.client().await?;
     let ns = args.topology.namespace();
     ensure_namespace(&client, &ns).await;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
@@ -450,7 +450,9 @@ impl Writer {
                     let _ = std::fs::remove_file(dir.join("config.json"));
                     let _ = std::fs::remove_dir(&dir);
                 }
-                if let Some(cur) = current_labels {
+                // Only a node whose ConfigMap we had loses our labels: a node that was never in
+                // our pools may carry labels another operator instance (other namespace) wrote.
+                if let Some(cur) = current_labels.filter(|_| had) {
                     let p = labels::patch(&cur, &BTreeMap::new());
                     if !p.is_empty() {
                         match nodes.patch(node, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": p}}))).await {

@@ -84,7 +84,7 @@ fn json_str(s: &str) -> String {
 }
 
 pub async fn run(args: Args) -> Result<(), Error> {
-    let client = Client::try_default().await?;
+    let client = args.topology.client().await?;
     let ns = args.topology.namespace();
     let cache = Arc::new(RwLock::new(Cache::default()));
     tokio::spawn(watch(client, ns.clone(), cache.clone()));

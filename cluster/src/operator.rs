@@ -1,0 +1,57 @@
+//! The operator's components (`status-updater`, `kwok-gpu-device-plugin`, `topology-server`
+//! from crate `fake-gpu-operator`) as local processes against the cluster, started by `up`
+//! unless `--no-operator`. Node-local files go under `<run dir>/nodes`, the topology
+//! ConfigMaps into namespace `gpu-operator`. See docs/operator.md.
+
+use std::path::{Path, PathBuf};
+
+/// Name of the operator binary.
+pub const BINARY: &str = "fake-gpu-operator";
+/// Env var naming the operator binary explicitly (an absent file is then an error).
+pub const ENV_BINARY: &str = "FAKEGPU_OPERATOR_BIN";
+/// Namespace of the topology ConfigMaps.
+pub const NAMESPACE: &str = "gpu-operator";
+
+/// Where the binary is: `$FAKEGPU_OPERATOR_BIN` (`Err` when it names no file), else next to
+/// the running executable (same cargo target dir), else on `PATH`; `Ok(None)` when nowhere.
+pub fn locate() -> Result<Option<PathBuf>, String> {
+    if let Some(p) = std::env::var_os(ENV_BINARY).filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        return if p.is_file() { Ok(Some(p)) } else { Err(format!("{ENV_BINARY}={} is not a file", p.display())) };
+    }
+    let sibling = std::env::current_exe().ok().and_then(|e| {
+        let dir = e.parent()?.to_path_buf();
+        // Test and example binaries live one level deeper (target/debug/deps).
+        [dir.join(BINARY), dir.parent()?.join(BINARY)].into_iter().find(|p| p.is_file())
+    });
+    if sibling.is_some() {
+        return Ok(sibling);
+    }
+    Ok(std::env::var_os("PATH").and_then(|path| std::env::split_paths(&path).map(|d| d.join(BINARY)).find(|p| p.is_file())))
+}
+
+/// `(component, args)` for each process, in start order.
+pub fn components(kubeconfig: &Path, run_dir: &Path, topology_port: u16) -> Vec<(&'static str, Vec<String>)> {
+    let common = |name: &str| {
+        vec![name.to_string(), "--kubeconfig".into(), kubeconfig.display().to_string(), "--namespace".into(), NAMESPACE.into()]
+    };
+    let mut updater = common("status-updater");
+    updater.extend(["--node-dir".into(), run_dir.join("nodes").display().to_string(), "--node-files-for-kwok".into()]);
+    let mut server = common("topology-server");
+    server.extend(["--listen".into(), format!("127.0.0.1:{topology_port}")]);
+    vec![("status-updater", updater), ("kwok-gpu-device-plugin", common("kwok-gpu-device-plugin")), ("topology-server", server)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn component_args() {
+        let c = components(Path::new("/r/kubeconfig"), Path::new("/r"), 1234);
+        assert_eq!(c.iter().map(|(n, _)| *n).collect::<Vec<_>>(), ["status-updater", "kwok-gpu-device-plugin", "topology-server"]);
+        assert!(c[0].1.join(" ").contains("--node-dir /r/nodes --node-files-for-kwok"));
+        assert!(c[2].1.join(" ").ends_with("--listen 127.0.0.1:1234"));
+        assert!(c.iter().all(|(n, a)| a[0] == *n && a.join(" ").contains("--kubeconfig /r/kubeconfig --namespace gpu-operator")));
+    }
+}

@@ -1,0 +1,338 @@
+//! The status-updater and kwok-gpu-device-plugin against the real control plane with KWOK
+//! nodes: pool labelling, allocation and release, pool switch, restart, bad config.
+//!
+//! Each test runs its own component processes against its own namespace (the topology
+//! namespace) and its own pool label key, so tests run in parallel with each other and with an
+//! operator that `fakegpu cluster up` started. Without a cluster they skip (one line), under
+//! CI=true they fail.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fake_gpu_operator::topology::{NodeTopology, TOPOLOGY_KEY};
+use fakegpu_cluster_support::objects::{node_ready, pod_running, test_node};
+use fakegpu_cluster_support::{cluster_or_skip, wait_for, TestNamespace};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::Api;
+use serde_json::json;
+
+const T: Duration = Duration::from_secs(60);
+
+fn kubeconfig() -> PathBuf {
+    if let Some(p) = std::env::var_os("FAKEGPU_KUBECONFIG").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let ours = fakegpu_cluster::paths::kubeconfig_in(&fakegpu_cluster::paths::run_dir());
+    if ours.is_file() {
+        return ours;
+    }
+    PathBuf::from(std::env::var_os("KUBECONFIG").expect("a kubeconfig (cluster_or_skip found one)"))
+}
+
+/// A component process, killed on drop. Its stderr goes to `log`.
+struct Component {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Component {
+    fn start(name: &str, ns: &str, log_dir: &std::path::Path, extra: &[&str]) -> Component {
+        let log =
+            log_dir.join(format!("{name}-{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_fake-gpu-operator"))
+            .arg(name)
+            .args(["--namespace", ns])
+            .args(extra)
+            .env("KUBECONFIG", kubeconfig())
+            .env("RUST_LOG", "info")
+            .env_remove("TOPOLOGY_CM_NAMESPACE")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("start component");
+        Component { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Component {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The test's operator: namespace, pool label key, components.
+struct Operator {
+    key: String,
+    dir: PathBuf,
+    updater: Component,
+    _plugin: Component,
+}
+
+impl Operator {
+    async fn start(ns: &TestNamespace, pools: &str) -> Operator {
+        let key = format!("{}.fgo.test/pool", ns.name);
+        put_config(ns, &format!("nodePoolLabelKey: {key}\nmigStrategy: none\nnodePools:\n{pools}")).await;
+        // Logs and node files stay for inspection: target/tmp/operator-e2e/<namespace>/.
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("operator-e2e").join(&ns.name);
+        std::fs::create_dir_all(&dir).expect("log dir");
+        let updater = start_updater(ns, &dir);
+        let plugin = Component::start("kwok-gpu-device-plugin", &ns.name, &dir, &[]);
+        Operator { key, dir, updater, _plugin: plugin }
+    }
+
+    fn restart_updater(&mut self, ns: &TestNamespace) {
+        self.updater.kill();
+        self.updater = start_updater(ns, &self.dir);
+    }
+}
+
+fn start_updater(ns: &TestNamespace, dir: &std::path::Path) -> Component {
+    let nodes = dir.join("nodes");
+    Component::start("status-updater", &ns.name, dir, &["--node-dir", nodes.to_str().unwrap()])
+}
+
+async fn put_config(ns: &TestNamespace, text: &str) {
+    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "topology"}, "data": {TOPOLOGY_KEY: text}})).unwrap();
+    let api: Api<ConfigMap> = ns.api();
+    api.patch("topology", &PatchParams::apply("e2e").force(), &Patch::Apply(&cm)).await.expect("topology ConfigMap");
+}
+
+async fn ready_node(ns: &TestNamespace, suffix: &str) -> String {
+    let name = ns.prefixed(suffix);
+    let nodes: Api<Node> = Api::all(ns.client.clone());
+    nodes.create(&PostParams::default(), &test_node(&name, &ns.name, &[])).await.expect("create node");
+    ns.track::<Node>(&name);
+    wait_for(&nodes, &name, T, "node Ready", node_ready).await.expect("node Ready");
+    name
+}
+
+async fn set_pool(ns: &TestNamespace, node: &str, key: &str, pool: Option<&str>) {
+    let nodes: Api<Node> = Api::all(ns.client.clone());
+    nodes.patch(node, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {key: pool}}}))).await.expect("label node");
+}
+
+fn label<'a>(n: &'a Node, k: &str) -> Option<&'a str> {
+    n.metadata.labels.as_ref()?.get(k).map(String::as_str)
+}
+
+fn allocatable(n: &Node, r: &str) -> Option<String> {
+    n.status.as_ref()?.allocatable.as_ref()?.get(r).map(|q| q.0.clone())
+}
+
+fn topology(cm: &ConfigMap) -> Option<NodeTopology> {
+    NodeTopology::from_yaml(cm.data.as_ref()?.get(TOPOLOGY_KEY)?).ok()
+}
+
+async fn node_topology(ns: &TestNamespace, node: &str, what: &str, cond: impl Fn(&NodeTopology) -> bool) -> NodeTopology {
+    let cms: Api<ConfigMap> = ns.api();
+    let cm = wait_for(&cms, &format!("topology-{node}"), T, what, |c| topology(c).is_some_and(|t| cond(&t)))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    topology(&cm).unwrap()
+}
+
+fn gpu_pod(name: &str, node: &str, gpus: u32, util: Option<&str>) -> Pod {
+    let ann = util.map(|u| json!({"run.ai/simulated-gpu-utilization": u})).unwrap_or(json!({}));
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "annotations": ann},
+        "spec": {
+            "nodeSelector": {"kubernetes.io/hostname": node},
+            "containers": [{"name": "main", "image": "registry.invalid/fake:1",
+                            "resources": {"limits": {"nvidia.com/gpu": gpus.to_string()}}}]
+        }
+    }))
+    .unwrap()
+}
+
+fn holders(t: &NodeTopology) -> Vec<String> {
+    t.gpus.iter().map(|g| g.status.allocated_by.pod.clone()).collect()
+}
+
+fn held(t: &NodeTopology, pod: &str) -> Vec<usize> {
+    t.gpus.iter().enumerate().filter(|(_, g)| g.status.allocated_by.pod == pod).map(|(i, _)| i).collect()
+}
+
+const POOLS: &str = "  small:\n    gpu: {profile: k80}\n  big:\n    gpu:\n      profile: h100\n      overrides: {device_count: 4}\n    resources:\n      - example.com/nic: 2\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_labelling_allocation_release_and_switch() {
+    let Some(cluster) = cluster_or_skip("pool_labelling_allocation_release_and_switch").await else { return };
+    let ns = cluster.namespace("op-pool").await;
+    let op = Operator::start(&ns, POOLS).await;
+    let node = ready_node(&ns, "n").await;
+    let nodes: Api<Node> = Api::all(ns.client.clone());
+
+    // Labelled into a pool: labels, capacity and topology within 2 s.
+    let start = Instant::now();
+    set_pool(&ns, &node, &op.key, Some("big")).await;
+    wait_for(&nodes, &node, T, "labels and capacity of pool big", |n| {
+        label(n, "nvidia.com/gpu.product") == Some("NVIDIA-H100-80GB-HBM3")
+            && label(n, "nvidia.com/gpu.count") == Some("4")
+            && label(n, "nvidia.com/gpu.family") == Some("hopper")
+            && label(n, "nvidia.com/mig.strategy") == Some("none")
+            && allocatable(n, "nvidia.com/gpu").as_deref() == Some("4")
+            && allocatable(n, "example.com/nic").as_deref() == Some("2")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let t = node_topology(&ns, &node, "4 GPUs", |t| t.gpus.len() == 4).await;
+    let converged = start.elapsed();
+    assert!(converged <= Duration::from_secs(2), "labels, capacity and topology took {converged:?}");
+    // The UUIDs are the fake NVML's for this node.
+    let spec = fakegpu_model::NodeSpec::builtin("h100", Some(4), &node).unwrap();
+    let want: Vec<String> = fakegpu_model::SimulatedNode::new(spec).gpus.into_iter().map(|g| g.uuid).collect();
+    assert_eq!(t.gpus.iter().map(|g| g.id.clone()).collect::<Vec<_>>(), want);
+    assert_eq!(t.gpu_product, "NVIDIA H100 80GB HBM3");
+
+    // A 2-GPU pod with utilization 40-60: recorded with its pod, namespace and range.
+    let pods: Api<Pod> = ns.api();
+    pods.create(&PostParams::default(), &gpu_pod("train", &node, 2, Some("40-60"))).await.expect("create pod");
+    let pod = wait_for(&pods, "train", T, "pod Running", pod_running).await.expect("pod runs");
+    let uid = pod.metadata.uid.clone().unwrap();
+    let t = node_topology(&ns, &node, "allocation of train", |t| {
+        held(t, "train").len() == 2
+            && t.gpus.iter().any(|g| g.status.pod_gpu_usage_status.get(&uid).is_some_and(|u| u.utilization.max == 60))
+    })
+    .await;
+    for i in held(&t, "train") {
+        let s = &t.gpus[i].status;
+        assert_eq!((s.allocated_by.namespace.as_str(), s.allocated_by.container.as_str()), (ns.name.as_str(), "main"));
+        let u = s.pod_gpu_usage_status[&uid];
+        assert_eq!((u.utilization.min, u.utilization.max, u.fb_used), (40, 60, t.gpu_memory));
+    }
+
+    // Deleted: released.
+    pods.delete("train", &DeleteParams::default().grace_period(0)).await.expect("delete pod");
+    node_topology(&ns, &node, "GPUs released", |t| t.gpus.len() == 4 && holders(t).iter().all(String::is_empty)).await;
+
+    // Pool switch: labels, capacity and topology follow; the extra resource goes.
+    set_pool(&ns, &node, &op.key, Some("small")).await;
+    wait_for(&nodes, &node, T, "labels and capacity of pool small", |n| {
+        label(n, "nvidia.com/gpu.product") == Some("Tesla-K80")
+            && label(n, "nvidia.com/gpu.count") == Some("2")
+            && allocatable(n, "nvidia.com/gpu").as_deref() == Some("2")
+            && allocatable(n, "example.com/nic").is_none()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    node_topology(&ns, &node, "2 K80s", |t| t.gpus.len() == 2 && t.gpu_product == "Tesla K80").await;
+
+    // Out of every pool: our labels, capacity and ConfigMap go.
+    set_pool(&ns, &node, &op.key, None).await;
+    wait_for(&nodes, &node, T, "labels and capacity removed", |n| {
+        label(n, "nvidia.com/gpu.product").is_none() && label(n, "run.ai/fake.gpu").is_none() && allocatable(n, "nvidia.com/gpu").is_none()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let cms: Api<ConfigMap> = ns.api();
+    let deadline = Instant::now() + T;
+    while cms.get_opt(&format!("topology-{node}")).await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "node topology ConfigMap not deleted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_keeps_allocations_without_duplicates() {
+    let Some(cluster) = cluster_or_skip("restart_keeps_allocations_without_duplicates").await else { return };
+    let ns = cluster.namespace("op-restart").await;
+    let mut op = Operator::start(&ns, "  p:\n    gpuProduct: NVIDIA-A100-SXM4-40GB\n    gpuCount: 8\n    gpuMemory: 40960\n").await;
+    let node = ready_node(&ns, "n").await;
+    set_pool(&ns, &node, &op.key, Some("p")).await;
+    let nodes: Api<Node> = Api::all(ns.client.clone());
+    wait_for(&nodes, &node, T, "8 GPUs allocatable", |n| allocatable(n, "nvidia.com/gpu").as_deref() == Some("8"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let pods: Api<Pod> = ns.api();
+    for (name, gpus) in [("a", 2), ("b", 3), ("c", 1)] {
+        pods.create(&PostParams::default(), &gpu_pod(name, &node, gpus, None)).await.expect("create pod");
+        wait_for(&pods, name, T, "pod Running", pod_running).await.expect("pod runs");
+    }
+    // a released before the restart: b and c keep GPUs with a hole in front of them.
+    pods.delete("a", &DeleteParams::default().grace_period(0)).await.expect("delete a");
+    let before = node_topology(&ns, &node, "b and c allocated, a released", |t| {
+        held(t, "b").len() == 3 && held(t, "c").len() == 1 && held(t, "a").is_empty()
+    })
+    .await;
+
+    // Killed mid-way: a pod is created while it is down.
+    op.updater.kill();
+    pods.create(&PostParams::default(), &gpu_pod("d", &node, 2, None)).await.expect("create pod");
+    wait_for(&pods, "d", T, "pod Running", pod_running).await.expect("pod runs");
+    op.restart_updater(&ns);
+    let after = node_topology(&ns, &node, "d allocated after restart", |t| held(t, "d").len() == 2).await;
+    assert_eq!(held(&after, "b"), held(&before, "b"), "b kept its GPUs");
+    assert_eq!(held(&after, "c"), held(&before, "c"), "c kept its GPU");
+    let taken: Vec<usize> = ["b", "c", "d"].iter().flat_map(|p| held(&after, p)).collect();
+    assert_eq!(taken.iter().collect::<BTreeSet<_>>().len(), taken.len(), "no GPU held twice: {:?}", holders(&after));
+    // Stable: another restart changes nothing.
+    op.restart_updater(&ns);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let again = node_topology(&ns, &node, "topology", |_| true).await;
+    assert_eq!(holders(&again), holders(&after));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_config_is_reported_and_the_old_one_served() {
+    let Some(cluster) = cluster_or_skip("bad_config_is_reported_and_the_old_one_served").await else { return };
+    let ns = cluster.namespace("op-badcfg").await;
+    let op = Operator::start(&ns, POOLS).await;
+    let node = ready_node(&ns, "n").await;
+    set_pool(&ns, &node, &op.key, Some("big")).await;
+    node_topology(&ns, &node, "4 GPUs", |t| t.gpus.len() == 4).await;
+
+    // Invalid: a profile that does not exist.
+    put_config(&ns, &format!("nodePoolLabelKey: {}\nmigStrategy: none\nnodePools:\n  big:\n    gpu: {{profile: h900}}\n", op.key)).await;
+    let events: Api<Event> = ns.api();
+    let deadline = Instant::now() + T;
+    let event = loop {
+        let list = events.list(&ListParams::default()).await.expect("list events");
+        if let Some(e) = list.items.into_iter().find(|e| e.reason.as_deref() == Some("InvalidTopologyConfig")) {
+            break e;
+        }
+        assert!(Instant::now() < deadline, "no InvalidTopologyConfig Event");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(event.involved_object.name.as_deref(), Some("topology"));
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    assert!(event.message.as_deref().unwrap_or("").contains("h900"), "{:?}", event.message);
+    assert!(op.updater.log().contains("invalid topology config"), "log: {}", op.updater.log());
+
+    // The old config is still served: a node labelled now gets pool big as it was.
+    let node2 = ready_node(&ns, "n2").await;
+    set_pool(&ns, &node2, &op.key, Some("big")).await;
+    let t = node_topology(&ns, &node2, "4 GPUs from the last good config", |t| t.gpus.len() == 4).await;
+    assert_eq!(t.gpu_product, "NVIDIA H100 80GB HBM3");
+    let t = node_topology(&ns, &node, "unchanged", |_| true).await;
+    assert_eq!(t.gpus.len(), 4);
+
+    // Fixed: applied without a restart.
+    put_config(
+        &ns,
+        &format!(
+            "nodePoolLabelKey: {}\nmigStrategy: none\nnodePools:\n  big:\n    gpu: {{profile: t4, overrides: {{device_count: 3}}}}\n",
+            op.key
+        ),
+    )
+    .await;
+    let t = node_topology(&ns, &node, "3 T4s after the fix", |t| t.gpus.len() == 3).await;
+    assert_eq!(t.gpu_product, "Tesla T4");
+    let nodes: Api<Node> = Api::all(ns.client.clone());
+    wait_for(&nodes, &node2, T, "3 allocatable after the fix", |n| allocatable(n, "nvidia.com/gpu").as_deref() == Some("3"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+}
