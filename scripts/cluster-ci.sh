@@ -41,6 +41,12 @@ stop_cluster() {
 trap stop_cluster EXIT
 trap 'exit 130' INT TERM
 
+# `up` starts the operator's components (status-updater, kwok-gpu-device-plugin, topology-server)
+# from this binary; the operator E2E tests (operator/tests/operator_e2e.rs) run their own too.
+echo "== operator binary"
+cargo build -q -p fake-gpu-operator --bin fake-gpu-operator
+export FAKEGPU_OPERATOR_BIN="$ROOT/target/debug/fake-gpu-operator"
+
 echo "== cluster up"
 "${CLUSTER[@]}" down >/dev/null 2>&1 || true # a run dir left by a killed earlier run
 "${CLUSTER[@]}" up --nodes "${FAKEGPU_CLUSTER_NODES:-2}"
@@ -54,4 +60,7 @@ else
   echo "== cluster tests"
   # shellcheck disable=SC2086
   cargo test -p fakegpu-cluster-support ${CARGO_TEST_ARGS:-}
+  echo "== operator E2E"
+  # shellcheck disable=SC2086
+  cargo test -p fake-gpu-operator --test operator_e2e ${CARGO_TEST_ARGS:-}
 fi
