@@ -310,7 +310,7 @@ fn new_pool(name: &str, body: &serde_json::Map<String, Value>) -> Result<PoolCon
     Ok(PoolConfig { backend, profile, overrides, resources, empty: false })
 }
 
-fn finish_resources(pool: &str, resources: &mut Vec<OtherDevice>) -> Result<(), ConfigError> {
+fn finish_resources(pool: &str, resources: &mut [OtherDevice]) -> Result<(), ConfigError> {
     resources.sort();
     for w in resources.windows(2) {
         if w[0].name == w[1].name {
