@@ -363,6 +363,75 @@ pub struct nvmlDeviceAttributes_t {
     pub memorySizeMB: c_ulonglong,
 }
 
+/// `nvmlGpuInstancePlacement_t` (also the compute-instance placement).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct nvmlGpuInstancePlacement_t {
+    pub start: c_uint,
+    pub size: c_uint,
+}
+
+/// `nvmlGpuInstanceProfileInfo_v2_t`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct nvmlGpuInstanceProfileInfo_v2_t {
+    pub version: c_uint,
+    pub id: c_uint,
+    pub isP2pSupported: c_uint,
+    pub sliceCount: c_uint,
+    pub instanceCount: c_uint,
+    pub multiprocessorCount: c_uint,
+    pub copyEngineCount: c_uint,
+    pub decoderCount: c_uint,
+    pub encoderCount: c_uint,
+    pub jpegCount: c_uint,
+    pub ofaCount: c_uint,
+    pub memorySizeMB: c_ulonglong,
+    pub name: [c_char; 96],
+}
+#[allow(non_upper_case_globals)]
+pub const nvmlGpuInstanceProfileInfo_v2: c_uint = struct_version(std::mem::size_of::<nvmlGpuInstanceProfileInfo_v2_t>(), 2);
+
+/// `nvmlGpuInstanceInfo_t`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct nvmlGpuInstanceInfo_t {
+    pub device: nvmlDevice_t,
+    pub id: c_uint,
+    pub profileId: c_uint,
+    pub placement: nvmlGpuInstancePlacement_t,
+}
+
+/// `nvmlComputeInstanceProfileInfo_v2_t`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct nvmlComputeInstanceProfileInfo_v2_t {
+    pub version: c_uint,
+    pub id: c_uint,
+    pub sliceCount: c_uint,
+    pub instanceCount: c_uint,
+    pub multiprocessorCount: c_uint,
+    pub sharedCopyEngineCount: c_uint,
+    pub sharedDecoderCount: c_uint,
+    pub sharedEncoderCount: c_uint,
+    pub sharedJpegCount: c_uint,
+    pub sharedOfaCount: c_uint,
+    pub name: [c_char; 96],
+}
+#[allow(non_upper_case_globals)]
+pub const nvmlComputeInstanceProfileInfo_v2: c_uint = struct_version(std::mem::size_of::<nvmlComputeInstanceProfileInfo_v2_t>(), 2);
+
+/// `nvmlComputeInstanceInfo_t`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct nvmlComputeInstanceInfo_t {
+    pub device: nvmlDevice_t,
+    pub gpuInstance: nvmlGpuInstance_t,
+    pub id: c_uint,
+    pub profileId: c_uint,
+    pub placement: nvmlGpuInstancePlacement_t,
+}
+
 /// Enum values of the NVML API that the exports interpret.
 pub mod consts {
     use std::ffi::c_uint;
@@ -534,5 +603,12 @@ mod tests {
         assert_eq!(size_of::<nvmlProcessUtilizationSample_t>(), 32);
         assert_eq!(size_of::<nvmlDeviceAttributes_t>(), 40);
         assert_eq!(size_of::<nvmlClkMonStatus_t>(), 264);
+        assert_eq!(size_of::<nvmlGpuInstancePlacement_t>(), 8);
+        assert_eq!(size_of::<nvmlGpuInstanceProfileInfo_v2_t>(), 152);
+        assert_eq!(nvmlGpuInstanceProfileInfo_v2, 0x0200_0098);
+        assert_eq!(size_of::<nvmlGpuInstanceInfo_t>(), 24);
+        assert_eq!(size_of::<nvmlComputeInstanceProfileInfo_v2_t>(), 136);
+        assert_eq!(nvmlComputeInstanceProfileInfo_v2, 0x0200_0088);
+        assert_eq!(size_of::<nvmlComputeInstanceInfo_t>(), 32);
     }
 }

@@ -66,7 +66,19 @@ pub fn fit(s: &str, w: usize) -> String {
 /// Why `-i` selection failed.
 pub enum SelectError {
     NoDevices,
+    /// The device count failed.
     Nvml(Ret),
+    /// The handle of GPU `index` failed.
+    Handle(u32, Ret),
+}
+
+/// NVIDIA's message for a GPU whose handle cannot be had (`gpu` is "GPU" or "gpu ").
+pub fn handle_error(gpu: &str, i: u32, e: Ret) -> String {
+    if e == ret::GPU_IS_LOST {
+        format!("Unable to determine the device handle for {gpu}{i}: GPU is lost.  Reboot the system to recover this GPU\n\n\n")
+    } else {
+        format!("Unable to determine the device handle for {gpu}{i}: {}\n", err_text(e))
+    }
 }
 
 /// Normalises a PCI bus id to `DDDDDDDD:BB:DD.F` upper case; `None` if it does not parse.
@@ -82,17 +94,18 @@ fn norm_bus_id(s: &str) -> Option<String> {
     Some(format!("{:08X}:{:02X}:{:02X}.{:X}", h(dom)?, h(bus)?, h(dev)?, h(func)?))
 }
 
-/// All devices, or those `-i` names (index, UUID or PCI bus id), in index order.
+/// All devices, or those `-i` names (index, UUID or PCI bus id), in index order. Like NVIDIA's,
+/// only the handles of the selected GPUs must be had (a lost GPU fails only when selected).
 pub fn select<'a>(nvml: &'a Nvml, ids: Option<&[String]>) -> Result<Vec<Device<'a>>, SelectError> {
     let n = nvml.device_count().map_err(SelectError::Nvml)?;
-    let mut all = Vec::with_capacity(n as usize);
-    for i in 0..n {
-        all.push(nvml.device(i).map_err(SelectError::Nvml)?);
-    }
+    let handle = |i: u32| nvml.device(i).map_err(|e| SelectError::Handle(i, e));
     let Some(ids) = ids else {
-        return if all.is_empty() { Err(SelectError::NoDevices) } else { Ok(all) };
+        if n == 0 {
+            return Err(SelectError::NoDevices);
+        }
+        return (0..n).map(handle).collect();
     };
-    let mut keep = vec![false; all.len()];
+    let mut keep = vec![false; n as usize];
     for id in ids {
         if let Ok(i) = id.parse::<usize>() {
             if i < keep.len() {
@@ -101,7 +114,8 @@ pub fn select<'a>(nvml: &'a Nvml, ids: Option<&[String]>) -> Result<Vec<Device<'
             continue;
         }
         let want_bus = norm_bus_id(id);
-        for (i, d) in all.iter().enumerate() {
+        for (i, k) in keep.iter_mut().enumerate() {
+            let Ok(d) = nvml.device(i as u32) else { continue };
             let hit = if id.starts_with("GPU-") || id.starts_with("MIG-") {
                 d.uuid(96).is_ok_and(|u| u.eq_ignore_ascii_case(id))
             } else if let Some(b) = &want_bus {
@@ -109,15 +123,14 @@ pub fn select<'a>(nvml: &'a Nvml, ids: Option<&[String]>) -> Result<Vec<Device<'
             } else {
                 false
             };
-            keep[i] |= hit;
+            *k |= hit;
         }
     }
-    let sel: Vec<Device> = all.into_iter().zip(keep).filter(|(_, k)| *k).map(|(d, _)| d).collect();
+    let sel: Vec<u32> = (0..n).filter(|&i| keep[i as usize]).collect();
     if sel.is_empty() {
-        Err(SelectError::NoDevices)
-    } else {
-        Ok(sel)
+        return Err(SelectError::NoDevices);
     }
+    sel.into_iter().map(handle).collect()
 }
 
 #[cfg(test)]

@@ -137,6 +137,11 @@ fn dispatch(nvml: &Nvml, args: &Args) -> i32 {
 }
 
 fn once(nvml: &Nvml, args: &Args) -> i32 {
+    if args.mode == Mode::List && args.ids.is_none() {
+        let (text, code) = list::render_all(nvml);
+        out(&text);
+        return code;
+    }
     let ids = if args.mode == Mode::List { None } else { args.ids.as_deref() };
     let devs = match common::select(nvml, ids) {
         Ok(d) => d,
@@ -150,6 +155,10 @@ fn once(nvml: &Nvml, args: &Args) -> i32 {
         }
         Err(SelectError::Nvml(e)) => {
             out(&format!("Unable to determine the device handle for GPU: {}\n", common::err_text(e)));
+            return e as i32;
+        }
+        Err(SelectError::Handle(i, e)) => {
+            out(&common::handle_error("GPU", i, e));
             return e as i32;
         }
     };

@@ -256,6 +256,17 @@ impl<'a> Device<'a> {
         })
     }
 
+    /// Compute and graphics processes as NVIDIA lists them: one entry per process, typed "C",
+    /// "G" or "C+G" (a process in both lists), compute order first.
+    pub fn typed_processes(&self) -> Vec<(nvmlProcessInfo_t, &'static str)> {
+        let c = self.compute_processes().unwrap_or_default();
+        let g = self.graphics_processes().unwrap_or_default();
+        let mut v: Vec<(nvmlProcessInfo_t, &'static str)> =
+            c.iter().map(|p| (*p, if g.iter().any(|x| x.pid == p.pid) { "C+G" } else { "C" })).collect();
+        v.extend(g.iter().filter(|p| !c.iter().any(|x| x.pid == p.pid)).map(|p| (*p, "G")));
+        v
+    }
+
     pub fn graphics_processes(&self) -> R<Vec<nvmlProcessInfo_t>> {
         self.processes("nvmlDeviceGetGraphicsRunningProcesses_v3")
     }

@@ -75,6 +75,10 @@ fn ecc_total(d: &Device, etype: u32, counter: u32) -> R<Val> {
     nv!(d.nvml(), "nvmlDeviceGetTotalEccErrors", (nvmlDevice_t, c_uint, c_uint, *mut u64), d.raw, etype, counter, &mut v)?;
     num(v)
 }
+/// One clock-event reason bit: "Active" / "Not Active".
+fn reason(d: &Device, bit: u64) -> R<Val> {
+    d.u64_of("nvmlDeviceGetCurrentClocksThrottleReasons").and_then(|v| txt(if v & bit != 0 { "Active" } else { "Not Active" }))
+}
 fn pci_hex(d: &Device, f: fn(&nvml_abi::nvmlPciInfo_t) -> String) -> R<Val> {
     d.pci().and_then(|p| txt(f(&p)))
 }
@@ -237,10 +241,64 @@ static FIELDS: &[Field] = &[
         },
     },
     Field {
+        names: &["clocks_event_reasons.supported", "clocks_throttle_reasons.supported"],
+        unit: None,
+        help: "Bitmask of supported clock event reasons.",
+        get: |_, d, _| d.u64_of("nvmlDeviceGetSupportedClocksThrottleReasons").and_then(|v| txt(format!("0x{v:016X}"))),
+    },
+    Field {
         names: &["clocks_event_reasons.active", "clocks_throttle_reasons.active"],
         unit: None,
         help: "Bitmask of active clock event reasons.",
         get: |_, d, _| d.u64_of("nvmlDeviceGetCurrentClocksThrottleReasons").and_then(|v| txt(format!("0x{v:016X}"))),
+    },
+    Field {
+        names: &["clocks_event_reasons.gpu_idle", "clocks_throttle_reasons.gpu_idle"],
+        unit: None,
+        help: "Nothing is running on the GPU and the clocks are dropping to Idle state.",
+        get: |_, d, _| reason(d, 0x1),
+    },
+    Field {
+        names: &["clocks_event_reasons.applications_clocks_setting", "clocks_throttle_reasons.applications_clocks_setting"],
+        unit: None,
+        help: "GPU clocks are limited by the applications clocks setting.",
+        get: |_, d, _| reason(d, 0x2),
+    },
+    Field {
+        names: &["clocks_event_reasons.sw_power_cap", "clocks_throttle_reasons.sw_power_cap"],
+        unit: None,
+        help: "The SW power scaling algorithm is reducing the clocks below requested clocks.",
+        get: |_, d, _| reason(d, 0x4),
+    },
+    Field {
+        names: &["clocks_event_reasons.hw_slowdown", "clocks_throttle_reasons.hw_slowdown"],
+        unit: None,
+        help: "HW Slowdown (reducing the core clocks by a factor of 2 or more) is engaged.",
+        get: |_, d, _| reason(d, 0x8),
+    },
+    Field {
+        names: &["clocks_event_reasons.hw_thermal_slowdown", "clocks_throttle_reasons.hw_thermal_slowdown"],
+        unit: None,
+        help: "HW Thermal Slowdown is engaged (temperature being too high).",
+        get: |_, d, _| reason(d, 0x40),
+    },
+    Field {
+        names: &["clocks_event_reasons.hw_power_brake_slowdown", "clocks_throttle_reasons.hw_power_brake_slowdown"],
+        unit: None,
+        help: "HW Power Brake Slowdown is engaged (external power brake assertion).",
+        get: |_, d, _| reason(d, 0x80),
+    },
+    Field {
+        names: &["clocks_event_reasons.sw_thermal_slowdown", "clocks_throttle_reasons.sw_thermal_slowdown"],
+        unit: None,
+        help: "SW Thermal capping algorithm is reducing clocks below requested clocks.",
+        get: |_, d, _| reason(d, 0x20),
+    },
+    Field {
+        names: &["clocks_event_reasons.sync_boost", "clocks_throttle_reasons.sync_boost"],
+        unit: None,
+        help: "Sync Boost: this GPU's clocks are held to the lowest of its sync-boost group.",
+        get: |_, d, _| reason(d, 0x10),
     },
     Field { names: &["memory.total"], unit: M, help: "Total installed GPU memory.", get: |_, d, _| d.memory().and_then(|m| mib(m.total)) },
     Field {

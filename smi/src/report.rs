@@ -184,13 +184,16 @@ fn gpu(nvml: &Nvml, d: &Device, pstate: &str) -> Vec<Node> {
     if matches!(mig, Ok((1, _))) {
         let migs = crate::list::mig_devices(d);
         if migs.is_empty() {
-            n.push(leaf("MIG Devices", "mig_devices", "None").x("\n\t\t\tNone\n\t\t").s("MIGDEV"));
+            n.push(leaf("MIG Devices", "mig_devices", "None").x("\n\t\t\tNone\n\t\t").xml_only());
         } else {
             let kids = migs
                 .iter()
                 .enumerate()
                 .map(|(i, m)| {
                     let mem = m.memory();
+                    let bar = m.bar1();
+                    let at = m.attributes();
+                    let a = |f: fn(&nvml_abi::nvmlDeviceAttributes_t) -> u32| v(at, |x| f(&x).to_string());
                     sec(
                         "MIG Device",
                         "mig_device",
@@ -203,6 +206,31 @@ fn gpu(nvml: &Nvml, d: &Device, pstate: &str) -> Vec<Node> {
                                 v(m.u32_of("nvmlDeviceGetComputeInstanceId"), |x| x.to_string()),
                             ),
                             sec(
+                                "Device Attributes",
+                                "device_attributes",
+                                vec![sec(
+                                    "Shared",
+                                    "shared",
+                                    vec![
+                                        leaf("Multiprocessor count", "multiprocessor_count", a(|x| x.multiprocessorCount)),
+                                        leaf("Copy Engine count", "copy_engine_count", a(|x| x.sharedCopyEngineCount)),
+                                        leaf("Encoder count", "encoder_count", a(|x| x.sharedEncoderCount)),
+                                        leaf("Decoder count", "decoder_count", a(|x| x.sharedDecoderCount)),
+                                        leaf("OFA count", "ofa_count", a(|x| x.sharedOfaCount)),
+                                        leaf("JPG count", "jpg_count", a(|x| x.sharedJpgCount)),
+                                    ],
+                                )],
+                            ),
+                            sec(
+                                "ECC Errors",
+                                "ecc_error_count",
+                                vec![sec(
+                                    "Volatile",
+                                    "volatile_count",
+                                    vec![leaf("SRAM Uncorrectable", "sram_uncorrectable", mem_err(m, 1, 0, 7))],
+                                )],
+                            ),
+                            sec(
                                 "FB Memory Usage",
                                 "fb_memory_usage",
                                 vec![
@@ -210,6 +238,15 @@ fn gpu(nvml: &Nvml, d: &Device, pstate: &str) -> Vec<Node> {
                                     leaf("Reserved", "reserved", v(mem, |x| format!("{} MiB", x.reserved >> 20))),
                                     leaf("Used", "used", v(mem, |x| format!("{} MiB", x.used >> 20))),
                                     leaf("Free", "free", v(mem, |x| format!("{} MiB", x.free >> 20))),
+                                ],
+                            ),
+                            sec(
+                                "BAR1 Memory",
+                                "bar1_memory_usage",
+                                vec![
+                                    leaf("Total", "total", v(bar, |x| format!("{} MiB", x.bar1Total >> 20))),
+                                    leaf("Used", "used", v(bar, |x| format!("{} MiB", x.bar1Used >> 20))),
+                                    leaf("Free", "free", v(bar, |x| format!("{} MiB", x.bar1Free >> 20))),
                                 ],
                             ),
                         ],
@@ -916,9 +953,7 @@ fn supported_clocks(d: &Device) -> Node {
 }
 
 fn processes(nvml: &Nvml, d: &Device) -> Node {
-    let mut procs: Vec<(nvml_abi::nvmlProcessInfo_t, &str)> = Vec::new();
-    procs.extend(d.compute_processes().unwrap_or_default().into_iter().map(|p| (p, "C")));
-    procs.extend(d.graphics_processes().unwrap_or_default().into_iter().map(|p| (p, "G")));
+    let procs = d.typed_processes();
     if procs.is_empty() {
         return leaf("Processes", "processes", "None").x("\n\t\t");
     }
@@ -1057,6 +1092,13 @@ fn text(o: &mut String, n: &Node, indent: usize) {
     // A label starting with spaces is one level deeper than its siblings in the text only.
     let extra = label.len() - label.trim_start().len();
     let (indent, label) = (indent + extra, label.trim_start());
+    // NVIDIA prints the MIG devices' container only in XML; in text its entries sit at its depth.
+    if n.tag == Some("mig_devices") && n.value.is_none() {
+        for k in &n.kids {
+            text(o, k, indent);
+        }
+        return;
+    }
     match &n.value {
         Some(v) => {
             let w = 42usize.saturating_sub(indent);
@@ -1083,8 +1125,10 @@ fn xml(o: &mut String, n: &Node, depth: usize) {
         }
         (None, None) => {
             let _ = writeln!(o, "{tabs}<{tag}>");
+            // NVIDIA's XML keeps `<mig_device>` at the depth of `<mig_devices>`.
+            let inner = if tag == "mig_devices" { depth } else { depth + 1 };
             for k in &n.kids {
-                xml(o, k, depth + 1);
+                xml(o, k, inner);
             }
             let _ = writeln!(o, "{tabs}</{tag}>");
         }

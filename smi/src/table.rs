@@ -8,6 +8,8 @@ use nvml_abi::nvmlDevice_t;
 use std::ffi::c_uint;
 use std::fmt::Write;
 
+const MIG_RULE: &str = "+------------------+--------------------------------+-----------+-----------------------+";
+const MIG_RULE_SHARED: &str = "+------------------+                                +-----------+-----------------------+";
 const RULE: &str = "+-----------------------------------------+----------------------+----------------------+";
 
 fn compute_mode(m: u32) -> &'static str {
@@ -27,6 +29,8 @@ fn on_off(v: u32) -> String {
 /// The volatile uncorrected ECC cell: the count when ECC is on, "Off" when off.
 fn ecc_cell(d: &Device) -> String {
     match d.pair_of("nvmlDeviceGetEccMode") {
+        // With MIG on the counters belong to the MIG devices (their own section).
+        Ok((1, _)) if matches!(d.pair_of("nvmlDeviceGetMigMode"), Ok((1, _))) => "On".into(),
         Ok((1, _)) => {
             let mut v: u64 = 0;
             let r = nv!(d.nvml(), "nvmlDeviceGetTotalEccErrors", (nvmlDevice_t, c_uint, c_uint, *mut u64), d.raw, 1, 0, &mut v);
@@ -107,7 +111,7 @@ pub fn render(nvml: &Nvml, devs: &[Device], version: &str) -> String {
 
 /// The "MIG devices" box.
 fn mig_section(o: &mut String, devs: &[Device]) {
-    let _ = writeln!(o, "{:89}", "");
+    let _ = writeln!(o);
     let _ = writeln!(o, "+---------------------------------------------------------------------------------------+");
     let _ = writeln!(o, "| MIG devices:                                                                          |");
     let _ = writeln!(o, "+------------------+--------------------------------+-----------+-----------------------+");
@@ -116,26 +120,44 @@ fn mig_section(o: &mut String, devs: &[Device]) {
     let _ = writeln!(o, "|                  |                                |        ECC|                       |");
     let _ = writeln!(o, "|==================+================================+===========+=======================|");
     let mut any = false;
+    let mut prev: Option<(u32, String)> = None;
     for d in devs {
         let gpu = d.index().unwrap_or(0);
         for (j, m) in mig_devices(d).into_iter().enumerate() {
-            any = true;
             let gi = or_short(m.u32_of("nvmlDeviceGetGpuInstanceId"), |v| v.to_string());
+            // Compute instances of one GPU instance share its memory: NVIDIA prints it once.
+            let same_gi = prev.as_ref() == Some(&(gpu, gi.clone()));
+            if any {
+                let _ = writeln!(o, "{}", if same_gi { MIG_RULE_SHARED } else { MIG_RULE });
+            }
+            any = true;
+            prev = Some((gpu, gi.clone()));
             let ci = or_short(m.u32_of("nvmlDeviceGetComputeInstanceId"), |v| v.to_string());
-            let mem = or_short(m.memory(), |x| format!("{}MiB / {}MiB", x.used >> 20, x.total >> 20));
-            let bar = or_short(m.bar1(), |x| format!("{}MiB / {}MiB", x.bar1Used >> 20, x.bar1Total >> 20));
+            let mib = |used: u64, total: u64| format!("{:>19} / {:>8}  ", format!("{}MiB", used >> 20), format!("{}MiB", total >> 20));
+            let mem = or_short(m.memory(), |x| mib(x.used, x.total));
+            let bar = or_short(m.bar1(), |x| mib(x.bar1Used, x.bar1Total));
+            let mut ecc: u64 = 0;
+            let ecc = or_short(
+                // Uncorrected, volatile, SRAM (NVML_MEMORY_LOCATION_SRAM = 7).
+                nv!(m.nvml(), "nvmlDeviceGetMemoryErrorCounter", (nvmlDevice_t, c_uint, c_uint, c_uint, *mut u64), m.raw, 1, 0, 7, &mut ecc)
+                    .map(|_| ecc),
+                |v| v.to_string(),
+            );
             let a = m.attributes().ok();
             let sm = a.map_or("N/A".into(), |a| a.multiprocessorCount.to_string());
             let sh = a.map_or("N/A".into(), |a| {
                 format!(
-                    "{:>3}  {:>3}  {:>3}  {:>3}  {:>3}",
+                    " {:>2}  {:>2}   {:>2}   {:>2}   {:>2} ",
                     a.sharedCopyEngineCount, a.sharedEncoderCount, a.sharedDecoderCount, a.sharedOfaCount, a.sharedJpgCount
                 )
             });
-            let _ = writeln!(o, "| {:>3}  {:>2}  {:>2}  {:>2}  | {:>30} | {:>2}    {:>3} | {:<21} |", gpu, gi, ci, j, mem, sm, "N/A", sh);
-            let _ = writeln!(o, "|                  | {:>30} |           |                       |", bar);
-            let _ = writeln!(o, "+------------------+--------------------------------+-----------+-----------------------+");
+            let (mem, bar) = if same_gi { (String::new(), String::new()) } else { (mem, bar) };
+            let _ = writeln!(o, "|{:>3}  {:>3} {:>3} {:>3}  |{:>32}| {:>2}    {:>3} |{:<23}|", gpu, gi, ci, j, mem, sm, ecc, sh);
+            let _ = writeln!(o, "|                  |{:>32}|           |                       |", bar);
         }
+    }
+    if any {
+        let _ = writeln!(o, "{MIG_RULE}");
     }
     if !any {
         let _ = writeln!(o, "|  No MIG devices found                                                                 |");
@@ -153,17 +175,14 @@ fn processes(o: &mut String, nvml: &Nvml, devs: &[Device]) {
     let mut rows = 0;
     for d in devs {
         let gpu = d.index().unwrap_or(0);
-        let mut procs: Vec<(nvml_abi::nvmlProcessInfo_t, &str)> = Vec::new();
-        procs.extend(d.compute_processes().unwrap_or_default().into_iter().map(|p| (p, "C")));
-        procs.extend(d.graphics_processes().unwrap_or_default().into_iter().map(|p| (p, "G")));
-        for (p, t) in procs {
+        for (p, t) in d.typed_processes() {
             rows += 1;
             let id = |v: u32| if v == u32::MAX { "N/A".to_string() } else { v.to_string() };
             let name = nvml.process_name(p.pid).unwrap_or_else(|_| "N/A".into());
             let mem = if p.usedGpuMemory == u64::MAX { "N/A".to_string() } else { format!("{}MiB", p.usedGpuMemory >> 20) };
             let _ = writeln!(
                 o,
-                "|  {:>3}   {:>3}  {:>3}  {:>9}  {:>6}   {:<38}  {:>9} |",
+                "|  {:>3}   {:>3}  {:>3}{:>10}{:>7}   {:<38}  {:>10} |",
                 gpu,
                 id(p.gpuInstanceId),
                 id(p.computeInstanceId),

@@ -44,45 +44,135 @@ mask() {
 
 profiles=${PROFILES:-$(cd profiles && ls *.json | grep -v schema | sed 's/\.json$//')}
 
-# case name | threshold % | gpus | args (one string, word-split)
+# case name | threshold % | gpus | states (space list, `*` = every state) | args (word-split)
+live="idle loaded procs faults lost mig-on mig"
 cases=(
-  "table|100|8|"
-  "list|100|8|-L"
-  "list-i|100|8|-L -i 2"
-  "query-basic|100|8|--query-gpu=index,name,uuid,memory.total,memory.used,utilization.gpu,temperature.gpu,power.draw --format=csv"
-  "query-noheader|100|8|--query-gpu=index,pci.bus_id,memory.free,memory.reserved,power.limit,pstate,driver_version --format=csv,noheader"
-  "query-nounits|100|8|--query-gpu=index,name,memory.total,memory.used,utilization.gpu,utilization.memory,temperature.gpu,power.draw,clocks.sm,clocks.mem --format=csv,noheader,nounits"
-  "query-more|100|4|--query-gpu=count,gpu_name,gpu_uuid,gpu_bus_id,serial,vbios_version,persistence_mode,compute_mode,mig.mode.current,ecc.mode.current,fan.speed,clocks.max.sm,clocks.max.mem,power.default_limit,power.max_limit,temperature.memory,pcie.link.gen.max,pcie.link.width.current --format=csv"
-  "query-i|100|8|--query-gpu=index,uuid --format=csv -i 3"
-  "q|98|2|-q"
-  "q-i|98|8|-q -i 1"
-  "q-memory|98|2|-q -d MEMORY"
-  "q-sections|98|2|-q -d UTILIZATION,TEMPERATURE,POWER,CLOCK,ECC,PERFORMANCE"
-  "qx|98|2|-q -x"
-  "table-i|100|8|-i 5"
-  "err-bad-i|100|8|-i 9"
-  "err-bad-flag|100|8|--bogus"
-  "err-bad-query|100|8|--query-gpu=nonsense --format=csv"
+  "table|100|8|*|"
+  "list|100|8|*|-L"
+  "list-i|100|8|idle|-L -i 2"
+  "query-basic|100|8|*|--query-gpu=index,name,uuid,memory.total,memory.used,utilization.gpu,temperature.gpu,power.draw --format=csv"
+  "query-noheader|100|8|idle|--query-gpu=index,pci.bus_id,memory.free,memory.reserved,power.limit,pstate,driver_version --format=csv,noheader"
+  "query-nounits|100|8|idle loaded|--query-gpu=index,name,memory.total,memory.used,utilization.gpu,utilization.memory,temperature.gpu,power.draw,clocks.sm,clocks.mem --format=csv,noheader,nounits"
+  "query-more|100|4|*|--query-gpu=count,gpu_name,gpu_uuid,gpu_bus_id,serial,vbios_version,persistence_mode,compute_mode,mig.mode.current,ecc.mode.current,fan.speed,clocks.max.sm,clocks.max.mem,power.default_limit,power.max_limit,temperature.memory,pcie.link.gen.max,pcie.link.width.current --format=csv"
+  "query-i|100|8|idle|--query-gpu=index,uuid --format=csv -i 3"
+  "query-live|100|4|loaded faults mig|--query-gpu=index,utilization.gpu,utilization.memory,memory.used,memory.free,mig.mode.current,mig.mode.pending,ecc.errors.corrected.volatile.total,ecc.errors.uncorrected.volatile.total,clocks_event_reasons.active,clocks_event_reasons.sw_thermal_slowdown,clocks_event_reasons.hw_slowdown --format=csv"
+  "q|98|2|*|-q"
+  "q-i|98|8|idle|-q -i 1"
+  "q-memory|98|2|idle|-q -d MEMORY"
+  "q-sections|98|2|idle loaded faults|-q -d UTILIZATION,TEMPERATURE,POWER,CLOCK,ECC,PERFORMANCE"
+  "q-rows|98|2|faults|-q -d PAGE_RETIREMENT,ROW_REMAPPER"
+  "qx|98|2|*|-q -x"
+  "table-i|100|8|idle|-i 5"
+  "err-bad-i|100|8|idle|-i 9"
+  "err-bad-flag|100|8|idle|--bogus"
+  "err-bad-query|100|8|idle|--query-gpu=nonsense --format=csv"
+  "mig-lgip|100|2|idle mig-on mig|mig -lgip"
+  "mig-lgipp|100|2|idle mig-on mig|mig -lgipp"
+  "mig-lgi|100|2|idle mig-on mig|mig -lgi"
+  "mig-lci|100|2|idle mig-on mig|mig -lci"
+  "mig-lgip-i|100|2|mig|mig -lgip -i 1"
+  "mig-lci-i|100|2|mig|mig -lci -i 0"
 )
 [ -n "${CASES:-}" ] && { sel=(); for c in "${cases[@]}"; do [[ " $CASES " == *" ${c%%|*} "* ]] && sel+=("$c"); done; cases=("${sel[@]}"); }
 
-# TODO(issue 4): live states (loaded, processes, MIG layouts, faults) once `fakegpu state`/`fault`
-# land in the shim; each state is a setup command run before both binaries.
-states=(idle)
+# Live states: each is a setup run once per profile into a private FAKEGPU_STATE file (then
+# shared, read-only, by both binaries). `fakegpu state`/`fault` set readings, processes and faults;
+# MIG layouts are made by NVIDIA's own binary (`-mig 1`, `mig -cgi ... -C`, `mig -cci`) over the
+# fake library, so the layout is whatever the library's placement rules give a real tool.
+fakegpu=${CARGO_TARGET_DIR:-$root/target}/$PROFILE/fakegpu
+cargo build -q -p fakegpu "${flag[@]}" || exit 1
+states=(${STATES:-$live})
+mig_capable() { grep -q '"mig_capable": *true' "profiles/$1.json"; }
+setup() { # profile state -> rc (1: state does not apply to this profile)
+  local st=$1
+  case $st in
+    idle) ;;
+    loaded)
+      "$fakegpu" state set --gpu 0 --util 87 --mem-util 41 --enc-util 12 --dec-util 7 --mem-used 5GiB >/dev/null &&
+        "$fakegpu" state set --gpu 1 --util 35 --mem-util 9 --mem-used 1536MiB >/dev/null ;;
+    procs)
+      "$fakegpu" state process add --gpu 0 --pid 4242 --name python3 --mem 2GiB >/dev/null &&
+        "$fakegpu" state process add --gpu 0 --pid 4243 --name /usr/bin/Xorg --mem 64MiB --type G >/dev/null &&
+        "$fakegpu" state process add --gpu 1 --pid 5151 --name trainer --mem 1GiB --type C+G >/dev/null ;;
+    faults)
+      "$fakegpu" fault inject --gpu 0 --ecc-sbe 5 >/dev/null &&
+        "$fakegpu" fault inject --gpu 0 --ecc-dbe 2 >/dev/null &&
+        "$fakegpu" fault inject --gpu 1 --throttle thermal >/dev/null &&
+        "$fakegpu" fault inject --gpu 1 --throttle power >/dev/null &&
+        "$fakegpu" fault inject --gpu 0 --xid 13 >/dev/null ;;
+    lost) "$fakegpu" fault inject --gpu 1 --lost >/dev/null ;;
+    mig-on)
+      mig_capable "$p" || return 1
+      "$theirs" -mig 1 >/dev/null ;;
+    mig)
+      mig_capable "$p" || return 1
+      "$theirs" -mig 1 >/dev/null &&
+        "$theirs" mig -i 0 -cgi 9,19,19 -C >/dev/null &&
+        "$theirs" mig -i 1 -cgi 14,9 >/dev/null &&
+        "$theirs" mig -i 1 -cci 0,0 >/dev/null ;;
+    *) echo "unknown state $st" >&2; return 2 ;;
+  esac
+}
+
+# Processes: NVIDIA 535 reads them only through its private export table, so over the fake it
+# always shows none. In the `procs` state both outputs are compared without their process rows
+# (table rows, `-q` entries, XML <process_info>), and ours is checked against the processes the
+# state holds (expect_procs).
+strip_procs() {
+  awk '
+    /^\| Processes: / { intable = 1 }
+    intable && /^\|=+\|$/ { print; skip = 1; next }
+    skip && /^\+-+\+$/ { skip = 0; intable = 0 }
+    skip { next }
+    /^    Processes( +: None)?$/ { print "    Processes"; inq = 1; next }
+    inq && /^        / { next }
+    { inq = 0 }
+    /^\t+<process_info>$/ { inx = 1; next }
+    inx { if ($0 ~ /^\t+<\/process_info>$/) inx = 0; next }
+    { print }'
+}
+expect_procs() { # case file -> missing expectations (none: all present)
+  local name=$1 f=$2
+  case $name in
+    table)
+      grep -qE '^\|    0   N/A  N/A      4242      C   .{38}  +2048MiB \|$' "$f" || echo "table row pid 4242"
+      grep -qE '^\|    0   N/A  N/A      4243      G   .{38}  +64MiB \|$' "$f" || echo "table row pid 4243"
+      grep -qE '^\|    1   N/A  N/A      5151    C\+G   .{38}  +1024MiB \|$' "$f" || echo "table row pid 5151" ;;
+    q)
+      grep -A2 -E '^        Process ID +: 4242$' "$f" | grep -qE '^            Type +: C$' || echo "-q pid 4242 type"
+      grep -A4 -E '^        Process ID +: 5151$' "$f" | grep -qE '^            Used GPU Memory +: 1024 MiB$' || echo "-q pid 5151 memory" ;;
+    qx)
+      grep -A1 '<pid>5151</pid>' "$f" | grep -q '<type>C+G</type>' || echo "xml pid 5151 type"
+      grep -A3 '<pid>4243</pid>' "$f" | grep -q '<used_memory>64 MiB</used_memory>' || echo "xml pid 4243 memory" ;;
+  esac
+}
 
 fail=0
-printf '%-10s %-6s %-16s %7s %7s %8s  %s\n' profile state case ours nvidia identical result
+printf '%-10s %-7s %-16s %7s %7s %8s  %s\n' profile state case ours nvidia identical result
 for p in $profiles; do
   for st in "${states[@]}"; do
+    d=$keep/$p/$st; mkdir -p "$d"
+    export FAKEGPU_STATE=$d/state.json
+    rm -f "$FAKEGPU_STATE"
+    (export LD_LIBRARY_PATH="$libdir" FAKEGPU_PROFILE="$p" FAKEGPU_GPUS=2; setup "$st")
+    src=$?
+    [ "$src" = 1 ] && continue
+    [ "$src" != 0 ] && { printf '%-10s %-7s %-16s setup failed (rc %s)\n' "$p" "$st" - "$src"; fail=1; continue; }
     for c in "${cases[@]}"; do
-      IFS='|' read -r name thr gpus args <<<"$c"
-      d=$keep/$p/$st; mkdir -p "$d"
+      IFS='|' read -r name thr gpus sts args <<<"$c"
+      [ "$sts" = "*" ] || [[ " $sts " == *" $st "* ]] || continue
       # shellcheck disable=SC2086
       env LD_LIBRARY_PATH="$libdir" FAKEGPU_PROFILE="$p" FAKEGPU_GPUS="$gpus" "$theirs" $args >"$d/$name.nvidia.raw" 2>&1; rt=$?
       # shellcheck disable=SC2086
       env LD_LIBRARY_PATH="$libdir" FAKEGPU_PROFILE="$p" FAKEGPU_GPUS="$gpus" "$ours" $args >"$d/$name.ours.raw" 2>&1; ro=$?
       mask <"$d/$name.nvidia.raw" >"$d/$name.nvidia"
       mask <"$d/$name.ours.raw" >"$d/$name.ours"
+      if [ "$st" = procs ]; then
+        missing=$(expect_procs "$name" "$d/$name.ours")
+        for f in nvidia ours; do strip_procs <"$d/$name.$f" >"$d/$name.$f.tmp" && mv "$d/$name.$f.tmp" "$d/$name.$f"; done
+      else
+        missing=
+      fi
       n_t=$(wc -l <"$d/$name.nvidia"); n_o=$(wc -l <"$d/$name.ours")
       removed=$(diff "$d/$name.nvidia" "$d/$name.ours" | grep -c '^<')
       total=$(( n_t > n_o ? n_t : n_o )); [ "$total" = 0 ] && total=1
@@ -91,8 +181,9 @@ for p in $profiles; do
       ok=PASS
       awk -v s="$share" -v t="$thr" 'BEGIN{exit !(s+0 >= t+0)}' || ok=FAIL
       [ "$rt" != "$ro" ] && ok="FAIL(rc $ro vs $rt)"
+      [ -n "$missing" ] && ok="FAIL(ours lacks: $(echo "$missing" | paste -sd, -))"
       [ "$ok" = PASS ] || fail=1
-      printf '%-10s %-6s %-16s %7s %7s %7s%%  %s\n' "$p" "$st" "$name" "$n_o" "$n_t" "$share" "$ok"
+      printf '%-10s %-7s %-16s %7s %7s %7s%%  %s\n' "$p" "$st" "$name" "$n_o" "$n_t" "$share" "$ok"
       if [ "$ok" != PASS ] && [ -n "${VERBOSE:-}" ]; then diff "$d/$name.nvidia" "$d/$name.ours" | head -20; fi
     done
   done
