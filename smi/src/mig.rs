@@ -214,15 +214,9 @@ fn lgip(o: &mut String, devs: &[&Device]) -> i32 {
         for p in gi_profiles(d) {
             let i = &p.info;
             let mut free: c_uint = 0;
-            let free = nv!(
-                d.nvml(),
-                "nvmlDeviceGetGpuInstanceRemainingCapacity",
-                (nvmlDevice_t, c_uint, *mut c_uint),
-                d.raw,
-                i.id,
-                &mut free
-            )
-            .map_or(0, |_| free);
+            let free =
+                nv!(d.nvml(), "nvmlDeviceGetGpuInstanceRemainingCapacity", (nvmlDevice_t, c_uint, *mut c_uint), d.raw, i.id, &mut free)
+                    .map_or(0, |_| free);
             let mem = format!("{:.2}", i.memorySizeMB as f64 / 1024.0);
             let p2p = if i.isP2pSupported != 0 { "Yes" } else { "No" };
             let _ = writeln!(
@@ -265,7 +259,11 @@ fn lgi(o: &mut String, devs: &[&Device]) -> i32 {
             Ok(gis) => {
                 for g in gis {
                     let pl = g.info.placement;
-                    let _ = writeln!(rows, "|{gpu:>4}  {:<16}{:>6}{:>9}{:>11}:{:<6}|", g.profile_name, g.info.profileId, g.info.id, pl.start, pl.size);
+                    let _ = writeln!(
+                        rows,
+                        "|{gpu:>4}  {:<16}{:>6}{:>9}{:>11}:{:<6}|",
+                        g.profile_name, g.info.profileId, g.info.id, pl.start, pl.size
+                    );
                     let _ = writeln!(rows, "{LGI_RULE}");
                 }
             }
@@ -303,8 +301,11 @@ fn lci(o: &mut String, n: &Nvml, devs: &[&Device]) -> i32 {
             any_gi = true;
             for c in compute_instances(n, g) {
                 let pl = c.info.placement;
-                let _ =
-                    writeln!(rows, "|{gpu:>4}{:>7}       {:<16}{:>6}{:>10}{:>11}:{:<6}|", g.info.id, c.name, c.info.profileId, c.info.id, pl.start, pl.size);
+                let _ = writeln!(
+                    rows,
+                    "|{gpu:>4}{:>7}       {:<16}{:>6}{:>10}{:>11}:{:<6}|",
+                    g.info.id, c.name, c.info.profileId, c.info.id, pl.start, pl.size
+                );
                 let _ = writeln!(rows, "{LCI_RULE}");
             }
         }

@@ -88,7 +88,8 @@ pub fn render(nvml: &Nvml, devs: &[Device], version: &str) -> String {
             fan,
             temp,
             perf,
-            fit(&pwr, 17),
+            // NVIDIA cuts both power cells to 4 characters ("1..." for 1119W).
+            fit(&pwr, 4),
             fit(&cap, 4),
             fit(&used, 9),
             fit(&total, 8),
@@ -133,14 +134,23 @@ fn mig_section(o: &mut String, devs: &[Device]) {
             any = true;
             prev = Some((gpu, gi.clone()));
             let ci = or_short(m.u32_of("nvmlDeviceGetComputeInstanceId"), |v| v.to_string());
-            let mib = |used: u64, total: u64| format!("{:>19} / {:>8}  ", format!("{}MiB", used >> 20), format!("{}MiB", total >> 20));
+            let mib = |used: u64, total: u64| format!("{:<32}", format!("{:>16}MiB / {:>5}MiB", used >> 20, total >> 20));
             let mem = or_short(m.memory(), |x| mib(x.used, x.total));
             let bar = or_short(m.bar1(), |x| mib(x.bar1Used, x.bar1Total));
             let mut ecc: u64 = 0;
             let ecc = or_short(
                 // Uncorrected, volatile, SRAM (NVML_MEMORY_LOCATION_SRAM = 7).
-                nv!(m.nvml(), "nvmlDeviceGetMemoryErrorCounter", (nvmlDevice_t, c_uint, c_uint, c_uint, *mut u64), m.raw, 1, 0, 7, &mut ecc)
-                    .map(|_| ecc),
+                nv!(
+                    m.nvml(),
+                    "nvmlDeviceGetMemoryErrorCounter",
+                    (nvmlDevice_t, c_uint, c_uint, c_uint, *mut u64),
+                    m.raw,
+                    1,
+                    0,
+                    7,
+                    &mut ecc
+                )
+                .map(|_| ecc),
                 |v| v.to_string(),
             );
             let a = m.attributes().ok();

@@ -188,4 +188,6 @@ for p in $profiles; do
     done
   done
 done
+# Loop mode (-lms) of ours: bounded run, repeated well-formed rounds, live state re-read.
+if [ "${LOOP:-1}" = 1 ]; then tests/smi-golden/loop.sh || fail=1; fi
 exit $fail
