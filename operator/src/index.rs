@@ -71,6 +71,8 @@ pub struct NodeView {
     /// Extended resources for KWOK node capacity/allocatable.
     pub capacity: BTreeMap<String, u64>,
     pub config_file: NodeConfigFile,
+    /// The resolved node, as the fake NVML will resolve `config_file`.
+    pub spec: NodeSpec,
     pub kwok: bool,
     pub kwok_annotation: Option<String>,
 }
@@ -392,6 +394,7 @@ impl Index {
             labels,
             capacity,
             config_file: config_file(name, r),
+            spec: node_spec(name, r),
             kwok,
             kwok_annotation: e.info.kwok_annotation.clone(),
         })
@@ -415,14 +418,18 @@ pub fn gpu_uuids(node: &str, r: &ResolvedPool) -> Vec<String> {
     if r.gpu_count == 0 {
         return Vec::new();
     }
-    let spec = NodeSpec {
+    SimulatedNode::new(node_spec(node, r)).gpus.into_iter().map(|g| g.uuid).collect()
+}
+
+/// The node the fake NVML simulates for `r`.
+pub fn node_spec(node: &str, r: &ResolvedPool) -> NodeSpec {
+    NodeSpec {
         node_name: node.to_string(),
         profile: r.profile.clone(),
         gpu_count: r.gpu_count,
         driver_version: r.driver_version.clone(),
         cuda_driver_version: r.cuda_driver_version(),
-    };
-    SimulatedNode::new(spec).gpus.into_iter().map(|g| g.uuid).collect()
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod config;
 pub mod index;
 pub mod kwok_device_plugin;
 pub mod labels;
+pub mod node_state;
 pub mod pod;
 pub mod resolve;
 pub mod status_updater;

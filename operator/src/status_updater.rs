@@ -448,6 +448,9 @@ impl Writer {
                     }
                     let dir = self.args.node_dir.join(node);
                     let _ = std::fs::remove_file(dir.join("config.json"));
+                    for f in [fakegpu_model::state_file::DEFAULT_FILE_NAME, "fakegpu-state.json.seq"] {
+                        let _ = std::fs::remove_file(dir.join(f));
+                    }
                     let _ = std::fs::remove_dir(&dir);
                 }
                 // Only a node whose ConfigMap we had loses our labels: a node that was never in
@@ -470,13 +473,27 @@ impl Writer {
         let dir = self.args.node_dir.join(node);
         let path = dir.join("config.json");
         let text = serde_json::to_string_pretty(&v.config_file).expect("node config serialises") + "\n";
-        if std::fs::read_to_string(&path).ok().as_deref() == Some(text.as_str()) {
-            return Ok(());
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+            std::fs::create_dir_all(&dir).map_err(|e| Error::Io(dir.display().to_string(), e))?;
+            let tmp = dir.join(".config.json.tmp");
+            std::fs::write(&tmp, &text).map_err(|e| Error::Io(tmp.display().to_string(), e))?;
+            std::fs::rename(&tmp, &path).map_err(|e| Error::Io(path.display().to_string(), e))?;
         }
-        std::fs::create_dir_all(&dir).map_err(|e| Error::Io(dir.display().to_string(), e))?;
-        let tmp = dir.join(".config.json.tmp");
-        std::fs::write(&tmp, &text).map_err(|e| Error::Io(tmp.display().to_string(), e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| Error::Io(path.display().to_string(), e))?;
+        // The live state beside it (where the fake NVML looks when FAKEGPU_CONFIG points here).
+        let state_path = dir.join(fakegpu_model::state_file::DEFAULT_FILE_NAME);
+        let targets = crate::node_state::targets(&v.topology);
+        let now = fakegpu_model::state_file::now();
+        let r = fakegpu_model::state_file::update(&state_path, |st| crate::node_state::apply(st, &v.spec, &targets, now));
+        if let Err(fakegpu_model::state_file::UpdateError::Rejected(e)) = &r {
+            // E.g. a GPU a user marked lost: leave their state alone.
+            tracing::warn!(path = %state_path.display(), error = %e, "node state not updated");
+        } else if let Err(e) = r {
+            // A corrupt or foreign state file: start over from the allocations.
+            tracing::warn!(path = %state_path.display(), error = %e, "node state unusable; resetting it");
+            let mut st = fakegpu_model::state::NodeState::default();
+            crate::node_state::apply(&mut st, &v.spec, &targets, now).map_err(|e| Error::Other(e.to_string()))?;
+            fakegpu_model::state_file::reset(&state_path, &st).map_err(|e| Error::Other(e.to_string()))?;
+        }
         Ok(())
     }
 }

@@ -101,7 +101,7 @@ impl Operator {
 
 fn start_updater(ns: &TestNamespace, dir: &std::path::Path) -> Component {
     let nodes = dir.join("nodes");
-    Component::start("status-updater", &ns.name, dir, &["--node-dir", nodes.to_str().unwrap()])
+    Component::start("status-updater", &ns.name, dir, &["--node-dir", nodes.to_str().unwrap(), "--node-files-for-kwok"])
 }
 
 async fn put_config(ns: &TestNamespace, text: &str) {
@@ -212,6 +212,22 @@ async fn pool_labelling_allocation_release_and_switch() {
         assert_eq!((s.allocated_by.namespace.as_str(), s.allocated_by.container.as_str()), (ns.name.as_str(), "main"));
         let u = s.pod_gpu_usage_status[&uid];
         assert_eq!((u.utilization.min, u.utilization.max, u.fb_used), (40, 60, t.gpu_memory));
+    }
+
+    // The node files the fake NVML reads: config and live state (utilization = range midpoint).
+    let node_dir = op.dir.join("nodes").join(&node);
+    let cfg = fakegpu_model::config::read_config_file(&node_dir.join("config.json")).expect("node config");
+    assert_eq!((cfg.gpus, cfg.node.as_deref()), (Some(4), Some(node.as_str())));
+    let state_path = node_dir.join(fakegpu_model::state_file::DEFAULT_FILE_NAME);
+    let deadline = Instant::now() + T;
+    loop {
+        let st = fakegpu_model::state_file::read(&state_path).unwrap_or_default();
+        let utils: Vec<u32> = (0..4).map(|i| st.gpu(i).map_or(0, |g| g.utilization.gpu)).collect();
+        if held(&t, "train").iter().all(|&i| utils[i] == 50) && utils.iter().filter(|&&u| u == 50).count() == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node state utilization {utils:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     // Deleted: released.
