@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # Golden diff: runs NVIDIA's nvidia-smi 535 and ours over the same fake NVML, with the same
-# environment, and compares their output line by line. Masked before comparing (the only
-# differences allowed by design): the timestamp line and the binary's own version in the banner.
+# environment and the same live state, and compares their output line by line. Masked before
+# comparing (the only differences allowed by design): the timestamp line and the binary's own
+# version in the banner; in the `procs` state also the process rows (see strip_procs).
 # Prints the share of identical lines per case and fails when a mode misses its threshold
-# (100% for the default table, -L, --query-gpu and error cases; 98% for -q and -q -x) or when
-# exit codes differ.
+# (100% for the default table, -L, --query-gpu, mig listings and error cases; 98% for -q and
+# -q -x), when exit codes differ, or when ours lacks an expected process row. Then runs loop.sh.
 #
-#   tests/smi-golden/run.sh                 # every built-in profile, every case
-#   PROFILES="h100 t4" tests/smi-golden/run.sh
+# States (each a private FAKEGPU_STATE file per profile, see setup()): idle, loaded (utilization
+# and memory), procs (C, G and C+G processes), faults (ECC SBE/DBE, XID, thermal and power
+# throttle), lost (GPU 1 off the bus), mig-on (MIG enabled, no instances; MIG-capable profiles),
+# mig (GPU 0: 3g+1g+1g with a CI each; GPU 1: 2g and 3g GIs with two 1c CIs each).
+#
+#   tests/smi-golden/run.sh                 # every built-in profile, every state, every case
+#   PROFILES="h100 t4" STATES="idle mig" CASES="table mig-lgi" tests/smi-golden/run.sh
 #   KEEP=/tmp/golden tests/smi-golden/run.sh   # keep both outputs for inspection
 #   FAKE_LIB_DIR=dir tests/smi-golden/run.sh   # use an already built fake library
 #
@@ -83,13 +89,27 @@ fakegpu=${CARGO_TARGET_DIR:-$root/target}/$PROFILE/fakegpu
 cargo build -q -p fakegpu "${flag[@]}" || exit 1
 states=(${STATES:-$live})
 mig_capable() { grep -q '"mig_capable": *true' "profiles/$1.json"; }
+# The load has run for an hour: backdates the temperature marks so that the temperature sits at
+# its target (it approaches it with a 20 s time constant) and both binaries read the same value.
+settle() {
+  python3 - "$FAKEGPU_STATE" <<'PY'
+import json, sys
+p = sys.argv[1]
+s = json.load(open(p))
+for g in s.get("gpus", {}).values():
+    if g.get("temperature_c"):
+        g["temperature_c"]["at_unix_ms"] -= 3600 * 1000
+json.dump(s, open(p, "w"), indent=2)
+PY
+}
 setup() { # profile state -> rc (1: state does not apply to this profile)
   local st=$1
   case $st in
     idle) ;;
     loaded)
       "$fakegpu" state set --gpu 0 --util 87 --mem-util 41 --enc-util 12 --dec-util 7 --mem-used 5GiB >/dev/null &&
-        "$fakegpu" state set --gpu 1 --util 35 --mem-util 9 --mem-used 1536MiB >/dev/null ;;
+        "$fakegpu" state set --gpu 1 --util 35 --mem-util 9 --mem-used 1536MiB >/dev/null &&
+        settle ;;
     procs)
       "$fakegpu" state process add --gpu 0 --pid 4242 --name python3 --mem 2GiB >/dev/null &&
         "$fakegpu" state process add --gpu 0 --pid 4243 --name /usr/bin/Xorg --mem 64MiB --type G >/dev/null &&
