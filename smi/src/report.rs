@@ -714,6 +714,22 @@ fn retired_count(d: &Device, cause: u32) -> R<u32> {
         .map(|_| n)
 }
 
+/// The addresses of the pages retired for `cause` (none when the call fails).
+fn retired_addresses(d: &Device, cause: u32, n: u32) -> Vec<u64> {
+    let mut n: c_uint = n;
+    let mut v = vec![0u64; n as usize];
+    if n == 0 {
+        return v;
+    }
+    match nv!(d.nvml(), "nvmlDeviceGetRetiredPages", (nvmlDevice_t, c_uint, *mut c_uint, *mut u64), d.raw, cause, &mut n, v.as_mut_ptr()) {
+        Ok(()) => {
+            v.truncate(n as usize);
+            v
+        }
+        Err(_) => Vec::new(),
+    }
+}
+
 fn retired(d: &Device) -> Node {
     let sb = retired_count(d, 0);
     let db = retired_count(d, 1);
@@ -731,7 +747,16 @@ fn retired(d: &Device) -> Node {
     // The XML nests count and page list per cause.
     for (i, r) in [sb, db].into_iter().enumerate() {
         let t = v(r, |x| x.to_string());
-        let pages = if r.is_ok() { "\n\t\t\t\t" } else { "N/A" };
+        let pages = match r {
+            Ok(n) => {
+                let list: String = retired_addresses(d, i as u32, n)
+                    .iter()
+                    .map(|a| format!("\n\t\t\t\t\t<retired_page>\n\t\t\t\t\t\t<retired_page_address>0x{a:016x}</retired_page_address>\n\t\t\t\t\t</retired_page>"))
+                    .collect();
+                format!("{list}\n\t\t\t\t")
+            }
+            Err(_) => "N/A".into(),
+        };
         n.kids[i].xval =
             Some(format!("\n\t\t\t\t<retired_count>{t}</retired_count>\n\t\t\t\t<retired_pagelist>{pages}</retired_pagelist>\n\t\t\t"));
     }
