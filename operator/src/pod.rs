@@ -42,6 +42,9 @@ pub struct PodInfo {
     pub workload_kind: Option<String>,
     /// `spec.priorityClassName` of the pod's PodGroup, when the adapter looked it up.
     pub pod_group_priority: Option<String>,
+    /// Devices of driver `gpu.nvidia.com` allocated to the ResourceClaims reserved for this pod
+    /// (`gpu-<uuid>`), filled in by the adapter.
+    pub dra_devices: Vec<String>,
 }
 
 impl PodInfo {
@@ -81,6 +84,7 @@ impl PodInfo {
             workload_kind: p.metadata.labels.as_ref().and_then(|l| l.get(WORKLOAD_KIND_LABEL).cloned()),
             annotations,
             pod_group_priority: None,
+            dra_devices: Vec::new(),
         }
     }
 
@@ -98,9 +102,14 @@ impl PodInfo {
         }
     }
 
-    /// UUIDs from the grant annotation, trimmed, empty items dropped.
+    /// UUIDs from the grant annotation (trimmed, empty items dropped), else the DRA devices
+    /// allocated to the pod's claims (`gpu-<uuid>`, matched case-insensitively like upstream).
     pub fn grant(&self) -> Option<Vec<String>> {
-        self.annotations.get(GRANT_ANNOTATION).map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect())
+        match self.annotations.get(GRANT_ANNOTATION) {
+            Some(v) => Some(v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()),
+            None if !self.dra_devices.is_empty() => Some(self.dra_devices.clone()),
+            None => None,
+        }
     }
 
     /// Reservation pods hold GPUs for shared pods: `allocatedBy` only, no usage entry.
@@ -215,6 +224,22 @@ mod tests {
         }));
         assert!(dra.has_claims && dra.holds_gpus());
         assert_eq!(dra.container, "c1");
+    }
+
+    #[test]
+    fn dra_devices_are_a_grant() {
+        let mut dra = pod(json!({
+            "metadata": {"name": "d"},
+            "spec": {"nodeName": "n", "resourceClaims": [{"name": "g", "resourceClaimName": "c"}], "containers": [{"name": "c0"}]},
+            "status": {"phase": "Running"}
+        }));
+        assert!(!dra.holds_gpus(), "nothing allocated yet");
+        dra.dra_devices = vec!["gpu-aaaa".into(), "gpu-bbbb".into()];
+        assert!(dra.holds_gpus());
+        assert_eq!(dra.wanted(), 2);
+        // The annotation wins.
+        dra.annotations.insert(GRANT_ANNOTATION.into(), "GPU-cccc".into());
+        assert_eq!(dra.grant().unwrap(), ["GPU-cccc"]);
     }
 
     #[test]

@@ -56,6 +56,33 @@ enum Msg {
     PodGone((String, String)),
     PodsListed(HashSet<(String, String)>),
     ConfigMaps,
+    /// A ResourceClaim: (namespace, name) → gpu.nvidia.com devices, pods it is reserved for.
+    Claim((String, String), Option<(Vec<String>, Vec<String>)>),
+}
+
+/// DRA driver whose devices are GPUs of the topology.
+const DRA_DRIVER: &str = "gpu.nvidia.com";
+
+/// The pods with ResourceClaims and what their claims hold (DRA allocations without a grant
+/// annotation are taken from `status.allocation.devices.results`, as upstream).
+#[derive(Default)]
+struct Claims {
+    claims: HashMap<(String, String), (Vec<String>, Vec<String>)>,
+    pods: HashMap<(String, String), PodInfo>,
+}
+
+impl Claims {
+    fn devices_for(&self, ns: &str, pod: &str) -> Vec<String> {
+        let mut d: Vec<String> = self
+            .claims
+            .iter()
+            .filter(|((cns, _), (_, pods))| cns == ns && pods.iter().any(|p| p == pod))
+            .flat_map(|(_, (devs, _))| devs.iter().cloned())
+            .collect();
+        d.sort();
+        d.dedup();
+        d
+    }
 }
 
 struct Shared {
@@ -145,6 +172,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
     tokio::spawn(watch_nodes(client.clone(), tx.clone()));
     tokio::spawn(watch_pods(client.clone(), tx.clone()));
     tokio::spawn(watch_configmaps(client.clone(), ns.clone(), tx.clone()));
+    tokio::spawn(watch_claims(client.clone(), tx.clone()));
     let writer = Writer { client: client.clone(), ns: ns.clone(), args: args.clone(), written: Arc::new(Mutex::new(written)) };
     tokio::spawn(writer.run(shared.clone()));
     let apply = tokio::spawn(apply_loop(client.clone(), ns.clone(), args.topology.topology_cm.clone(), shared.clone(), rx));
@@ -229,6 +257,38 @@ async fn watch_pods(client: Client, tx: mpsc::Sender<Msg>) {
     }
 }
 
+async fn watch_claims(client: Client, tx: mpsc::Sender<Msg>) {
+    use k8s_openapi::api::resource::v1::ResourceClaim;
+    let api: Api<ResourceClaim> = Api::all(client);
+    let mut s = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
+    while let Some(ev) = s.next().await {
+        let msg = match ev {
+            Ok(WEvent::Apply(c) | WEvent::InitApply(c)) => {
+                let st = c.status.as_ref();
+                let devices: Vec<String> = st
+                    .and_then(|s| s.allocation.as_ref())
+                    .and_then(|a| a.devices.as_ref())
+                    .map(|d| d.results.iter().flatten().filter(|r| r.driver == DRA_DRIVER).map(|r| r.device.clone()).collect())
+                    .unwrap_or_default();
+                let pods: Vec<String> = st
+                    .and_then(|s| s.reserved_for.as_ref())
+                    .map(|r| r.iter().filter(|r| r.resource == "pods").map(|r| r.name.clone()).collect())
+                    .unwrap_or_default();
+                Msg::Claim((c.namespace().unwrap_or_default(), c.name_any()), Some((devices, pods)))
+            }
+            Ok(WEvent::Delete(c)) => Msg::Claim((c.namespace().unwrap_or_default(), c.name_any()), None),
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::debug!(error = %e, "resourceclaim watch");
+                continue;
+            }
+        };
+        if tx.send(msg).await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Any change to a ConfigMap that is not a per-node one (cluster config, profiles) triggers a reload.
 async fn watch_configmaps(client: Client, ns: String, tx: mpsc::Sender<Msg>) {
     let api: Api<ConfigMap> = Api::namespaced(client, &ns);
@@ -256,6 +316,7 @@ async fn watch_configmaps(client: Client, ns: String, tx: mpsc::Sender<Msg>) {
 async fn apply_loop(client: Client, ns: String, cm_name: String, shared: Arc<Shared>, mut rx: mpsc::Receiver<Msg>) {
     let mut last_config_text: Option<Option<String>> = None;
     let mut last_error: Option<String> = None;
+    let mut claims = Claims::default();
     while let Some(msg) = rx.recv().await {
         let mut dirty: Vec<String> = Vec::new();
         match msg {
@@ -329,8 +390,39 @@ async fn apply_loop(client: Client, ns: String, cm_name: String, shared: Arc<Sha
                 drop(ix);
                 shared.synced(1);
             }
-            Msg::Pod(p) => dirty = shared.index.lock().expect("index lock").upsert_pod(*p),
-            Msg::PodGone(key) => dirty.extend(shared.index.lock().expect("index lock").remove_pod(&key)),
+            Msg::Pod(p) => {
+                let mut p = *p;
+                if p.has_claims {
+                    p.dra_devices = claims.devices_for(&p.namespace, &p.name);
+                    claims.pods.insert(p.key(), p.clone());
+                } else {
+                    claims.pods.remove(&p.key());
+                }
+                dirty = shared.index.lock().expect("index lock").upsert_pod(p)
+            }
+            Msg::PodGone(key) => {
+                claims.pods.remove(&key);
+                dirty.extend(shared.index.lock().expect("index lock").remove_pod(&key))
+            }
+            Msg::Claim(key, value) => {
+                let old = match value {
+                    Some(v) => claims.claims.insert(key.clone(), v),
+                    None => claims.claims.remove(&key),
+                };
+                let mut names: BTreeSet<String> = old.map(|(_, p)| p.into_iter().collect()).unwrap_or_default();
+                names.extend(claims.claims.get(&key).map(|(_, p)| p.clone()).unwrap_or_default());
+                for name in names {
+                    let pk = (key.0.clone(), name.clone());
+                    let devices = claims.devices_for(&key.0, &name);
+                    if let Some(p) = claims.pods.get_mut(&pk) {
+                        if p.dra_devices != devices {
+                            p.dra_devices = devices;
+                            let p = p.clone();
+                            dirty.extend(shared.index.lock().expect("index lock").upsert_pod(p));
+                        }
+                    }
+                }
+            }
             Msg::PodsListed(seen) => {
                 let mut ix = shared.index.lock().expect("index lock");
                 for key in ix.pod_keys().into_iter().filter(|k| !seen.contains(k)) {
