@@ -6,7 +6,7 @@
 //! 40 req/s), and that Prometheus, parsing our exposition, reads DCGM_FI_DEV_GPU_UTIL = 50 for
 //! the inference pod.
 //!
-//! No Prometheus binary: skipped, or failed when CI=true.
+//! No Prometheus binary and none installable: skipped, or failed when CI=true.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -35,7 +35,14 @@ fn prometheus_binary() -> Option<PathBuf> {
     if cached.is_file() {
         return Some(cached);
     }
-    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| PathBuf::from(d).join("prometheus")).find(|p| p.is_file())
+    if let Some(p) = std::env::var_os("PATH")?.to_str()?.split(':').map(|d| PathBuf::from(d).join("prometheus")).find(|p| p.is_file()) {
+        return Some(p);
+    }
+    // Self-installing: Debian's package into the cache (needs apt's package lists).
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/prometheus/install.sh");
+    let out = Command::new("bash").arg(script).stderr(Stdio::inherit()).output().ok()?;
+    let path = PathBuf::from(String::from_utf8(out.stdout).ok()?.trim());
+    (out.status.success() && path.is_file()).then_some(path)
 }
 
 /// Serves the Knative + kube-state-metrics series; the counter grows RPS per second of wall time.
