@@ -64,3 +64,7 @@ else
   # shellcheck disable=SC2086
   cargo test -p fake-gpu-operator --test operator_e2e ${CARGO_TEST_ARGS:-}
 fi
+
+echo "== helm chart: lint, templates, install into the cluster"
+HELM="$FAKEGPU_K8S_BIN_DIR/helm" tests/helm/run.sh
+HELM="$FAKEGPU_K8S_BIN_DIR/helm" KUBECTL="$FAKEGPU_K8S_BIN_DIR/kubectl" tests/helm/install.sh
