@@ -40,7 +40,7 @@ static void *reader(void *arg) {
             nvmlMemory_t m;
             if (nvmlDeviceGetMemoryInfo(dev, &m) != NVML_SUCCESS || m.used > m.total) r->errors++;
         }
-        usleep(200); // leave the writer some CPU on small machines
+        usleep(2000); // leave the writer some CPU on small machines
     }
     return NULL;
 }
