@@ -142,6 +142,9 @@ for i in range(n.nvmlDeviceGetCount()):
     assert f"0 C 4242 {10 << 30} 0xffffffff 0xffffffff" in lines
     assert f"2 G 77 {512 << 20} 0xffffffff 0xffffffff" in lines
     assert len([l for l in lines if l]) == 2
+    # Simulated pids have no /proc entry: their names come from the state.
+    names = node.py("import pynvml as n; n.nvmlInit(); print(n.nvmlSystemGetProcessName(4242), n.nvmlSystemGetProcessName(77))")
+    assert names.stdout.split() == ["python", "Xorg"], names.stdout
     # gpustat, like on hardware, lists only processes that exist on this host (psutil).
     sleeper = subprocess.Popen(["sleep", "60"])
     try:

@@ -75,7 +75,7 @@ pub unsafe extern "C" fn nvmlDeviceGetMemoryErrorCounter(
 }
 
 /// ECC errors injected through the live state (0 on a healthy board).
-fn injected_ecc(d: &Device, error_type: c_uint, counter_type: c_uint) -> u64 {
+pub(crate) fn injected_ecc(d: &Device, error_type: c_uint, counter_type: c_uint) -> u64 {
     let f = d.faults();
     let counts = if counter_type == NVML_AGGREGATE_ECC { f.ecc_aggregate } else { f.ecc_volatile };
     if error_type == NVML_MEMORY_ERROR_TYPE_UNCORRECTED {

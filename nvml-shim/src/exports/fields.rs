@@ -7,6 +7,7 @@ use nvml_abi::consts::*;
 use nvml_abi::{field, nvmlDevice_t, nvmlFieldValue_t, nvmlReturn_t, nvmlValue_t, ret};
 
 use crate::device::Device;
+use crate::exports::ecc::injected_ecc;
 use crate::exports::telemetry::total_energy_mj;
 use crate::ffi::guard;
 use crate::runtime::device;
@@ -27,9 +28,9 @@ fn read_field(d: &Device, id: u32, scope: u32) -> Result<Value, nvmlReturn_t> {
             Err(ret::NOT_SUPPORTED)
         }
     };
-    let ecc = || {
+    let ecc = |error_type, counter_type| {
         if d.ecc() {
-            Ok(Value::Ull(0))
+            Ok(Value::Ull(injected_ecc(d, error_type, counter_type)))
         } else {
             Err(ret::NOT_SUPPORTED)
         }
@@ -39,18 +40,32 @@ fn read_field(d: &Device, id: u32, scope: u32) -> Result<Value, nvmlReturn_t> {
     };
     Ok(match id {
         field::ECC_CURRENT | field::ECC_PENDING => Value::Uint(if d.ecc() { NVML_FEATURE_ENABLED } else { NVML_FEATURE_DISABLED }),
-        field::ECC_SBE_VOL_TOTAL | field::ECC_DBE_VOL_TOTAL | field::ECC_SBE_AGG_TOTAL | field::ECC_DBE_AGG_TOTAL => ecc()?,
+        field::ECC_SBE_VOL_TOTAL => ecc(NVML_MEMORY_ERROR_TYPE_CORRECTED, NVML_VOLATILE_ECC)?,
+        field::ECC_DBE_VOL_TOTAL => ecc(NVML_MEMORY_ERROR_TYPE_UNCORRECTED, NVML_VOLATILE_ECC)?,
+        field::ECC_SBE_AGG_TOTAL => ecc(NVML_MEMORY_ERROR_TYPE_CORRECTED, NVML_AGGREGATE_ECC)?,
+        field::ECC_DBE_AGG_TOTAL => ecc(NVML_MEMORY_ERROR_TYPE_UNCORRECTED, NVML_AGGREGATE_ECC)?,
         field::RETIRED_SBE | field::RETIRED_DBE | field::RETIRED_PENDING | field::RETIRED_PENDING_SBE | field::RETIRED_PENDING_DBE => {
-            if d.remaps_rows() {
+            if d.remaps_rows() || !d.ecc() {
                 return Err(ret::NOT_SUPPORTED);
             }
-            ecc()?
+            let f = d.faults();
+            Value::Ull(match id {
+                field::RETIRED_SBE => f.retired_pages_sbe.len() as u64,
+                field::RETIRED_DBE => f.retired_pages_dbe.len() as u64,
+                _ => 0,
+            })
         }
         field::REMAPPED_COR | field::REMAPPED_UNC | field::REMAPPED_PENDING | field::REMAPPED_FAILURE => {
             if !d.remaps_rows() {
                 return Err(ret::NOT_SUPPORTED);
             }
-            Value::Uint(0)
+            let r = d.faults().remapped_rows;
+            Value::Uint(match id {
+                field::REMAPPED_COR => r.correctable,
+                field::REMAPPED_UNC => r.uncorrectable,
+                field::REMAPPED_PENDING => r.pending as u32,
+                _ => r.failure as u32,
+            })
         }
         field::MEMORY_TEMP => Value::Uint(d.readings().memory_temp_c.ok_or(ret::NOT_SUPPORTED)?),
         field::TOTAL_ENERGY_CONSUMPTION => Value::Ull(total_energy_mj(d)),

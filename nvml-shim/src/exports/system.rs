@@ -60,16 +60,22 @@ pub unsafe extern "C" fn nvmlSystemGetCudaDriverVersion_v2(version: *mut c_int) 
     guard("nvmlSystemGetCudaDriverVersion_v2", || put(version, runtime()?.node.spec.cuda_driver_version as c_int))
 }
 
-/// The process's command name from /proc, as the real library reads it.
+/// The name of a process on a GPU: the live node state's name for a simulated process,
+/// else the command name from /proc, as the real library reads it.
 #[no_mangle]
 pub unsafe extern "C" fn nvmlSystemGetProcessName(pid: c_uint, name: *mut c_char, length: c_uint) -> nvmlReturn_t {
     guard("nvmlSystemGetProcessName", || {
         runtime()?;
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).map_err(|_| ret::NOT_FOUND)?;
-        let text = crate::runtime::cstring(comm.trim_end());
         if name.is_null() || length == 0 {
             return Err(ret::INVALID_ARGUMENT);
         }
+        let simulated =
+            crate::live::with(|snap| snap.gpus.iter().flat_map(|g| &g.processes).find(|p| p.pid == pid).map(|p| p.name.clone()));
+        let text = match simulated {
+            Some(known) => known,
+            None => std::fs::read_to_string(format!("/proc/{pid}/comm")).map_err(|_| ret::NOT_FOUND)?.trim_end().to_string(),
+        };
+        let text = crate::runtime::cstring(&text);
         // The real library truncates to the caller's buffer rather than failing.
         let bytes = text.as_bytes();
         let n = bytes.len().min(length as usize - 1);
