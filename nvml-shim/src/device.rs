@@ -4,9 +4,9 @@
 use std::ffi::CString;
 use std::sync::Arc;
 
+use fakegpu_model::dynamics;
 use fakegpu_model::state_file;
 use fakegpu_model::telemetry::{self, Load, Readings};
-use fakegpu_model::dynamics;
 use fakegpu_model::{GpuIdentity, NodeSpec, Profile};
 
 use crate::runtime::cstring;

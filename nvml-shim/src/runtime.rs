@@ -96,7 +96,13 @@ impl Runtime {
             .collect();
         crate::live::init(node.gpus.len(), &node.spec.profile);
         let mig = crate::exports::mig::MigSlots::new(&node.spec);
-        Ok(Runtime { mig, driver_version: cstring(&node.spec.driver_version), nvml_version: cstring(&node.spec.nvml_version()), devices, node })
+        Ok(Runtime {
+            mig,
+            driver_version: cstring(&node.spec.driver_version),
+            nvml_version: cstring(&node.spec.nvml_version()),
+            devices,
+            node,
+        })
     }
 
     pub fn handle_of(&self, device: &Device) -> nvmlDevice_t {

@@ -97,7 +97,11 @@ async fn main() -> anyhow::Result<()> {
             .filter(|n| n.name_any().starts_with("bench-"))
             .filter(|n| {
                 n.labels().get("nvidia.com/gpu.count").map(String::as_str) == Some("8")
-                    && n.status.as_ref().and_then(|s| s.allocatable.as_ref()).and_then(|a| a.get("nvidia.com/gpu")).is_some_and(|q| q.0 == "8")
+                    && n.status
+                        .as_ref()
+                        .and_then(|s| s.allocatable.as_ref())
+                        .and_then(|a| a.get("nvidia.com/gpu"))
+                        .is_some_and(|q| q.0 == "8")
             })
             .count();
         let cm_list = cms.list(&ListParams::default().labels(&format!("{NODE_TOPOLOGY_LABEL}=true"))).await?;
@@ -105,14 +109,24 @@ async fn main() -> anyhow::Result<()> {
             .items
             .iter()
             .filter(|c| c.name_any().starts_with("topology-bench-"))
-            .filter(|c| c.data.as_ref().and_then(|d| d.get(TOPOLOGY_KEY)).and_then(|t| NodeTopology::from_yaml(t).ok()).is_some_and(|t| t.gpus.len() == 8))
+            .filter(|c| {
+                c.data
+                    .as_ref()
+                    .and_then(|d| d.get(TOPOLOGY_KEY))
+                    .and_then(|t| NodeTopology::from_yaml(t).ok())
+                    .is_some_and(|t| t.gpus.len() == 8)
+            })
             .count();
         if ok_nodes >= nodes_n && ok_cms >= nodes_n {
             break start.elapsed();
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    println!("nodes: {nodes_n} x 8 GPUs; labelling took {:.2}s; converged {:.2}s after the first label", labelled.as_secs_f64(), converged.as_secs_f64());
+    println!(
+        "nodes: {nodes_n} x 8 GPUs; labelling took {:.2}s; converged {:.2}s after the first label",
+        labelled.as_secs_f64(),
+        converged.as_secs_f64()
+    );
 
     // 2. pods
     let ns_api: Api<Namespace> = Api::all(client.clone());

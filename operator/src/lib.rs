@@ -2,12 +2,12 @@
 //! labels, allocation, metrics) tested without a cluster, and thin kube-rs adapters that
 //! apply their decisions. The binary in `main.rs` picks one component per process.
 
-pub mod exporter;
-pub mod inference;
-pub mod kubelet;
 pub mod common;
 pub mod config;
+pub mod exporter;
 pub mod index;
+pub mod inference;
+pub mod kubelet;
 pub mod kwok_device_plugin;
 pub mod labels;
 pub mod node_state;

@@ -980,6 +980,7 @@ pub(crate) unsafe fn mig_get_index(dev: nvmlDevice_t, index: *mut c_uint) -> Nvm
 /// `nvmlDeviceGetBAR1MemoryInfo` of a MIG device: its share of the BAR1 aperture, unused.
 pub(crate) unsafe fn mig_get_bar1(dev: nvmlDevice_t, bar1: *mut nvml_abi::nvmlBAR1Memory_t) -> NvmlResult {
     let (d, gi, _) = mig_device(dev)?;
-    let total = d.profile.memory.bar1_total_mib * u64::from(gi.placement.size) / u64::from(mig::MEMORY_SLICES) * fakegpu_model::telemetry::MIB;
+    let total =
+        d.profile.memory.bar1_total_mib * u64::from(gi.placement.size) / u64::from(mig::MEMORY_SLICES) * fakegpu_model::telemetry::MIB;
     put(bar1, nvml_abi::nvmlBAR1Memory_t { bar1Total: total, bar1Free: total, bar1Used: 0 })
 }

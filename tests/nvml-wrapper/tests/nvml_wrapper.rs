@@ -85,7 +85,10 @@ fn child_probe() {
         let reserved = u(&p["memory"]["reserved_mib"]) * mib;
         assert_eq!((mem.total, mem.reserved, mem.used, mem.free), (total, reserved, 0, total - reserved));
         let pci = d.pci_info().unwrap();
-        assert_eq!(pci.pci_device_id as u64, u64::from_str_radix(p["pci"]["device_id"].as_str().unwrap().trim_start_matches("0x"), 16).unwrap());
+        assert_eq!(
+            pci.pci_device_id as u64,
+            u64::from_str_radix(p["pci"]["device_id"].as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+        );
         assert_eq!(pci.bus_id, format!("{:08X}:{:02X}:00.0", pci.domain, pci.bus));
         assert_eq!(nvml.device_by_pci_bus_id(pci.bus_id.as_str()).unwrap().index().unwrap(), i);
         assert_eq!(d.temperature(TemperatureSensor::Gpu).unwrap() as u64, u(&p["thermal"]["idle_gpu_c"]));
