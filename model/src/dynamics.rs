@@ -125,7 +125,7 @@ pub fn readings(profile: &Profile, gpu: &GpuState, now: Now) -> Readings {
         r.clocks.graphics_mhz = r.clocks.graphics_mhz.min((idle.graphics_mhz + max.graphics_mhz) / 2);
         r.clocks.sm_mhz = r.clocks.sm_mhz.min((idle.sm_mhz + max.sm_mhz) / 2);
         if r.pstate == 0 && u.gpu > 0 {
-            r.pstate = 2.max(profile.idle_pstate.min(2));
+            r.pstate = 2;
         }
     }
     r

@@ -367,7 +367,7 @@ pub fn parse_size(text: &str) -> Result<u64, StateError> {
         _ => return Err(StateError::Invalid(format!("`{text}`: unknown unit `{unit}` (use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)"))),
     };
     let bytes = value * mult;
-    if !bytes.is_finite() || bytes < 0.0 || bytes > 1e18 {
+    if !bytes.is_finite() || !(0.0..=1e18).contains(&bytes) {
         return Err(StateError::Invalid(format!("`{text}` is out of range")));
     }
     Ok(bytes.round() as u64)

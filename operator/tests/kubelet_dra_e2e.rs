@@ -25,7 +25,7 @@ fn kwok_name(i: usize) -> String {
 
 /// Even nodes are H100 x8, odd ones A100-80GB x4.
 fn kwok_profile(i: usize) -> (&'static str, u32) {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         ("h100", 8)
     } else {
         ("a100-80gb", 4)

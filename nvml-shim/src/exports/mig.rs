@@ -43,7 +43,7 @@ fn slot_of(slots: &[MigRef], handle: usize) -> Option<&MigRef> {
     let base = slots.as_ptr() as usize;
     let size = std::mem::size_of::<MigRef>();
     let offset = handle.wrapping_sub(base);
-    (offset % size == 0 && offset / size < slots.len()).then(|| &slots[offset / size])
+    (offset.is_multiple_of(size) && offset / size < slots.len()).then(|| &slots[offset / size])
 }
 
 impl MigSlots {
