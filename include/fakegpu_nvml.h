@@ -853,7 +853,8 @@ nvmlReturn_t nvmlSystemGetCudaDriverVersion(int *version);
 nvmlReturn_t nvmlSystemGetCudaDriverVersion_v2(int *version);
 
 /**
- * The process's command name from /proc, as the real library reads it.
+ * The name of a process on a GPU: the live node state's name for a simulated process,
+ * else the command name from /proc, as the real library reads it.
  */
 nvmlReturn_t nvmlSystemGetProcessName(unsigned int pid, char *name, unsigned int length);
 
