@@ -115,6 +115,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("fakegpu-cluster-proc-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let (mut child, rec) = sleeper(&dir);
+        // Until the child has exec'd, /proc/<pid>/exe still names the parent.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !is_ours(&rec) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         assert!(is_ours(&rec));
         // Same pid, other binary: what a recycled pid looks like; must not be claimed.
         let other = ProcessRecord { binary: "/bin/true".into(), ..rec.clone() };
