@@ -329,6 +329,9 @@ typedef struct {
     nvmlValue_t value;
 } nvmlFieldValue_t;
 
+/**
+ * `nvmlGpuInstanceProfileInfo_t` (v1, unversioned).
+ */
 typedef struct {
     unsigned int id;
     unsigned int isP2pSupported;
@@ -340,9 +343,12 @@ typedef struct {
     unsigned int encoderCount;
     unsigned int jpegCount;
     unsigned int ofaCount;
-    uint64_t memorySizeMB;
+    unsigned long long memorySizeMB;
 } nvmlGpuInstanceProfileInfo_t;
 
+/**
+ * `nvmlGpuInstanceProfileInfo_v2_t`.
+ */
 typedef struct {
     unsigned int version;
     unsigned int id;
@@ -355,10 +361,13 @@ typedef struct {
     unsigned int encoderCount;
     unsigned int jpegCount;
     unsigned int ofaCount;
-    uint64_t memorySizeMB;
+    unsigned long long memorySizeMB;
     char name[96];
 } nvmlGpuInstanceProfileInfo_v2_t;
 
+/**
+ * `nvmlGpuInstancePlacement_t` (also the compute-instance placement).
+ */
 typedef struct {
     unsigned int start;
     unsigned int size;
@@ -366,6 +375,9 @@ typedef struct {
 
 typedef nvmlGpuInstance_st *nvmlGpuInstance_t;
 
+/**
+ * `nvmlGpuInstanceInfo_t`.
+ */
 typedef struct {
     nvmlDevice_t device;
     unsigned int id;
@@ -373,6 +385,9 @@ typedef struct {
     nvmlGpuInstancePlacement_t placement;
 } nvmlGpuInstanceInfo_t;
 
+/**
+ * `nvmlComputeInstanceProfileInfo_t` (v1, unversioned).
+ */
 typedef struct {
     unsigned int id;
     unsigned int sliceCount;
@@ -385,6 +400,9 @@ typedef struct {
     unsigned int sharedOfaCount;
 } nvmlComputeInstanceProfileInfo_t;
 
+/**
+ * `nvmlComputeInstanceProfileInfo_v2_t`.
+ */
 typedef struct {
     unsigned int version;
     unsigned int id;
@@ -401,6 +419,9 @@ typedef struct {
 
 typedef nvmlComputeInstance_st *nvmlComputeInstance_t;
 
+/**
+ * `nvmlComputeInstanceInfo_t`.
+ */
 typedef struct {
     nvmlDevice_t device;
     nvmlGpuInstance_t gpuInstance;

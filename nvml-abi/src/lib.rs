@@ -432,6 +432,38 @@ pub struct nvmlComputeInstanceInfo_t {
     pub placement: nvmlGpuInstancePlacement_t,
 }
 
+/// `nvmlGpuInstanceProfileInfo_t` (v1, unversioned).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct nvmlGpuInstanceProfileInfo_t {
+    pub id: c_uint,
+    pub isP2pSupported: c_uint,
+    pub sliceCount: c_uint,
+    pub instanceCount: c_uint,
+    pub multiprocessorCount: c_uint,
+    pub copyEngineCount: c_uint,
+    pub decoderCount: c_uint,
+    pub encoderCount: c_uint,
+    pub jpegCount: c_uint,
+    pub ofaCount: c_uint,
+    pub memorySizeMB: c_ulonglong,
+}
+
+/// `nvmlComputeInstanceProfileInfo_t` (v1, unversioned).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct nvmlComputeInstanceProfileInfo_t {
+    pub id: c_uint,
+    pub sliceCount: c_uint,
+    pub instanceCount: c_uint,
+    pub multiprocessorCount: c_uint,
+    pub sharedCopyEngineCount: c_uint,
+    pub sharedDecoderCount: c_uint,
+    pub sharedEncoderCount: c_uint,
+    pub sharedJpegCount: c_uint,
+    pub sharedOfaCount: c_uint,
+}
+
 /// Enum values of the NVML API that the exports interpret.
 pub mod consts {
     use std::ffi::c_uint;

@@ -85,6 +85,18 @@ pub(crate) fn injected_ecc(d: &Device, error_type: c_uint, counter_type: c_uint)
     }
 }
 
+/// Both RetiredPages versions: the addresses retired for `cause` (timestamps are not kept).
+unsafe fn retired_pages(dev: nvmlDevice_t, cause: c_uint, page_count: *mut c_uint, addresses: *mut u64) -> NvmlResult {
+    let d = device(dev)?;
+    retires_pages(d)?;
+    if cause > NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR {
+        return Err(ret::INVALID_ARGUMENT);
+    }
+    let f = d.faults();
+    let pages = if cause == NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR { f.retired_pages_dbe } else { f.retired_pages_sbe };
+    put_list::<u64>(page_count, addresses, &pages)
+}
+
 fn retires_pages(d: &Device) -> NvmlResult {
     if d.remaps_rows() || !d.ecc() {
         Err(ret::NOT_SUPPORTED)
@@ -100,16 +112,7 @@ pub unsafe extern "C" fn nvmlDeviceGetRetiredPages(
     pageCount: *mut c_uint,
     addresses: *mut u64,
 ) -> nvmlReturn_t {
-    guard("nvmlDeviceGetRetiredPages", || {
-        let d = device(dev)?;
-        retires_pages(d)?;
-        if cause > NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR {
-            return Err(ret::INVALID_ARGUMENT);
-        }
-        let f = d.faults();
-        let pages = if cause == NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR { f.retired_pages_dbe } else { f.retired_pages_sbe };
-        put_list::<u64>(pageCount, addresses, &pages)
-    })
+    guard("nvmlDeviceGetRetiredPages", || retired_pages(dev, cause, pageCount, addresses))
 }
 
 #[no_mangle]
@@ -120,16 +123,7 @@ pub unsafe extern "C" fn nvmlDeviceGetRetiredPages_v2(
     addresses: *mut u64,
     _timestamps: *mut u64,
 ) -> nvmlReturn_t {
-    guard("nvmlDeviceGetRetiredPages_v2", || {
-        let d = device(dev)?;
-        retires_pages(d)?;
-        if cause > NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR {
-            return Err(ret::INVALID_ARGUMENT);
-        }
-        let f = d.faults();
-        let pages = if cause == NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR { f.retired_pages_dbe } else { f.retired_pages_sbe };
-        put_list::<u64>(pageCount, addresses, &pages)
-    })
+    guard("nvmlDeviceGetRetiredPages_v2", || retired_pages(dev, cause, pageCount, addresses))
 }
 
 #[no_mangle]

@@ -14,8 +14,10 @@ use fakegpu_model::state::{self as model_state, NodeState, NO_INSTANCE};
 use fakegpu_model::{identity, state_file, NodeSpec};
 use nvml_abi::consts::*;
 use nvml_abi::{
-    nvmlComputeInstance_t, nvmlDeviceAttributes_t, nvmlDevice_t, nvmlGpuInstance_t, nvmlMemory_t, nvmlMemory_v2, nvmlMemory_v2_t,
-    nvmlReturn_t, ret, struct_version,
+    nvmlComputeInstanceInfo_t, nvmlComputeInstanceProfileInfo_t, nvmlComputeInstanceProfileInfo_v2, nvmlComputeInstanceProfileInfo_v2_t,
+    nvmlComputeInstance_t, nvmlDeviceAttributes_t, nvmlDevice_t, nvmlGpuInstanceInfo_t, nvmlGpuInstancePlacement_t,
+    nvmlGpuInstanceProfileInfo_t, nvmlGpuInstanceProfileInfo_v2, nvmlGpuInstanceProfileInfo_v2_t, nvmlGpuInstance_t, nvmlMemory_t,
+    nvmlMemory_v2, nvmlMemory_v2_t, nvmlReturn_t, ret,
 };
 
 use crate::device::Device;
@@ -129,99 +131,6 @@ impl std::fmt::Display for MigChange {
     }
 }
 impl std::error::Error for MigChange {}
-
-// ---------------------------------------------------------------------------------------
-// Structs of the MIG API (nvml.h, 535).
-
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-pub struct nvmlGpuInstancePlacement_t {
-    pub start: c_uint,
-    pub size: c_uint,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-pub struct nvmlGpuInstanceProfileInfo_t {
-    pub id: c_uint,
-    pub isP2pSupported: c_uint,
-    pub sliceCount: c_uint,
-    pub instanceCount: c_uint,
-    pub multiprocessorCount: c_uint,
-    pub copyEngineCount: c_uint,
-    pub decoderCount: c_uint,
-    pub encoderCount: c_uint,
-    pub jpegCount: c_uint,
-    pub ofaCount: c_uint,
-    pub memorySizeMB: u64,
-}
-
-#[repr(C)]
-pub struct nvmlGpuInstanceProfileInfo_v2_t {
-    pub version: c_uint,
-    pub id: c_uint,
-    pub isP2pSupported: c_uint,
-    pub sliceCount: c_uint,
-    pub instanceCount: c_uint,
-    pub multiprocessorCount: c_uint,
-    pub copyEngineCount: c_uint,
-    pub decoderCount: c_uint,
-    pub encoderCount: c_uint,
-    pub jpegCount: c_uint,
-    pub ofaCount: c_uint,
-    pub memorySizeMB: u64,
-    pub name: [c_char; 96],
-}
-#[allow(non_upper_case_globals)]
-pub const nvmlGpuInstanceProfileInfo_v2: c_uint = struct_version(std::mem::size_of::<nvmlGpuInstanceProfileInfo_v2_t>(), 2);
-
-#[repr(C)]
-pub struct nvmlGpuInstanceInfo_t {
-    pub device: nvmlDevice_t,
-    pub id: c_uint,
-    pub profileId: c_uint,
-    pub placement: nvmlGpuInstancePlacement_t,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-pub struct nvmlComputeInstanceProfileInfo_t {
-    pub id: c_uint,
-    pub sliceCount: c_uint,
-    pub instanceCount: c_uint,
-    pub multiprocessorCount: c_uint,
-    pub sharedCopyEngineCount: c_uint,
-    pub sharedDecoderCount: c_uint,
-    pub sharedEncoderCount: c_uint,
-    pub sharedJpegCount: c_uint,
-    pub sharedOfaCount: c_uint,
-}
-
-#[repr(C)]
-pub struct nvmlComputeInstanceProfileInfo_v2_t {
-    pub version: c_uint,
-    pub id: c_uint,
-    pub sliceCount: c_uint,
-    pub instanceCount: c_uint,
-    pub multiprocessorCount: c_uint,
-    pub sharedCopyEngineCount: c_uint,
-    pub sharedDecoderCount: c_uint,
-    pub sharedEncoderCount: c_uint,
-    pub sharedJpegCount: c_uint,
-    pub sharedOfaCount: c_uint,
-    pub name: [c_char; 96],
-}
-#[allow(non_upper_case_globals)]
-pub const nvmlComputeInstanceProfileInfo_v2: c_uint = struct_version(std::mem::size_of::<nvmlComputeInstanceProfileInfo_v2_t>(), 2);
-
-#[repr(C)]
-pub struct nvmlComputeInstanceInfo_t {
-    pub device: nvmlDevice_t,
-    pub gpuInstance: nvmlGpuInstance_t,
-    pub id: c_uint,
-    pub profileId: c_uint,
-    pub placement: nvmlGpuInstancePlacement_t,
-}
 
 const _: () = assert!(std::mem::size_of::<nvmlGpuInstanceProfileInfo_v2_t>() == 152);
 const _: () = assert!(std::mem::size_of::<nvmlComputeInstanceProfileInfo_v2_t>() == 136);
