@@ -24,25 +24,14 @@ pub const MAX_EVENTS_PER_GPU: usize = 64;
 /// `gpuInstanceId` / `computeInstanceId` of an event or process that is not on a MIG device.
 pub const NO_INSTANCE: u32 = 0xFFFF_FFFF;
 
-/// NVML event types (bit masks), as `nvmlEventType*` defines them.
-pub mod event_type {
-    pub const SINGLE_BIT_ECC_ERROR: u64 = 0x1;
-    pub const DOUBLE_BIT_ECC_ERROR: u64 = 0x2;
-    pub const PSTATE: u64 = 0x4;
-    pub const XID_CRITICAL_ERROR: u64 = 0x8;
-    pub const CLOCK: u64 = 0x10;
-    pub const MIG_CONFIG_CHANGE: u64 = 0x100;
-}
+/// NVML event types (bit masks): the ABI crate's definitions.
+pub use nvml_abi::event as event_type;
 
 /// Clock-event ("throttle") reason bits, as `nvmlClocksEventReason*` defines them.
 pub mod clock_reason {
-    pub const GPU_IDLE: u64 = 0x1;
-    pub const SW_POWER_CAP: u64 = 0x4;
-    pub const HW_SLOWDOWN: u64 = 0x8;
-    pub const SYNC_BOOST: u64 = 0x10;
-    pub const SW_THERMAL_SLOWDOWN: u64 = 0x20;
-    pub const HW_THERMAL_SLOWDOWN: u64 = 0x40;
-    pub const HW_POWER_BRAKE_SLOWDOWN: u64 = 0x80;
+    pub use nvml_abi::clocks_event::{
+        GPU_IDLE, HW_POWER_BRAKE_SLOWDOWN, HW_SLOWDOWN, HW_THERMAL_SLOWDOWN, SW_POWER_CAP, SW_THERMAL_SLOWDOWN, SYNC_BOOST,
+    };
     /// Reasons that hold the clocks below what the load asks for.
     pub const SLOWING: u64 = SW_POWER_CAP | HW_SLOWDOWN | SW_THERMAL_SLOWDOWN | HW_THERMAL_SLOWDOWN | HW_POWER_BRAKE_SLOWDOWN;
 
