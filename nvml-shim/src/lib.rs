@@ -10,6 +10,7 @@
 
 mod device;
 mod ffi;
+mod fork;
 mod live;
 mod runtime;
 

@@ -300,6 +300,15 @@ pub(crate) fn lost(index: u32) -> bool {
     live.lost.get(index as usize / 64).is_some_and(|w| w.load(Ordering::Acquire) & (1u64 << (index % 64)) != 0)
 }
 
+/// Holds the snapshot lock (around `fork()`, so no child inherits it mid-refresh); a dummy
+/// guard when there is no live state yet.
+pub(crate) fn lock_snapshot() -> Box<dyn std::any::Any> {
+    match LIVE.get() {
+        Some(live) => Box::new(live.snapshot.lock().unwrap_or_else(|e| e.into_inner())),
+        None => Box::new(()),
+    }
+}
+
 /// The current full snapshot (the idle one without a state file).
 pub(crate) fn snapshot() -> Arc<Snapshot> {
     match LIVE.get() {

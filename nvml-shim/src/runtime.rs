@@ -3,8 +3,7 @@
 //! stay valid across shutdown and re-init (they point into it).
 //!
 //! The getters' hot path is one atomic load of the reference count plus a `OnceLock` read;
-//! nothing here takes a lock after loading, which also keeps the library usable in a
-//! child after `fork()`.
+//! nothing here takes a lock after loading. The load lock is fork-safe (see `fork`).
 
 use std::ffi::CString;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -31,7 +30,8 @@ static LOAD_LOCK: Mutex<()> = Mutex::new(());
 /// `nvmlInit*`: loads the node on first use, then counts one more user.
 pub(crate) fn init() -> Result<(), nvmlReturn_t> {
     if LOADED.get().is_none() {
-        let _serialized = LOAD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        crate::fork::register();
+        let _serialized = lock_load();
         if LOADED.get().is_none() {
             let runtime = Runtime::load().map_err(|err| {
                 eprintln!("fakegpu: nvmlInit failed: {err}");
@@ -42,6 +42,11 @@ pub(crate) fn init() -> Result<(), nvmlReturn_t> {
     }
     INIT_COUNT.fetch_add(1, Ordering::AcqRel);
     Ok(())
+}
+
+/// The lock that serializes loading the node (also taken around `fork()`).
+pub(crate) fn lock_load() -> std::sync::MutexGuard<'static, ()> {
+    LOAD_LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// `nvmlShutdown`: one user fewer; UNINITIALIZED when nobody initialized.
@@ -84,13 +89,14 @@ impl Runtime {
         let node = SimulatedNode::new(spec);
         // As in a container: only the GPUs NVIDIA_VISIBLE_DEVICES names, renumbered from 0.
         // `node.gpus` keeps every GPU with its host index (find a device's by its UUID).
-        let visible = visible_devices(std::env::var(ENV_VISIBLE_DEVICES).ok().as_deref(), &node.gpus);
+        let visible = visible_devices(std::env::var(ENV_VISIBLE_DEVICES).ok().as_deref(), &node.spec.node_name, &node.gpus);
         let devices = visible
             .into_iter()
             .enumerate()
-            .map(|(i, host)| {
-                let mut device = Device::new(&node.spec, node.gpus[host].clone());
+            .map(|(i, v)| {
+                let mut device = Device::new(&node.spec, node.gpus[v.host].clone());
                 device.id.index = i as u32;
+                device.mig_filter = v.mig;
                 device
             })
             .collect();
@@ -113,24 +119,47 @@ impl Runtime {
 /// The variable the NVIDIA container runtime reads to pick a container's GPUs.
 pub(crate) const ENV_VISIBLE_DEVICES: &str = "NVIDIA_VISIBLE_DEVICES";
 
-/// Host indices of the GPUs `NVIDIA_VISIBLE_DEVICES` makes visible, in the order it names
-/// them: unset, empty or `all` = every GPU; `none`/`void` = none; otherwise a comma list of
-/// UUIDs (`GPU-…`, any case) or indices. Entries naming no GPU are skipped, duplicates kept once.
-pub(crate) fn visible_devices(value: Option<&str>, gpus: &[fakegpu_model::GpuIdentity]) -> Vec<usize> {
+/// One GPU `NVIDIA_VISIBLE_DEVICES` makes visible.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Visible {
+    /// Host index.
+    pub host: usize,
+    /// None: the whole GPU with all its MIG devices; Some: named only through MIG UUIDs,
+    /// so only those MIG devices (GI id, CI id) show, as the container runtime exposes them.
+    pub mig: Option<Vec<(u32, u32)>>,
+}
+
+/// The GPUs `NVIDIA_VISIBLE_DEVICES` makes visible, in the order it names them: unset, empty
+/// or `all` = every GPU; `none`/`void` = none; otherwise a comma list of UUIDs (`GPU-…` or
+/// `MIG-…`, any case) or indices. A MIG UUID brings its parent GPU with only that MIG device
+/// (the parent's place is where it is first named); naming the GPU itself shows all of them.
+/// Entries naming nothing on `node` are skipped, duplicates kept once.
+pub(crate) fn visible_devices(value: Option<&str>, node: &str, gpus: &[fakegpu_model::GpuIdentity]) -> Vec<Visible> {
     let value = value.map(str::trim).unwrap_or("");
     match value {
-        "" | "all" => return (0..gpus.len()).collect(),
+        "" | "all" => return (0..gpus.len()).map(|host| Visible { host, mig: None }).collect(),
         "none" | "void" => return Vec::new(),
         _ => {}
     }
-    let mut picked = Vec::new();
+    let mut picked: Vec<Visible> = Vec::new();
     for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
         let found = match entry.parse::<usize>() {
-            Ok(index) => (index < gpus.len()).then_some(index),
-            Err(_) => gpus.iter().position(|g| g.uuid.eq_ignore_ascii_case(entry)),
+            Ok(index) => (index < gpus.len()).then_some((index, None)),
+            Err(_) => gpus.iter().position(|g| g.uuid.eq_ignore_ascii_case(entry)).map(|h| (h, None)).or_else(|| {
+                gpus.iter()
+                    .enumerate()
+                    .find_map(|(h, g)| fakegpu_model::mig::instance_of_uuid(node, &g.uuid, entry).map(|instance| (h, Some(instance))))
+            }),
         };
-        if let Some(host) = found.filter(|h| !picked.contains(h)) {
-            picked.push(host);
+        let Some((host, instance)) = found else { continue };
+        match (picked.iter_mut().find(|v| v.host == host), instance) {
+            (None, instance) => picked.push(Visible { host, mig: instance.map(|i| vec![i]) }),
+            (Some(v), None) => v.mig = None,
+            (Some(v), Some(i)) => {
+                if let Some(list) = v.mig.as_mut().filter(|l| !l.contains(&i)) {
+                    list.push(i);
+                }
+            }
         }
     }
     picked
@@ -158,4 +187,27 @@ fn host_name() -> String {
     }
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
     String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fakegpu_model::{mig, NodeSpec};
+
+    #[test]
+    fn mig_uuids_bring_their_parent_with_only_those_mig_devices() {
+        let node = SimulatedNode::new(NodeSpec::builtin("h100", Some(4), "vis-node").unwrap());
+        let g = &node.gpus;
+        let m = |gpu: usize, gi: u32, ci: u32| mig::mig_uuid("vis-node", &g[gpu].uuid, gi, ci);
+        let value = format!("{},{},{},{}", m(2, 7, 0), g[1].uuid, m(2, 9, 0).to_uppercase(), m(2, 7, 0));
+        let v = visible_devices(Some(&value), "vis-node", g);
+        assert_eq!(v, vec![Visible { host: 2, mig: Some(vec![(7, 0), (9, 0)]) }, Visible { host: 1, mig: None }]);
+        // The GPU named as well: all its MIG devices show.
+        let v = visible_devices(Some(&format!("{},{}", m(3, 1, 0), g[3].uuid)), "vis-node", g);
+        assert_eq!(v, vec![Visible { host: 3, mig: None }]);
+        // Another node's MIG UUID names nothing here.
+        let other = mig::mig_uuid("elsewhere", &g[0].uuid, 7, 0);
+        assert!(visible_devices(Some(&other), "vis-node", g).is_empty());
+        assert_eq!(visible_devices(None, "vis-node", g).len(), 4);
+    }
 }

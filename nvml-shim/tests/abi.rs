@@ -1096,6 +1096,25 @@ fn case_fork() {
     expect(nvmlShutdown(), ret::SUCCESS, "shutdown");
 }
 
+/// A fork while another thread is inside the first `nvmlInit` (loading the node, holding the
+/// load lock): the child must still be able to init. The load is held up by a config path that
+/// is a FIFO, released by a writer thread a moment after the fork was started.
+fn case_fork_during_init() {
+    let fifo = std::env::var("FAKEGPU_CONFIG").unwrap();
+    let loader = std::thread::spawn(|| nvmlInit_v2());
+    // Let the loader block in the FIFO's open, inside the load lock.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        std::fs::write(&fifo, br#"{"profile": "t4", "gpus": 3}"#).expect("write the config FIFO");
+    });
+    let status = in_fork(|| forked_child_queries("Tesla T4", 3));
+    assert_eq!(status, 0, "child forked during the parent's first init: wait status {status}");
+    writer.join().expect("writer");
+    expect(loader.join().expect("loader"), ret::SUCCESS, "the parent's own init");
+    expect(nvmlShutdown(), ret::SUCCESS, "shutdown");
+}
+
 /// The entry point of re-executed children; a plain test run passes through.
 #[test]
 fn child() {
@@ -1109,6 +1128,7 @@ fn child() {
         "error_strings" => case_error_strings(),
         "threads" => case_threads(),
         "fork" => case_fork(),
+        "fork_during_init" => case_fork_during_init(),
         other => panic!("unknown case {other}"),
     }
 }
@@ -1217,6 +1237,15 @@ fn sixteen_threads_get_the_same_answers() {
 #[test]
 fn forked_children_can_init_and_query() {
     run_case("fork", &[("FAKEGPU_PROFILE", "t4"), ("FAKEGPU_GPUS", "3"), ("EXPECT_NAME", "Tesla T4"), ("EXPECT_COUNT", "3")]).assert_ok();
+}
+
+#[test]
+fn a_fork_during_the_first_init_does_not_hang_the_child() {
+    let fifo = scratch_dir("fork-init").join("config.fifo");
+    let _ = std::fs::remove_file(&fifo);
+    let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0, "mkfifo");
+    run_case("fork_during_init", &[("FAKEGPU_CONFIG", fifo.to_str().unwrap())]).assert_ok();
 }
 
 /// Every function under src/exports/ is in a table here or has a case of its own, so a

@@ -22,6 +22,11 @@ struct EventSet {
     cursor: Mutex<u64>,
 }
 
+/// Holds the registry lock (around `fork()`).
+pub(crate) fn lock_registry() -> Box<dyn std::any::Any> {
+    Box::new(registry())
+}
+
 fn registry() -> MutexGuard<'static, BTreeMap<usize, Arc<EventSet>>> {
     static SETS: Mutex<BTreeMap<usize, Arc<EventSet>>> = Mutex::new(BTreeMap::new());
     // A panic elsewhere cannot leave the map half-updated: every critical section is one map call.
