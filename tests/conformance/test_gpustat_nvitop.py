@@ -7,6 +7,7 @@ Regenerate with UPDATE_GOLDEN=1 after an intended change."""
 import json
 import os
 import re
+import subprocess
 
 import pytest
 
@@ -78,3 +79,38 @@ def test_nvitop_once(name):
     limit = f'/ {p["power"]["default_limit_mw"] // 1000}W'
     assert out.count(limit) == fgpu.gpu_count(name), out
     assert "No running processes found" in out
+
+
+def test_nvitop_lists_processes_from_the_live_state(tmp_path):
+    """nvitop's process list (its Python API and `--once`) with processes added to the live
+    state by the project's CLI. nvitop takes the host side (user, command, CPU) from psutil,
+    so two processes are real `sleep`s; a pid with no host process is listed the way nvitop
+    lists a process of another container: "No Such Process"."""
+    cli = fgpu.REPO / "target/debug/fakegpu"  # run.sh builds it
+    if not cli.exists():
+        pytest.skip("fakegpu CLI not built")
+    env = fgpu.env_for("h100", 2, FAKEGPU_STATE=str(tmp_path / "state.json"), COLUMNS="120")
+    sleepers = [subprocess.Popen(["sleep", "120"]) for _ in range(2)]
+    a, b = (s.pid for s in sleepers)
+    try:
+        for gpu, pid, mem, kind in ((1, a, "3GiB", "C"), (0, b, "2GiB", "C+G"), (0, 4242, "1GiB", "C")):
+            fgpu.run([str(cli), "state", "process", "add", "--gpu", str(gpu), "--pid", str(pid), "--name", "p", "--mem", mem, "--type", kind], env)
+        code = """
+import nvitop
+for d in nvitop.Device.all():
+    for pid, p in sorted(d.processes().items()):
+        print(d.index, pid, p.gpu_memory(), p.type, p.name() if p.is_running() else "-")
+"""
+        api = fgpu.run([str(fgpu.VENV_CLIENTS / "bin/python"), "-c", code], env).stdout.splitlines()
+        out = fgpu.run([str(fgpu.VENV_CLIENTS / "bin/nvitop"), "--once"], env).stdout
+    finally:
+        for s in sleepers:
+            s.kill()
+            s.wait()
+    rows = [(0, b, f"{2 << 30} C+G sleep"), (0, 4242, f"{1 << 30} C -"), (1, a, f"{3 << 30} C sleep")]
+    assert api == [f"{g} {pid} {rest}" for g, pid, rest in sorted(rows)], api
+    assert "No running processes found" not in out
+    assert re.search(rf"│\s+1\s+{a} C\s+\S+\s+3072MiB .*sleep 120", out), out
+    # The table marks a compute+graphics context "X".
+    assert re.search(rf"│\s+0\s+{b} X\s+\S+\s+2048MiB .*sleep 120", out), out
+    assert re.search(r"│\s+0\s+4242 C\s+N/A\s+1024MiB .*No Such Process", out), out

@@ -158,6 +158,65 @@ for i in range(n.nvmlDeviceGetCount()):
     assert "4242" not in node.py(code).stdout
 
 
+# Process rows of nvidia-smi's default table: GPU, GI, CI, PID, Type, name, MiB.
+PROCESS_ROW = re.compile(r"^\|\s+(\d+)\s+(\S+)\s+(\S+)\s+(\d+)\s+([CGM+]+)\s+([^|\s]+)\s+(\d+)MiB \|$", re.M)
+
+
+def test_processes_in_nvidia_smi_with_their_type(node):
+    """NVIDIA's nvidia-smi reads processes only through its internal export table (slots
+    213-215, docs/nvml-library.md); its Type column comes from the lists a pid is in."""
+    node.profile, node.gpus = "a100-40gb", 2
+    assert "No running processes found" in node.smi().stdout
+    for gpu, pid, name, mem, kind in (
+        (0, 4242, "python", "10GiB", "C"),
+        (0, 77, "Xorg", "512MiB", "G"),
+        (0, 300, "blender", "2GiB", "C+G"),
+        (1, 200, "mps-client", "3GiB", "M+C"),
+    ):
+        node.fg("state", "process", "add", "--gpu", str(gpu), "--pid", str(pid), "--name", name, "--mem", mem, "--type", kind)
+    table = node.smi().stdout
+    # One row per process, per GPU in pid order, as nvidia-smi sorts them.
+    assert PROCESS_ROW.findall(table) == [
+        ("0", "N/A", "N/A", "77", "G", "Xorg", "512"),
+        ("0", "N/A", "N/A", "300", "C+G", "blender", "2048"),
+        ("0", "N/A", "N/A", "4242", "C", "python", "10240"),
+        ("1", "N/A", "N/A", "200", "M+C", "mps-client", "3072"),
+    ], table
+    assert "No running processes found" not in table
+    # --query-compute-apps lists the processes with a compute context: not the graphics-only one.
+    apps = csv(node.smi("--query-compute-apps=pid,process_name,used_memory", "--format=csv").stdout)
+    assert sorted(apps) == [["200", "mps-client", "3072 MiB"], ["300", "blender", "2048 MiB"], ["4242", "python", "10240 MiB"]]
+    q = node.smi("-q", "-d", "PIDS", "-i", "0").stdout
+    procs = re.findall(r"Process ID\s+: (\d+)\s+Type\s+: (\S+)\s+Name\s+: (\S+)\s+Used GPU Memory\s+: (\d+) MiB", q)
+    assert procs == [("77", "G", "Xorg", "512"), ("300", "C+G", "blender", "2048"), ("4242", "C", "python", "10240")], q
+    x = node.smi("-q", "-x", "-i", "1").stdout
+    assert re.search(r"<pid>200</pid>\s*<type>M\+C</type>\s*<process_name>mps-client</process_name>\s*<used_memory>3072 MiB", x), x
+    # Changes made by another process show in the next run.
+    node.fg("state", "process", "rm", "--pid", "4242")
+    node.fg("state", "process", "rm", "--pid", "77")
+    assert [r[3] for r in PROCESS_ROW.findall(node.smi().stdout)] == ["300", "200"]
+
+
+def test_mig_processes_in_nvidia_smi(node):
+    node.profile, node.gpus = "a100-40gb", 2
+    node.smi("-i", "0", "-mig", "1")
+    node.smi("mig", "-i", "0", "-cgi", "9,14", "-C")
+    node.fg("state", "process", "add", "--gpu", "0", "--pid", "100", "--name", "train", "--mem", "1GiB", "--gi", "2", "--ci", "0")
+    node.fg("state", "process", "add", "--gpu", "0", "--pid", "101", "--name", "infer", "--mem", "2GiB", "--gi", "4", "--ci", "0")
+    node.fg("state", "process", "add", "--gpu", "1", "--pid", "102", "--name", "whole", "--mem", "3GiB")
+    table = node.smi().stdout
+    assert PROCESS_ROW.findall(table) == [
+        ("0", "2", "0", "100", "C", "train", "1024"),
+        ("0", "4", "0", "101", "C", "infer", "2048"),
+        ("1", "N/A", "N/A", "102", "C", "whole", "3072"),
+    ], table
+    q = node.smi("-q", "-d", "PIDS", "-i", "0").stdout
+    found = re.findall(r"GPU instance ID\s+: (\S+)\s+Compute instance ID\s+: (\S+)\s+Process ID\s+: (\d+)", q)
+    assert found == [("2", "0", "100"), ("4", "0", "101")], q
+    apps = csv(node.smi("--query-compute-apps=pid,used_memory", "--format=csv").stdout)
+    assert sorted(apps) == [["100", "1024 MiB"], ["101", "2048 MiB"], ["102", "3072 MiB"]]
+
+
 # --- faults and events --------------------------------------------------------------------
 
 WAITER = """
