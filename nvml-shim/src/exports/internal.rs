@@ -7,11 +7,11 @@
 //! `--query-compute-apps` read three slots (found in the 535.261.03 binary's disassembly,
 //! docs/nvml-library.md):
 //!
-//! | slot (offset)  | list                        |
-//! |----------------|-----------------------------|
-//! | 213 (0x6a8)    | processes with a compute context |
-//! | 214 (0x6b0)    | MPS clients                 |
-//! | 215 (0x6b8)    | graphics processes          |
+//! | slot (offset) | list                             |
+//! |---------------|----------------------------------|
+//! | 213 (0x6a8)   | processes with a compute context |
+//! | 214 (0x6b0)   | MPS clients                      |
+//! | 215 (0x6b8)   | graphics processes               |
 //!
 //! each `(device, unsigned *capacity_in_count_out, entry *array)` with [`ProcessEntry`]s.
 //! nvidia-smi derives the Type column from the lists a pid is in: compute `C`, graphics `G`,
@@ -19,8 +19,8 @@
 //!
 //! The table is as long as the last of those slots, and every slot before them is NULL.
 //! For each of them nvidia-smi takes its own "absent" path (a NULL slot reads as
-//! NOT_SUPPORTED where a short table read as UNINITIALIZED), and falls back to the public
-//! API or prints N/A, as it did with a size-only table.
+//! NOT_SUPPORTED where a short table read as UNINITIALIZED): it falls back to the public
+//! API as before, and two `-q` rows that printed "Uninitialized" now print "N/A".
 
 use std::ffi::{c_char, c_uint, c_void};
 
