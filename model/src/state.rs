@@ -158,9 +158,11 @@ impl ProcessType {
         }
     }
 
-    /// Whether the compute / graphics / MPS-compute process lists include it.
+    /// Whether the compute / graphics / MPS-compute process lists include it. An MPS client
+    /// has a compute context too: the driver lists it in both the compute and the MPS list
+    /// (nvidia-smi shows `M+C` only for a pid that is in both).
     pub fn in_compute(self) -> bool {
-        matches!(self, ProcessType::Compute | ProcessType::ComputeGraphics)
+        matches!(self, ProcessType::Compute | ProcessType::ComputeGraphics | ProcessType::Mps)
     }
     pub fn in_graphics(self) -> bool {
         matches!(self, ProcessType::Graphics | ProcessType::ComputeGraphics)

@@ -87,7 +87,7 @@ pub unsafe extern "C" fn nvmlInternalGetExportTable(table: *mut *const c_void, i
 /// The entries of the given lists, with each process's name as nvmlSystemGetProcessName
 /// gives it. nvidia-smi asks a GPU in MIG mode once per MIG device: those are the
 /// processes that run in its GPU and compute instance.
-unsafe fn entries(dev: nvmlDevice_t, kinds: &[Kind]) -> Result<Vec<ProcessEntry>, nvmlReturn_t> {
+unsafe fn entries(dev: nvmlDevice_t, kind: Kind) -> Result<Vec<ProcessEntry>, nvmlReturn_t> {
     let (d, instance) = if is_mig_handle(dev) {
         let (parent, gi, ci) = mig_device(dev)?;
         (parent, Some((gi.id, ci.id)))
@@ -95,44 +95,42 @@ unsafe fn entries(dev: nvmlDevice_t, kinds: &[Kind]) -> Result<Vec<ProcessEntry>
         (device(dev)?, None)
     };
     let mut list = Vec::new();
-    for &kind in kinds {
-        for p in processes(d, kind) {
-            if instance.is_some_and(|ids| ids != (p.gpuInstanceId, p.computeInstanceId)) {
-                continue;
-            }
-            let mut e = ProcessEntry {
-                pid: p.pid,
-                used_gpu_memory: p.usedGpuMemory,
-                gpu_instance_id: p.gpuInstanceId,
-                compute_instance_id: p.computeInstanceId,
-                used_gpu_cc_protected_memory: 0,
-                name: [0; PROCESS_NAME_LEN],
-            };
-            if nvmlSystemGetProcessName(p.pid, e.name.as_mut_ptr(), PROCESS_NAME_LEN as c_uint) != ret::SUCCESS {
-                e.name[0] = 0;
-            }
-            list.push(e);
+    for p in processes(d, kind) {
+        if instance.is_some_and(|ids| ids != (p.gpuInstanceId, p.computeInstanceId)) {
+            continue;
         }
+        let mut e = ProcessEntry {
+            pid: p.pid,
+            used_gpu_memory: p.usedGpuMemory,
+            gpu_instance_id: p.gpuInstanceId,
+            compute_instance_id: p.computeInstanceId,
+            used_gpu_cc_protected_memory: 0,
+            name: [0; PROCESS_NAME_LEN],
+        };
+        if nvmlSystemGetProcessName(p.pid, e.name.as_mut_ptr(), PROCESS_NAME_LEN as c_uint) != ret::SUCCESS {
+            e.name[0] = 0;
+        }
+        list.push(e);
     }
     Ok(list)
 }
 
-unsafe fn list(name: &'static str, dev: nvmlDevice_t, count: *mut c_uint, array: *mut ProcessEntry, kinds: &[Kind]) -> nvmlReturn_t {
-    guard(name, || put_list(count, array, &entries(dev, kinds)?))
+unsafe fn list(name: &'static str, dev: nvmlDevice_t, count: *mut c_uint, array: *mut ProcessEntry, kind: Kind) -> nvmlReturn_t {
+    guard(name, || put_list(count, array, &entries(dev, kind)?))
 }
 
-/// Slot 213: every process with a compute context, MPS clients included (nvidia-smi marks
-/// a pid that is in this list and in slot 214's as `M+C`).
+/// Slot 213: every process with a compute context, MPS clients included, as in the public
+/// compute list (nvidia-smi marks a pid that is in this list and in slot 214's as `M+C`).
 unsafe extern "C" fn compute_processes(dev: nvmlDevice_t, count: *mut c_uint, array: *mut ProcessEntry) -> nvmlReturn_t {
-    list("nvmlInternalGetExportTable[213]", dev, count, array, &[Kind::Compute, Kind::MpsCompute])
+    list("nvmlInternalGetExportTable[213]", dev, count, array, Kind::Compute)
 }
 
 /// Slot 214: MPS clients.
 unsafe extern "C" fn mps_processes(dev: nvmlDevice_t, count: *mut c_uint, array: *mut ProcessEntry) -> nvmlReturn_t {
-    list("nvmlInternalGetExportTable[214]", dev, count, array, &[Kind::MpsCompute])
+    list("nvmlInternalGetExportTable[214]", dev, count, array, Kind::MpsCompute)
 }
 
 /// Slot 215: graphics processes.
 unsafe extern "C" fn graphics_processes(dev: nvmlDevice_t, count: *mut c_uint, array: *mut ProcessEntry) -> nvmlReturn_t {
-    list("nvmlInternalGetExportTable[215]", dev, count, array, &[Kind::Graphics])
+    list("nvmlInternalGetExportTable[215]", dev, count, array, Kind::Graphics)
 }
