@@ -84,7 +84,7 @@ pub unsafe extern "C" fn nvmlInternalGetExportTable(table: *mut *const c_void, i
     })
 }
 
-/// The entries of the given lists, with each process's name as nvmlSystemGetProcessName
+/// The entries of one list, with each process's name as nvmlSystemGetProcessName
 /// gives it. nvidia-smi asks a GPU in MIG mode once per MIG device: those are the
 /// processes that run in its GPU and compute instance.
 unsafe fn entries(dev: nvmlDevice_t, kind: Kind) -> Result<Vec<ProcessEntry>, nvmlReturn_t> {
