@@ -248,7 +248,8 @@ impl<'a> Device<'a> {
             .map(|_| v)
     }
 
-    /// Compute processes (`_v3`, falling back to `_v2`), with the two-call count protocol.
+    /// Compute processes (`_v3`, falling back to `_v2`), with the two-call count protocol, in
+    /// the library's order (`--query-compute-apps` prints them so).
     pub fn compute_processes(&self) -> R<Vec<nvmlProcessInfo_t>> {
         self.processes("nvmlDeviceGetComputeRunningProcesses_v3").or_else(|e| match e {
             ret::FUNCTION_NOT_FOUND => self.processes("nvmlDeviceGetComputeRunningProcesses_v2"),
@@ -256,19 +257,34 @@ impl<'a> Device<'a> {
         })
     }
 
-    /// Compute and graphics processes as NVIDIA lists them: one entry per process, typed "C",
-    /// "G" or "C+G" (a process in both lists), compute order first.
+    /// The processes NVIDIA's nvidia-smi lists for this GPU (default table, `-q`), with their
+    /// Type column. In MIG mode it asks once per MIG device, so the rows come per MIG device in
+    /// index order and a process outside every MIG device is not shown; the public lists of the
+    /// parent hold every instance's processes, so they are split by GPU/compute instance id.
     pub fn typed_processes(&self) -> Vec<(nvmlProcessInfo_t, &'static str)> {
         let c = self.compute_processes().unwrap_or_default();
         let g = self.graphics_processes().unwrap_or_default();
-        let mut v: Vec<(nvmlProcessInfo_t, &'static str)> =
-            c.iter().map(|p| (*p, if g.iter().any(|x| x.pid == p.pid) { "C+G" } else { "C" })).collect();
-        v.extend(g.iter().filter(|p| !c.iter().any(|x| x.pid == p.pid)).map(|p| (*p, "G")));
-        v
+        let m = self.mps_processes().unwrap_or_default();
+        if !matches!(self.pair_of("nvmlDeviceGetMigMode"), Ok((1, _))) {
+            return merge_processes(c, g, &m);
+        }
+        let mut rows = Vec::new();
+        for mig in crate::list::mig_devices(self) {
+            let (Ok(gi), Ok(ci)) = (mig.u32_of("nvmlDeviceGetGpuInstanceId"), mig.u32_of("nvmlDeviceGetComputeInstanceId")) else {
+                continue;
+            };
+            let of = |l: &[nvmlProcessInfo_t]| l.iter().filter(|p| (p.gpuInstanceId, p.computeInstanceId) == (gi, ci)).copied().collect();
+            rows.extend(merge_processes(of(&c), of(&g), &of(&m)));
+        }
+        rows
     }
 
     pub fn graphics_processes(&self) -> R<Vec<nvmlProcessInfo_t>> {
         self.processes("nvmlDeviceGetGraphicsRunningProcesses_v3")
+    }
+
+    pub fn mps_processes(&self) -> R<Vec<nvmlProcessInfo_t>> {
+        self.processes("nvmlDeviceGetMPSComputeRunningProcesses_v3")
     }
 
     fn processes(&self, name: &'static str) -> R<Vec<nvmlProcessInfo_t>> {
@@ -331,7 +347,64 @@ impl<'a> Device<'a> {
     }
 }
 
+/// NVIDIA's merge of one device's lists: each sorted by pid, one row per pid that has a compute
+/// or graphics context, typed `C`, `G` or `C+G`, and `M+` in front where a compute pid is also
+/// an MPS client. An MPS-only pid is not a row (the driver lists every client as compute too).
+fn merge_processes(
+    mut c: Vec<nvmlProcessInfo_t>,
+    mut g: Vec<nvmlProcessInfo_t>,
+    mps: &[nvmlProcessInfo_t],
+) -> Vec<(nvmlProcessInfo_t, &'static str)> {
+    c.sort_by_key(|p| p.pid);
+    g.sort_by_key(|p| p.pid);
+    let mut pids: Vec<u32> = c.iter().chain(&g).map(|p| p.pid).collect();
+    pids.sort_unstable();
+    pids.dedup();
+    let find = |l: &[nvmlProcessInfo_t], pid: u32| l.binary_search_by_key(&pid, |p| p.pid).ok().map(|k| l[k]);
+    pids.into_iter()
+        .filter_map(|pid| {
+            let (pc, pg) = (find(&c, pid), find(&g, pid));
+            let client = pc.is_some() && mps.iter().any(|p| p.pid == pid);
+            let kind = match (pc.is_some(), pg.is_some(), client) {
+                (true, false, false) => "C",
+                (true, false, true) => "M+C",
+                (true, true, false) => "C+G",
+                (true, true, true) => "M+C+G",
+                (false, _, _) => "G",
+            };
+            Some((pc.or(pg)?, kind))
+        })
+        .collect()
+}
+
 /// The C string in a fixed buffer.
 pub fn c_string(buf: &[c_char]) -> String {
     cstr(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(pid: u32, mib: u64) -> nvmlProcessInfo_t {
+        nvmlProcessInfo_t { pid, usedGpuMemory: mib << 20, ..Default::default() }
+    }
+
+    #[test]
+    fn merge_sorts_by_pid_and_types_each_pid_by_the_lists_it_is_in() {
+        let compute = vec![p(4242, 1), p(300, 2), p(77, 3), p(9, 4)];
+        let graphics = vec![p(5000, 5), p(77, 3), p(9, 4), p(12, 6)];
+        let mps = vec![p(300, 2), p(9, 4), p(12, 6), p(8, 7)];
+        let rows: Vec<(u32, &str)> = merge_processes(compute, graphics, &mps).iter().map(|(p, t)| (p.pid, *t)).collect();
+        // 8 is an MPS client only: not a row. 12 is graphics and MPS, not compute: "G".
+        assert_eq!(rows, [(9, "M+C+G"), (12, "G"), (77, "C+G"), (300, "M+C"), (4242, "C"), (5000, "G")]);
+    }
+
+    #[test]
+    fn merge_keeps_the_compute_entry_of_a_compute_and_graphics_pid() {
+        let rows = merge_processes(vec![p(5, 10)], vec![p(5, 20)], &[]);
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].0.usedGpuMemory >> 20, rows[0].1), (10, "C+G"));
+        assert!(merge_processes(Vec::new(), Vec::new(), &[p(1, 1)]).is_empty());
+    }
 }

@@ -1,7 +1,9 @@
 //! `-q` (text) and `-q -x` (XML): one tree of labelled values per GPU, rendered either as
 //! NVIDIA's indented "Label : value" log or as its `nvsmi_device_v12` XML. `-d` keeps only the
 //! sections asked for. Values NVIDIA's 535 binary reads only through its private export table
-//! (which a public-API client never has) print as NVIDIA prints them without it: `Uninitialized`.
+//! (which a public-API client never has) print as NVIDIA prints them over the fake library, whose
+//! table holds only the process slots: `Uninitialized` for a slot past the table's end, `N/A`
+//! for a NULL slot inside it.
 
 use crate::common::{ctime_now, cuda_text, err_text};
 use crate::nvml::{nv, Device, Nvml, R};
@@ -11,6 +13,9 @@ use std::fmt::Write;
 
 /// NVIDIA prints this for values only its private interface provides.
 const UNINIT: &str = "Uninitialized";
+/// What NVIDIA prints for a value whose slot lies inside the fake's table but is NULL (it reads
+/// that as NOT_SUPPORTED); real captures print `N/A` for these rows too.
+const NA_SLOT: &str = "N/A";
 
 /// One node: a value (leaf) or a section, with its text label and XML tag.
 struct Node {
@@ -345,7 +350,7 @@ fn gpu(nvml: &Nvml, d: &Device, pstate: &str) -> Vec<Node> {
         )
         .s("RESET_STATUS"),
     );
-    n.push(sec("IBMNPU", "ibmnpu", vec![leaf("Relaxed Ordering Mode", "relaxed_ordering_mode", UNINIT)]));
+    n.push(sec("IBMNPU", "ibmnpu", vec![leaf("Relaxed Ordering Mode", "relaxed_ordering_mode", NA_SLOT)]));
     n.push(pci(d));
     n.push(leaf("Fan Speed", "fan_speed", v(d.u32_of("nvmlDeviceGetFanSpeed"), |x| format!("{x} %"))));
     n.push(leaf("Performance State", "performance_state", pstate).s("PERFORMANCE"));
@@ -471,7 +476,7 @@ fn gpu(nvml: &Nvml, d: &Device, pstate: &str) -> Vec<Node> {
     ck.insert(6, samples(d, "Memory Clock Samples", "mem_clk_samples", 6, "MHz", 1.0, "S:CLOCK"));
     ck.insert(6, samples(d, "SM Clock Samples", "sm_clk_samples", 5, "MHz", 1.0, "S:CLOCK"));
     n.extend(ck);
-    n.push(sec("Voltage", "voltage", vec![leaf("Graphics", "graphics_volt", UNINIT)]).s("VOLTAGE"));
+    n.push(sec("Voltage", "voltage", vec![leaf("Graphics", "graphics_volt", NA_SLOT)]).s("VOLTAGE"));
     n.push(fabric(d));
     n.push(supported_clocks(d).s("SUPPORTED_CLOCKS"));
     n.push(processes(nvml, d).s("PIDS"));

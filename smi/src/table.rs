@@ -175,7 +175,36 @@ fn mig_section(o: &mut String, devs: &[Device]) {
     }
 }
 
-/// The "Processes" box: compute and graphics processes from the public NVML calls.
+/// A GPU or compute instance id that is none (not a MIG process).
+const NA: u32 = u32::MAX;
+
+fn id(v: u32) -> String {
+    if v == NA {
+        "N/A".into()
+    } else {
+        v.to_string()
+    }
+}
+
+/// A process name in the table's 38 columns as NVIDIA fits it: counted in bytes, and a longer
+/// name keeps its end (the command, not the path) behind `...`. NVIDIA cuts at any byte; this
+/// cuts at the next character boundary, so a non-ASCII cut can be a byte or two shorter.
+fn name_cell(name: &str) -> String {
+    const W: usize = 38;
+    let shown = if name.len() <= W {
+        name.to_string()
+    } else {
+        let mut at = name.len() - (W - 3);
+        while !name.is_char_boundary(at) {
+            at += 1;
+        }
+        format!("...{}", &name[at..])
+    };
+    format!("{shown}{}", " ".repeat(W.saturating_sub(shown.len())))
+}
+
+/// The "Processes" box: compute, graphics and MPS-client processes from the public NVML calls,
+/// merged and typed as NVIDIA's binary does (`Device::typed_processes`).
 fn processes(o: &mut String, nvml: &Nvml, devs: &[Device]) {
     let _ = writeln!(o, "+---------------------------------------------------------------------------------------+");
     let _ = writeln!(o, "| Processes:                                                                            |");
@@ -187,24 +216,36 @@ fn processes(o: &mut String, nvml: &Nvml, devs: &[Device]) {
         let gpu = d.index().unwrap_or(0);
         for (p, t) in d.typed_processes() {
             rows += 1;
-            let id = |v: u32| if v == u32::MAX { "N/A".to_string() } else { v.to_string() };
             let name = nvml.process_name(p.pid).unwrap_or_else(|_| "N/A".into());
             let mem = if p.usedGpuMemory == u64::MAX { "N/A".to_string() } else { format!("{}MiB", p.usedGpuMemory >> 20) };
-            let _ = writeln!(
-                o,
-                "|  {:>3}   {:>3}  {:>3}{:>10}{:>7}   {:<38}  {:>10} |",
-                gpu,
-                id(p.gpuInstanceId),
-                id(p.computeInstanceId),
-                p.pid,
-                t,
-                fit(&name, 38),
-                mem
-            );
+            // NVIDIA pads a MIG process's numeric GI/CI ids one column left of where it puts
+            // `N/A`, and widens the PID column by the difference.
+            let ids = match (p.gpuInstanceId, p.computeInstanceId) {
+                (gi, ci) if gi != NA && ci != NA => format!("{gi:>5}{ci:>5}{:>11}", p.pid),
+                (gi, ci) => format!("   {:>3}  {:>3}{:>10}", id(gi), id(ci), p.pid),
+            };
+            let _ = writeln!(o, "|  {gpu:>3}{ids}{t:>7}   {}  {mem:>10} |", name_cell(&name));
         }
     }
     if rows == 0 {
         let _ = writeln!(o, "|  No running processes found                                                           |");
     }
     let _ = writeln!(o, "+---------------------------------------------------------------------------------------+");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn process_names_fit_in_38_bytes_keeping_their_end() {
+        assert_eq!(name_cell("python3"), format!("python3{}", " ".repeat(31)));
+        let exact = "abcdefghijklmnopqrstuvwxyz0123456789AB";
+        assert_eq!(name_cell(exact), exact);
+        assert_eq!(name_cell("abcdefghijklmnopqrstuvwxyz0123456789ABC"), "...efghijklmnopqrstuvwxyz0123456789ABC");
+        // Bytes, not characters: 19 two-byte characters fill the cell exactly.
+        assert_eq!(name_cell(&"é".repeat(19)).len(), 38);
+        let cut = name_cell(&"é".repeat(29));
+        assert!(cut.starts_with("...é") && cut.ends_with("é ") && cut.len() == 38, "{cut:?}");
+    }
 }

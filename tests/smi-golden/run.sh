@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Golden diff: runs NVIDIA's nvidia-smi 535 and ours over the same fake NVML, with the same
 # environment and the same live state, and compares their output line by line. Masked before
-# comparing (the only differences allowed by design): the timestamp line and the binary's own
-# version in the banner; in the `procs` state also the process rows (see strip_procs).
-# Prints the share of identical lines per case and fails when a mode misses its threshold
-# (100% for the default table, -L, --query-gpu, mig listings and error cases; 98% for -q and
-# -q -x), when exit codes differ, or when ours lacks an expected process row. Then runs loop.sh.
+# comparing (the only differences allowed by design): the timestamps (banner, `-q`, XML,
+# --query-compute-apps) and the binary's own version in the banner.
+# Prints the share of identical lines per case and fails when a case is not 100% identical,
+# when exit codes differ, or when either output lacks a process row the state holds (so that
+# the process cases cannot pass by both showing none). Then runs loop.sh.
 #
 # States (each a private FAKEGPU_STATE file per profile, see setup()): idle, loaded (utilization
-# and memory), procs (C, G and C+G processes), faults (ECC SBE/DBE, XID, thermal and power
-# throttle), lost (GPU 1 off the bus), mig-on (MIG enabled, no instances; MIG-capable profiles),
-# mig (GPU 0: 3g+1g+1g with a CI each; GPU 1: 2g and 3g GIs with two 1c CIs each).
+# and memory), procs (C, G, C+G and MPS-client processes), faults (ECC SBE/DBE, XID, thermal and
+# power throttle), lost (GPU 1 off the bus), mig-on (MIG enabled, no instances; MIG-capable
+# profiles), mig (GPU 0: 3g+1g+1g with a CI each; GPU 1: 2g and 3g GIs with two 1c CIs each;
+# processes, an MPS client among them, in three MIG devices).
 #
 #   tests/smi-golden/run.sh                 # every built-in profile, every state, every case
 #   PROFILES="h100 t4" STATES="idle mig" CASES="table mig-lgi" tests/smi-golden/run.sh
@@ -38,14 +39,15 @@ keep=${KEEP:-$(mktemp -d)}
 mkdir -p "$keep"
 [ -z "${KEEP:-}" ] && trap 'rm -rf "$keep"' EXIT
 
-# Masks the timestamp and our own version (both binaries' outputs go through this).
+# Masks the timestamps and our own version (both binaries' outputs go through this).
 mask() {
   sed -E \
     -e '1s/^[A-Z][a-z]{2} [A-Z][a-z]{2} [ 0-9][0-9] [0-9:]{8} [0-9]{4} +$/<timestamp>/' \
     -e 's/^(Timestamp +: ).*/\1<timestamp>/' \
     -e 's#<timestamp>[^<]*</timestamp>#<timestamp/>#' \
     -e 's/NVIDIA-SMI [^ ]+ +/NVIDIA-SMI <version> /' \
-    -e 's/^(NVIDIA-SMI version +: ).*/\1<version>/'
+    -e 's/^(NVIDIA-SMI version +: ).*/\1<version>/' \
+    -e 's#^[0-9]{4}/[0-9]{2}/[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3},#<timestamp>,#'
 }
 
 profiles=${PROFILES:-$(cd profiles && ls *.json | grep -v schema | sed 's/\.json$//')}
@@ -62,12 +64,15 @@ cases=(
   "query-more|100|4|*|--query-gpu=count,gpu_name,gpu_uuid,gpu_bus_id,serial,vbios_version,persistence_mode,compute_mode,mig.mode.current,ecc.mode.current,fan.speed,clocks.max.sm,clocks.max.mem,power.default_limit,power.max_limit,temperature.memory,pcie.link.gen.max,pcie.link.width.current --format=csv"
   "query-i|100|8|idle|--query-gpu=index,uuid --format=csv -i 3"
   "query-live|100|4|loaded faults mig|--query-gpu=index,utilization.gpu,utilization.memory,memory.used,memory.free,mig.mode.current,mig.mode.pending,ecc.errors.corrected.volatile.total,ecc.errors.uncorrected.volatile.total,clocks_event_reasons.active,clocks_event_reasons.sw_thermal_slowdown,clocks_event_reasons.hw_slowdown --format=csv"
-  "q|98|2|*|-q"
-  "q-i|98|8|idle|-q -i 1"
-  "q-memory|98|2|idle|-q -d MEMORY"
-  "q-sections|98|2|idle loaded faults|-q -d UTILIZATION,TEMPERATURE,POWER,CLOCK,ECC,PERFORMANCE"
-  "q-rows|98|2|faults|-q -d PAGE_RETIREMENT,ROW_REMAPPER"
-  "qx|98|2|*|-q -x"
+  "q|100|2|*|-q"
+  "q-i|100|8|idle|-q -i 1"
+  "q-memory|100|2|idle|-q -d MEMORY"
+  "q-sections|100|2|idle loaded faults|-q -d UTILIZATION,TEMPERATURE,POWER,CLOCK,ECC,PERFORMANCE"
+  "q-rows|100|2|faults|-q -d PAGE_RETIREMENT,ROW_REMAPPER"
+  "q-pids|100|2|procs mig|-q -d PIDS"
+  "qx|100|2|*|-q -x"
+  "apps|100|4|*|--query-compute-apps=timestamp,gpu_name,gpu_bus_id,gpu_serial,gpu_uuid,pid,process_name,used_gpu_memory --format=csv"
+  "apps-nounits|100|4|procs mig|--query-compute-apps=pid,name,used_memory,gpu_uuid --format=csv,noheader,nounits"
   "table-i|100|8|idle|-i 5"
   "err-bad-i|100|8|idle|-i 9"
   "err-bad-flag|100|8|idle|--bogus"
@@ -110,10 +115,13 @@ setup() { # profile state -> rc (1: state does not apply to this profile)
       "$fakegpu" state set --gpu 0 --util 87 --mem-util 41 --enc-util 12 --dec-util 7 --mem-used 5GiB >/dev/null &&
         "$fakegpu" state set --gpu 1 --util 35 --mem-util 9 --mem-used 1536MiB >/dev/null &&
         settle ;;
-    procs)
+    procs) # added out of pid order: NVIDIA sorts each GPU's rows by pid
       "$fakegpu" state process add --gpu 0 --pid 4242 --name python3 --mem 2GiB >/dev/null &&
         "$fakegpu" state process add --gpu 0 --pid 4243 --name /usr/bin/Xorg --mem 64MiB --type G >/dev/null &&
-        "$fakegpu" state process add --gpu 1 --pid 5151 --name trainer --mem 1GiB --type C+G >/dev/null ;;
+        "$fakegpu" state process add --gpu 0 --pid 300 --name mps-client --mem 3GiB --type M+C >/dev/null &&
+        "$fakegpu" state process add --gpu 0 --pid 1000 --name /opt/render/bin/render-service --mem 128MiB --type C+G >/dev/null &&
+        "$fakegpu" state process add --gpu 1 --pid 5151 --name trainer --mem 1GiB --type C+G >/dev/null &&
+        "$fakegpu" state process add --gpu 1 --pid 77 --name "$long_name" --mem 100MiB --type M+C >/dev/null ;;
     faults)
       "$fakegpu" fault inject --gpu 0 --ecc-sbe 5 >/dev/null &&
         "$fakegpu" fault inject --gpu 0 --ecc-dbe 2 >/dev/null &&
@@ -129,41 +137,55 @@ setup() { # profile state -> rc (1: state does not apply to this profile)
       "$theirs" -mig 1 >/dev/null &&
         "$theirs" mig -i 0 -cgi 9,19,19 -C >/dev/null &&
         "$theirs" mig -i 1 -cgi 14,9 >/dev/null &&
-        "$theirs" mig -i 1 -cci 0,0 >/dev/null ;;
+        "$theirs" mig -i 1 -cci 0,0 >/dev/null &&
+        mig_procs ;;
     *) echo "unknown state $st" >&2; return 2 ;;
   esac
 }
 
-# Processes: NVIDIA 535 reads them only through its private export table, so over the fake it
-# always shows none. In the `procs` state both outputs are compared without their process rows
-# (table rows, `-q` entries, XML <process_info>), and ours is checked against the processes the
-# state holds (expect_procs).
-strip_procs() {
-  awk '
-    /^\| Processes: / { intable = 1 }
-    intable && /^\|=+\|$/ { print; skip = 1; next }
-    skip && /^\+-+\+$/ { skip = 0; intable = 0 }
-    skip { next }
-    /^    Processes( +: None)?$/ { print "    Processes"; inq = 1; next }
-    inq && /^        / { next }
-    { inq = 0 }
-    /^\t+<process_info>$/ { inx = 1; next }
-    inx { if ($0 ~ /^\t+<\/process_info>$/) inx = 0; next }
-    { print }'
+# The MIG state's processes, placed by the instance ids the layout got on this profile: GPU 0's
+# first and last GPU instance (the last has a two-digit id on most profiles: the table pads
+# numeric ids differently from N/A), GPU 1's first GPU instance, compute instances 1 and 0.
+mig_procs() {
+  local ids
+  ids=$(python3 - "$FAKEGPU_STATE" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+for gpu in ("0", "1"):
+    gis = s["gpus"][gpu]["mig"]["gpu_instances"]
+    print(gis[0]["id"], gis[-1]["id"], " ".join(str(c["id"]) for c in gis[0]["compute_instances"]))
+PY
+) || return 1
+  local a0 z0 c0 a1 z1 c1 c1b
+  { read -r a0 z0 c0; read -r a1 z1 c1 c1b; } <<<"$ids"
+  "$fakegpu" state process add --gpu 0 --pid 7100 --name train --mem 1GiB --gi "$a0" --ci "$c0" >/dev/null &&
+    "$fakegpu" state process add --gpu 0 --pid 650 --name mps-client --mem 512MiB --gi "$a0" --ci "$c0" --type M+C >/dev/null &&
+    "$fakegpu" state process add --gpu 0 --pid 12345678 --name infer --mem 256MiB --gi "$z0" --ci 0 >/dev/null &&
+    "$fakegpu" state process add --gpu 1 --pid 730 --name worker-b --mem 256MiB --gi "$a1" --ci "$c1b" >/dev/null &&
+    "$fakegpu" state process add --gpu 1 --pid 720 --name worker-a --mem 128MiB --gi "$a1" --ci "$c1" >/dev/null
 }
-expect_procs() { # case file -> missing expectations (none: all present)
-  local name=$1 f=$2
+# Longer than the table's 38 columns: NVIDIA keeps the end of the name.
+long_name="/opt/conda/envs/training-2024/bin/python3.11 -m torch.distributed.run"
+
+# The processes each state holds, as rows both outputs must show (the identity check then
+# compares them field by field): protects the process cases from passing with none listed.
+expect_procs() { # state case file -> missing expectations (none: all present)
+  local st=$1 name=$2 f=$3 pid
+  local pids=()
+  case $st in
+    procs) pids=(300 1000 4242 4243 77 5151) ;;
+    mig) pids=(650 7100 12345678 720 730) ;;
+    *) return 0 ;;
+  esac
   case $name in
-    table)
-      grep -qE '^\|    0   N/A  N/A      4242      C   .{38}  +2048MiB \|$' "$f" || echo "table row pid 4242"
-      grep -qE '^\|    0   N/A  N/A      4243      G   .{38}  +64MiB \|$' "$f" || echo "table row pid 4243"
-      grep -qE '^\|    1   N/A  N/A      5151    C\+G   .{38}  +1024MiB \|$' "$f" || echo "table row pid 5151" ;;
-    q)
-      grep -A2 -E '^        Process ID +: 4242$' "$f" | grep -qE '^            Type +: C$' || echo "-q pid 4242 type"
-      grep -A4 -E '^        Process ID +: 5151$' "$f" | grep -qE '^            Used GPU Memory +: 1024 MiB$' || echo "-q pid 5151 memory" ;;
-    qx)
-      grep -A1 '<pid>5151</pid>' "$f" | grep -q '<type>C+G</type>' || echo "xml pid 5151 type"
-      grep -A3 '<pid>4243</pid>' "$f" | grep -q '<used_memory>64 MiB</used_memory>' || echo "xml pid 4243 memory" ;;
+    table) for pid in "${pids[@]}"; do grep -qE "^\|.* $pid +(C|G|C\+G|M\+C) " "$f" || echo "table row pid $pid"; done ;;
+    q | q-pids) for pid in "${pids[@]}"; do grep -qE "^        Process ID +: $pid$" "$f" || echo "-q pid $pid"; done ;;
+    qx) for pid in "${pids[@]}"; do grep -q "<pid>$pid</pid>" "$f" || echo "xml pid $pid"; done ;;
+    apps | apps-nounits)
+      for pid in "${pids[@]}"; do
+        [ "$pid" = 4243 ] && continue # graphics only: not a compute app
+        grep -qE "(^|, )$pid, " "$f" || echo "compute app $pid"
+      done ;;
   esac
 }
 
@@ -187,12 +209,7 @@ for p in $profiles; do
       env LD_LIBRARY_PATH="$libdir" FAKEGPU_PROFILE="$p" FAKEGPU_GPUS="$gpus" "$ours" $args >"$d/$name.ours.raw" 2>&1; ro=$?
       mask <"$d/$name.nvidia.raw" >"$d/$name.nvidia"
       mask <"$d/$name.ours.raw" >"$d/$name.ours"
-      if [ "$st" = procs ]; then
-        missing=$(expect_procs "$name" "$d/$name.ours")
-        for f in nvidia ours; do strip_procs <"$d/$name.$f" >"$d/$name.$f.tmp" && mv "$d/$name.$f.tmp" "$d/$name.$f"; done
-      else
-        missing=
-      fi
+      missing=$(for f in nvidia ours; do expect_procs "$st" "$name" "$d/$name.$f" | sed "s/^/$f: /"; done)
       n_t=$(wc -l <"$d/$name.nvidia"); n_o=$(wc -l <"$d/$name.ours")
       removed=$(diff "$d/$name.nvidia" "$d/$name.ours" | grep -c '^<')
       total=$(( n_t > n_o ? n_t : n_o )); [ "$total" = 0 ] && total=1
@@ -201,7 +218,7 @@ for p in $profiles; do
       ok=PASS
       awk -v s="$share" -v t="$thr" 'BEGIN{exit !(s+0 >= t+0)}' || ok=FAIL
       [ "$rt" != "$ro" ] && ok="FAIL(rc $ro vs $rt)"
-      [ -n "$missing" ] && ok="FAIL(ours lacks: $(echo "$missing" | paste -sd, -))"
+      [ -n "$missing" ] && ok="FAIL(lacking: $(echo "$missing" | paste -sd, -))"
       [ "$ok" = PASS ] || fail=1
       printf '%-10s %-7s %-16s %7s %7s %7s%%  %s\n' "$p" "$st" "$name" "$n_o" "$n_t" "$share" "$ok"
       if [ "$ok" != PASS ] && [ -n "${VERBOSE:-}" ]; then diff "$d/$name.nvidia" "$d/$name.ours" | head -20; fi
