@@ -137,12 +137,14 @@ pub enum MigError {
     NoSuchInstance(u32),
     #[error("instance {0} is in use (it still has compute instances or processes)")]
     InUse(u32),
+    #[error("unknown MIG config {0} (known: all-disabled, all-<GPU instance profile>)")]
+    UnknownConfig(String),
 }
 
 impl MigError {
     pub fn nvml_code(&self) -> u32 {
         match self {
-            MigError::NotCapable(_) => 3,
+            MigError::NotCapable(_) | MigError::UnknownConfig(_) => 3,
             MigError::NotEnabled => 3,
             MigError::UnknownProfile(_) => 3,
             MigError::BadPlacement { .. } => 2,
@@ -471,6 +473,102 @@ pub fn mig_devices(layout: &MigLayout) -> Vec<(u32, u32)> {
     out
 }
 
+/// One MIG device (a compute instance) as every consumer names it: the fake NVML's MIG
+/// device handles, nvidia-smi, the device plugin and the DRA ResourceSlices all take it from
+/// here, so a MIG UUID handed to a pod is the one its NVML view reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigDevice {
+    /// Host index and UUID of the GPU it is carved from.
+    pub parent_index: u32,
+    pub parent_uuid: String,
+    /// Its position among the parent's MIG devices (`nvmlDeviceGetMigDeviceHandleByIndex`).
+    pub index: u32,
+    pub gpu_instance: u32,
+    pub compute_instance: u32,
+    /// Where its GPU instance sits, in memory slices.
+    pub placement: Placement,
+    pub gi_profile: GiProfile,
+    pub ci_profile: CiProfile,
+    /// `MIG-…`, see [`mig_uuid`].
+    pub uuid: String,
+}
+
+impl MigDevice {
+    /// NVIDIA's profile name of the device: `1g.10gb`, or `1c.3g.20gb` for a compute
+    /// instance smaller than its GPU instance.
+    pub fn profile(&self) -> &str {
+        &self.ci_profile.name
+    }
+
+    /// Framebuffer of the device: its GPU instance's.
+    pub fn memory_bytes(&self) -> u64 {
+        self.gi_profile.memory_mib * crate::telemetry::MIB
+    }
+}
+
+/// `MIG-<uuid>`: a pure function of node, parent GPU UUID and instance ids, so every process
+/// on the node derives the same UUID without sharing anything but the state file.
+pub fn mig_uuid(node: &str, gpu_uuid: &str, gi: u32, ci: u32) -> String {
+    crate::identity::format_uuid("MIG-", crate::identity::uuid_bytes(&["mig", node, gpu_uuid, &gi.to_string(), &ci.to_string()]))
+}
+
+/// The (GI id, CI id) a MIG UUID of GPU `gpu_uuid` on `node` stands for, whether or not that
+/// instance exists now. Every id pair is tried: there are only 15 × 8.
+pub fn instance_of_uuid(node: &str, gpu_uuid: &str, uuid: &str) -> Option<(u32, u32)> {
+    if !uuid.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("MIG-")) {
+        return None;
+    }
+    (0..=MAX_GI_ID)
+        .flat_map(|gi| (0..=MAX_CI_ID).map(move |ci| (gi, ci)))
+        .find(|(gi, ci)| mig_uuid(node, gpu_uuid, *gi, *ci).eq_ignore_ascii_case(uuid))
+}
+
+/// The MIG devices of GPU `parent_index` (UUID `parent_uuid`) of `profile` on `node` with
+/// `layout`, in NVML's index order; none unless MIG mode is current.
+pub fn gpu_mig_devices(profile: &Profile, node: &str, parent_index: u32, parent_uuid: &str, layout: &MigLayout) -> Vec<MigDevice> {
+    mig_devices(layout)
+        .into_iter()
+        .filter_map(|(gi_id, ci_id)| {
+            let gi = layout.gpu_instances.iter().find(|g| g.id == gi_id)?;
+            let ci = gi.compute_instances.iter().find(|c| c.id == ci_id)?;
+            let gi_profile = gi_profile(profile, gi.profile).ok()?;
+            let ci_profile = ci_profile(&gi_profile, ci.profile).ok()?;
+            Some((gi, gi_profile, ci_profile, ci_id))
+        })
+        .enumerate()
+        .map(|(index, (gi, gi_profile, ci_profile, ci_id))| MigDevice {
+            parent_index,
+            parent_uuid: parent_uuid.to_string(),
+            index: index as u32,
+            gpu_instance: gi.id,
+            compute_instance: ci_id,
+            placement: gi.placement,
+            gi_profile,
+            ci_profile,
+            uuid: mig_uuid(node, parent_uuid, gi.id, ci_id),
+        })
+        .collect()
+}
+
+/// The layout NVIDIA's mig-parted names `all-<profile>` (e.g. `all-1g.10gb`): MIG on and
+/// as many GPU instances of that GI profile as fit, each with one full-size compute instance.
+/// `all-disabled` is MIG off. Used where no live state exists (KWOK nodes).
+pub fn named_layout(profile: &Profile, config: &str) -> Result<MigLayout, MigError> {
+    if config == "all-disabled" {
+        return Ok(MigLayout::default());
+    }
+    let wanted = config.strip_prefix("all-").ok_or_else(|| MigError::UnknownConfig(config.to_string()))?;
+    let all = gi_profiles(profile).ok_or_else(|| MigError::NotCapable(profile.product_name.clone()))?;
+    let gp = all.into_iter().find(|p| p.name == wanted).ok_or_else(|| MigError::UnknownConfig(config.to_string()))?;
+    let full = ci_profiles(&gp).into_iter().find(|c| c.slices == gp.compute_slices).ok_or(MigError::UnknownProfile(gp.index))?;
+    let mut layout = MigLayout { current: true, pending: true, gpu_instances: Vec::new() };
+    while remaining_capacity(profile, &layout, gp.index)? > 0 {
+        let gi = create_gpu_instance(profile, &mut layout, gp.index, None)?;
+        create_compute_instance(profile, &mut layout, gi, full.index, None)?;
+    }
+    Ok(layout)
+}
+
 /// Checks a layout read from a state file against the board's rules.
 pub fn validate_layout(profile: &Profile, layout: &MigLayout) -> Result<(), MigError> {
     if !profile.mig_capable {
@@ -623,6 +721,50 @@ mod tests {
         assert_eq!(set_mode(p, &mut l, true, false), Ok(true));
         create_gpu_instance(p, &mut l, GI_PROFILE_7_SLICE, None).unwrap();
         assert_eq!(set_mode(p, &mut l, false, false), Err(MigError::InUse(0)));
+    }
+
+    #[test]
+    fn mig_devices_carry_the_tables_values_and_stable_uuids() {
+        let p = find_builtin("h100").unwrap();
+        let mut l = enabled();
+        let gi3 = create_gpu_instance(p, &mut l, GI_PROFILE_3_SLICE, None).unwrap();
+        create_compute_instance(p, &mut l, gi3, 0, None).unwrap();
+        create_compute_instance(p, &mut l, gi3, 0, None).unwrap();
+        let gi1 = create_gpu_instance(p, &mut l, GI_PROFILE_1_SLICE, None).unwrap();
+        create_compute_instance(p, &mut l, gi1, 0, None).unwrap();
+        let d = gpu_mig_devices(p, "n1", 3, "GPU-parent", &l);
+        // NVML order is by (GI id, CI id): the 3g at 4 is GI 2, the 1g at 3 is GI 10.
+        assert_eq!(d.iter().map(|m| (m.index, m.gpu_instance, m.compute_instance)).collect::<Vec<_>>(), [(0, 2, 0), (1, 2, 1), (2, 10, 0)]);
+        assert_eq!(d.iter().map(MigDevice::profile).collect::<Vec<_>>(), ["1c.3g.40gb", "1c.3g.40gb", "1g.10gb"]);
+        assert_eq!(d[2].memory_bytes(), 9984 * 1024 * 1024);
+        assert_eq!((d[2].gi_profile.id, d[2].placement), (19, Placement { start: 3, size: 1 }));
+        assert!(d.iter().all(|m| m.parent_index == 3 && m.parent_uuid == "GPU-parent" && m.uuid.starts_with("MIG-")));
+        assert_eq!(d[0].uuid, mig_uuid("n1", "GPU-parent", 2, 0));
+        assert_ne!(d[0].uuid, d[1].uuid);
+        assert_ne!(mig_uuid("n2", "GPU-parent", 2, 0), d[0].uuid, "the node name is part of the UUID");
+        // A UUID names its instance back, any case; other GPUs' and non-MIG UUIDs do not.
+        assert_eq!(instance_of_uuid("n1", "GPU-parent", &d[2].uuid.to_uppercase().replace("MIG-", "mig-")), Some((10, 0)));
+        assert_eq!(instance_of_uuid("n1", "GPU-other", &d[2].uuid), None);
+        assert_eq!(instance_of_uuid("n1", "GPU-parent", "GPU-parent"), None);
+        // MIG mode off: no devices even with instances recorded.
+        l.current = false;
+        assert!(gpu_mig_devices(p, "n1", 3, "GPU-parent", &l).is_empty());
+    }
+
+    #[test]
+    fn named_layouts_fill_the_gpu() {
+        let p = find_builtin("a100-80gb").unwrap();
+        let l = named_layout(p, "all-1g.10gb").unwrap();
+        let d = gpu_mig_devices(p, "n", 0, "GPU-x", &l);
+        assert_eq!(d.len(), 7);
+        assert!(d.iter().all(|m| m.profile() == "1g.10gb" && m.ci_profile.slices == 1));
+        validate_layout(p, &l).unwrap();
+        let l = named_layout(p, "all-3g.40gb").unwrap();
+        assert_eq!(gpu_mig_devices(p, "n", 0, "GPU-x", &l).iter().map(|m| m.profile()).collect::<Vec<_>>(), ["3g.40gb", "3g.40gb"]);
+        assert_eq!(named_layout(p, "all-disabled").unwrap(), MigLayout::default());
+        assert!(matches!(named_layout(p, "all-9g.1gb"), Err(MigError::UnknownConfig(_))));
+        assert!(matches!(named_layout(p, "all-balanced"), Err(MigError::UnknownConfig(_))));
+        assert!(matches!(named_layout(find_builtin("l4").unwrap(), "all-1g.10gb"), Err(MigError::NotCapable(_))));
     }
 
     #[test]

@@ -20,4 +20,14 @@ impl SimulatedNode {
         let gpus = (0..spec.gpu_count).map(|i| gpu_identity(&spec.node_name, i, &bus_ids)).collect();
         SimulatedNode { spec, gpus }
     }
+
+    /// Every MIG device of the node under the live `state` (GPUs in index order, each GPU's
+    /// in NVML order); empty for GPUs whose MIG mode is not current.
+    pub fn mig_devices(&self, state: &crate::state::NodeState) -> Vec<crate::mig::MigDevice> {
+        self.gpus
+            .iter()
+            .filter_map(|g| state.gpu(g.index).map(|s| (g, &s.mig)))
+            .flat_map(|(g, layout)| crate::mig::gpu_mig_devices(&self.spec.profile, &self.spec.node_name, g.index, &g.uuid, layout))
+            .collect()
+    }
 }

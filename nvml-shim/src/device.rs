@@ -28,6 +28,8 @@ pub(crate) struct Device {
     pub gsp_version: Option<CString>,
     /// NUMA node of the GPU: the first half of a node's GPUs on node 0, the rest on 1.
     pub numa_node: u32,
+    /// The (GI id, CI id) of the MIG devices this process may see; None = all of them.
+    pub mig_filter: Option<Vec<(u32, u32)>>,
 }
 
 impl Device {
@@ -45,6 +47,7 @@ impl Device {
             inforom_image: cstring(&profile.inforom.image),
             gsp_version: profile.gsp_firmware.then(|| cstring(&spec.driver_version)),
             numa_node: if spec.gpu_count > 1 { id.index * 2 / spec.gpu_count } else { 0 },
+            mig_filter: None,
             profile,
             id,
         }

@@ -11,7 +11,7 @@ use std::ffi::{c_char, c_uint, CString};
 
 use fakegpu_model::mig::{self, GiProfile, MigError, MigLayout, MAX_CI_ID, MAX_GI_ID};
 use fakegpu_model::state::{self as model_state, NodeState, NO_INSTANCE};
-use fakegpu_model::{identity, state_file, NodeSpec};
+use fakegpu_model::{state_file, NodeSpec};
 use nvml_abi::consts::*;
 use nvml_abi::{
     nvmlComputeInstanceInfo_t, nvmlComputeInstanceProfileInfo_t, nvmlComputeInstanceProfileInfo_v2, nvmlComputeInstanceProfileInfo_v2_t,
@@ -705,11 +705,21 @@ pub(crate) fn is_mig_handle(handle: nvmlDevice_t) -> bool {
     runtime().is_ok_and(|rt| rt.mig.device(handle).is_some())
 }
 
-/// `MIG-<uuid>`: a pure function of node, GPU and instance ids, like the GPU's own UUID.
+/// `MIG-<uuid>`: the model's, so the kubelet plugins hand pods the UUIDs this library reports.
 pub(crate) fn mig_uuid(d: &Device, gi: u32, ci: u32) -> String {
     let rt = runtime().ok();
     let node = rt.map_or("", |r| r.node.spec.node_name.as_str());
-    identity::format_uuid("MIG-", identity::uuid_bytes(&["mig", node, &d.id.uuid, &gi.to_string(), &ci.to_string()]))
+    mig::mig_uuid(node, &d.id.uuid, gi, ci)
+}
+
+/// The MIG devices of `d` this process may see, in NVML order: all of them, or only those
+/// `NVIDIA_VISIBLE_DEVICES` named by MIG UUID (as in a container given MIG devices).
+fn visible_mig_devices(d: &Device, layout: &MigLayout) -> Vec<(u32, u32)> {
+    let all = mig::mig_devices(layout);
+    match &d.mig_filter {
+        None => all,
+        Some(allowed) => all.into_iter().filter(|p| allowed.contains(p)).collect(),
+    }
 }
 
 /// The name NVML gives a MIG device: the board's name and the CI profile, e.g.
@@ -764,7 +774,7 @@ pub unsafe extern "C" fn nvmlDeviceGetMigDeviceHandleByIndex(
         if index >= mig::MAX_MIG_DEVICES {
             return Err(ret::INVALID_ARGUMENT);
         }
-        let (gi, ci) = *mig::mig_devices(&l).get(index as usize).ok_or(ret::NOT_FOUND)?;
+        let (gi, ci) = *visible_mig_devices(d, &l).get(index as usize).ok_or(ret::NOT_FOUND)?;
         *slot = rt.mig.dev_handle(table_index(rt, d), gi, ci);
         Ok(())
     })
@@ -882,7 +892,7 @@ pub(crate) unsafe fn mig_get_memory_v2(dev: nvmlDevice_t, memory: *mut nvmlMemor
 /// `nvmlDeviceGetIndex` of a MIG device: its index among its parent's MIG devices.
 pub(crate) unsafe fn mig_get_index(dev: nvmlDevice_t, index: *mut c_uint) -> NvmlResult {
     let (d, gi, ci) = mig_device(dev)?;
-    let pos = mig::mig_devices(&layout(d)).iter().position(|p| *p == (gi.id, ci.id)).ok_or(ret::INVALID_ARGUMENT)?;
+    let pos = visible_mig_devices(d, &layout(d)).iter().position(|p| *p == (gi.id, ci.id)).ok_or(ret::INVALID_ARGUMENT)?;
     put(index, pos as c_uint)
 }
 
