@@ -1,17 +1,22 @@
 //! Device plugin against the fake kubelet over unix sockets: registration, ListAndWatch with
 //! the model's UUIDs, preferred allocation, Allocate's env and mounts, an injected fault
 //! turning a GPU Unhealthy, re-registration after a kubelet restart, and the in-pod view:
-//! NVIDIA's nvidia-smi over the fake NVML with the Allocate edits lists exactly the granted GPUs.
+//! NVIDIA's nvidia-smi over the fake NVML with the Allocate edits lists exactly the granted GPUs;
+//! and the grant report: after the fake kubelet records an Allocate for a pod, the plugin finds
+//! it through PodResources and patches that pod's `allocated-gpus` annotation (stand-in API).
 
 mod fake_kubelet;
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fake_gpu_operator::kubelet::device_plugin::{self, Config};
+use fake_gpu_operator::kubelet::grant::{self, Annotator, AnnotatorError, PodKey};
+use fake_gpu_operator::kubelet::granter::GrantConfig;
 use fake_gpu_operator::kubelet::pod_view::HostFiles;
 use fake_gpu_operator::kubelet::proto::deviceplugin as dp;
-use fake_gpu_operator::kubelet::{load_node, NodeFiles};
+use fake_gpu_operator::kubelet::{load_node, NodeFiles, ALLOCATED_GPUS_ANNOTATION};
 use fakegpu_model::state::{self, Fault};
 use fakegpu_model::state_file;
 use futures::StreamExt;
@@ -57,6 +62,7 @@ async fn register_list_allocate_fault_and_reregister() {
         files: host.clone(),
         state_path: s.files.state(),
         health_interval: Duration::from_millis(100),
+        grants: None,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let plugin = tokio::spawn(device_plugin::run(config, node.clone(), async {
@@ -142,6 +148,119 @@ async fn register_list_allocate_fault_and_reregister() {
     let listed = client.list_and_watch(dp::Empty {}).await.unwrap().into_inner().next().await.unwrap().unwrap();
     assert_eq!(listed.devices.len(), 8);
     assert_eq!(listed.devices[3].health, "Unhealthy");
+
+    let _ = stop.send(());
+    plugin.await.unwrap().unwrap();
+}
+
+/// The API server's pods as far as annotations go: each patch is recorded and applied.
+#[derive(Default)]
+struct FakeApi {
+    pods: Mutex<BTreeMap<PodKey, Option<String>>>,
+    patches: Mutex<Vec<(PodKey, serde_json::Value)>>,
+}
+
+#[tonic::async_trait]
+impl Annotator for FakeApi {
+    async fn current(&self, pods: &[PodKey]) -> Result<BTreeMap<PodKey, Option<String>>, AnnotatorError> {
+        let known = self.pods.lock().unwrap();
+        Ok(pods.iter().filter_map(|k| known.get(k).map(|v| (k.clone(), v.clone()))).collect())
+    }
+
+    async fn patch(&self, namespace: &str, name: &str, patch: serde_json::Value) -> Result<(), AnnotatorError> {
+        let key: PodKey = (namespace.into(), name.into());
+        let mut pods = self.pods.lock().unwrap();
+        let Some(current) = pods.get_mut(&key) else { return Err(AnnotatorError(format!("pod {namespace}/{name} not found"))) };
+        *current = patch["metadata"]["annotations"][ALLOCATED_GPUS_ANNOTATION].as_str().map(str::to_string);
+        self.patches.lock().unwrap().push((key, patch));
+        Ok(())
+    }
+}
+
+impl FakeApi {
+    async fn patches_within(&self, n: usize, within: Duration) -> Vec<(PodKey, serde_json::Value)> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let p = self.patches.lock().unwrap().clone();
+            if p.len() >= n || tokio::time::Instant::now() >= deadline {
+                return p;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn key(ns: &str, name: &str) -> PodKey {
+    (ns.into(), name.into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allocate_is_annotated_on_the_pod_found_through_podresources() {
+    let s = setup();
+    let node = Arc::new(load_node(&s.files, NODE).unwrap());
+    let uuids: Vec<String> = node.gpus.iter().map(|g| g.uuid.clone()).collect();
+    let mut kubelet = Kubelet::start(&s.dp_dir);
+    let socket = s.root.join("pod-resources/kubelet.sock");
+    let _pod_resources = fake_kubelet::serve_pod_resources(&socket, kubelet.devices.clone());
+
+    // Before the plugin starts: a pod whose annotation names the wrong GPU (a restart lost the
+    // fix), one already right, and one the API server no longer knows.
+    kubelet.devices.record("ns", "stale", "main", "nvidia.com/gpu", &[uuids[0].clone()]);
+    kubelet.devices.record("ns", "ok", "main", "nvidia.com/gpu", &[uuids[1].clone()]);
+    kubelet.devices.record("ns", "deleted", "main", "nvidia.com/gpu", &[uuids[2].clone()]);
+    let api = Arc::new(FakeApi::default());
+    api.pods.lock().unwrap().extend([
+        (key("ns", "stale"), Some(uuids[7].clone())),
+        (key("ns", "ok"), Some(uuids[1].to_lowercase())),
+        (key("ns", "p"), None),
+    ]);
+
+    let config = Config {
+        device_plugins_dir: s.dp_dir.clone(),
+        resource_name: "nvidia.com/gpu".into(),
+        socket_name: device_plugin::PLUGIN_SOCKET.into(),
+        files: HostFiles { nvml_lib: None, nvidia_smi: None, node_dir: s.files.dir.clone(), node_name: NODE.into() },
+        state_path: s.files.state(),
+        health_interval: Duration::from_millis(100),
+        grants: Some(GrantConfig {
+            pod_resources_socket: socket.clone(),
+            annotator: api.clone(),
+            // Only the start-up reconcile and the Allocate path run within this test.
+            resync: Duration::from_secs(3600),
+            wait: Duration::from_secs(10),
+        }),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let plugin = tokio::spawn(device_plugin::run(config, node.clone(), async {
+        let _ = stopped.await;
+    }));
+
+    // Start-up reconcile: only the stale annotation is rewritten.
+    let patches = api.patches_within(1, Duration::from_secs(5)).await;
+    assert_eq!(patches, vec![(key("ns", "stale"), grant::annotation_patch(&[uuids[0].clone()]))]);
+
+    // The kubelet allocates GPUs 5 and 6 (not a first fit) to container main of pod ns/p.
+    let reg = kubelet.next_registration(Duration::from_secs(5)).await.expect("registration within 5 s");
+    let mut client = kubelet.plugin(&reg.endpoint).await;
+    let granted = vec![uuids[5].clone(), uuids[6].clone()];
+    let resp = kubelet.allocate(&mut client, "nvidia.com/gpu", ("ns", "p", "main"), &granted).await.expect("Allocate");
+    assert_eq!(resp.container_responses[0].envs["NVIDIA_VISIBLE_DEVICES"], granted.join(","));
+
+    let patches = api.patches_within(2, Duration::from_secs(5)).await;
+    assert_eq!(patches.len(), 2, "one more patch, for ns/p: {patches:?}");
+    assert_eq!(patches[1].0, key("ns", "p"));
+    assert_eq!(patches[1].1, grant::annotation_patch(&granted));
+    assert_eq!(patches[1].1["metadata"]["annotations"][ALLOCATED_GPUS_ANNOTATION].as_str().unwrap(), format!("{},{}", uuids[5], uuids[6]));
+
+    // An Allocate the kubelet never records (the pod failed admission) annotates nothing;
+    // nothing else is rewritten meanwhile.
+    client
+        .allocate(dp::AllocateRequest { container_requests: vec![dp::ContainerAllocateRequest { devices_ids: vec![uuids[3].clone()] }] })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(api.patches.lock().unwrap().len(), 2);
+    assert_eq!(api.pods.lock().unwrap()[&key("ns", "p")].as_deref(), Some(granted.join(",").as_str()));
 
     let _ = stop.send(());
     plugin.await.unwrap().unwrap();

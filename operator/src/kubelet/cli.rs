@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::dra::{attributes, plugin, publish};
+use super::grant::ApiAnnotator;
+use super::granter::GrantConfig;
 use super::pod_view::HostFiles;
 use super::{device_plugin, load_node, KubeletDirs, NodeFiles};
 
@@ -69,6 +71,13 @@ pub struct DevicePluginArgs {
     pub node: NodeArgs,
     #[arg(long, default_value = device_plugin::RESOURCE_NAME)]
     pub resource_name: String,
+    /// The kubelet's PodResources socket, read to find which pod an Allocate was for
+    /// [default: <kubelet-root>/pod-resources/kubelet.sock].
+    #[arg(long, env = "POD_RESOURCES_SOCKET")]
+    pub pod_resources_socket: Option<PathBuf>,
+    /// Seconds between full grant reconciles (annotations missing or different are rewritten).
+    #[arg(long, default_value_t = 30)]
+    pub grant_resync_seconds: u64,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -111,6 +120,23 @@ pub fn device_plugin(args: DevicePluginArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         let (nf, hf) = args.node.files();
         let node = Arc::new(args.node.node(&nf).await?);
+        let grants = match kube::Client::try_default().await {
+            Ok(client) => Some(GrantConfig {
+                pod_resources_socket: args
+                    .pod_resources_socket
+                    .clone()
+                    .unwrap_or_else(|| args.node.kubelet_root.join("pod-resources").join("kubelet.sock")),
+                annotator: Arc::new(ApiAnnotator(client)),
+                resync: Duration::from_secs(args.grant_resync_seconds.max(1)),
+                wait: Duration::from_secs(30),
+            }),
+            Err(e) => {
+                // Devices still work without the API server; only the status-updater falls
+                // back to its own first-fit choice.
+                tracing::warn!(error = %e, "no API server: grants are not annotated on pods");
+                None
+            }
+        };
         let config = device_plugin::Config {
             device_plugins_dir: args.node.dirs().device_plugins,
             resource_name: args.resource_name.clone(),
@@ -118,6 +144,7 @@ pub fn device_plugin(args: DevicePluginArgs) -> anyhow::Result<()> {
             files: hf,
             state_path: nf.state(),
             health_interval: Duration::from_millis(500),
+            grants,
         };
         device_plugin::run(config, node, terminated()).await?;
         Ok(())

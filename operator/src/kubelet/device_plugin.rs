@@ -1,7 +1,9 @@
 //! The device plugin edge: serves `v1beta1.DevicePlugin` for `nvidia.com/gpu` on a socket in
 //! the device-plugins directory, registers with the kubelet, re-registers whenever the
 //! kubelet's socket is recreated (a kubelet restart), and streams health changes read from
-//! the live state file. Decisions are in [`super::allocation`] and [`super::pod_view`].
+//! the live state file. Decisions are in [`super::allocation`] and [`super::pod_view`]; each
+//! Allocate is handed to the [`super::granter`] (when configured), which finds the pod through
+//! the kubelet's PodResources API and writes its grant annotation.
 
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -10,11 +12,12 @@ use std::time::Duration;
 
 use fakegpu_model::SimulatedNode;
 use futures::{Stream, StreamExt};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::WatchStream;
 use tonic::{Request, Response, Status};
 
 use super::allocation;
+use super::granter::{Allocation, GrantConfig, Granter};
 use super::pod_view::{container_edits, HostFiles};
 use super::proto::deviceplugin as pb;
 use super::proto::deviceplugin::device_plugin_server::{DevicePlugin, DevicePluginServer};
@@ -35,6 +38,8 @@ pub struct Config {
     /// The live state file health is read from.
     pub state_path: PathBuf,
     pub health_interval: Duration,
+    /// Grant annotations through PodResources; `None`: not reported (no API server).
+    pub grants: Option<GrantConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,11 +55,18 @@ pub struct Service {
     node: Arc<SimulatedNode>,
     health: watch::Receiver<Vec<bool>>,
     files: HostFiles,
+    allocations: Option<mpsc::Sender<Allocation>>,
 }
 
 impl Service {
     pub fn new(node: Arc<SimulatedNode>, health: watch::Receiver<Vec<bool>>, files: HostFiles) -> Service {
-        Service { node, health, files }
+        Service { node, health, files, allocations: None }
+    }
+
+    /// Hands every successful Allocate's device ids to `tx` (the grant reporter).
+    pub fn with_allocations(mut self, tx: mpsc::Sender<Allocation>) -> Service {
+        self.allocations = Some(tx);
+        self
     }
 }
 
@@ -97,6 +109,7 @@ impl DevicePlugin for Service {
 
     async fn allocate(&self, request: Request<pb::AllocateRequest>) -> Result<Response<pb::AllocateResponse>, Status> {
         let mut container_responses = Vec::new();
+        let mut allocated: Allocation = Vec::new();
         for req in request.into_inner().container_requests {
             let mut uuids = Vec::new();
             for id in &req.devices_ids {
@@ -107,6 +120,7 @@ impl DevicePlugin for Service {
             }
             let edits = container_edits(&self.files, &uuids);
             tracing::info!(gpus = %uuids.join(","), "allocate");
+            allocated.push(req.devices_ids.clone());
             container_responses.push(pb::ContainerAllocateResponse {
                 envs: edits.env.into_iter().collect(),
                 mounts: edits
@@ -120,6 +134,13 @@ impl DevicePlugin for Service {
                     .collect(),
                 ..Default::default()
             });
+        }
+        if let Some(tx) = &self.allocations {
+            // Never wait here: the kubelet records the allocation only after we return. A full
+            // queue drops the hint; the reporter's resync still finds the pod.
+            if tx.try_send(allocated).is_err() {
+                tracing::warn!("grant reporter busy; the allocation waits for its resync");
+            }
         }
         Ok(Response::new(pb::AllocateResponse { container_responses }))
     }
@@ -180,6 +201,16 @@ pub async fn register(kubelet_socket: &std::path::Path, socket_name: &str, resou
 /// kubelet socket is recreated or the plugin's own socket disappears.
 pub async fn run(config: Config, node: Arc<SimulatedNode>, shutdown: impl std::future::Future<Output = ()>) -> Result<(), Error> {
     let health = spawn_health_watch(config.state_path.clone(), node.spec.gpu_count, config.health_interval);
+    let (allocations, granter) = match config.grants.clone() {
+        Some(g) => {
+            let (tx, rx) = mpsc::channel(64);
+            let granter = Granter::new(g, node.clone(), &config.resource_name);
+            (Some(tx), Some(tokio::spawn(granter.run(rx))))
+        }
+        None => (None, None),
+    };
+    // The reporter outlives any one server (kubelet restarts) and stops with `run`.
+    let _granter = granter.map(AbortOnDrop);
     let kubelet = config.device_plugins_dir.join(KUBELET_SOCKET);
     let socket = config.device_plugins_dir.join(&config.socket_name);
     tokio::pin!(shutdown);
@@ -197,7 +228,10 @@ pub async fn run(config: Config, node: Arc<SimulatedNode>, shutdown: impl std::f
         let incoming = uds::bind(&socket).map_err(|source| Error::Bind { path: socket.display().to_string(), source })?;
         let socket_id = uds::file_id(&socket);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let service = Service::new(node.clone(), health.clone(), config.files.clone());
+        let mut service = Service::new(node.clone(), health.clone(), config.files.clone());
+        if let Some(tx) = &allocations {
+            service = service.with_allocations(tx.clone());
+        }
         let mut server =
             tokio::spawn(tonic::transport::Server::builder().add_service(DevicePluginServer::new(service)).serve_with_incoming_shutdown(
                 incoming,
@@ -241,5 +275,14 @@ pub async fn run(config: Config, node: Arc<SimulatedNode>, shutdown: impl std::f
         if tokio::time::timeout(Duration::from_millis(200), &mut server).await.is_err() {
             server.abort();
         }
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -3,16 +3,19 @@
 //! the central KWOK ResourceSlice publisher.
 //!
 //! Pure decision modules ([`allocation`], [`pod_view`], [`health`], [`dra::slices`],
-//! [`dra::prepare`], [`dra::cdi`]) are tested without sockets or a cluster; [`device_plugin`],
-//! [`dra::plugin`], [`dra::publish`] and [`dra::kwok`] are the thin tonic / kube-rs edges.
+//! [`dra::prepare`], [`dra::cdi`], the planning halves of [`grant`] and [`podresources`]) are
+//! tested without sockets or a cluster; [`device_plugin`], [`granter`], [`dra::plugin`],
+//! [`dra::publish`] and [`dra::kwok`] are the thin tonic / kube-rs edges.
 
 pub mod allocation;
 pub mod cli;
 pub mod device_plugin;
 pub mod dra;
 pub mod grant;
+pub mod granter;
 pub mod health;
 pub mod pod_view;
+pub mod podresources;
 pub mod proto;
 pub mod uds;
 

@@ -15,3 +15,9 @@ pub mod registration {
 pub mod dra {
     tonic::include_proto!("k8s.io.kubelet.pkg.apis.dra.v1");
 }
+
+/// PodResources v1 (`/v1.PodResourcesLister`). Its proto package is plain `v1`, which the DRA
+/// health API shares, so it stays in a module of its own.
+pub mod podresources {
+    tonic::include_proto!("v1");
+}

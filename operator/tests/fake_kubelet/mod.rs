@@ -1,15 +1,20 @@
 //! A fake kubelet: the kubelet side of the device plugin (Registration server on
-//! `kubelet.sock`, DevicePlugin client), plugin registration (the plugin watcher's GetInfo /
-//! NotifyRegistrationStatus client) and DRA (NodePrepare/NodeUnprepare client), over unix
-//! sockets, plus a "container runtime" that applies Allocate/CDI edits to a local process.
+//! `kubelet.sock`, DevicePlugin client, a device manager that records each Allocate for its
+//! pod/container and serves the records over PodResources v1), plugin registration (the plugin
+//! watcher's GetInfo / NotifyRegistrationStatus client) and DRA (NodePrepare/NodeUnprepare
+//! client), over unix sockets, plus a "container runtime" that applies Allocate/CDI edits to a
+//! local process.
 
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use fake_gpu_operator::kubelet::proto::deviceplugin as dp;
 use fake_gpu_operator::kubelet::proto::deviceplugin::registration_server::{Registration, RegistrationServer};
+use fake_gpu_operator::kubelet::proto::podresources as pr;
+use fake_gpu_operator::kubelet::proto::podresources::pod_resources_lister_server::{PodResourcesLister, PodResourcesListerServer};
 use fake_gpu_operator::kubelet::uds;
 use tokio::sync::{mpsc, oneshot};
 use tonic::{Request, Response, Status};
@@ -29,10 +34,83 @@ impl Registration for Registrar {
     }
 }
 
+/// The kubelet device manager's records: which devices each pod's containers were allocated.
+/// Like the real kubelet, an allocation is recorded only after the plugin's Allocate returned.
+#[derive(Clone, Default)]
+pub struct DeviceManager(Arc<Mutex<Vec<pr::PodResources>>>);
+
+impl DeviceManager {
+    pub fn record(&self, namespace: &str, pod: &str, container: &str, resource: &str, devices: &[String]) {
+        let mut pods = self.0.lock().unwrap();
+        let idx = match pods.iter().position(|p| p.namespace == namespace && p.name == pod) {
+            Some(i) => i,
+            None => {
+                pods.push(pr::PodResources { name: pod.into(), namespace: namespace.into(), containers: vec![] });
+                pods.len() - 1
+            }
+        };
+        let p = &mut pods[idx];
+        let c = match p.containers.iter().position(|c| c.name == container) {
+            Some(i) => &mut p.containers[i],
+            None => {
+                p.containers.push(pr::ContainerResources { name: container.into(), ..Default::default() });
+                p.containers.last_mut().unwrap()
+            }
+        };
+        c.devices.retain(|d| d.resource_name != resource);
+        c.devices.push(pr::ContainerDevices { resource_name: resource.into(), device_ids: devices.to_vec(), topology: None });
+    }
+
+    /// The pod is gone: its devices are free again.
+    pub fn remove_pod(&self, namespace: &str, pod: &str) {
+        self.0.lock().unwrap().retain(|p| !(p.namespace == namespace && p.name == pod));
+    }
+
+    pub fn pods(&self) -> Vec<pr::PodResources> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+#[tonic::async_trait]
+impl PodResourcesLister for DeviceManager {
+    async fn list(&self, _: Request<pr::ListPodResourcesRequest>) -> Result<Response<pr::ListPodResourcesResponse>, Status> {
+        Ok(Response::new(pr::ListPodResourcesResponse { pod_resources: self.pods() }))
+    }
+
+    async fn get_allocatable_resources(
+        &self,
+        _: Request<pr::AllocatableResourcesRequest>,
+    ) -> Result<Response<pr::AllocatableResourcesResponse>, Status> {
+        Ok(Response::new(pr::AllocatableResourcesResponse::default()))
+    }
+
+    async fn get(&self, request: Request<pr::GetPodResourcesRequest>) -> Result<Response<pr::GetPodResourcesResponse>, Status> {
+        let r = request.into_inner();
+        match self.pods().into_iter().find(|p| p.namespace == r.pod_namespace && p.name == r.pod_name) {
+            Some(p) => Ok(Response::new(pr::GetPodResourcesResponse { pod_resources: Some(p) })),
+            None => Err(Status::not_found(format!("pod {}/{} not found", r.pod_namespace, r.pod_name))),
+        }
+    }
+}
+
+/// Serves `devices` as PodResources v1 on `socket` until the task is dropped or aborted.
+pub fn serve_pod_resources(socket: &Path, devices: DeviceManager) -> tokio::task::JoinHandle<()> {
+    let incoming = uds::bind(socket).expect("bind pod-resources socket");
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(PodResourcesListerServer::new(devices))
+            .serve_with_incoming(incoming)
+            .await
+            .expect("pod-resources server");
+    })
+}
+
 /// A running fake kubelet serving `kubelet.sock` in `dir`.
 pub struct Kubelet {
     pub dir: PathBuf,
     pub registrations: mpsc::UnboundedReceiver<dp::RegisterRequest>,
+    /// Survives restarts (the real kubelet checkpoints it).
+    pub devices: DeviceManager,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -51,7 +129,7 @@ impl Kubelet {
                 .await
                 .expect("kubelet server");
         });
-        Kubelet { dir: dir.to_path_buf(), registrations: rx, stop: Some(stop), task }
+        Kubelet { dir: dir.to_path_buf(), registrations: rx, devices: DeviceManager::default(), stop: Some(stop), task }
     }
 
     /// A kubelet restart: the server stops, the kubelet removes every socket in the
@@ -64,11 +142,30 @@ impl Kubelet {
                 std::fs::remove_file(entry.path()).unwrap();
             }
         }
-        Kubelet::start(&self.dir)
+        let mut next = Kubelet::start(&self.dir);
+        next.devices = self.devices.clone();
+        next
     }
 
     pub async fn next_registration(&mut self, within: std::time::Duration) -> Option<dp::RegisterRequest> {
         tokio::time::timeout(within, self.registrations.recv()).await.ok().flatten()
+    }
+
+    /// What the kubelet's device manager does for one container of a pod: Allocate on the
+    /// plugin, then (after it returned) record the devices for that pod/container.
+    pub async fn allocate(
+        &self,
+        plugin: &mut dp::device_plugin_client::DevicePluginClient<tonic::transport::Channel>,
+        resource: &str,
+        (namespace, pod, container): (&str, &str, &str),
+        devices: &[String],
+    ) -> Result<dp::AllocateResponse, Status> {
+        let resp = plugin
+            .allocate(dp::AllocateRequest { container_requests: vec![dp::ContainerAllocateRequest { devices_ids: devices.to_vec() }] })
+            .await?
+            .into_inner();
+        self.devices.record(namespace, pod, container, resource, devices);
+        Ok(resp)
     }
 
     /// Dials the plugin that registered with `endpoint`.
