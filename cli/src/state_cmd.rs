@@ -53,7 +53,7 @@ pub enum StateCmd {
         /// Framebuffer in use, e.g. 20GiB, 512MiB.
         #[arg(long)]
         mem_used: Option<String>,
-        /// Utilization pattern around the set values: steady, sine, burst.
+        /// Utilization pattern around the set values: steady, sine, burst, range (between --min and --util), none.
         #[arg(long)]
         pattern: Option<String>,
         #[arg(long, default_value_t = 0)]
@@ -61,6 +61,9 @@ pub enum StateCmd {
         /// Period of the pattern in seconds.
         #[arg(long, default_value_t = 60)]
         period: u32,
+        /// `range`: the lowest GPU utilization, percent.
+        #[arg(long, default_value_t = 0)]
+        min: u32,
     },
     /// Add or remove processes.
     #[command(subcommand)]
@@ -171,28 +174,32 @@ fn change(path: &std::path::Path, f: impl FnOnce(&mut NodeState) -> std::result:
     }
 }
 
-fn parse_pattern(kind: &str, seed: u64, period: u32) -> Result<Option<Pattern>> {
+fn parse_pattern(kind: &str, seed: u64, period: u32, min: u32) -> Result<Option<Pattern>> {
     let kind = match kind.to_ascii_lowercase().as_str() {
         "steady" => PatternKind::Steady,
         "sine" => PatternKind::Sine,
         "burst" => PatternKind::Burst,
+        "range" => PatternKind::Range,
         "none" => return Ok(None),
-        other => bail!("unknown pattern `{other}` (steady, sine, burst, none)"),
+        other => bail!("unknown pattern `{other}` (steady, sine, burst, range, none)"),
     };
-    Ok(Some(Pattern { kind, seed, period_s: period }))
+    if min != 0 && kind != PatternKind::Range {
+        bail!("--min applies to --pattern range only");
+    }
+    Ok(Some(Pattern { kind, seed, period_s: period, min }))
 }
 
 pub fn run_state(cmd: &StateCmd) -> Result<i32> {
     match cmd {
         StateCmd::Show { args, json } => show(args, *json),
-        StateCmd::Set { args, gpu, util, mem_util, enc_util, dec_util, mem_used, pattern, seed, period } => {
+        StateCmd::Set { args, gpu, util, mem_util, enc_util, dec_util, mem_used, pattern, seed, period, min } => {
             let (spec, path) = args.resolve()?;
             let memory_used_bytes = match mem_used {
                 Some(text) => Some(state::parse_size(text).map_err(|e| anyhow!("--mem-used: {e}"))?),
                 None => None,
             };
             let pattern = match pattern {
-                Some(kind) => Some(parse_pattern(kind, *seed, *period)?),
+                Some(kind) => Some(parse_pattern(kind, *seed, *period, *min)?),
                 None => None,
             };
             let req = SetRequest {
@@ -317,4 +324,20 @@ fn show(args: &StateArgs, json: bool) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pattern_flags() {
+        assert_eq!(parse_pattern("none", 0, 60, 0).unwrap(), None);
+        let sine = parse_pattern("Sine", 3, 30, 0).unwrap().unwrap();
+        assert_eq!((sine.kind, sine.seed, sine.period_s, sine.min), (PatternKind::Sine, 3, 30, 0));
+        let range = parse_pattern("range", 1, 5, 40).unwrap().unwrap();
+        assert_eq!((range.kind, range.min), (PatternKind::Range, 40));
+        assert!(parse_pattern("sine", 0, 60, 40).is_err(), "--min without range");
+        assert!(parse_pattern("square", 0, 60, 0).is_err());
+    }
 }

@@ -1,6 +1,6 @@
 //! Readings of a GPU with a live state, as a function of the state and the time.
 //!
-//! * Utilization is the state's, moved by an optional pattern (steady, sine, burst).
+//! * Utilization is the state's, moved by an optional pattern (steady, sine, burst, range).
 //! * Power, clocks and performance state follow utilization at once ([`crate::telemetry::readings`]).
 //! * Temperature moves from where it stood at the last write toward its load value with
 //!   time constant [`TEMP_TIME_CONSTANT_MS`].
@@ -42,20 +42,44 @@ pub fn utilization(gpu: &GpuState, now: Now) -> Utilization {
             })
         }
         PatternKind::Burst => {
-            let window = now.unix_ms / period_ms;
-            if mix(p.seed ^ window.wrapping_mul(0x9e37_79b9_7f4a_7c15)) & 1 == 0 {
+            if window_draw(p.seed, now, period_ms) & 1 == 0 {
                 base
             } else {
                 scale(base, |_| 0)
             }
         }
+        PatternKind::Range => {
+            let (lo, hi) = (p.min.min(base.gpu), base.gpu);
+            let draw = lo + (window_draw(p.seed, now, period_ms) % u64::from(hi - lo + 1)) as u32;
+            range_at(base, draw)
+        }
     }
+}
+
+/// A seeded draw that stays the same for one window of `period_ms`, in every process.
+fn window_draw(seed: u64, now: Now, period_ms: u64) -> u64 {
+    let window = now.unix_ms / period_ms;
+    mix(seed ^ window.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+}
+
+/// `base` with its GPU utilization moved to `gpu` (at most `base.gpu`) and the other engines
+/// scaled in proportion, so that they stay in the ratio the writer set.
+fn range_at(base: Utilization, gpu: u32) -> Utilization {
+    if base.gpu == 0 {
+        return base;
+    }
+    let at = |v: u32| (u64::from(v) * u64::from(gpu) / u64::from(base.gpu)) as u32;
+    Utilization { gpu, ..scale(base, at) }
 }
 
 /// The utilization the pattern averages to (what the energy counter integrates).
 pub fn mean_utilization(gpu: &GpuState) -> Utilization {
-    match gpu.pattern.map(|p| p.kind) {
-        Some(PatternKind::Burst) => scale(gpu.utilization, |v| v / 2),
+    match gpu.pattern {
+        Some(p) if p.kind == PatternKind::Burst => scale(gpu.utilization, |v| v / 2),
+        Some(p) if p.kind == PatternKind::Range => {
+            let hi = gpu.utilization.gpu;
+            range_at(gpu.utilization, (p.min.min(hi) + hi) / 2)
+        }
         _ => gpu.utilization,
     }
 }
@@ -200,9 +224,9 @@ mod tests {
 
     #[test]
     fn patterns_stay_in_range_and_are_deterministic() {
-        for kind in [PatternKind::Steady, PatternKind::Sine, PatternKind::Burst] {
+        for kind in [PatternKind::Steady, PatternKind::Sine, PatternKind::Burst, PatternKind::Range] {
             let mut g = busy(60);
-            g.pattern = Some(Pattern { kind, seed: 7, period_s: 10 });
+            g.pattern = Some(Pattern { kind, seed: 7, period_s: 10, min: 40 });
             let samples: Vec<u32> = (0..200).map(|k| utilization(&g, at(k * 997)).gpu).collect();
             assert!(samples.iter().all(|&u| u <= 100));
             let again: Vec<u32> = (0..200).map(|k| utilization(&g, at(k * 997)).gpu).collect();
@@ -211,8 +235,38 @@ mod tests {
                 PatternKind::Steady => assert!(samples.iter().all(|&u| u == 60)),
                 PatternKind::Sine => assert!(samples.iter().min() < Some(&40) && samples.iter().max() > Some(&80)),
                 PatternKind::Burst => assert!(samples.contains(&0) && samples.contains(&60)),
+                PatternKind::Range => {
+                    assert!(samples.iter().all(|u| (40..=60).contains(u)) && samples.windows(2).any(|w| w[0] != w[1]), "{samples:?}")
+                }
             }
         }
+    }
+
+    #[test]
+    fn range_holds_per_window_scales_other_engines_and_averages_to_the_midpoint() {
+        let p = find_builtin("h100").unwrap();
+        let mut g = busy(60);
+        g.utilization.memory = 30;
+        g.pattern = Some(Pattern { kind: PatternKind::Range, seed: 11, period_s: 5, min: 40 });
+        // One window: the same value at every instant in it (nvidia-smi and a scrape agree).
+        let w = at(5_000 * 1_000);
+        assert!((0..5_000).step_by(250).all(|ms| utilization(&g, w) == utilization(&g, Now { unix_ms: w.unix_ms + ms, ..w })));
+        let mut seen = std::collections::BTreeMap::new();
+        for k in 0..400 {
+            let u = utilization(&g, at(k * 5_000));
+            assert_eq!(u.memory, u.gpu / 2, "{u:?}");
+            *seen.entry(u.gpu).or_insert(0u32) += 1;
+        }
+        assert_eq!(seen.keys().copied().collect::<Vec<_>>(), (40..=60).collect::<Vec<_>>(), "every value of the range is drawn");
+        let mean = mean_utilization(&g);
+        assert_eq!((mean.gpu, mean.memory), (50, 25));
+        assert_eq!(energy_mj(p, &g, at(10_000)) - 1_000, u64::from(telemetry::readings(p, &load(&g, mean)).power_mw) * 10);
+        // A minimum above the set value is a range of one value, not a panic.
+        g.pattern = Some(Pattern { kind: PatternKind::Range, seed: 11, period_s: 5, min: 90 });
+        assert!((0..50).all(|k| utilization(&g, at(k * 5_000)).gpu == 60));
+        // An idle GPU stays idle.
+        let idle = GpuState { pattern: g.pattern, ..GpuState::default() };
+        assert_eq!(utilization(&idle, at(0)), Utilization::default());
     }
 
     #[test]

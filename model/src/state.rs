@@ -105,6 +105,9 @@ pub enum PatternKind {
     Steady,
     Sine,
     Burst,
+    /// GPU utilization drawn from `min..=utilization.gpu` per window of `period_s` (seeded),
+    /// the other engines scaled with it: a pod's `run.ai/simulated-gpu-utilization: 40-60`.
+    Range,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,13 +116,21 @@ pub struct Pattern {
     pub kind: PatternKind,
     #[serde(default)]
     pub seed: u64,
-    /// Period of the sine, or length of one burst window, in seconds.
+    /// Period of the sine, or length of one burst or range window, in seconds.
     #[serde(default = "default_period")]
     pub period_s: u32,
+    /// `range`: the lowest GPU utilization (percent); the set `utilization.gpu` is the highest.
+    /// Absent (0) in files written before `range` existed, which is what they mean.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub min: u32,
 }
 
 fn default_period() -> u32 {
     60
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 /// What kind of GPU context a process holds (`nvidia-smi`'s Type column).
@@ -449,6 +460,9 @@ pub fn set(state: &mut NodeState, spec: &NodeSpec, index: u32, req: &SetRequest,
         if p.period_s == 0 {
             return Err(StateError::Invalid("pattern period must be at least 1 second".into()));
         }
+        if p.min > 100 {
+            return Err(StateError::Invalid(format!("pattern minimum {} is not a percentage (0..=100)", p.min)));
+        }
     }
     check_live(state, index)?;
     let gpu = state.gpu_mut(spec, index, now)?;
@@ -644,6 +658,9 @@ pub fn validate(state: &NodeState, spec: &NodeSpec) -> Result<(), StateError> {
                 return Err(StateError::Invalid(format!("gpus.{key}.utilization.{name} = {v} is above 100")));
             }
         }
+        if let Some(p) = gpu.pattern.filter(|p| p.min > 100) {
+            return Err(StateError::Invalid(format!("gpus.{key}.pattern.min = {} is above 100", p.min)));
+        }
         if gpu.mig.current || !gpu.mig.gpu_instances.is_empty() {
             mig::validate_layout(&spec.profile, &gpu.mig).map_err(|e| StateError::Invalid(format!("gpus.{key}.mig: {e}")))?;
         }
@@ -795,5 +812,25 @@ mod tests {
         assert_eq!(future.check(), Err(StateError::Version(2)));
         let bad: NodeState = serde_json::from_str(r#"{"gpus":{"5":{}}}"#).unwrap();
         assert!(validate(&bad, &s).is_err());
+    }
+
+    #[test]
+    fn range_pattern_is_compatible_with_files_written_before_it() {
+        let s = spec("h100", 1);
+        let old: NodeState = serde_json::from_str(r#"{"gpus":{"0":{"pattern":{"kind":"sine","seed":7,"period_s":60}}}}"#).unwrap();
+        let p = old.gpu(0).unwrap().pattern.unwrap();
+        assert_eq!((p.kind, p.min), (PatternKind::Sine, 0));
+        assert!(!serde_json::to_string(&old).unwrap().contains("\"min\""), "a pattern without a minimum is written as before");
+        let range: NodeState =
+            serde_json::from_str(r#"{"gpus":{"0":{"utilization":{"gpu":60},"pattern":{"kind":"range","seed":1,"period_s":5,"min":40}}}}"#)
+                .unwrap();
+        validate(&range, &s).unwrap();
+        assert_eq!(serde_json::from_str::<NodeState>(&serde_json::to_string(&range).unwrap()).unwrap(), range);
+        let bad: NodeState = serde_json::from_str(r#"{"gpus":{"0":{"pattern":{"kind":"range","min":101}}}}"#).unwrap();
+        assert!(validate(&bad, &s).is_err());
+        let mut st = NodeState::default();
+        let req =
+            SetRequest { pattern: Some(Some(Pattern { kind: PatternKind::Range, seed: 0, period_s: 5, min: 101 })), ..Default::default() };
+        assert!(matches!(set(&mut st, &s, 0, &req, T0), Err(StateError::Invalid(_))));
     }
 }
