@@ -207,7 +207,21 @@ async fn main() -> anyhow::Result<()> {
 
     // 3. delete
     let dstart = Instant::now();
-    pods.delete_collection(&DeleteParams::default().grace_period(0), &ListParams::default()).await?;
+    // One DELETE per pod: a delete-collection of thousands of pods outlives the client's
+    // request timeout on a busy API server.
+    concurrently(pods_n, 32, |i| {
+        let pods = pods.clone();
+        async move {
+            for _ in 0..5 {
+                match pods.delete(&format!("p-{i}"), &DeleteParams::default().grace_period(0)).await {
+                    Ok(_) => return,
+                    Err(kube::Error::Api(e)) if e.code == 404 => return,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                }
+            }
+        }
+    })
+    .await;
     loop {
         let cm_list = cms.list(&ListParams::default().labels(&format!("{NODE_TOPOLOGY_LABEL}=true"))).await?;
         let held: usize = cm_list

@@ -454,40 +454,56 @@ impl Writer {
         // Nodes whose ConfigMap exists from before: reconcile them once (deletes stale ones).
         let initial: Vec<String> = self.written.lock().expect("written lock").keys().cloned().collect();
         shared.mark(initial);
+        // A work queue: a dirty node is written as soon as a slot is free, at most one write per
+        // node at a time; changes that arrive while its write is in flight leave it dirty, so
+        // they coalesce into the next write. No batch barrier: one slow write delays only its node.
+        let limit = self.args.concurrency.max(1);
+        let mut running: tokio::task::JoinSet<(String, Result<(), Error>)> = tokio::task::JoinSet::new();
+        let mut in_flight: HashMap<tokio::task::Id, String> = HashMap::new();
         loop {
-            shared.notify.notified().await;
-            // Let a burst of events coalesce.
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            let batch: Vec<String> = std::mem::take(&mut *shared.dirty.lock().expect("dirty lock")).into_iter().collect();
-            let jobs = batch.into_iter().map(|node| {
+            let ready: Vec<String> = {
+                let mut dirty = shared.dirty.lock().expect("dirty lock");
+                let busy: HashSet<&String> = in_flight.values().collect();
+                let ready: Vec<String> = dirty.iter().filter(|n| !busy.contains(n)).take(limit - running.len()).cloned().collect();
+                for n in &ready {
+                    dirty.remove(n);
+                }
+                ready
+            };
+            for node in ready {
                 let view = shared.index.lock().expect("index lock").view(&node);
                 let labels = shared.index.lock().expect("index lock").node_labels(&node);
                 let w = self.clone();
-                async move {
+                let name = node.clone();
+                let task = running.spawn(async move {
                     let r = w.reconcile(&node, view, labels).await;
                     (node, r)
-                }
-            });
-            let failed: Vec<String> = futures::stream::iter(jobs)
-                .buffer_unordered(self.args.concurrency.max(1))
-                .filter_map(|(node, r)| async move {
-                    match r {
-                        Ok(()) => None,
-                        Err(e) => {
-                            tracing::warn!(node = %node, error = %e, "reconcile failed; retrying");
-                            Some(node)
-                        }
-                    }
-                })
-                .collect()
-                .await;
-            if !failed.is_empty() {
-                // Error policy: retry the failed nodes after a short pause.
-                let s = shared.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    s.mark(failed);
                 });
+                in_flight.insert(task.id(), name);
+            }
+            tokio::select! {
+                _ = shared.notify.notified() => {}
+                Some(done) = running.join_next_with_id(), if !running.is_empty() => {
+                    let (node, result) = match done {
+                        Ok((id, (node, result))) => {
+                            in_flight.remove(&id);
+                            (node, result)
+                        }
+                        Err(e) => {
+                            let node = in_flight.remove(&e.id()).unwrap_or_default();
+                            (node, Err(Error::Other(format!("reconcile task failed: {e}"))))
+                        }
+                    };
+                    if let Err(e) = result {
+                        // Error policy: retry the node after a short pause.
+                        tracing::warn!(node = %node, error = %e, "reconcile failed; retrying");
+                        let s = shared.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                            s.mark([node]);
+                        });
+                    }
+                }
             }
         }
     }
