@@ -11,6 +11,12 @@
 //! 3. the rest take the lowest free indices, all or nothing.
 //!
 //! No GPU is ever held by two pods, and a pod holds all the GPUs it wants or none.
+//!
+//! Shared (fractional) pods hold nothing: each gets a usage entry under the GPU of the
+//! reservation pod it names (same `runai-gpu-group` label, else `runai-gpu` = the reservation
+//! pod's `run.ai/reserve_for_gpu_index`) on its node. Reservation pods hold GPUs like any other
+//! pod, have no usage entry, and get that annotation (their GPU's UUID) unless they carry it.
+//! PodGroups are kept by (namespace, name) → priority class and fill in pods' types.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -19,7 +25,7 @@ use fakegpu_model::SimulatedNode;
 
 use crate::config::{ClusterConfig, ConfigError, GPU_RESOURCE};
 use crate::labels::{self, LabelOptions};
-use crate::pod::{PodInfo, PodKey};
+use crate::pod::{PodInfo, PodKey, DEFAULT_RESERVATION_NAMESPACE, RESERVED_GPU_ANNOTATION};
 use crate::resolve::{self, Profiles, ResolvedPool, NODE_GPUS_LABEL, NODE_PROFILE_LABEL};
 use crate::topology::{ContainerDetails, GpuDetails, GpuStatus, NodeTopology};
 
@@ -47,9 +53,17 @@ impl NodeInfo {
 }
 
 /// Options that are not part of the cluster config.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct IndexOptions {
     pub disable_deploy_labels: bool,
+    /// Namespace of the reservation pods (upstream `RESOURCE_RESERVATION_NAMESPACE`).
+    pub reservation_namespace: String,
+}
+
+impl Default for IndexOptions {
+    fn default() -> IndexOptions {
+        IndexOptions { disable_deploy_labels: false, reservation_namespace: DEFAULT_RESERVATION_NAMESPACE.to_string() }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -61,6 +75,17 @@ struct NodeEntry {
     holders: Vec<Option<PodKey>>,
     /// Holders read from the ConfigMap at start: (namespace, pod, pod uid if recorded).
     recorded: Vec<Option<(String, String, Option<String>)>>,
+}
+
+/// A pod annotation the status-updater should add (it is not on the pod yet).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PodAnnotation {
+    pub namespace: String,
+    pub pod: String,
+    /// The pod this is meant for: the patch must not land on a re-created namesake.
+    pub uid: String,
+    pub key: String,
+    pub value: String,
 }
 
 /// Everything a node should look like.
@@ -75,6 +100,9 @@ pub struct NodeView {
     pub spec: NodeSpec,
     pub kwok: bool,
     pub kwok_annotation: Option<String>,
+    /// Annotations to add to pods on the node: `run.ai/reserve_for_gpu_index` = GPU UUID on
+    /// reservation pods holding a GPU that do not carry it yet.
+    pub pod_annotations: Vec<PodAnnotation>,
 }
 
 /// The index.
@@ -88,6 +116,8 @@ pub struct Index {
     pods: HashMap<PodKey, PodInfo>,
     by_node: HashMap<String, BTreeSet<PodKey>>,
     pending_seeds: HashMap<String, NodeTopology>,
+    /// PodGroup (namespace, name) → `spec.priorityClassName`; PodGroups without one are absent.
+    pod_groups: HashMap<(String, String), String>,
 }
 
 impl Index {
@@ -99,6 +129,10 @@ impl Index {
 
     pub fn config(&self) -> &ClusterConfig {
         &self.cfg
+    }
+
+    pub fn reservation_namespace(&self) -> &str {
+        &self.opts.reservation_namespace
     }
 
     pub fn pools(&self) -> &BTreeMap<String, ResolvedPool> {
@@ -178,7 +212,7 @@ impl Index {
         self.nodes.get(name).map(|e| e.info.labels.clone())
     }
 
-    /// Every GPU-holding pod the index knows.
+    /// Every pod the index keeps (holding GPUs, or sharing a reserved one).
     pub fn pod_keys(&self) -> Vec<PodKey> {
         self.pods.keys().cloned().collect()
     }
@@ -205,7 +239,17 @@ impl Index {
             .iter()
             .map(|g| {
                 let a = &g.status.allocated_by;
-                (!a.pod.is_empty()).then(|| (a.namespace.clone(), a.pod.clone(), g.status.pod_gpu_usage_status.keys().next().cloned()))
+                (!a.pod.is_empty()).then(|| {
+                    // The holder's UID is its own usage entry. A reservation pod has none: the
+                    // entries under its GPU are its shared pods' (also in ConfigMaps written
+                    // before `sharedBy` existed), so it is matched by name alone.
+                    let uid = if a.namespace == self.opts.reservation_namespace {
+                        None
+                    } else {
+                        g.status.pod_gpu_usage_status.keys().find(|u| !g.status.shared_by.contains_key(*u)).cloned()
+                    };
+                    (a.namespace.clone(), a.pod.clone(), uid)
+                })
             })
             .collect();
         if let Some(e) = self.nodes.get_mut(node) {
@@ -217,8 +261,14 @@ impl Index {
         self.reallocate(node);
     }
 
+    /// Whether the index keeps a pod: it holds GPUs or uses a shared one.
+    fn is_relevant(&self, pod: &PodInfo) -> bool {
+        pod.holds_gpus() || pod.shared_ref(&self.opts.reservation_namespace).is_some()
+    }
+
     /// Adds or updates a pod. Returns the nodes whose state changed.
-    pub fn upsert_pod(&mut self, pod: PodInfo) -> Vec<String> {
+    pub fn upsert_pod(&mut self, mut pod: PodInfo) -> Vec<String> {
+        pod.pod_group_priority = pod.pod_group_name().and_then(|g| self.pod_groups.get(&(pod.namespace.clone(), g.to_string()))).cloned();
         let key = pod.key();
         let mut dirty = Vec::new();
         if let Some(old) = self.pods.get(&key) {
@@ -232,7 +282,7 @@ impl Index {
                 }
             }
         }
-        let relevant = pod.holds_gpus();
+        let relevant = self.is_relevant(&pod);
         let node = pod.node.clone();
         if relevant {
             let n = node.clone().expect("holds_gpus implies a node");
@@ -251,6 +301,32 @@ impl Index {
             }
         }
         dirty
+    }
+
+    /// Sets the priority class of PodGroup `namespace/name` (`None`: the PodGroup is gone or
+    /// has none). Returns the nodes whose pods' usage changed.
+    pub fn upsert_pod_group(&mut self, namespace: &str, name: &str, priority: Option<String>) -> Vec<String> {
+        let key = (namespace.to_string(), name.to_string());
+        let before = match &priority {
+            Some(p) => self.pod_groups.insert(key, p.clone()),
+            None => self.pod_groups.remove(&key),
+        };
+        if before == priority {
+            return Vec::new();
+        }
+        let mut dirty = BTreeSet::new();
+        for p in self.pods.values_mut() {
+            if p.namespace == namespace && p.pod_group_name() == Some(name) && p.pod_group_priority != priority {
+                p.pod_group_priority.clone_from(&priority);
+                dirty.extend(p.node.clone());
+            }
+        }
+        dirty.into_iter().collect()
+    }
+
+    /// Every PodGroup with a priority class the index knows, as (namespace, name).
+    pub fn pod_group_keys(&self) -> Vec<(String, String)> {
+        self.pod_groups.keys().cloned().collect()
     }
 
     /// Removes a pod (deleted). Returns the node it was on.
@@ -312,7 +388,7 @@ impl Index {
             let prev = if prev.len() == want {
                 prev
             } else {
-                entry
+                let recorded: Vec<usize> = entry
                     .recorded
                     .iter()
                     .enumerate()
@@ -323,7 +399,16 @@ impl Index {
                     })
                     .map(|(i, _)| i)
                     .filter(|&i| i < n)
-                    .collect()
+                    .collect();
+                // A reservation pod's annotation names the GPU it was given (we wrote it), so it
+                // keeps that GPU even when the ConfigMap is lost: its shared pods may match on it.
+                let annotated = (p.is_reservation(&self.opts.reservation_namespace) && want == 1)
+                    .then(|| p.reserved_gpu().and_then(|v| entry.uuids.iter().position(|id| id.eq_ignore_ascii_case(v))))
+                    .flatten();
+                match annotated {
+                    Some(i) if recorded.len() != want => vec![i],
+                    _ => recorded,
+                }
             };
             if want > 0 && prev.len() == want && prev.iter().all(|&i| new[i].is_none()) {
                 for i in prev {
@@ -353,7 +438,8 @@ impl Index {
     pub fn view(&self, name: &str) -> Option<NodeView> {
         let e = self.nodes.get(name)?;
         let r = e.resolved.as_ref().ok()?.as_ref()?;
-        let gpus = e
+        let res_ns = self.opts.reservation_namespace.as_str();
+        let mut gpus: Vec<GpuDetails> = e
             .uuids
             .iter()
             .zip(&e.holders)
@@ -362,13 +448,22 @@ impl Index {
                 if let Some(p) = h.as_ref().and_then(|k| self.pods.get(k)) {
                     status.allocated_by =
                         ContainerDetails { namespace: p.namespace.clone(), pod: p.name.clone(), container: p.container.clone() };
-                    if !p.is_reservation() {
+                    if !p.is_reservation(res_ns) {
                         status.pod_gpu_usage_status.insert(p.uid.clone(), p.usage(r.memory_mib));
                     }
                 }
                 GpuDetails { id: id.clone(), status }
             })
             .collect();
+        let shared = self.shared_placement(name, e);
+        for (p, gpu) in &shared.placed {
+            let status = &mut gpus[*gpu].status;
+            status.pod_gpu_usage_status.insert(p.uid.clone(), p.usage(r.memory_mib));
+            status.shared_by.insert(
+                p.uid.clone(),
+                ContainerDetails { namespace: p.namespace.clone(), pod: p.name.clone(), container: p.container.clone() },
+            );
+        }
         let topology = NodeTopology {
             gpu_memory: r.memory_mib,
             gpu_product: r.product.clone(),
@@ -397,8 +492,64 @@ impl Index {
             spec: node_spec(name, r),
             kwok,
             kwok_annotation: e.info.kwok_annotation.clone(),
+            pod_annotations: shared.annotations,
         })
     }
+
+    /// The reservation pods on `node` holding a GPU, oldest first, with that GPU (the first
+    /// if a reservation pod holds several) and the value that identifies it for `runai-gpu`
+    /// matching: its `run.ai/reserve_for_gpu_index` annotation, else the UUID we will write.
+    fn reservations<'a>(&'a self, node: &str, e: &'a NodeEntry) -> Vec<(&'a PodInfo, usize, &'a str)> {
+        let res_ns = self.opts.reservation_namespace.as_str();
+        let mut out: Vec<(&PodInfo, usize, &str)> = self
+            .by_node
+            .get(node)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.pods.get(k))
+            .filter(|p| p.is_reservation(res_ns))
+            .filter_map(|p| {
+                let key = p.key();
+                let gpu = e.holders.iter().position(|h| h.as_ref() == Some(&key))?;
+                Some((p, gpu, p.reserved_gpu().unwrap_or(e.uuids[gpu].as_str())))
+            })
+            .collect();
+        out.sort_by(|a, b| (a.0.created, &a.0.namespace, &a.0.name).cmp(&(b.0.created, &b.0.namespace, &b.0.name)));
+        out
+    }
+
+    /// Where each shared pod on `node` goes, and the reservation annotations to write.
+    fn shared_placement<'a>(&'a self, node: &str, e: &'a NodeEntry) -> SharedPlacement<'a> {
+        let res_ns = self.opts.reservation_namespace.as_str();
+        let reservations = self.reservations(node, e);
+        let annotations = reservations
+            .iter()
+            .filter(|(p, _, _)| p.reserved_gpu().is_none())
+            .map(|(p, gpu, _)| PodAnnotation {
+                namespace: p.namespace.clone(),
+                pod: p.name.clone(),
+                uid: p.uid.clone(),
+                key: RESERVED_GPU_ANNOTATION.to_string(),
+                value: e.uuids[*gpu].clone(),
+            })
+            .collect();
+        let mut placed = Vec::new();
+        for p in self.by_node.get(node).into_iter().flatten().filter_map(|k| self.pods.get(k)) {
+            let Some(want) = p.shared_ref(res_ns) else { continue };
+            let by_group = want.group.and_then(|g| reservations.iter().find(|(r, _, _)| r.gpu_group.as_deref() == Some(g)));
+            let by_gpu = || want.gpu.and_then(|v| reservations.iter().find(|(_, _, id)| id.eq_ignore_ascii_case(v)));
+            if let Some((_, gpu, _)) = by_group.or_else(by_gpu) {
+                placed.push((p, *gpu));
+            }
+        }
+        SharedPlacement { placed, annotations }
+    }
+}
+
+struct SharedPlacement<'a> {
+    /// Shared pod → GPU index.
+    placed: Vec<(&'a PodInfo, usize)>,
+    annotations: Vec<PodAnnotation>,
 }
 
 /// The node config file the fake NVML reads (`FAKEGPU_CONFIG`).
@@ -435,8 +586,10 @@ pub fn node_spec(node: &str, r: &ResolvedPool) -> NodeSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pod::{GRANT_ANNOTATION, UTILIZATION_ANNOTATION};
-    use crate::topology::Range;
+    use crate::pod::{FRACTION_ANNOTATION, GRANT_ANNOTATION, POD_GROUP_ANNOTATION, SHARED_GPU_ANNOTATION, UTILIZATION_ANNOTATION};
+    use crate::topology::{GpuUsageStatus, Range};
+
+    const RES: &str = DEFAULT_RESERVATION_NAMESPACE;
 
     const POOL_KEY: &str = "run.ai/simulated-gpu-node-pool";
 
@@ -478,18 +631,76 @@ mod tests {
         ix.view(node).unwrap().topology.gpus.iter().map(|g| g.status.allocated_by.pod.clone()).collect()
     }
 
+    /// A reservation pod (namespace runai-reservation, one GPU), optionally in a GPU group.
+    fn reservation(name: &str, node: &str, group: Option<&str>, created: i64) -> PodInfo {
+        let mut p = pod(name, node, 1, created);
+        p.namespace = RES.into();
+        p.gpu_group = group.map(str::to_string);
+        p
+    }
+
+    /// A shared pod in namespace `team`: no GPU limit, group label and/or `runai-gpu`.
+    fn shared(name: &str, node: &str, group: Option<&str>, runai_gpu: Option<&str>, fraction: &str) -> PodInfo {
+        let mut p = pod(name, node, 0, 100);
+        p.namespace = "team".into();
+        p.gpu_group = group.map(str::to_string);
+        if let Some(g) = runai_gpu {
+            p.annotations.insert(SHARED_GPU_ANNOTATION.into(), g.into());
+        }
+        p.annotations.insert(FRACTION_ANNOTATION.into(), fraction.into());
+        p
+    }
+
+    fn uuids(ix: &Index, node: &str) -> Vec<String> {
+        ix.view(node).unwrap().topology.gpus.iter().map(|g| g.id.clone()).collect()
+    }
+
+    /// Per GPU: the UIDs with a usage entry there.
+    fn usage_uids(ix: &Index, node: &str) -> Vec<Vec<String>> {
+        ix.view(node).unwrap().topology.gpus.iter().map(|g| g.status.pod_gpu_usage_status.keys().cloned().collect()).collect()
+    }
+
+    /// The GPU index of `uid`'s usage entries on `node` (all of them).
+    fn entries_of(ix: &Index, node: &str, uid: &str) -> Vec<usize> {
+        usage_uids(ix, node).iter().enumerate().filter(|(_, u)| u.iter().any(|x| x == uid)).map(|(i, _)| i).collect()
+    }
+
     fn assert_invariants(ix: &Index) {
+        let res_ns = ix.reservation_namespace().to_string();
         for name in ix.node_names() {
             let Some(v) = ix.view(name) else { continue };
-            let mut count: BTreeMap<String, u32> = BTreeMap::new();
+            let mut count: BTreeMap<PodKey, u32> = BTreeMap::new();
+            let mut shared_seen: BTreeSet<String> = BTreeSet::new();
             for g in &v.topology.gpus {
-                if !g.status.allocated_by.pod.is_empty() {
-                    *count.entry(g.status.allocated_by.pod.clone()).or_default() += 1;
+                let a = &g.status.allocated_by;
+                if a.pod.is_empty() {
+                    assert!(g.status.pod_gpu_usage_status.is_empty() && g.status.shared_by.is_empty(), "usage on a free GPU: {g:?}");
+                    continue;
+                }
+                let holder = &ix.pods[&(a.namespace.clone(), a.pod.clone())];
+                assert_eq!(holder.node.as_deref(), Some(name.as_str()));
+                *count.entry(holder.key()).or_default() += 1;
+                if a.namespace != res_ns {
+                    // A dedicated GPU: exactly its holder's entry, nobody shares it.
+                    assert_eq!(g.status.pod_gpu_usage_status.keys().collect::<Vec<_>>(), [&holder.uid]);
+                    assert!(g.status.shared_by.is_empty());
+                    continue;
+                }
+                // A reserved GPU: only shared pods of this node, each recorded once.
+                assert_eq!(g.status.pod_gpu_usage_status.keys().collect::<Vec<_>>(), g.status.shared_by.keys().collect::<Vec<_>>());
+                for (uid, who) in &g.status.shared_by {
+                    let p = &ix.pods[&(who.namespace.clone(), who.pod.clone())];
+                    assert_eq!((&p.uid, p.node.as_deref()), (uid, Some(name.as_str())));
+                    let r = p.shared_ref(&res_ns).expect("only shared pods share");
+                    let by_group = r.group.is_some() && r.group == holder.gpu_group.as_deref();
+                    let by_gpu = r.gpu.is_some_and(|v| holder.reserved_gpu().unwrap_or(&g.id).eq_ignore_ascii_case(v));
+                    assert!(by_group || by_gpu, "{} shares {}'s GPU without naming it", p.name, holder.name);
+                    assert!(shared_seen.insert(uid.clone()), "shared pod {uid} recorded twice");
                 }
             }
-            for (p, c) in count {
-                let info = &ix.pods[&("ns".to_string(), p.clone())];
-                assert_eq!(c, info.wanted(), "pod {p} holds {c} of {}", info.wanted());
+            for (k, c) in count {
+                let info = &ix.pods[&k];
+                assert_eq!(c, info.wanted(), "pod {k:?} holds {c} of {}", info.wanted());
             }
         }
     }
@@ -557,7 +768,7 @@ mod tests {
         }
         // A reservation pod: allocatedBy only.
         let mut r = pod("r", "n1", 1, 2);
-        r.namespace = crate::pod::RESERVATION_NAMESPACE.into();
+        r.namespace = RES.into();
         ix.remove_pod(&key("p"));
         ix.upsert_pod(r);
         let v = ix.view("n1").unwrap();
@@ -689,13 +900,46 @@ mod tests {
         };
         for step in 0..3000 {
             let n = format!("n{}", next(3));
-            match next(6) {
+            match next(9) {
                 0 => {
                     let pool = ["big", "k80"][next(2) as usize];
                     ix.upsert_node(node(&n, Some(pool)));
                 }
                 1 => {
                     ix.remove_pod(&key(&format!("p{}", next(20))));
+                }
+                6 => {
+                    let group = format!("g{}", next(3));
+                    let mut r = reservation(&format!("r{}", next(6)), &n, Some(&group), step);
+                    if next(3) == 0 {
+                        r.annotations.insert(RESERVED_GPU_ANNOTATION.into(), next(4).to_string());
+                    }
+                    if next(5) == 0 {
+                        r.phase = "Succeeded".into();
+                    }
+                    ix.upsert_pod(r);
+                }
+                7 => {
+                    let name = format!("s{}", next(10));
+                    let group = format!("g{}", next(4));
+                    let gpu = next(5).to_string();
+                    let mut sp = match next(3) {
+                        0 => shared(&name, &n, Some(&group), None, "0.5"),
+                        1 => shared(&name, &n, None, Some(&gpu), "0.25"),
+                        _ => shared(&name, &n, Some(&group), Some(&gpu), "0.1"),
+                    };
+                    if next(6) == 0 {
+                        sp.phase = "Failed".into();
+                    }
+                    ix.upsert_pod(sp);
+                }
+                8 => {
+                    let k = if next(2) == 0 {
+                        (RES.to_string(), format!("r{}", next(6)))
+                    } else {
+                        ("team".to_string(), format!("s{}", next(10)))
+                    };
+                    ix.remove_pod(&k);
                 }
                 _ => {
                     let mut p = pod(&format!("p{}", next(20)), &n, 1 + next(3) as u32, step);
@@ -710,5 +954,339 @@ mod tests {
             }
             assert_invariants(&ix);
         }
+    }
+
+    #[test]
+    fn reservation_pod_holds_a_gpu_and_gets_the_annotation() {
+        let mut ix = index();
+        ix.upsert_node(node("n1", Some("big")));
+        let ids = uuids(&ix, "n1");
+        ix.upsert_pod(pod("a", "n1", 1, 1));
+        ix.upsert_pod(reservation("r", "n1", None, 2));
+        let v = ix.view("n1").unwrap();
+        let g = &v.topology.gpus[1];
+        assert_eq!(g.status.allocated_by, ContainerDetails { namespace: RES.into(), pod: "r".into(), container: "c".into() });
+        assert!(g.status.pod_gpu_usage_status.is_empty(), "no usage entry for a reservation pod");
+        assert_eq!(
+            v.pod_annotations,
+            [PodAnnotation {
+                namespace: RES.into(),
+                pod: "r".into(),
+                uid: "uid-r".into(),
+                key: RESERVED_GPU_ANNOTATION.into(),
+                value: ids[1].clone()
+            }]
+        );
+        // Once the pod carries it, nothing more to write.
+        let mut r = reservation("r", "n1", None, 2);
+        r.annotations.insert(RESERVED_GPU_ANNOTATION.into(), ids[1].clone());
+        assert_eq!(ix.upsert_pod(r), ["n1"]);
+        assert!(ix.view("n1").unwrap().pod_annotations.is_empty());
+        // Present already (a pre-2.17 client's GPU index): never overwritten.
+        let mut old = reservation("old", "n1", None, 3);
+        old.annotations.insert(RESERVED_GPU_ANNOTATION.into(), "5".into());
+        ix.upsert_pod(old);
+        assert_eq!(ix.held_by(&(RES.into(), "old".into())), [2]);
+        assert!(ix.view("n1").unwrap().pod_annotations.is_empty());
+        // A reservation pod that gets no GPU (node full) gets no annotation either.
+        let mut k80 = index();
+        k80.upsert_node(node("n1", Some("k80")));
+        k80.upsert_pod(pod("a", "n1", 2, 1));
+        k80.upsert_pod(reservation("r", "n1", None, 2));
+        assert!(k80.view("n1").unwrap().pod_annotations.is_empty());
+        assert_invariants(&ix);
+        assert_invariants(&k80);
+    }
+
+    #[test]
+    fn shared_pod_by_group_label() {
+        let mut ix = index();
+        ix.upsert_node(node("n1", Some("big")));
+        ix.upsert_pod(pod("a", "n1", 1, 1));
+        ix.upsert_pod(reservation("r", "n1", Some("g1"), 2));
+        let mut s = shared("s", "n1", Some("g1"), None, "0.5");
+        s.annotations.insert(UTILIZATION_ANNOTATION.into(), "30-40".into());
+        assert_eq!(ix.upsert_pod(s), ["n1"]);
+        let v = ix.view("n1").unwrap();
+        // Under the reservation pod's GPU (1, not the first GPU), allocatedBy untouched.
+        assert_eq!(entries_of(&ix, "n1", "uid-s"), [1]);
+        let st = &v.topology.gpus[1].status;
+        assert_eq!(st.allocated_by.pod, "r");
+        assert_eq!(
+            st.pod_gpu_usage_status["uid-s"],
+            GpuUsageStatus { utilization: Range { min: 30, max: 40 }, fb_used: 20480, use_knative_utilization: false }
+        );
+        assert_eq!(st.shared_by["uid-s"], ContainerDetails { namespace: "team".into(), pod: "s".into(), container: "c".into() });
+        assert!(ix.held_by(&("team".into(), "s".into())).is_empty(), "a shared pod holds nothing");
+        assert_eq!(holders(&ix, "n1")[..3], ["a", "r", ""]);
+        // Another group on the node matches nothing.
+        ix.upsert_pod(shared("t", "n1", Some("g2"), None, "0.5"));
+        assert!(entries_of(&ix, "n1", "uid-t").is_empty());
+        assert_invariants(&ix);
+    }
+
+    #[test]
+    fn shared_pod_by_runai_gpu_index_or_uuid() {
+        let mut ix = index();
+        ix.upsert_node(node("n1", Some("big")));
+        let ids = uuids(&ix, "n1");
+        // Pre-2.17: the reservation pod carries a GPU index, the shared pod names the same one.
+        let mut old = reservation("old", "n1", None, 1);
+        old.annotations.insert(RESERVED_GPU_ANNOTATION.into(), "3".into());
+        ix.upsert_pod(pod("a", "n1", 2, 0));
+        ix.upsert_pod(old);
+        ix.upsert_pod(shared("by-index", "n1", None, Some("3"), "0.25"));
+        assert_eq!(ix.held_by(&(RES.into(), "old".into())), [2]);
+        assert_eq!(entries_of(&ix, "n1", "uid-by-index"), [2], "the GPU the reservation pod holds, whatever index it names");
+        assert_eq!(ix.view("n1").unwrap().topology.gpus[2].status.pod_gpu_usage_status["uid-by-index"].fb_used, 10240);
+        // 2.17+: the shared pod names the UUID we write. It matches before the patch lands
+        // (the value to be written counts), case-insensitively, and after it.
+        ix.upsert_pod(reservation("new", "n1", None, 2));
+        assert_eq!(ix.held_by(&(RES.into(), "new".into())), [3]);
+        ix.upsert_pod(shared("by-uuid", "n1", None, Some(&ids[3].to_uppercase()), "0.5"));
+        assert_eq!(entries_of(&ix, "n1", "uid-by-uuid"), [3]);
+        let mut new = reservation("new", "n1", None, 2);
+        new.annotations.insert(RESERVED_GPU_ANNOTATION.into(), ids[3].clone());
+        ix.upsert_pod(new);
+        assert_eq!(entries_of(&ix, "n1", "uid-by-uuid"), [3]);
+        // A value no reservation pod has: no entry.
+        ix.upsert_pod(shared("lost", "n1", None, Some("7"), "0.5"));
+        assert!(entries_of(&ix, "n1", "uid-lost").is_empty());
+        assert_invariants(&ix);
+    }
+
+    #[test]
+    fn group_label_wins_over_runai_gpu_and_falls_back_to_it() {
+        let mut ix = index();
+        ix.upsert_node(node("n1", Some("big")));
+        let ids = uuids(&ix, "n1");
+        ix.upsert_pod(reservation("r0", "n1", Some("g0"), 1));
+        ix.upsert_pod(reservation("r1", "n1", Some("g1"), 2));
+        // Names both: the group decides.
+        ix.upsert_pod(shared("both", "n1", Some("g1"), Some(&ids[0]), "0.5"));
+        assert_eq!(entries_of(&ix, "n1", "uid-both"), [1]);
+        // Its group has no reservation pod here: runai-gpu decides.
+        ix.upsert_pod(shared("fallback", "n1", Some("gone"), Some(&ids[0]), "0.5"));
+        assert_eq!(entries_of(&ix, "n1", "uid-fallback"), [0]);
+        // Two reservation pods of one group: the older one's GPU.
+        ix.upsert_pod(reservation("r2", "n1", Some("g1"), 0));
+        assert_eq!(ix.held_by(&(RES.into(), "r2".into())), [2]);
+        assert_eq!(entries_of(&ix, "n1", "uid-both"), [2]);
+        assert_invariants(&ix);
+    }
+
+    #[test]
+    fn several_shared_pods_on_one_gpu() {
+        let mut ix = index();
+        ix.upsert_node(node("n1", Some("k80")));
+        ix.upsert_pod(reservation("r", "n1", Some("g"), 1));
+        for (name, f) in [("s1", "0.25"), ("s2", "0.25"), ("s3", "0.5")] {
+            ix.upsert_pod(shared(name, "n1", Some("g"), None, f));
+        }
+        let v = ix.view("n1").unwrap();
+        let st = &v.topology.gpus[0].status;
+        assert_eq!(st.pod_gpu_usage_status.keys().collect::<Vec<_>>(), ["uid-s1", "uid-s2", "uid-s3"]);
+        assert_eq!(st.pod_gpu_usage_status.values().map(|u| u.fb_used).collect::<Vec<_>>(), [2860, 2860, 5720]);
+        assert_eq!(st.shared_by.len(), 3);
+        assert_eq!(v.topology.gpus[1].status, GpuStatus::default(), "the other GPU is untouched");
+        // And a dedicated pod still fits on the free GPU: shared pods take no GPU.
+        ix.upsert_pod(pod("d", "n1", 1, 5));
+        assert_eq!(holders(&ix, "n1"), ["r", "d"]);
+        assert_invariants(&ix);
+    }
+
+    #[test]
+    fn shared_pod_finishing_or_vanishing_is_dropped() {
+        let mut ix = index();
+        ix.upsert_node(node("n1", Some("k80")));
+        ix.upsert_pod(reservation("r", "n1", Some("g"), 1));
+        ix.upsert_pod(shared("s1", "n1", Some("g"), None, "0.5"));
+        ix.upsert_pod(shared("s2", "n1", Some("g"), None, "0.5"));
+        let mut done = shared("s1", "n1", Some("g"), None, "0.5");
+        done.phase = "Succeeded".into();
+        assert_eq!(ix.upsert_pod(done), ["n1"]);
+        assert_eq!(usage_uids(&ix, "n1")[0], ["uid-s2"]);
+        assert_eq!(ix.remove_pod(&("team".into(), "s2".into())), Some("n1".into()));
+        assert!(usage_uids(&ix, "n1")[0].is_empty());
+        assert_eq!(holders(&ix, "n1"), ["r", ""], "the reservation pod keeps its GPU");
+        // Not running yet: an entry with 0 % (upstream's rule), not dropped.
+        let mut pending = shared("s3", "n1", Some("g"), None, "0.5");
+        pending.phase = "Pending".into();
+        ix.upsert_pod(pending);
+        assert_eq!(ix.view("n1").unwrap().topology.gpus[0].status.pod_gpu_usage_status["uid-s3"].utilization, Range { min: 0, max: 0 });
+        assert_invariants(&ix);
+    }
+
+    #[test]
+    fn reservation_pod_leaving_frees_the_gpu_and_drops_shared_entries() {
+        let mut ix = index();
+        ix.upsert_node(node("n1", Some("k80")));
+        ix.upsert_pod(reservation("r", "n1", Some("g"), 1));
+        ix.upsert_pod(shared("s", "n1", Some("g"), None, "0.5"));
+        assert_eq!(ix.remove_pod(&(RES.into(), "r".into())), Some("n1".into()));
+        let v = ix.view("n1").unwrap();
+        assert!(v.topology.gpus.iter().all(|g| g.status == GpuStatus::default()), "{:?}", v.topology.gpus);
+        // The shared pod is still known: a new reservation pod of its group picks it up.
+        ix.upsert_pod(pod("d", "n1", 1, 2));
+        ix.upsert_pod(reservation("r2", "n1", Some("g"), 3));
+        assert_eq!(entries_of(&ix, "n1", "uid-s"), [1]);
+        // Finishing works the same as being deleted.
+        let mut r2 = reservation("r2", "n1", Some("g"), 3);
+        r2.phase = "Failed".into();
+        ix.upsert_pod(r2);
+        assert_eq!(holders(&ix, "n1"), ["d", ""]);
+        assert!(entries_of(&ix, "n1", "uid-s").is_empty());
+        assert_invariants(&ix);
+    }
+
+    #[test]
+    fn shared_pods_match_only_on_their_node_and_outside_the_reservation_namespace() {
+        let mut ix = index();
+        ix.upsert_node(node("n1", Some("k80")));
+        ix.upsert_node(node("n2", Some("k80")));
+        ix.upsert_pod(reservation("r", "n1", Some("g"), 1));
+        ix.upsert_pod(shared("elsewhere", "n2", Some("g"), None, "0.5"));
+        assert!(usage_uids(&ix, "n2").iter().all(Vec::is_empty));
+        assert!(entries_of(&ix, "n1", "uid-elsewhere").is_empty());
+        // Moving is a new placement: now it matches.
+        ix.upsert_pod(shared("elsewhere", "n1", Some("g"), None, "0.5"));
+        assert_eq!(entries_of(&ix, "n1", "uid-elsewhere"), [0]);
+        // In the reservation namespace a group label makes nothing shared.
+        let mut inside = shared("inside", "n1", Some("g"), None, "0.5");
+        inside.namespace = RES.into();
+        assert!(ix.upsert_pod(inside).is_empty(), "not relevant");
+        // Unbound: nothing.
+        let mut unbound = shared("unbound", "n1", Some("g"), None, "0.5");
+        unbound.node = None;
+        assert!(ix.upsert_pod(unbound).is_empty());
+        // With whole GPUs of its own it is a dedicated pod (recorded once, not twice).
+        let mut both = shared("both", "n1", Some("g"), None, "0.5");
+        both.gpus = 1;
+        ix.upsert_pod(both);
+        assert_eq!(ix.held_by(&("team".into(), "both".into())), [1]);
+        assert_eq!(entries_of(&ix, "n1", "uid-both"), [1]);
+        assert_invariants(&ix);
+    }
+
+    #[test]
+    fn restart_rebuilds_shared_entries_without_moving_anything() {
+        let build = |ix: &mut Index| {
+            ix.upsert_node(node("n1", Some("big")));
+            ix.upsert_pod(pod("a", "n1", 1, 1));
+            ix.upsert_pod(reservation("r1", "n1", Some("g1"), 2));
+            ix.upsert_pod(pod("b", "n1", 2, 3));
+            ix.upsert_pod(reservation("r2", "n1", Some("g2"), 4));
+            ix.remove_pod(&key("a"));
+            ix.upsert_pod(shared("s1", "n1", Some("g1"), None, "0.5"));
+            ix.upsert_pod(shared("s2", "n1", Some("g2"), None, "0.25"));
+            ix.upsert_pod(shared("s3", "n1", Some("g2"), None, "0.25"));
+        };
+        let mut ix = index();
+        build(&mut ix);
+        let before = ix.view("n1").unwrap().topology;
+        assert_eq!(holders(&ix, "n1")[..5], ["", "r1", "b", "b", "r2"]);
+        assert_eq!(entries_of(&ix, "n1", "uid-s3"), [4]);
+
+        // A new process: the ConfigMap first, then the pods in another order (shared pods before
+        // their reservation pods, those before the dedicated pod).
+        let replay = |seed: Option<&NodeTopology>, annotate: bool| {
+            let mut ix2 = index();
+            ix2.upsert_node(node("n1", Some("big")));
+            if let Some(t) = seed {
+                ix2.seed_recorded("n1", t);
+            }
+            for s in [("s3", "g2", "0.25"), ("s1", "g1", "0.5"), ("s2", "g2", "0.25")] {
+                ix2.upsert_pod(shared(s.0, "n1", Some(s.1), None, s.2));
+            }
+            for (name, group, created) in [("r2", "g2", 4), ("r1", "g1", 2)] {
+                let mut r = reservation(name, "n1", Some(group), created);
+                if annotate {
+                    let gpu = if name == "r1" { 1 } else { 4 };
+                    r.annotations.insert(RESERVED_GPU_ANNOTATION.into(), before.gpus[gpu].id.clone());
+                }
+                ix2.upsert_pod(r);
+            }
+            ix2.upsert_pod(pod("b", "n1", 2, 3));
+            assert_invariants(&ix2);
+            ix2
+        };
+        let ix2 = replay(Some(&before), false);
+        assert_eq!(ix2.view("n1").unwrap().topology, before);
+        // A ConfigMap written by upstream (no sharedBy) is read the same way.
+        let mut upstream = before.clone();
+        upstream.gpus.iter_mut().for_each(|g| g.status.shared_by.clear());
+        assert_eq!(replay(Some(&upstream), false).view("n1").unwrap().topology, before);
+        // ConfigMap lost, but the reservation pods carry the UUIDs we wrote: they keep their GPUs.
+        let ix3 = replay(None, true);
+        assert_eq!(holders(&ix3, "n1")[1], "r1");
+        assert_eq!(holders(&ix3, "n1")[4], "r2");
+        assert_eq!(entries_of(&ix3, "n1", "uid-s1"), [1]);
+        assert_eq!(entries_of(&ix3, "n1", "uid-s2"), [4]);
+    }
+
+    #[test]
+    fn pod_groups_give_pod_types() {
+        let mut ix = index();
+        ix.upsert_node(node("n1", Some("k80")));
+        let util = |ix: &Index, uid: &str| {
+            let v = ix.view("n1").unwrap();
+            let u = v.topology.gpus.iter().find_map(|g| g.status.pod_gpu_usage_status.get(uid).copied()).unwrap();
+            (u.utilization.min, u.utilization.max, u.use_knative_utilization)
+        };
+        let mut p = pod("p", "n1", 1, 1);
+        p.annotations.insert(POD_GROUP_ANNOTATION.into(), "pg".into());
+        ix.upsert_pod(p.clone());
+        assert_eq!(util(&ix, "uid-p"), (100, 100, false), "PodGroup unknown: the default");
+        assert_eq!(ix.upsert_pod_group("ns", "pg", Some("train".into())), ["n1"]);
+        assert_eq!(util(&ix, "uid-p"), (80, 100, false));
+        assert!(ix.upsert_pod_group("ns", "pg", Some("train".into())).is_empty(), "no change, no work");
+        assert!(ix.upsert_pod_group("other", "pg", Some("inference".into())).is_empty(), "another namespace's PodGroup");
+        assert_eq!(ix.upsert_pod_group("ns", "pg", Some("inference".into())), ["n1"]);
+        assert_eq!(util(&ix, "uid-p"), (0, 0, true));
+        // An update of the pod keeps the PodGroup's class.
+        p.annotations.insert("x".into(), "y".into());
+        ix.upsert_pod(p.clone());
+        assert_eq!(util(&ix, "uid-p"), (0, 0, true));
+        // The workloadKind label wins.
+        let mut labelled = pod("l", "n1", 1, 2);
+        labelled.annotations.insert(POD_GROUP_ANNOTATION.into(), "pg".into());
+        labelled.workload_kind = Some("TrainingWorkload".into());
+        ix.upsert_pod(labelled);
+        assert_eq!(util(&ix, "uid-l"), (80, 100, false));
+        // Gone: back to the default.
+        assert_eq!(ix.upsert_pod_group("ns", "pg", None), ["n1"]);
+        assert_eq!(util(&ix, "uid-p"), (100, 100, false));
+        assert_eq!(ix.pod_group_keys(), [("other".to_string(), "pg".to_string())]);
+        // A shared pod's type comes from its PodGroup too.
+        ix.upsert_pod_group("team", "spg", Some("build".into()));
+        ix.remove_pod(&key("l"));
+        ix.upsert_pod(reservation("r", "n1", Some("g"), 3));
+        let mut s = shared("s", "n1", Some("g"), None, "0.5");
+        s.annotations.insert(POD_GROUP_ANNOTATION.into(), "spg".into());
+        ix.upsert_pod(s);
+        assert_eq!(util(&ix, "uid-s"), (0, 0, false));
+        let mut keys = ix.pod_group_keys();
+        keys.sort();
+        assert_eq!(keys, [("other".to_string(), "pg".to_string()), ("team".to_string(), "spg".to_string())]);
+    }
+
+    #[test]
+    fn reservation_namespace_is_configurable() {
+        let cfg = ClusterConfig::parse("nodePools:\n  k80:\n    gpuProduct: Tesla-K80\n    gpuCount: 2\n    gpuMemory: 11441\n").unwrap();
+        let opts = IndexOptions { reservation_namespace: "resv".into(), ..IndexOptions::default() };
+        let mut ix = Index::new(cfg, Profiles::new(), opts).unwrap();
+        ix.upsert_node(node("n1", Some("k80")));
+        let mut r = reservation("r", "n1", Some("g"), 1);
+        r.namespace = "resv".into();
+        ix.upsert_pod(r);
+        // runai-reservation is an ordinary namespace here: its pod gets a usage entry.
+        ix.upsert_pod(reservation("plain", "n1", Some("g"), 2));
+        ix.upsert_pod(shared("s", "n1", Some("g"), None, "0.5"));
+        let v = ix.view("n1").unwrap();
+        assert_eq!(v.pod_annotations.len(), 1);
+        assert_eq!(v.pod_annotations[0].namespace, "resv");
+        assert_eq!(entries_of(&ix, "n1", "uid-s"), [0]);
+        assert_eq!(entries_of(&ix, "n1", "uid-plain"), [1]);
+        assert_invariants(&ix);
     }
 }

@@ -6,8 +6,9 @@
 //! (Helm `statusExporter.inference.fullScaleRequestsPerSecond`). The default, 100 req/s, gives
 //! upstream's numbers (1 req/s = 1 %).
 //!
-//! Pure parts (which pods, the query, the response, the scale) are separate from the thin HTTP
-//! client ([`PrometheusClient`]).
+//! Which pods are inference pods is decided once, in [`crate::pod::PodInfo::is_inference`]
+//! (recorded as `useKnativeUtilization` in the topology). Pure parts here (the query, the
+//! response, the scale) are separate from the thin HTTP client ([`PrometheusClient`]).
 
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
@@ -19,9 +20,6 @@ use tokio::net::TcpStream;
 /// Requests per second that count as 100 % by default (upstream's 1 req/s = 1 %).
 pub const DEFAULT_FULL_SCALE_RPS: f64 = 100.0;
 
-/// Pod types whose utilization comes from request rates (upstream `inference`, `distributed-inference`).
-pub const INFERENCE_POD_TYPES: [&str; 2] = ["inference", "distributed-inference"];
-
 #[derive(Debug, Error)]
 pub enum InferenceError {
     #[error("prometheus URL {0:?}: only http://host[:port][/prefix] is supported")]
@@ -32,23 +30,6 @@ pub enum InferenceError {
     Status { status: u16, body: String },
     #[error("prometheus response: {0}")]
     Response(String),
-}
-
-/// The upstream pod type of a pod: label `workloadKind`, else its PodGroup's `priorityClassName`.
-pub fn pod_type<'a>(workload_kind: Option<&'a str>, podgroup_priority_class: Option<&'a str>) -> Option<&'a str> {
-    match workload_kind {
-        Some("TrainingWorkload") => Some("train"),
-        Some("InferenceWorkload") => Some("inference"),
-        Some("DistributedWorkload") => Some("distributed-inference"),
-        Some("InteractiveWorkload") => Some("interactive"),
-        Some(other) => Some(other),
-        None => podgroup_priority_class,
-    }
-}
-
-/// Whether a pod's utilization comes from its request rate.
-pub fn uses_request_rate(workload_kind: Option<&str>, podgroup_priority_class: Option<&str>) -> bool {
-    pod_type(workload_kind, podgroup_priority_class).is_some_and(|t| INFERENCE_POD_TYPES.contains(&t))
 }
 
 /// PromQL for the request rate of the pod with UID `uid`: upstream's join of Knative's
@@ -199,18 +180,6 @@ impl PrometheusClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn inference_pods_by_label_or_podgroup() {
-        assert!(uses_request_rate(Some("InferenceWorkload"), None));
-        assert!(uses_request_rate(Some("DistributedWorkload"), Some("train")));
-        assert!(!uses_request_rate(Some("TrainingWorkload"), Some("inference")), "the label wins");
-        assert!(uses_request_rate(None, Some("inference")));
-        assert!(uses_request_rate(None, Some("distributed-inference")));
-        assert!(!uses_request_rate(None, Some("build")));
-        assert!(!uses_request_rate(None, None));
-        assert_eq!(pod_type(Some("InteractiveWorkload"), None), Some("interactive"));
-    }
 
     #[test]
     fn query_joins_on_the_pod_uid() {

@@ -1,6 +1,8 @@
 //! What the operator needs to know about a pod (extracted once from the API object), which pods
-//! hold GPUs, and the usage upstream's `calculateUsage` assigns them: utilization range from
-//! `run.ai/simulated-gpu-utilization`, `workloadKind` / PodGroup priority class, `gpu-fraction`.
+//! hold GPUs (dedicated, reservation) or use one (shared/fractional), the upstream pod type
+//! (`workloadKind`, else the PodGroup's priority class) and the usage upstream's
+//! `calculateUsage` assigns: utilization range from `run.ai/simulated-gpu-utilization`, the
+//! pod type, `gpu-fraction`.
 
 use std::collections::BTreeMap;
 
@@ -16,7 +18,19 @@ pub const WORKLOAD_KIND_LABEL: &str = "workloadKind";
 /// Written by the kubelet plugins: the GPU UUIDs really granted (docs/operator-interfaces.md).
 pub const GRANT_ANNOTATION: &str = "fake-gpu-operator.run.ai/allocated-gpus";
 pub const GRANT_CONTAINER_ANNOTATION: &str = "fake-gpu-operator.run.ai/allocated-gpus-container";
-pub const RESERVATION_NAMESPACE: &str = "runai-reservation";
+/// Upstream's reservation namespace (`RESOURCE_RESERVATION_NAMESPACE`): its GPU pods hold
+/// GPUs on behalf of shared (fractional) pods.
+pub const DEFAULT_RESERVATION_NAMESPACE: &str = "runai-reservation";
+/// On a reservation pod: the GPU it reserves. Written by the status-updater as the GPU UUID
+/// unless present (Run:ai clients before 2.17 wrote a GPU index themselves).
+pub const RESERVED_GPU_ANNOTATION: &str = "run.ai/reserve_for_gpu_index";
+/// On a shared pod (deprecated): matched against a reservation pod's [`RESERVED_GPU_ANNOTATION`].
+pub const SHARED_GPU_ANNOTATION: &str = "runai-gpu";
+/// On a shared pod and its reservation pod: the shared-GPU group they belong to.
+pub const GPU_GROUP_LABEL: &str = "runai-gpu-group";
+/// Pod types whose utilization comes from request rates (Knative), upstream's
+/// `useKnativeUtilization: true`.
+pub const INFERENCE_POD_TYPES: [&str; 2] = ["inference", "distributed-inference"];
 pub const IDLE_POD_PREFIX: &str = "runai-idle-gpu-";
 
 /// `namespace/name`.
@@ -40,7 +54,10 @@ pub struct PodInfo {
     pub has_claims: bool,
     pub annotations: BTreeMap<String, String>,
     pub workload_kind: Option<String>,
-    /// `spec.priorityClassName` of the pod's PodGroup, when the adapter looked it up.
+    /// Label `runai-gpu-group`.
+    pub gpu_group: Option<String>,
+    /// `spec.priorityClassName` of the PodGroup named by `pod-group-name`; the index fills it
+    /// in from the PodGroups it was given.
     pub pod_group_priority: Option<String>,
     /// Devices of driver `gpu.nvidia.com` allocated to the ResourceClaims reserved for this pod
     /// (`gpu-<uuid>`), filled in by the adapter.
@@ -82,16 +99,45 @@ impl PodInfo {
             container,
             has_claims: spec.and_then(|s| s.resource_claims.as_ref()).is_some_and(|c| !c.is_empty()),
             workload_kind: p.metadata.labels.as_ref().and_then(|l| l.get(WORKLOAD_KIND_LABEL).cloned()),
+            gpu_group: p.metadata.labels.as_ref().and_then(|l| l.get(GPU_GROUP_LABEL).cloned()).filter(|g| !g.is_empty()),
             annotations,
             pod_group_priority: None,
             dra_devices: Vec::new(),
         }
     }
 
+    /// Bound and not finished.
+    pub fn is_active(&self) -> bool {
+        self.node.is_some() && self.phase != "Succeeded" && self.phase != "Failed"
+    }
+
     /// Bound, not finished, and asking for GPUs (upstream's dedicated-pod selection; DRA pods
     /// count when they carry a grant).
     pub fn holds_gpus(&self) -> bool {
-        self.node.is_some() && self.phase != "Succeeded" && self.phase != "Failed" && self.wanted() > 0
+        self.is_active() && self.wanted() > 0
+    }
+
+    /// What a shared (fractional) pod names to find its reservation pod: active, outside the
+    /// reservation namespace, with a `runai-gpu-group` label or `runai-gpu` annotation, and no
+    /// whole GPUs of its own (a pod that holds GPUs is recorded as a dedicated one; upstream
+    /// ran both handlers and could record it twice).
+    pub fn shared_ref(&self, reservation_ns: &str) -> Option<SharedRef<'_>> {
+        if !self.is_active() || self.namespace == reservation_ns || self.wanted() > 0 {
+            return None;
+        }
+        let group = self.gpu_group.as_deref();
+        let gpu = self.annotations.get(SHARED_GPU_ANNOTATION).map(|v| v.trim()).filter(|v| !v.is_empty());
+        (group.is_some() || gpu.is_some()).then_some(SharedRef { group, gpu })
+    }
+
+    /// `pod-group-name`, if set.
+    pub fn pod_group_name(&self) -> Option<&str> {
+        self.annotations.get(POD_GROUP_ANNOTATION).map(String::as_str).filter(|n| !n.is_empty())
+    }
+
+    /// The value of `run.ai/reserve_for_gpu_index`, if set.
+    pub fn reserved_gpu(&self) -> Option<&str> {
+        self.annotations.get(RESERVED_GPU_ANNOTATION).map(|v| v.trim())
     }
 
     /// GPUs to record: the grant's size if there is one, else the `nvidia.com/gpu` limit.
@@ -113,11 +159,13 @@ impl PodInfo {
     }
 
     /// Reservation pods hold GPUs for shared pods: `allocatedBy` only, no usage entry.
-    pub fn is_reservation(&self) -> bool {
-        self.namespace == RESERVATION_NAMESPACE
+    pub fn is_reservation(&self, reservation_ns: &str) -> bool {
+        self.namespace == reservation_ns
     }
 
-    /// Upstream pod type: from `workloadKind`, else the PodGroup's priority class.
+    /// Upstream pod type: from `workloadKind`, else the PodGroup's priority class. A
+    /// `workloadKind` outside upstream's four falls back to the PodGroup too, so newer Run:ai
+    /// kinds still get a type when their PodGroup has one.
     pub fn pod_type(&self) -> Option<&str> {
         match self.workload_kind.as_deref() {
             Some("TrainingWorkload") => Some("train"),
@@ -126,6 +174,11 @@ impl PodInfo {
             Some("InteractiveWorkload") => Some("interactive"),
             _ => self.pod_group_priority.as_deref(),
         }
+    }
+
+    /// Inference pods: utilization from their request rate (`useKnativeUtilization`).
+    pub fn is_inference(&self) -> bool {
+        self.pod_type().is_some_and(|t| INFERENCE_POD_TYPES.contains(&t))
     }
 
     /// `gpu-fraction`, default 1.0; unparsable or out of (0, 1] → 1.0.
@@ -147,13 +200,25 @@ impl PodInfo {
         if let Some(r) = self.annotations.get(UTILIZATION_ANNOTATION).and_then(|v| parse_range(v)) {
             return fixed(r.min, r.max, false);
         }
+        if self.is_inference() {
+            return fixed(0, 0, true);
+        }
         match self.pod_type() {
             Some("train") => fixed(80, 100, false),
             Some("build" | "interactive-preemptible" | "interactive" | "distributed") => fixed(0, 0, false),
-            Some("inference" | "distributed-inference") => fixed(0, 0, true),
             _ => fixed(100, 100, false),
         }
     }
+}
+
+/// How a shared pod names its reservation pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SharedRef<'a> {
+    /// Label `runai-gpu-group`: the reservation pod with the same label.
+    pub group: Option<&'a str>,
+    /// Annotation `runai-gpu`: the reservation pod whose `run.ai/reserve_for_gpu_index` has
+    /// this value (a GPU index from pre-2.17 clients, or a GPU UUID).
+    pub gpu: Option<&'a str>,
 }
 
 /// `"N"` or `"N-M"` (upstream regex `(\d*)-*(\d*)`), clamped to 100, both ends inclusive.
@@ -296,5 +361,81 @@ mod tests {
         for bad in ["0", "-1", "2", "x"] {
             assert_eq!(running("p", json!({FRACTION_ANNOTATION: bad}), json!({})).usage(100).fb_used, 100, "{bad}");
         }
+    }
+
+    #[test]
+    fn shared_pods() {
+        let res = DEFAULT_RESERVATION_NAMESPACE;
+        let p = pod(json!({
+            "metadata": {"name": "s", "namespace": "team", "labels": {GPU_GROUP_LABEL: "g1"},
+                         "annotations": {SHARED_GPU_ANNOTATION: " GPU-abc ", FRACTION_ANNOTATION: "0.5"}},
+            "spec": {"nodeName": "n1", "containers": [{"name": "main"}]},
+            "status": {"phase": "Running"}
+        }));
+        assert_eq!(p.gpu_group.as_deref(), Some("g1"));
+        assert_eq!(p.shared_ref(res), Some(SharedRef { group: Some("g1"), gpu: Some("GPU-abc") }));
+        assert!(!p.holds_gpus() && p.container == "main");
+        // Either marker alone is enough; empty values are none.
+        let mut only_gpu = p.clone();
+        only_gpu.gpu_group = None;
+        assert_eq!(only_gpu.shared_ref(res), Some(SharedRef { group: None, gpu: Some("GPU-abc") }));
+        only_gpu.annotations.insert(SHARED_GPU_ANNOTATION.into(), "".into());
+        assert_eq!(only_gpu.shared_ref(res), None);
+        let empty_label = pod(json!({"metadata": {"name": "x", "namespace": "t", "labels": {GPU_GROUP_LABEL: ""}},
+                                      "spec": {"nodeName": "n", "containers": [{"name": "c"}]}}));
+        assert_eq!(empty_label.gpu_group, None);
+        // Not shared: in the reservation namespace, unbound, finished, or holding whole GPUs.
+        let mut inside = p.clone();
+        inside.namespace = res.into();
+        assert_eq!(inside.shared_ref(res), None);
+        assert_eq!(inside.shared_ref("elsewhere").map(|r| r.group), Some(Some("g1")), "the namespace is configurable");
+        let mut unbound = p.clone();
+        unbound.node = None;
+        assert_eq!(unbound.shared_ref(res), None);
+        let mut done = p.clone();
+        done.phase = "Succeeded".into();
+        assert_eq!(done.shared_ref(res), None);
+        let mut whole = p.clone();
+        whole.gpus = 1;
+        assert_eq!(whole.shared_ref(res), None);
+        assert!(whole.holds_gpus());
+    }
+
+    #[test]
+    fn reservation_pods() {
+        let mut r = running("runai-reservation-gpu-x", json!({}), json!({}));
+        assert!(!r.is_reservation(DEFAULT_RESERVATION_NAMESPACE));
+        r.namespace = DEFAULT_RESERVATION_NAMESPACE.into();
+        assert!(r.is_reservation(DEFAULT_RESERVATION_NAMESPACE));
+        assert_eq!(r.reserved_gpu(), None);
+        r.annotations.insert(RESERVED_GPU_ANNOTATION.into(), " 2 ".into());
+        assert_eq!(r.reserved_gpu(), Some("2"));
+    }
+
+    #[test]
+    fn pod_type_and_inference() {
+        let mut p = running("p", json!({POD_GROUP_ANNOTATION: "pg"}), json!({}));
+        assert_eq!(p.pod_group_name(), Some("pg"));
+        let kinds = [
+            (Some("TrainingWorkload"), None, Some("train"), false),
+            (Some("InferenceWorkload"), None, Some("inference"), true),
+            (Some("DistributedWorkload"), Some("train"), Some("distributed-inference"), true),
+            (Some("InteractiveWorkload"), Some("inference"), Some("interactive"), false),
+            (Some("TrainingWorkload"), Some("inference"), Some("train"), false),
+            (None, Some("inference"), Some("inference"), true),
+            (None, Some("distributed-inference"), Some("distributed-inference"), true),
+            (None, Some("build"), Some("build"), false),
+            (None, None, None, false),
+            // A kind upstream does not know: the PodGroup decides.
+            (Some("ExternalWorkload"), Some("inference"), Some("inference"), true),
+        ];
+        for (kind, class, want, inference) in kinds {
+            p.workload_kind = kind.map(str::to_string);
+            p.pod_group_priority = class.map(str::to_string);
+            assert_eq!((p.pod_type(), p.is_inference()), (want, inference), "{kind:?} {class:?}");
+            assert_eq!(p.usage(100).use_knative_utilization, inference, "{kind:?} {class:?}");
+        }
+        let none = running("p", json!({POD_GROUP_ANNOTATION: ""}), json!({}));
+        assert_eq!(none.pod_group_name(), None);
     }
 }

@@ -6,6 +6,11 @@
 //! into the index; ConfigMaps of nodes that are gone are deleted. The cluster config is watched
 //! (hot reload); an invalid one is logged, reported as a Warning Event on the ConfigMap, and the
 //! last good config stays in force.
+//!
+//! Shared GPUs: reservation pods get `run.ai/reserve_for_gpu_index` (the index decides which,
+//! the writer patches). PodGroups (`scheduling.run.ai/v2alpha2`) are watched for their priority
+//! class, which gives pods without a `workloadKind` label their type; a cluster without the
+//! CRD is logged once and the watch keeps retrying (the CRD may be installed later).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
@@ -14,7 +19,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event as WEvent};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, ResourceExt};
@@ -23,9 +28,9 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::common::{self, Error, TopologyArgs, FIELD_MANAGER};
 use crate::config::ClusterConfig;
-use crate::index::{Index, IndexOptions, NodeInfo, NodeView};
+use crate::index::{Index, IndexOptions, NodeInfo, NodeView, PodAnnotation};
 use crate::labels;
-use crate::pod::PodInfo;
+use crate::pod::{PodInfo, DEFAULT_RESERVATION_NAMESPACE};
 use crate::resolve::Profiles;
 use crate::topology::{node_cm_name, NodeTopology, NODE_NAME_LABEL, NODE_TOPOLOGY_LABEL, TOPOLOGY_KEY};
 
@@ -46,6 +51,9 @@ pub struct Args {
     /// API writes in flight.
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
+    /// Namespace of the reservation pods that hold shared (fractional) GPUs.
+    #[arg(long, env = "RESOURCE_RESERVATION_NAMESPACE", default_value = DEFAULT_RESERVATION_NAMESPACE)]
+    pub reservation_namespace: String,
 }
 
 enum Msg {
@@ -58,7 +66,23 @@ enum Msg {
     ConfigMaps,
     /// A ResourceClaim: (namespace, name) → gpu.nvidia.com devices, pods it is reserved for.
     Claim((String, String), Option<(Vec<String>, Vec<String>)>),
+    /// A PodGroup: (namespace, name) → `spec.priorityClassName` (`None`: deleted or none).
+    PodGroup((String, String), Option<String>),
+    /// The PodGroups listed by a (re)list (those not in it are gone); `None`: the list failed,
+    /// what is known stays.
+    PodGroupsListed(Option<HashSet<(String, String)>>),
 }
+
+/// Upstream's PodGroup: `scheduling.run.ai/v2alpha2`, plural `podgroups`.
+fn pod_group_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("scheduling.run.ai", "v2alpha2", "PodGroup"), "podgroups")
+}
+
+/// Synced bits: the writer starts when nodes, pods and PodGroups were listed once.
+const SYNCED_NODES: u8 = 1;
+const SYNCED_PODS: u8 = 2;
+const SYNCED_POD_GROUPS: u8 = 4;
+const SYNCED_ALL: u8 = SYNCED_NODES | SYNCED_PODS | SYNCED_POD_GROUPS;
 
 /// DRA driver whose devices are GPUs of the topology.
 const DRA_DRIVER: &str = "gpu.nvidia.com";
@@ -89,7 +113,7 @@ struct Shared {
     index: Mutex<Index>,
     dirty: Mutex<BTreeSet<String>>,
     notify: Notify,
-    /// Bit 1: nodes listed, bit 2: pods listed. The writer starts when both are.
+    /// `SYNCED_*` bits; the writer starts at `SYNCED_ALL`.
     synced: std::sync::atomic::AtomicU8,
     ready: Notify,
 }
@@ -97,7 +121,7 @@ struct Shared {
 impl Shared {
     fn synced(&self, bit: u8) {
         let before = self.synced.fetch_or(bit, std::sync::atomic::Ordering::SeqCst);
-        if before | bit == 3 && before != 3 {
+        if before | bit == SYNCED_ALL && before != SYNCED_ALL {
             self.ready.notify_one();
         }
     }
@@ -137,7 +161,8 @@ pub async fn run(args: Args) -> Result<(), Error> {
             ClusterConfig::default()
         }
     };
-    let opts = IndexOptions { disable_deploy_labels: args.disable_node_labeling };
+    let opts =
+        IndexOptions { disable_deploy_labels: args.disable_node_labeling, reservation_namespace: args.reservation_namespace.clone() };
     let index = match Index::new(cfg.clone(), profiles.clone(), opts.clone()) {
         Ok(i) => i,
         Err(e) => {
@@ -173,7 +198,14 @@ pub async fn run(args: Args) -> Result<(), Error> {
     tokio::spawn(watch_pods(client.clone(), tx.clone()));
     tokio::spawn(watch_configmaps(client.clone(), ns.clone(), tx.clone()));
     tokio::spawn(watch_claims(client.clone(), tx.clone()));
-    let writer = Writer { client: client.clone(), ns: ns.clone(), args: args.clone(), written: Arc::new(Mutex::new(written)) };
+    tokio::spawn(watch_pod_groups(client.clone(), tx.clone()));
+    let writer = Writer {
+        client: client.clone(),
+        ns: ns.clone(),
+        args: args.clone(),
+        written: Arc::new(Mutex::new(written)),
+        annotated: Arc::new(Mutex::new(HashMap::new())),
+    };
     tokio::spawn(writer.run(shared.clone()));
     let apply = tokio::spawn(apply_loop(client.clone(), ns.clone(), args.topology.topology_cm.clone(), shared.clone(), rx));
     tokio::select! {
@@ -289,6 +321,68 @@ async fn watch_claims(client: Client, tx: mpsc::Sender<Msg>) {
     }
 }
 
+/// PodGroups' priority classes. A missing CRD (404) or missing RBAC (403) is logged once and
+/// counts as "listed, none" so the writer does not wait for it; the watcher keeps retrying
+/// with backoff, so a CRD installed later is picked up.
+async fn watch_pod_groups(client: Client, tx: mpsc::Sender<Msg>) {
+    let ar = pod_group_resource();
+    let api: Api<DynamicObject> = Api::all_with(client, &ar);
+    let mut seen: Option<HashSet<(String, String)>> = None;
+    let mut unavailable: Option<u16> = None;
+    let mut s = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
+    while let Some(ev) = s.next().await {
+        let priority =
+            |o: &DynamicObject| o.data.get("spec").and_then(|s| s.get("priorityClassName")).and_then(|v| v.as_str()).map(str::to_string);
+        let key = |o: &DynamicObject| (o.namespace().unwrap_or_default(), o.name_any());
+        let msg = match ev {
+            Ok(WEvent::Apply(o)) => Msg::PodGroup(key(&o), priority(&o)),
+            Ok(WEvent::InitApply(o)) => {
+                seen.get_or_insert_with(HashSet::new).insert(key(&o));
+                Msg::PodGroup(key(&o), priority(&o))
+            }
+            Ok(WEvent::Delete(o)) => Msg::PodGroup(key(&o), None),
+            Ok(WEvent::Init) => {
+                seen = Some(HashSet::new());
+                continue;
+            }
+            Ok(WEvent::InitDone) => {
+                if unavailable.take().is_some() {
+                    tracing::info!("PodGroups (scheduling.run.ai/v2alpha2) can be listed now; pod types follow their priority classes");
+                }
+                Msg::PodGroupsListed(Some(seen.take().unwrap_or_default()))
+            }
+            Err(e) => {
+                let code = match &e {
+                    watcher::Error::InitialListFailed(kube::Error::Api(s)) | watcher::Error::WatchStartFailed(kube::Error::Api(s)) => {
+                        s.code
+                    }
+                    _ => 0,
+                };
+                match code {
+                    404 | 403 if unavailable != Some(code) => {
+                        if code == 404 {
+                            tracing::info!(
+                                "no PodGroup CRD (scheduling.run.ai/v2alpha2): pod types come from workloadKind only until it appears"
+                            );
+                        } else {
+                            tracing::warn!(error = %e, "PodGroups cannot be listed (RBAC): pod types come from workloadKind only");
+                        }
+                        unavailable = Some(code);
+                    }
+                    404 | 403 => tracing::debug!(error = %e, "podgroup watch"),
+                    _ => tracing::warn!(error = %e, "podgroup watch"),
+                }
+                // No CRD: there are no PodGroups. Other errors: keep what is known; the writer
+                // need not wait for a list that may never come.
+                Msg::PodGroupsListed((code == 404).then(HashSet::new))
+            }
+        };
+        if tx.send(msg).await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Any change to a ConfigMap that is not a per-node one (cluster config, profiles) triggers a reload.
 async fn watch_configmaps(client: Client, ns: String, tx: mpsc::Sender<Msg>) {
     let api: Api<ConfigMap> = Api::namespaced(client, &ns);
@@ -388,7 +482,7 @@ async fn apply_loop(client: Client, ns: String, cm_name: String, shared: Arc<Sha
                 }
                 dirty.extend(gone);
                 drop(ix);
-                shared.synced(1);
+                shared.synced(SYNCED_NODES);
             }
             Msg::Pod(p) => {
                 let mut p = *p;
@@ -429,7 +523,19 @@ async fn apply_loop(client: Client, ns: String, cm_name: String, shared: Arc<Sha
                     dirty.extend(ix.remove_pod(&key));
                 }
                 drop(ix);
-                shared.synced(2);
+                shared.synced(SYNCED_PODS);
+            }
+            Msg::PodGroup((ns, name), priority) => {
+                dirty = shared.index.lock().expect("index lock").upsert_pod_group(&ns, &name, priority);
+            }
+            Msg::PodGroupsListed(seen) => {
+                if let Some(seen) = seen {
+                    let mut ix = shared.index.lock().expect("index lock");
+                    for (ns, name) in ix.pod_group_keys().into_iter().filter(|k| !seen.contains(k)) {
+                        dirty.extend(ix.upsert_pod_group(&ns, &name, None));
+                    }
+                }
+                shared.synced(SYNCED_POD_GROUPS);
             }
         }
         shared.mark(dirty);
@@ -443,6 +549,9 @@ struct Writer {
     args: Args,
     /// Per node: the last `topology.yml` + annotation written (empty: exists, content unknown).
     written: Arc<Mutex<HashMap<String, String>>>,
+    /// Per node: pod annotations patched (or refused) that the pod watch has not shown yet, so
+    /// they are not patched again on every reconcile meanwhile.
+    annotated: Arc<Mutex<HashMap<String, BTreeSet<PodAnnotation>>>>,
 }
 
 impl Writer {
@@ -542,8 +651,10 @@ impl Writer {
                 if !v.kwok || self.args.node_files_for_kwok {
                     self.write_node_files(node, &v)?;
                 }
+                self.annotate_pods(node, &v.pod_annotations).await?;
             }
             None => {
+                self.annotated.lock().expect("annotated lock").remove(node);
                 let had = self.written.lock().expect("written lock").remove(node).is_some();
                 if had {
                     match cms.delete(&cm_name, &DeleteParams::default()).await {
@@ -573,6 +684,34 @@ impl Writer {
                     }
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Adds the annotations the index asks for (upstream: reservation pods'
+    /// `run.ai/reserve_for_gpu_index`). The patch carries the pod's UID, so a re-created pod of
+    /// the same name is refused rather than annotated with another pod's GPU.
+    async fn annotate_pods(&self, node: &str, wanted: &[PodAnnotation]) -> Result<(), Error> {
+        let todo: Vec<PodAnnotation> = {
+            let mut done = self.annotated.lock().expect("annotated lock");
+            let entry = done.entry(node.to_string()).or_default();
+            // Forget what the index no longer asks for (the pod shows the annotation, or left).
+            entry.retain(|a| wanted.contains(a));
+            wanted.iter().filter(|a| !entry.contains(*a)).cloned().collect()
+        };
+        for a in todo {
+            let pods: Api<Pod> = Api::namespaced(self.client.clone(), &a.namespace);
+            let patch = json!({"metadata": {"uid": a.uid, "annotations": {a.key.as_str(): a.value}}});
+            match pods.patch(&a.pod, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                Ok(_) => tracing::info!(namespace = %a.namespace, pod = %a.pod, key = %a.key, value = %a.value, "annotated pod"),
+                // Gone or re-created: its events will come.
+                Err(kube::Error::Api(s)) if matches!(s.code, 404 | 409 | 422) => {}
+                Err(kube::Error::Api(s)) if s.code == 403 => {
+                    tracing::warn!(namespace = %a.namespace, pod = %a.pod, error = %s, "cannot annotate pod (RBAC: statusUpdater.podPatchRbac)");
+                }
+                Err(e) => return Err(e.into()),
+            }
+            self.annotated.lock().expect("annotated lock").entry(node.to_string()).or_default().insert(a);
         }
         Ok(())
     }

@@ -84,6 +84,12 @@ pub struct GpuStatus {
     /// Keyed by pod UID.
     #[serde(default)]
     pub pod_gpu_usage_status: BTreeMap<String, GpuUsageStatus>,
+    /// Ours: the shared (fractional) pods whose `podGpuUsageStatus` entries are on this GPU, by
+    /// pod UID, while `allocatedBy` names the reservation pod holding it. Upstream kept only the
+    /// UIDs, so consumers could attribute a shared GPU to the reservation pod alone; omitted
+    /// when empty (upstream's decoder ignores it).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub shared_by: BTreeMap<String, ContainerDetails>,
 }
 
 impl GpuStatus {
@@ -150,13 +156,13 @@ impl NodeTopology {
 }
 
 /// Renames camelCase keys to Go's exported field names, except inside maps keyed by data
-/// (`podGpuUsageStatus`, whose keys are pod UIDs).
+/// (`podGpuUsageStatus` and `sharedBy`, whose keys are pod UIDs).
 pub(crate) fn go_keys(v: &mut serde_json::Value, data_keys: bool) {
     match v {
         serde_json::Value::Object(map) => {
             let old = std::mem::take(map);
             for (k, mut val) in old {
-                let is_data_map = k == "podGpuUsageStatus";
+                let is_data_map = k == "podGpuUsageStatus" || k == "sharedBy";
                 go_keys(&mut val, is_data_map);
                 let key = if data_keys { k } else { go_name(&k) };
                 map.insert(key, val);
@@ -206,6 +212,7 @@ mod tests {
                     status: GpuStatus {
                         allocated_by: ContainerDetails { namespace: "ns".into(), pod: "p".into(), container: "c".into() },
                         pod_gpu_usage_status: usage,
+                        shared_by: BTreeMap::new(),
                     },
                 },
                 GpuDetails { id: "GPU-bbbb".into(), status: GpuStatus::default() },
@@ -261,6 +268,26 @@ gpus:
         assert_eq!(usage["UseKnativeUtilization"], false);
         assert_eq!(v["OtherDevices"][0]["Count"], 7);
         assert_eq!(v["Gpus"][1]["Status"]["AllocatedBy"]["Pod"], "");
+    }
+
+    #[test]
+    fn shared_by_round_trips_and_keeps_uid_keys() {
+        let mut t = sample();
+        t.gpus[1].status.allocated_by = ContainerDetails { namespace: "runai-reservation".into(), pod: "r".into(), container: "c".into() };
+        t.gpus[1].status.pod_gpu_usage_status.insert(
+            "uid-s".into(),
+            GpuUsageStatus { utilization: Range { min: 0, max: 0 }, fb_used: 20480, use_knative_utilization: false },
+        );
+        t.gpus[1]
+            .status
+            .shared_by
+            .insert("uid-s".into(), ContainerDetails { namespace: "team".into(), pod: "s".into(), container: "m".into() });
+        let text = t.to_yaml();
+        assert!(text.contains("sharedBy:") && text.matches("sharedBy").count() == 1, "omitted when empty:\n{text}");
+        assert_eq!(NodeTopology::from_yaml(&text).unwrap(), t);
+        let v = t.to_go_json();
+        assert_eq!(v["Gpus"][1]["Status"]["SharedBy"]["uid-s"]["Pod"], "s");
+        assert_eq!(v["Gpus"][1]["Status"]["PodGpuUsageStatus"]["uid-s"]["FbUsed"], 20480);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The status-updater and kwok-gpu-device-plugin against the real control plane with KWOK
-//! nodes: pool labelling, allocation and release, pool switch, restart, bad config.
+//! nodes: pool labelling, allocation and release, pool switch, restart, bad config, shared
+//! (fractional) GPUs through reservation pods, PodGroup priority classes.
 //!
 //! Each test runs its own component processes against its own namespace (the topology
 //! namespace) and its own pool label key, so tests run in parallel with each other and with an
@@ -14,8 +15,9 @@ use std::time::{Duration, Instant};
 use fake_gpu_operator::topology::{NodeTopology, TOPOLOGY_KEY};
 use fakegpu_cluster_support::objects::{node_ready, pod_running, test_node};
 use fakegpu_cluster_support::{cluster_or_skip, wait_for, TestNamespace};
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Node, Pod, ServiceAccount};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams};
 use kube::Api;
 use serde_json::json;
 
@@ -351,4 +353,208 @@ async fn bad_config_is_reported_and_the_old_one_served() {
     wait_for(&nodes, &node2, T, "3 allocatable after the fix", |n| allocatable(n, "nvidia.com/gpu").as_deref() == Some("3"))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+}
+
+const RESERVATION_NS: &str = "runai-reservation";
+
+/// The reservation namespace is shared by every test (and by Run:ai itself): created when
+/// absent, never deleted. Pods left there by a failed test go with their (deleted) node.
+async fn reservation_namespace(ns: &TestNamespace) -> Api<Pod> {
+    let namespaces: Api<Namespace> = Api::all(ns.client.clone());
+    if namespaces.get_opt(RESERVATION_NS).await.expect("get namespace").is_none() {
+        let obj: Namespace = serde_json::from_value(json!({"metadata": {"name": RESERVATION_NS}})).unwrap();
+        match namespaces.create(&PostParams::default(), &obj).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => panic!("creating namespace {RESERVATION_NS}: {e}"),
+        }
+    }
+    let sas: Api<ServiceAccount> = Api::namespaced(ns.client.clone(), RESERVATION_NS);
+    wait_for(&sas, "default", T, "default ServiceAccount of runai-reservation", |_| true).await.unwrap_or_else(|e| panic!("{e}"));
+    Api::namespaced(ns.client.clone(), RESERVATION_NS)
+}
+
+fn pod_from(v: serde_json::Value) -> Pod {
+    serde_json::from_value(v).unwrap()
+}
+
+fn annotation<'a>(p: &'a Pod, k: &str) -> Option<&'a str> {
+    p.metadata.annotations.as_ref()?.get(k).map(String::as_str)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_gpu_through_a_reservation_pod() {
+    let Some(cluster) = cluster_or_skip("shared_gpu_through_a_reservation_pod").await else { return };
+    let ns = cluster.namespace("op-shared").await;
+    let op = Operator::start(&ns, "  p:\n    gpu: {profile: k80}\n").await;
+    let node = ready_node(&ns, "n").await;
+    set_pool(&ns, &node, &op.key, Some("p")).await;
+    let nodes: Api<Node> = Api::all(ns.client.clone());
+    wait_for(&nodes, &node, T, "2 GPUs allocatable", |n| allocatable(n, "nvidia.com/gpu").as_deref() == Some("2"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // A dedicated pod first, so the reservation pod's GPU is not simply GPU 0.
+    let pods: Api<Pod> = ns.api();
+    pods.create(&PostParams::default(), &gpu_pod("dedicated", &node, 1, None)).await.expect("create pod");
+    wait_for(&pods, "dedicated", T, "pod Running", pod_running).await.expect("pod runs");
+    node_topology(&ns, &node, "dedicated allocated", |t| held(t, "dedicated").len() == 1).await;
+
+    // The reservation pod, as Run:ai's binder creates it: runai-reservation, one whole GPU, the
+    // shared-GPU group label. Unique names: the namespace is shared.
+    let group = ns.name.clone();
+    let resv_name = ns.prefixed("resv");
+    let resv_pods = reservation_namespace(&ns).await;
+    let resv = pod_from(json!({
+        "metadata": {"name": resv_name, "labels": {"runai-gpu-group": group, "fake-gpu-operator.run.ai/test": ns.name}},
+        "spec": {
+            "nodeSelector": {"kubernetes.io/hostname": node},
+            "containers": [{"name": "resv", "image": "registry.invalid/fake:1", "resources": {"limits": {"nvidia.com/gpu": "1"}}}]
+        }
+    }));
+    resv_pods.create(&PostParams::default(), &resv).await.expect("create reservation pod");
+    let resv = wait_for(&resv_pods, &resv_name, T, "reservation pod Running", pod_running).await.expect("reservation pod runs");
+    let resv_uid = resv.metadata.uid.clone().unwrap();
+
+    // The shared pod: half a GPU, same group, no nvidia.com/gpu of its own.
+    let shared = pod_from(json!({
+        "metadata": {"name": "frac", "labels": {"runai-gpu-group": group},
+                     "annotations": {"gpu-fraction": "0.5", "run.ai/simulated-gpu-utilization": "20-30"}},
+        "spec": {"nodeSelector": {"kubernetes.io/hostname": node},
+                 "containers": [{"name": "main", "image": "registry.invalid/fake:1"}]}
+    }));
+    pods.create(&PostParams::default(), &shared).await.expect("create shared pod");
+    let shared = wait_for(&pods, "frac", T, "shared pod Running", pod_running).await.expect("shared pod runs");
+    let shared_uid = shared.metadata.uid.clone().unwrap();
+
+    let t = node_topology(&ns, &node, "shared pod's usage under the reservation pod's GPU", |t| {
+        t.gpus.iter().any(|g| g.status.allocated_by.pod == resv_name && g.status.pod_gpu_usage_status.contains_key(&shared_uid))
+    })
+    .await;
+    let i = held(&t, &resv_name)[0];
+    assert_ne!(Some(i), held(&t, "dedicated").first().copied(), "one GPU, one holder: {:?}", holders(&t));
+    let st = &t.gpus[i].status;
+    assert_eq!((st.allocated_by.namespace.as_str(), st.allocated_by.container.as_str()), (RESERVATION_NS, "resv"));
+    assert!(!st.pod_gpu_usage_status.contains_key(&resv_uid), "a reservation pod has no usage entry");
+    let u = st.pod_gpu_usage_status[&shared_uid];
+    assert_eq!((u.utilization.min, u.utilization.max, u.fb_used), (20, 30, (t.gpu_memory as f64 * 0.5) as u64));
+    assert_eq!(st.shared_by[&shared_uid].pod, "frac");
+    assert_eq!(st.shared_by[&shared_uid].namespace, ns.name);
+    assert!(held(&t, "frac").is_empty(), "a shared pod holds no GPU");
+
+    // The reservation pod is annotated with its GPU's UUID.
+    let uuid = t.gpus[i].id.clone();
+    wait_for(&resv_pods, &resv_name, T, "run.ai/reserve_for_gpu_index", |p| {
+        annotation(p, "run.ai/reserve_for_gpu_index") == Some(uuid.as_str())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    // Shared pod gone: its entry goes, the reservation pod keeps the GPU.
+    pods.delete("frac", &DeleteParams::default().grace_period(0)).await.expect("delete shared pod");
+    node_topology(&ns, &node, "shared entry removed", |t| {
+        held(t, &resv_name) == [i] && t.gpus[i].status.pod_gpu_usage_status.is_empty() && t.gpus[i].status.shared_by.is_empty()
+    })
+    .await;
+    // Reservation pod gone: the GPU is free.
+    resv_pods.delete(&resv_name, &DeleteParams::default().grace_period(0)).await.expect("delete reservation pod");
+    node_topology(&ns, &node, "reserved GPU released", |t| held(t, &resv_name).is_empty() && t.gpus[i].status.is_free()).await;
+}
+
+/// Run:ai's PodGroup CRD, reduced to what the status-updater reads.
+async fn install_pod_group_crd(ns: &TestNamespace) {
+    let crds: Api<CustomResourceDefinition> = Api::all(ns.client.clone());
+    let name = "podgroups.scheduling.run.ai";
+    // Left installed: other runs and a real Run:ai CRD may use it; a deletion in flight would
+    // make the next run's create fail.
+    if crds.get_opt(name).await.expect("get CRD").is_none() {
+        let crd: CustomResourceDefinition = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {
+                "group": "scheduling.run.ai",
+                "scope": "Namespaced",
+                "names": {"plural": "podgroups", "singular": "podgroup", "kind": "PodGroup", "listKind": "PodGroupList"},
+                "versions": [{"name": "v2alpha2", "served": true, "storage": true,
+                              "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]
+            }
+        }))
+        .unwrap();
+        match crds.create(&PostParams::default(), &crd).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => panic!("creating the PodGroup CRD: {e}"),
+        }
+    }
+    wait_for(&crds, name, T, "PodGroup CRD Established", |c| {
+        c.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_group_priority_class_gives_the_pod_type() {
+    let Some(cluster) = cluster_or_skip("pod_group_priority_class_gives_the_pod_type").await else { return };
+    let ns = cluster.namespace("op-podgroup").await;
+    install_pod_group_crd(&ns).await;
+    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("scheduling.run.ai", "v2alpha2", "PodGroup"), "podgroups");
+    let groups: Api<DynamicObject> = Api::namespaced_with(ns.client.clone(), &ns.name, &ar);
+    let pg = |class: &str| -> DynamicObject {
+        serde_json::from_value(json!({"apiVersion": "scheduling.run.ai/v2alpha2", "kind": "PodGroup",
+                                      "metadata": {"name": "pg"}, "spec": {"priorityClassName": class, "minMember": 1}}))
+        .unwrap()
+    };
+    // The discovery of a just-established CRD can lag a moment.
+    let deadline = Instant::now() + T;
+    while let Err(e) = groups.create(&PostParams::default(), &pg("train")).await {
+        assert!(Instant::now() < deadline, "creating PodGroup: {e}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let op = Operator::start(&ns, "  p:\n    gpu: {profile: k80}\n").await;
+    let node = ready_node(&ns, "n").await;
+    set_pool(&ns, &node, &op.key, Some("p")).await;
+    let nodes: Api<Node> = Api::all(ns.client.clone());
+    wait_for(&nodes, &node, T, "2 GPUs allocatable", |n| allocatable(n, "nvidia.com/gpu").as_deref() == Some("2"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // No workloadKind label: the PodGroup's class decides. With the label: the label decides.
+    let pods: Api<Pod> = ns.api();
+    let mut uids = Vec::new();
+    for (name, labels) in [("grouped", json!({})), ("labelled", json!({"workloadKind": "TrainingWorkload"}))] {
+        let mut p = gpu_pod(name, &node, 1, None);
+        p.metadata.annotations = Some([("pod-group-name".to_string(), "pg".to_string())].into());
+        p.metadata.labels = serde_json::from_value(labels).unwrap();
+        pods.create(&PostParams::default(), &p).await.expect("create pod");
+        let p = wait_for(&pods, name, T, "pod Running", pod_running).await.expect("pod runs");
+        uids.push(p.metadata.uid.unwrap());
+    }
+    let usage = |t: &NodeTopology, uid: &str| {
+        t.gpus
+            .iter()
+            .find_map(|g| g.status.pod_gpu_usage_status.get(uid))
+            .map(|u| (u.utilization.min, u.utilization.max, u.use_knative_utilization))
+    };
+    node_topology(&ns, &node, "train: 80-100", |t| {
+        usage(t, &uids[0]) == Some((80, 100, false)) && usage(t, &uids[1]) == Some((80, 100, false))
+    })
+    .await;
+
+    // The PodGroup changes class: re-evaluated without touching the pod.
+    groups
+        .patch("pg", &PatchParams::default(), &Patch::Merge(json!({"spec": {"priorityClassName": "inference"}})))
+        .await
+        .expect("patch PodGroup");
+    node_topology(&ns, &node, "inference: Knative utilization", |t| {
+        usage(t, &uids[0]) == Some((0, 0, true)) && usage(t, &uids[1]) == Some((80, 100, false))
+    })
+    .await;
+
+    // Deleted: back to the default type.
+    groups.delete("pg", &DeleteParams::default()).await.expect("delete PodGroup");
+    node_topology(&ns, &node, "no PodGroup: 100", |t| usage(t, &uids[0]) == Some((100, 100, false))).await;
 }

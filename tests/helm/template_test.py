@@ -144,6 +144,16 @@ su = g["status-updater"]
 check("status-updater: writes ConfigMaps in its namespace only", can(su, NS, "", "configmaps", "create") and not can(su, "default", "", "configmaps", "create"))
 check("status-updater: patches nodes, watches pods and claims", all([can(su, NS, "", "nodes", "patch"), can(su, NS, "", "pods", "watch"), can(su, NS, "resource.k8s.io", "resourceclaims", "list")]))
 check("status-updater: cannot delete nodes or pods", not can(su, NS, "", "nodes", "delete") and not can(su, NS, "", "pods", "delete"))
+check("status-updater: watches PodGroups (pod types)", all(can(su, NS, "scheduling.run.ai", "podgroups", v) for v in ("get", "list", "watch"))
+      and not can(su, NS, "scheduling.run.ai", "podgroups", "update"))
+check("status-updater: patches pods (reservation annotation) by default", can(su, NS, "", "pods", "patch"))
+env_su = {e["name"]: e.get("value") for e in by_kind(docs, "Deployment")["status-updater"]["spec"]["template"]["spec"]["containers"][0]["env"]}
+check("status-updater: RESOURCE_RESERVATION_NAMESPACE", env_su.get("RESOURCE_RESERVATION_NAMESPACE") == "runai-reservation", str(env_su))
+nd = render(sets=["statusUpdater.podPatchRbac.enabled=false", "environment.resourceReservationNamespace=resv"])
+su_nopatch = sa_rules(nd, NS, "status-updater")
+check("podPatchRbac off: status-updater cannot patch pods", not can(su_nopatch, NS, "", "pods", "patch") and can(su_nopatch, NS, "", "pods", "watch"))
+env_nd = {e["name"]: e.get("value") for e in by_kind(nd, "Deployment")["status-updater"]["spec"]["template"]["spec"]["containers"][0]["env"]}
+check("environment.resourceReservationNamespace reaches the status-updater", env_nd.get("RESOURCE_RESERVATION_NAMESPACE") == "resv", str(env_nd))
 kd = g["kwok-gpu-device-plugin"]
 check("kwok-gpu-device-plugin: patches node status, not nodes", can(kd, NS, "", "nodes/status", "patch") and not can(kd, NS, "", "nodes", "patch"))
 check("topology-server: read-only ConfigMaps", g["topology-server"] == {(NS, "", "configmaps", v) for v in ("get", "list", "watch")})
