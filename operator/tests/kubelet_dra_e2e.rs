@@ -2,8 +2,10 @@
 //! publisher (one node) and from kwok-dra-plugin (100 KWOK nodes) are accepted by the API
 //! server; a resync with no change writes nothing; the real scheduler allocates pods with
 //! ResourceClaimTemplates for 1 and 2 GPUs, a claim shared by two pods and a CEL selector on
-//! productName to devices whose UUIDs are the model's for that node.
-//! Skips without a cluster (fails under CI=true).
+//! productName to devices whose UUIDs are the model's for that node. MIG: a node whose GPUs
+//! are partitioned publishes MIG devices (not its GPUs whole) that the API server accepts, and
+//! claims of DeviceClass `mig.nvidia.com` with a CEL selector on `profile` get the model's MIG
+//! devices of that profile. Skips without a cluster (fails under CI=true).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -203,4 +205,86 @@ async fn slices_accepted_and_scheduler_allocates_model_uuids() {
     let left = slices.list(&ListParams::default().fields(&format!("spec.driver={DRIVER}"))).await.unwrap().items;
     let ours: Vec<_> = left.iter().filter(|s| s.spec.node_name.as_deref().is_some_and(|n| n.starts_with("dra-e2e-"))).collect();
     assert!(ours.is_empty(), "slices of deleted nodes remain: {}", ours.len());
+}
+
+const MIG_NODE: &str = "mig-e2e-node";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mig_slices_accepted_and_claims_select_by_profile() {
+    let Some(cluster) = cluster_or_skip(TEST).await else { return };
+    let client = cluster.client.clone();
+    let ns = cluster.namespace("dra-e2e-mig").await;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let slices: Api<ResourceSlice> = Api::all(client.clone());
+    let _ = nodes.delete(MIG_NODE, &DeleteParams::default()).await;
+    nodes.create(&PostParams::default(), &test_node(MIG_NODE, TEST, &[])).await.unwrap();
+    publish::ensure_device_class(&client).await.unwrap();
+
+    // GPU 0 as seven 1g.10gb, GPU 1 as two 3g.40gb (every GPU partitioned, so no whole-GPU
+    // claim of the other test lands here).
+    let node = SimulatedNode::new(NodeSpec::builtin("a100-80gb", Some(2), MIG_NODE).unwrap());
+    let mut state = fakegpu_model::state::NodeState::default();
+    for (gpu, config) in [(0u32, "all-1g.10gb"), (1, "all-3g.40gb")] {
+        let layout = fakegpu_model::mig::named_layout(&node.spec.profile, config).unwrap();
+        state.gpus.insert(gpu.to_string(), fakegpu_model::state::GpuState { mig: layout, ..Default::default() });
+    }
+    let devices = attributes::pool_devices(&node, &state);
+    assert_eq!(publish::publish_node(&client, MIG_NODE, devices.clone()).await.unwrap(), 1);
+    assert_eq!(publish::publish_node(&client, MIG_NODE, devices.clone()).await.unwrap(), 0, "no change, no write");
+    let s = slices.list(&ListParams::default().fields(&format!("spec.nodeName={MIG_NODE}"))).await.unwrap().items;
+    assert_eq!(s.len(), 1);
+    let stored = s[0].spec.devices.clone().unwrap();
+    assert_eq!(stored.len(), 9);
+    assert_eq!(stored, devices, "the API server keeps the MIG devices as published");
+    let migs = node.mig_devices(&state);
+    let names_of =
+        |profile: &str| -> BTreeSet<String> { migs.iter().filter(|m| m.profile() == profile).map(attributes::mig_device_name).collect() };
+
+    let templates: Api<ResourceClaimTemplate> = ns.api();
+    let pods: Api<Pod> = ns.api();
+    let claims: Api<ResourceClaim> = ns.api();
+    let mig_template = |name: &str, count: u32, expr: &str| -> ResourceClaimTemplate {
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name}, "spec": {"spec": {"devices": {"requests": [{"name": "gpu",
+            "exactly": {"deviceClassName": publish::MIG_DEVICE_CLASS, "allocationMode": "ExactCount", "count": count,
+                "selectors": [{"cel": {"expression": expr}}]}}]}}}}))
+        .unwrap()
+    };
+    templates
+        .create(&PostParams::default(), &mig_template("small", 2, "device.attributes['gpu.nvidia.com'].profile == '1g.10gb'"))
+        .await
+        .unwrap();
+    templates
+        .create(
+            &PostParams::default(),
+            &mig_template(
+                "big",
+                1,
+                "device.attributes['gpu.nvidia.com'].type == 'mig' && device.attributes['gpu.nvidia.com'].profile == '3g.40gb'",
+            ),
+        )
+        .await
+        .unwrap();
+    pods.create(
+        &PostParams::default(),
+        &pod("m-small", serde_json::json!({"name": "gpu", "resourceClaimTemplateName": "small"}), Some(MIG_NODE)),
+    )
+    .await
+    .unwrap();
+    pods.create(
+        &PostParams::default(),
+        &pod("m-big", serde_json::json!({"name": "gpu", "resourceClaimTemplateName": "big"}), Some(MIG_NODE)),
+    )
+    .await
+    .unwrap();
+    let (n1, small) = allocation(&pods, &claims, "m-small").await;
+    let (n2, big) = allocation(&pods, &claims, "m-big").await;
+    assert_eq!((n1.as_str(), n2.as_str()), (MIG_NODE, MIG_NODE));
+    assert_eq!((small.len(), big.len()), (2, 1));
+    assert!(small.iter().all(|d| names_of("1g.10gb").contains(d)), "{small:?} are 1g.10gb MIG devices of the model");
+    assert!(names_of("3g.40gb").contains(&big[0]), "{big:?}");
+
+    for p in ["m-small", "m-big"] {
+        let _ = pods.delete(p, &DeleteParams::default().grace_period(0)).await;
+    }
+    let _ = nodes.delete(MIG_NODE, &DeleteParams::default()).await;
 }

@@ -1,12 +1,15 @@
-//! Device plugin decisions: the device list (UUIDs, health, NUMA node) and the preferred
-//! allocation. NUMA nodes are as the fake NVML reports them: the first half of a node's GPUs
-//! on NUMA node 0, the rest on 1. On boards with two GPUs per board (`multi_gpu_board`) the
-//! pair (2k, 2k+1) is the closest NVLink neighbourhood.
+//! Device plugin decisions: which resources a node advertises under NVIDIA's MIG strategies,
+//! their device lists (UUIDs, health, NUMA node) and the preferred allocation. NUMA nodes are
+//! as the fake NVML reports them: the first half of a node's GPUs on NUMA node 0, the rest on
+//! NUMA node 1. On boards with two GPUs per board (`multi_gpu_board`) the pair (2k, 2k+1) is
+//! the closest NVLink neighbourhood. A MIG device has its parent GPU's health and NUMA node.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use fakegpu_model::SimulatedNode;
 
+use super::devices::{self, NodeDevice};
+use super::health::Live;
 use super::proto::deviceplugin::{Device, NumaNode, TopologyInfo};
 
 pub const HEALTHY: &str = "Healthy";
@@ -21,17 +24,148 @@ pub fn numa_node(index: u32, count: u32) -> u32 {
     }
 }
 
+/// NVIDIA's device plugin MIG strategies (`--mig-strategy`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum MigStrategy {
+    /// `nvidia.com/gpu` = every GPU whole, MIG mode or not.
+    #[default]
+    None,
+    /// `nvidia.com/gpu` = the MIG devices when the GPUs are in MIG mode (all GPUs alike, all
+    /// MIG devices of one profile), else the GPUs.
+    Single,
+    /// `nvidia.com/gpu` = the GPUs not in MIG mode; one `nvidia.com/mig-<profile>` per profile.
+    Mixed,
+}
+
+/// Which of a node's devices one plugin endpoint serves.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    /// The `nvidia.com/gpu` resource (GPUs, or MIG devices under `single`).
+    #[default]
+    Gpu,
+    /// `nvidia.com/mig-<profile>` under `mixed`.
+    Mig(String),
+}
+
+/// What one device plugin endpoint serves: `kind` under `strategy`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Serving {
+    pub strategy: MigStrategy,
+    pub kind: Kind,
+}
+
+impl Serving {
+    /// Its devices under the live state.
+    pub fn devices(&self, node: &SimulatedNode, live: &Live) -> Vec<NodeDevice> {
+        devices_of(node, live, self.strategy, &self.kind)
+    }
+}
+
+/// The resource name of MIG profile `profile` under `mixed`: NVIDIA's plugin turns the `+` of
+/// media-extension profiles into `.` (`1g.10gb+me` → `nvidia.com/mig-1g.10gb.me`).
+pub fn mig_resource_name(profile: &str) -> String {
+    format!("nvidia.com/mig-{}", profile.replace('+', "."))
+}
+
+/// The socket of a MIG resource: `fake-nvidia-mig-1g.10gb.sock`.
+pub fn mig_socket_name(profile: &str) -> String {
+    format!("fake-nvidia-mig-{}.sock", profile.replace('+', "."))
+}
+
+/// A MIG layout the `single` strategy refuses, as NVIDIA's plugin does.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StrategyError {
+    #[error("mig-strategy single: all GPUs must have the same MIG mode (GPU {0} differs)")]
+    MixedModes(u32),
+    #[error("mig-strategy single: more than one MIG device profile on the node ({0} and {1})")]
+    MixedProfiles(String, String),
+}
+
+/// The devices of each endpoint under `strategy`, `Kind::Gpu` always present (possibly empty,
+/// so that the kubelet's `nvidia.com/gpu` capacity drops to 0 when every GPU is partitioned).
+pub fn resources(node: &SimulatedNode, live: &Live, strategy: MigStrategy) -> Result<BTreeMap<Kind, Vec<NodeDevice>>, StrategyError> {
+    let mut out: BTreeMap<Kind, Vec<NodeDevice>> = BTreeMap::from([(Kind::Gpu, Vec::new())]);
+    if strategy == MigStrategy::None {
+        out.insert(Kind::Gpu, node.gpus.iter().cloned().map(NodeDevice::Gpu).collect());
+        return Ok(out);
+    }
+    let offered = devices::offered(node, &live.mig);
+    if strategy == MigStrategy::Single {
+        let first = node.gpus.first().map(|g| devices::mig_enabled(&live.mig, g.index));
+        if let Some(g) = node.gpus.iter().find(|g| Some(devices::mig_enabled(&live.mig, g.index)) != first) {
+            return Err(StrategyError::MixedModes(g.index));
+        }
+        let mut profiles = offered.iter().filter_map(|d| if let NodeDevice::Mig(m) = d { Some(m.profile()) } else { None });
+        if let Some(p) = profiles.next() {
+            if let Some(q) = profiles.find(|q| *q != p) {
+                return Err(StrategyError::MixedProfiles(p.to_string(), q.to_string()));
+            }
+        }
+        out.insert(Kind::Gpu, offered);
+        return Ok(out);
+    }
+    for d in offered {
+        let kind = match &d {
+            NodeDevice::Gpu(_) => Kind::Gpu,
+            NodeDevice::Mig(m) => Kind::Mig(m.profile().to_string()),
+        };
+        out.entry(kind).or_default().push(d);
+    }
+    Ok(out)
+}
+
+/// The devices endpoint `kind` serves now: none when the layout no longer has them or the
+/// strategy refuses it (the refusal is logged by whoever chose the endpoints).
+pub fn devices_of(node: &SimulatedNode, live: &Live, strategy: MigStrategy, kind: &Kind) -> Vec<NodeDevice> {
+    resources(node, live, strategy).ok().and_then(|mut r| r.remove(kind)).unwrap_or_default()
+}
+
 /// The ListAndWatch device list; `healthy[i]` is GPU i's health (missing = healthy).
-pub fn devices(node: &SimulatedNode, healthy: &[bool]) -> Vec<Device> {
+pub fn devices(node: &SimulatedNode, offered: &[NodeDevice], healthy: &[bool]) -> Vec<Device> {
     let count = node.spec.gpu_count;
-    node.gpus
+    offered
         .iter()
-        .map(|g| Device {
-            id: g.uuid.clone(),
-            health: if healthy.get(g.index as usize).copied().unwrap_or(true) { HEALTHY } else { UNHEALTHY }.into(),
-            topology: Some(TopologyInfo { nodes: vec![NumaNode { id: i64::from(numa_node(g.index, count)) }] }),
+        .map(|d| {
+            let parent = d.parent_index();
+            Device {
+                id: d.uuid().to_string(),
+                health: if healthy.get(parent as usize).copied().unwrap_or(true) { HEALTHY } else { UNHEALTHY }.into(),
+                topology: Some(TopologyInfo { nodes: vec![NumaNode { id: i64::from(numa_node(parent, count)) }] }),
+            }
         })
         .collect()
+}
+
+/// The device among `offered` that a device id (a UUID, any case) names.
+pub fn find<'a>(offered: &'a [NodeDevice], id: &str) -> Option<&'a NodeDevice> {
+    offered.iter().find(|d| d.uuid().eq_ignore_ascii_case(id))
+}
+
+/// The preferred allocation among `offered`: whole GPUs by [`preferred`]; MIG devices kept on
+/// one parent GPU where they fit — the must-include devices' parent first, else the GPU whose
+/// free MIG devices fit the request most tightly, so that others keep their free devices together.
+pub fn preferred_of(
+    node: &SimulatedNode,
+    offered: &[NodeDevice],
+    available: &[String],
+    must_include: &[String],
+    size: usize,
+) -> Vec<String> {
+    if offered.iter().all(|d| matches!(d, NodeDevice::Gpu(_))) {
+        return preferred(node, available, must_include, size);
+    }
+    let pick = |ids: &[String]| -> Vec<&NodeDevice> { ids.iter().filter_map(|id| find(offered, id)).collect() };
+    let mut chosen: Vec<&NodeDevice> = pick(must_include);
+    let parents: BTreeSet<u32> = chosen.iter().map(|d| d.parent_index()).collect();
+    let mut free: Vec<&NodeDevice> = pick(available).into_iter().filter(|d| !chosen.iter().any(|c| c.uuid() == d.uuid())).collect();
+    let free_on = |p: u32, free: &[&NodeDevice]| free.iter().filter(|d| d.parent_index() == p).count();
+    let counts: BTreeMap<u32, usize> = free.iter().map(|d| (d.parent_index(), free_on(d.parent_index(), &free))).collect();
+    let need = size.saturating_sub(chosen.len());
+    // Fitting parents by fewest free devices, then the others by most free ones.
+    let fit = |p: u32| if counts[&p] >= need { counts[&p] } else { usize::MAX - counts[&p] };
+    free.sort_by_key(|d| (!parents.contains(&d.parent_index()), fit(d.parent_index()), d.parent_index()));
+    chosen.extend(free.into_iter().take(need));
+    chosen.into_iter().map(|d| d.uuid().to_string()).collect()
 }
 
 /// Host index of a device id (a GPU UUID, any case), if it is one of the node's GPUs.
@@ -73,6 +207,7 @@ pub fn preferred(node: &SimulatedNode, available: &[String], must_include: &[Str
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kubelet::devices::tests::node_with_mig;
     use fakegpu_model::NodeSpec;
 
     fn node(profile: &str, gpus: u32) -> SimulatedNode {
@@ -86,7 +221,7 @@ mod tests {
     #[test]
     fn devices_carry_uuid_health_and_numa() {
         let n = node("h100", 8);
-        let d = devices(&n, &[true, false]);
+        let d = devices(&n, &resources(&n, &Live::idle(8), MigStrategy::None).unwrap()[&Kind::Gpu], &[true, false]);
         assert_eq!(d.len(), 8);
         assert_eq!(d[0].id, n.gpus[0].uuid);
         assert_eq!(d[1].health, UNHEALTHY);
@@ -118,5 +253,84 @@ mod tests {
         // 1 is taken, so 0 is a lone half: a pair request takes 2,3, not 0 plus 2.
         let avail = ids(&n, &[0, 2, 3]);
         assert_eq!(preferred(&n, &avail, &[], 2), ids(&n, &[2, 3]));
+    }
+
+    fn uuids(d: &[NodeDevice]) -> Vec<String> {
+        d.iter().map(|d| d.uuid().to_string()).collect()
+    }
+
+    #[test]
+    fn strategies_decide_what_each_resource_lists() {
+        // GPU 0 and 1 of 4 in MIG mode, seven 1g.10gb each.
+        let (n, state) = node_with_mig("a100-80gb", 4, "strategy-node", &[0, 1], "all-1g.10gb");
+        let live = Live::of(&state, 4);
+        let migs = n.mig_devices(&state);
+        assert_eq!(migs.len(), 14);
+        let all_gpus: Vec<String> = n.gpus.iter().map(|g| g.uuid.clone()).collect();
+
+        // none: every GPU whole, MIG or not; no MIG resource.
+        let none = resources(&n, &live, MigStrategy::None).unwrap();
+        assert_eq!(none.keys().collect::<Vec<_>>(), [&Kind::Gpu]);
+        assert_eq!(uuids(&none[&Kind::Gpu]), all_gpus);
+
+        // mixed: GPUs 2, 3 under nvidia.com/gpu; the MIG devices under their profile.
+        let mixed = resources(&n, &live, MigStrategy::Mixed).unwrap();
+        assert_eq!(mixed.keys().collect::<Vec<_>>(), [&Kind::Gpu, &Kind::Mig("1g.10gb".into())]);
+        assert_eq!(uuids(&mixed[&Kind::Gpu]), all_gpus[2..]);
+        assert_eq!(uuids(&mixed[&Kind::Mig("1g.10gb".into())]), migs.iter().map(|m| m.uuid.clone()).collect::<Vec<_>>());
+        assert_eq!(mig_resource_name("1g.10gb"), "nvidia.com/mig-1g.10gb");
+        assert_eq!(mig_resource_name("1g.10gb+me"), "nvidia.com/mig-1g.10gb.me");
+
+        // single: refused while GPUs differ in MIG mode; with all four partitioned alike the
+        // MIG devices are nvidia.com/gpu.
+        assert_eq!(resources(&n, &live, MigStrategy::Single), Err(StrategyError::MixedModes(2)));
+        let (n4, all4) = node_with_mig("a100-80gb", 4, "strategy-node", &[0, 1, 2, 3], "all-1g.10gb");
+        let single = resources(&n4, &Live::of(&all4, 4), MigStrategy::Single).unwrap();
+        assert_eq!(single.len(), 1);
+        assert_eq!(uuids(&single[&Kind::Gpu]), n4.mig_devices(&all4).iter().map(|m| m.uuid.clone()).collect::<Vec<_>>());
+        assert_eq!(single[&Kind::Gpu].len(), 28);
+        // single without MIG anywhere: the GPUs.
+        assert_eq!(uuids(&resources(&n, &Live::idle(4), MigStrategy::Single).unwrap()[&Kind::Gpu]), all_gpus);
+        // single with two profiles: refused.
+        let mut two = all4.clone();
+        two.gpus.get_mut("3").unwrap().mig = fakegpu_model::mig::named_layout(&n4.spec.profile, "all-3g.40gb").unwrap();
+        assert!(matches!(resources(&n4, &Live::of(&two, 4), MigStrategy::Single), Err(StrategyError::MixedProfiles(_, _))));
+    }
+
+    #[test]
+    fn mig_devices_follow_their_parents_health_and_numa() {
+        let (n, mut state) = node_with_mig("h100", 8, "health-node", &[5], "all-3g.40gb");
+        state.gpus.get_mut("5").unwrap().faults.lost = true;
+        let live = Live::of(&state, 8);
+        assert!(!live.health[5]);
+        let kind = Kind::Mig("3g.40gb".into());
+        let migs = devices_of(&n, &live, MigStrategy::Mixed, &kind);
+        let listed = devices(&n, &migs, &live.health);
+        assert_eq!(listed.len(), 2);
+        assert!(listed.iter().all(|d| d.health == UNHEALTHY && d.topology.as_ref().unwrap().nodes[0].id == 1));
+        let gpus = devices(&n, &devices_of(&n, &live, MigStrategy::Mixed, &Kind::Gpu), &live.health);
+        assert_eq!(gpus.len(), 7);
+        assert!(gpus.iter().all(|d| d.health == HEALTHY));
+        // Utilization changes are not part of what the plugin follows.
+        let mut busy = state.clone();
+        busy.gpu_mut(&n.spec, 0, fakegpu_model::state_file::now()).unwrap().utilization.gpu = 80;
+        assert_eq!(Live::of(&busy, 8), live);
+    }
+
+    #[test]
+    fn preferred_mig_devices_pack_onto_one_gpu() {
+        let (n, state) = node_with_mig("a100-80gb", 4, "pack-node", &[0, 1, 2, 3], "all-1g.10gb");
+        let offered = devices::offered(&n, &state);
+        let on = |gpu: u32| -> Vec<String> { offered.iter().filter(|d| d.parent_index() == gpu).map(|d| d.uuid().to_string()).collect() };
+        // GPU 2 has 3 free, GPU 3 all 7: a request for 3 takes GPU 2's (tightest fit), one for
+        // 4 GPU 3's (GPU 2 cannot hold it).
+        let mut avail: Vec<String> = on(2)[..3].to_vec();
+        avail.extend(on(3));
+        assert_eq!(preferred_of(&n, &offered, &avail, &[], 3), on(2)[..3].to_vec());
+        assert_eq!(preferred_of(&n, &offered, &avail, &[], 4), on(3)[..4].to_vec());
+        // With a must-include on GPU 3, the rest comes from GPU 3 too.
+        assert_eq!(preferred_of(&n, &offered, &avail, &on(3)[6..], 2), vec![on(3)[6].clone(), on(3)[0].clone()]);
+        // Unknown ids are ignored.
+        assert_eq!(preferred_of(&n, &offered, &["MIG-nope".into()], &[], 1), Vec::<String>::new());
     }
 }

@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use super::allocation::MigStrategy;
 use super::dra::{attributes, plugin, publish};
 use super::grant::ApiAnnotator;
 use super::granter::GrantConfig;
 use super::pod_view::HostFiles;
-use super::{device_plugin, load_node, KubeletDirs, NodeFiles};
+use super::{device_plugin, devices, load_node, KubeletDirs, NodeFiles};
 
 /// Options shared by the node-local plugins.
 #[derive(clap::Args, Debug, Clone)]
@@ -71,6 +72,10 @@ pub struct DevicePluginArgs {
     pub node: NodeArgs,
     #[arg(long, default_value = device_plugin::RESOURCE_NAME)]
     pub resource_name: String,
+    /// NVIDIA's MIG strategy: none (GPUs whole), single (MIG devices as nvidia.com/gpu) or
+    /// mixed (one nvidia.com/mig-<profile> per profile); the chart passes the topology's.
+    #[arg(long, env = "MIG_STRATEGY", value_enum, default_value = "none")]
+    pub mig_strategy: MigStrategy,
     /// The kubelet's PodResources socket, read to find which pod an Allocate was for
     /// [default: <kubelet-root>/pod-resources/kubelet.sock].
     #[arg(long, env = "POD_RESOURCES_SOCKET")]
@@ -146,7 +151,7 @@ pub fn device_plugin(args: DevicePluginArgs) -> anyhow::Result<()> {
             health_interval: Duration::from_millis(500),
             grants,
         };
-        device_plugin::run(config, node, terminated()).await?;
+        device_plugin::run_all(config, args.mig_strategy, node, terminated()).await?;
         Ok(())
     })
 }
@@ -162,14 +167,33 @@ pub fn dra_plugin(args: DraPluginArgs) -> anyhow::Result<()> {
             tracing::warn!("DeviceClass: {e}");
         }
         let publisher = {
-            let (client, node, name) = (client.clone(), node.clone(), args.node.node_name.clone());
+            let (client, node, name, state_path) = (client.clone(), node.clone(), args.node.node_name.clone(), nf.state());
             tokio::spawn(async move {
+                // The state file is polled so that a MIG layout change reaches the slices within
+                // a second; the API server is asked only on a change or at each resync.
+                let resync = Duration::from_secs(args.resync_seconds);
+                let mut published: Option<(Vec<k8s_openapi::api::resource::v1::Device>, tokio::time::Instant)> = None;
                 loop {
-                    match publish::publish_node(&client, &name, attributes::node_devices(&node)).await {
-                        Ok(writes) => tracing::info!(writes, "ResourceSlices published"),
-                        Err(e) => tracing::warn!("publishing ResourceSlices: {e}"),
+                    match devices::read_state(&state_path) {
+                        Ok(state) => {
+                            let wanted = attributes::pool_devices(&node, &state);
+                            let due = published.as_ref().is_none_or(|(d, at)| *d != wanted || at.elapsed() >= resync);
+                            if due {
+                                match publish::publish_node(&client, &name, wanted.clone()).await {
+                                    Ok(writes) => {
+                                        tracing::info!(writes, devices = wanted.len(), "ResourceSlices published");
+                                        published = Some((wanted, tokio::time::Instant::now()));
+                                    }
+                                    Err(e) => {
+                                        tracing::warn!("publishing ResourceSlices: {e}");
+                                        tokio::time::sleep(Duration::from_secs(9)).await;
+                                    }
+                                }
+                            }
+                        }
+                        Err(e) => tracing::warn!("reading {}: {e}", state_path.display()),
                     }
-                    tokio::time::sleep(Duration::from_secs(args.resync_seconds)).await;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             })
         };

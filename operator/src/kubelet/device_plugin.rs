@@ -1,7 +1,8 @@
-//! The device plugin edge: serves `v1beta1.DevicePlugin` for `nvidia.com/gpu` on a socket in
-//! the device-plugins directory, registers with the kubelet, re-registers whenever the
-//! kubelet's socket is recreated (a kubelet restart), and streams health changes read from
-//! the live state file. Decisions are in [`super::allocation`] and [`super::pod_view`]; each
+//! The device plugin edge: serves `v1beta1.DevicePlugin` for `nvidia.com/gpu` (and, under
+//! NVIDIA's MIG strategies, the MIG resources: [`run_all`]) on sockets in the device-plugins
+//! directory, registers with the kubelet, re-registers whenever the kubelet's socket is
+//! recreated (a kubelet restart), and streams health and MIG layout changes read from the live
+//! state file. Decisions are in [`super::allocation`] and [`super::pod_view`]; each
 //! Allocate is handed to the [`super::granter`] (when configured), which finds the pod through
 //! the kubelet's PodResources API and writes its grant annotation.
 
@@ -16,8 +17,9 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::WatchStream;
 use tonic::{Request, Response, Status};
 
-use super::allocation;
+use super::allocation::{self, Kind, MigStrategy, Serving};
 use super::granter::{Allocation, GrantConfig, Granter};
+use super::health::Live;
 use super::pod_view::{container_edits, HostFiles};
 use super::proto::deviceplugin as pb;
 use super::proto::deviceplugin::device_plugin_server::{DevicePlugin, DevicePluginServer};
@@ -53,14 +55,21 @@ pub enum Error {
 /// The gRPC service.
 pub struct Service {
     node: Arc<SimulatedNode>,
-    health: watch::Receiver<Vec<bool>>,
+    health: watch::Receiver<Live>,
     files: HostFiles,
     allocations: Option<mpsc::Sender<Allocation>>,
+    serving: Serving,
 }
 
 impl Service {
-    pub fn new(node: Arc<SimulatedNode>, health: watch::Receiver<Vec<bool>>, files: HostFiles) -> Service {
-        Service { node, health, files, allocations: None }
+    pub fn new(node: Arc<SimulatedNode>, health: watch::Receiver<Live>, files: HostFiles) -> Service {
+        Service { node, health, files, allocations: None, serving: Serving::default() }
+    }
+
+    /// Serves `serving`'s devices instead of every GPU.
+    pub fn with_serving(mut self, serving: Serving) -> Service {
+        self.serving = serving;
+        self
     }
 
     /// Hands every successful Allocate's device ids to `tx` (the grant reporter).
@@ -81,9 +90,10 @@ impl DevicePlugin for Service {
     type ListAndWatchStream = DeviceStream;
 
     async fn list_and_watch(&self, _: Request<pb::Empty>) -> Result<Response<DeviceStream>, Status> {
-        let node = self.node.clone();
-        let stream = WatchStream::new(self.health.clone())
-            .map(move |health| Ok(pb::ListAndWatchResponse { devices: allocation::devices(&node, &health) }));
+        let (node, serving) = (self.node.clone(), self.serving.clone());
+        let stream = WatchStream::new(self.health.clone()).map(move |live| {
+            Ok(pb::ListAndWatchResponse { devices: allocation::devices(&node, &serving.devices(&node, &live), &live.health) })
+        });
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -91,13 +101,15 @@ impl DevicePlugin for Service {
         &self,
         request: Request<pb::PreferredAllocationRequest>,
     ) -> Result<Response<pb::PreferredAllocationResponse>, Status> {
+        let offered = self.serving.devices(&self.node, &self.health.borrow());
         let container_responses = request
             .into_inner()
             .container_requests
             .iter()
             .map(|r| pb::ContainerPreferredAllocationResponse {
-                device_i_ds: allocation::preferred(
+                device_i_ds: allocation::preferred_of(
                     &self.node,
+                    &offered,
                     &r.available_device_i_ds,
                     &r.must_include_device_i_ds,
                     r.allocation_size.max(0) as usize,
@@ -110,13 +122,18 @@ impl DevicePlugin for Service {
     async fn allocate(&self, request: Request<pb::AllocateRequest>) -> Result<Response<pb::AllocateResponse>, Status> {
         let mut container_responses = Vec::new();
         let mut allocated: Allocation = Vec::new();
+        let offered = self.serving.devices(&self.node, &self.health.borrow());
         for req in request.into_inner().container_requests {
             let mut uuids = Vec::new();
             for id in &req.devices_ids {
-                let index = allocation::index_of(&self.node, id).ok_or_else(|| {
-                    Status::invalid_argument(format!("unknown device {id} (not a GPU of node {})", self.node.spec.node_name))
+                let device = allocation::find(&offered, id).ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "unknown device {id} (not a device of this resource on node {})",
+                        self.node.spec.node_name
+                    ))
                 })?;
-                uuids.push(self.node.gpus[index as usize].uuid.clone());
+                // A MIG UUID makes the container runtime expose only that MIG device.
+                uuids.push(device.uuid().to_string());
             }
             let edits = container_edits(&self.files, &uuids);
             tracing::info!(gpus = %uuids.join(","), "allocate");
@@ -153,19 +170,20 @@ impl DevicePlugin for Service {
     }
 }
 
-/// Polls the state file and publishes GPU health whenever it changes.
-pub fn spawn_health_watch(state_path: PathBuf, count: u32, interval: Duration) -> watch::Receiver<Vec<bool>> {
-    let initial = super::health::read_health(&state_path, count).unwrap_or_else(|_| vec![true; count as usize]);
+/// Polls the state file and publishes GPU health and MIG layouts whenever they change.
+pub fn spawn_health_watch(state_path: PathBuf, count: u32, interval: Duration) -> watch::Receiver<Live> {
+    let initial = super::health::read_live(&state_path, count).unwrap_or_else(|_| Live::idle(count));
     let (tx, rx) = watch::channel(initial);
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(interval).await;
-            match super::health::read_health(&state_path, count) {
-                Ok(h) => {
+            match super::health::read_live(&state_path, count) {
+                Ok(live) => {
                     tx.send_if_modified(|cur| {
-                        if *cur != h {
-                            tracing::info!(unhealthy = ?h.iter().enumerate().filter(|(_, ok)| !**ok).map(|(i, _)| i).collect::<Vec<_>>(), "GPU health changed");
-                            *cur = h;
+                        if *cur != live {
+                            let h = &live.health;
+                            tracing::info!(unhealthy = ?h.iter().enumerate().filter(|(_, ok)| !**ok).map(|(i, _)| i).collect::<Vec<_>>(), "GPU health or MIG layout changed");
+                            *cur = live;
                             true
                         } else {
                             false
@@ -197,9 +215,104 @@ pub async fn register(kubelet_socket: &std::path::Path, socket_name: &str, resou
     Ok(())
 }
 
-/// Serves and registers until `shutdown` resolves; re-serves and re-registers each time the
-/// kubelet socket is recreated or the plugin's own socket disappears.
+/// The endpoints `strategy` calls for now: (what it serves, resource name, socket name).
+/// `config`'s resource and socket are `nvidia.com/gpu`'s; a MIG profile gets
+/// `nvidia.com/mig-<profile>` on `fake-nvidia-mig-<profile>.sock`.
+pub fn endpoints(config: &Config, node: &SimulatedNode, live: &Live, strategy: MigStrategy) -> Vec<(Serving, String, String)> {
+    let kinds = match allocation::resources(node, live, strategy) {
+        Ok(r) => r.into_keys().collect(),
+        Err(e) => {
+            // NVIDIA's plugin refuses to start; advertising no devices keeps the node honest.
+            tracing::error!("{e}: nvidia.com/gpu advertises no devices until the MIG layout is fixed");
+            vec![Kind::Gpu]
+        }
+    };
+    kinds
+        .into_iter()
+        .map(|kind| {
+            let (resource, socket) = match &kind {
+                Kind::Gpu => (config.resource_name.clone(), config.socket_name.clone()),
+                Kind::Mig(p) => (allocation::mig_resource_name(p), allocation::mig_socket_name(p)),
+            };
+            (Serving { strategy, kind }, resource, socket)
+        })
+        .collect()
+}
+
+/// Serves every resource `strategy` calls for (one endpoint each, see [`endpoints`]) until
+/// `shutdown` resolves. When the MIG layout changes the set of resources, every endpoint is
+/// stopped and the new set registered, as NVIDIA's plugin restarts on a MIG reconfiguration.
+pub async fn run_all(
+    config: Config,
+    strategy: MigStrategy,
+    node: Arc<SimulatedNode>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), Error> {
+    let mut live = spawn_health_watch(config.state_path.clone(), node.spec.gpu_count, config.health_interval);
+    let names = |eps: &[(Serving, String, String)]| eps.iter().map(|(_, r, s)| (r.clone(), s.clone())).collect::<Vec<_>>();
+    tokio::pin!(shutdown);
+    loop {
+        let eps = endpoints(&config, &node, &live.borrow_and_update(), strategy);
+        let current = names(&eps);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut tasks = tokio::task::JoinSet::new();
+        for (serving, resource, socket) in eps {
+            let mut cfg = config.clone();
+            // Pods are matched to grants through nvidia.com/gpu only.
+            if serving.kind != Kind::Gpu {
+                cfg.grants = None;
+            }
+            cfg.resource_name = resource;
+            cfg.socket_name = socket;
+            let mut stop = stop_rx.clone();
+            tasks.spawn(run_serving(cfg, serving, node.clone(), async move {
+                let _ = stop.wait_for(|s| *s).await;
+            }));
+        }
+        let done = loop {
+            tokio::select! {
+                _ = &mut shutdown => break true,
+                changed = live.changed() => {
+                    let now = endpoints(&config, &node, &live.borrow_and_update(), strategy);
+                    if changed.is_err() || names(&now) != current {
+                        break false;
+                    }
+                }
+                Some(ended) = tasks.join_next() => {
+                    if let Ok(Err(e)) = ended {
+                        let _ = stop_tx.send(true);
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        let _ = stop_tx.send(true);
+        while let Some(ended) = tasks.join_next().await {
+            if let Ok(Err(e)) = ended {
+                return Err(e);
+            }
+        }
+        if done {
+            return Ok(());
+        }
+        tracing::info!("the MIG layout changed the resources: re-registering them");
+    }
+}
+
+/// Serves and registers every GPU as `config.resource_name` until `shutdown` resolves;
+/// re-serves and re-registers each time the kubelet socket is recreated or the plugin's own
+/// socket disappears.
 pub async fn run(config: Config, node: Arc<SimulatedNode>, shutdown: impl std::future::Future<Output = ()>) -> Result<(), Error> {
+    run_serving(config, Serving::default(), node, shutdown).await
+}
+
+/// [`run`] for the devices `serving` names.
+pub async fn run_serving(
+    config: Config,
+    serving: Serving,
+    node: Arc<SimulatedNode>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), Error> {
     let health = spawn_health_watch(config.state_path.clone(), node.spec.gpu_count, config.health_interval);
     let (allocations, granter) = match config.grants.clone() {
         Some(g) => {
@@ -228,7 +341,7 @@ pub async fn run(config: Config, node: Arc<SimulatedNode>, shutdown: impl std::f
         let incoming = uds::bind(&socket).map_err(|source| Error::Bind { path: socket.display().to_string(), source })?;
         let socket_id = uds::file_id(&socket);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let mut service = Service::new(node.clone(), health.clone(), config.files.clone());
+        let mut service = Service::new(node.clone(), health.clone(), config.files.clone()).with_serving(serving.clone());
         if let Some(tx) = &allocations {
             service = service.with_allocations(tx.clone());
         }
@@ -254,7 +367,11 @@ pub async fn run(config: Config, node: Arc<SimulatedNode>, shutdown: impl std::f
             tokio::select! {
                 _ = &mut shutdown => {
                     let _ = stop_tx.send(());
-                    let _ = server.await;
+                    // An open ListAndWatch stream would hold a graceful stop forever (a MIG
+                    // layout change stops endpoints while the kubelet still watches them).
+                    if tokio::time::timeout(Duration::from_millis(200), &mut server).await.is_err() {
+                        server.abort();
+                    }
                     let _ = std::fs::remove_file(&socket);
                     return Ok(());
                 }

@@ -1,11 +1,12 @@
-//! GPU health from the fake NVML's live state file (`fakegpu_model::state_file`): a GPU that
-//! fell off the bus, has uncorrectable ECC errors or a critical XID is unhealthy, as NVIDIA's
-//! device plugin decides from NVML events. Application XIDs (13, 31, 43, 45, 68, 109) are the
+//! GPU health from the fake NVML's live state file (`fakegpu_model::state_file`), with the MIG
+//! layouts that decide which devices exist: a GPU that fell off the bus, has uncorrectable ECC
+//! errors or a critical XID is unhealthy (and so are its MIG devices), as NVIDIA's device plugin
+//! decides from NVML events. Application XIDs (13, 31, 43, 45, 68, 109) are the
 //! ones NVIDIA's plugin skips by default.
 
 use std::path::Path;
 
-use fakegpu_model::state::{Faults, NodeState};
+use fakegpu_model::state::{Faults, GpuState, NodeState};
 
 /// XIDs caused by applications, not the GPU (NVIDIA's device plugin ignores these).
 pub const APPLICATION_XIDS: [u32; 6] = [13, 31, 43, 45, 68, 109];
@@ -22,10 +23,39 @@ pub fn gpu_health(state: &NodeState, count: u32) -> Vec<bool> {
 
 /// Reads the state file: all healthy when it does not exist; the error when it is unreadable.
 pub fn read_health(state_path: &Path, count: u32) -> Result<Vec<bool>, fakegpu_model::state_file::StateFileError> {
-    if !state_path.exists() {
-        return Ok(vec![true; count as usize]);
+    Ok(read_live(state_path, count)?.health)
+}
+
+/// What the device plugin follows in the state file: GPU health and the MIG layouts. Only
+/// these, so that the frequent utilization writes do not make it resend device lists.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Live {
+    /// Health of GPUs `0..count`.
+    pub health: Vec<bool>,
+    /// The state reduced to its MIG layouts.
+    pub mig: NodeState,
+}
+
+impl Live {
+    /// All healthy, no MIG: a node without a state file.
+    pub fn idle(count: u32) -> Live {
+        Live { health: vec![true; count as usize], mig: NodeState::default() }
     }
-    Ok(gpu_health(&fakegpu_model::state_file::read(state_path)?, count))
+
+    pub fn of(state: &NodeState, count: u32) -> Live {
+        let mut mig = NodeState::default();
+        for (key, gpu) in &state.gpus {
+            if gpu.mig != Default::default() {
+                mig.gpus.insert(key.clone(), GpuState { mig: gpu.mig.clone(), ..Default::default() });
+            }
+        }
+        Live { health: gpu_health(state, count), mig }
+    }
+}
+
+/// Reads health and MIG layouts: [`Live::idle`] when the file does not exist; the error when it is unreadable.
+pub fn read_live(state_path: &Path, count: u32) -> Result<Live, fakegpu_model::state_file::StateFileError> {
+    Ok(Live::of(&super::devices::read_state(state_path)?, count))
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! the DRA kubelet plugin (driver `gpu.nvidia.com` over plugin registration v1 + DRA v1), plus
 //! the central KWOK ResourceSlice publisher.
 //!
-//! Pure decision modules ([`allocation`], [`pod_view`], [`health`], [`dra::slices`],
+//! Pure decision modules ([`devices`], [`allocation`], [`pod_view`], [`health`], [`dra::slices`],
 //! [`dra::prepare`], [`dra::cdi`], the planning halves of [`grant`] and [`podresources`]) are
 //! tested without sockets or a cluster; [`device_plugin`], [`granter`], [`dra::plugin`],
 //! [`dra::publish`] and [`dra::kwok`] are the thin tonic / kube-rs edges.
@@ -10,6 +10,7 @@
 pub mod allocation;
 pub mod cli;
 pub mod device_plugin;
+pub mod devices;
 pub mod dra;
 pub mod grant;
 pub mod granter;
@@ -59,8 +60,9 @@ impl NodeFiles {
     pub fn config(&self) -> PathBuf {
         self.dir.join("config.json")
     }
+    /// The live state, where the status-updater writes it and the fake NVML looks for it.
     pub fn state(&self) -> PathBuf {
-        self.dir.join("state.json")
+        self.dir.join(fakegpu_model::state_file::DEFAULT_FILE_NAME)
     }
 }
 

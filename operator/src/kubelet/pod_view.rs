@@ -20,7 +20,7 @@ pub struct HostFiles {
     pub nvml_lib: Option<PathBuf>,
     /// The project's nvidia-smi; not mounted when None.
     pub nvidia_smi: Option<PathBuf>,
-    /// The node directory holding `config.json` and `state.json`.
+    /// The node directory holding `config.json` and the live state (`fakegpu-state.json`).
     pub node_dir: PathBuf,
     /// The node's name (the container's host name is the pod's, so the NVML is told).
     pub node_name: String,
@@ -47,7 +47,10 @@ pub fn container_edits(files: &HostFiles, uuids: &[String]) -> ContainerEdits {
     let mut env = BTreeMap::new();
     env.insert("NVIDIA_VISIBLE_DEVICES".to_string(), if uuids.is_empty() { "void".to_string() } else { uuids.join(",") });
     env.insert(fakegpu_model::config::ENV_CONFIG.to_string(), format!("{CONTAINER_NODE_DIR}/config.json"));
-    env.insert(fakegpu_model::state_file::ENV_STATE.to_string(), format!("{CONTAINER_NODE_DIR}/state.json"));
+    env.insert(
+        fakegpu_model::state_file::ENV_STATE.to_string(),
+        format!("{CONTAINER_NODE_DIR}/{}", fakegpu_model::state_file::DEFAULT_FILE_NAME),
+    );
     env.insert(fakegpu_model::config::ENV_NODE.to_string(), files.node_name.clone());
     env.insert("NODE_NAME".to_string(), files.node_name.clone());
     let mut mounts = vec![Mount { host_path: files.node_dir.clone(), container_path: CONTAINER_NODE_DIR.into(), read_only: true }];

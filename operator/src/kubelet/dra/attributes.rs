@@ -1,13 +1,23 @@
-//! The ResourceSlice device of each simulated GPU, with the attribute names and types of
-//! NVIDIA's DRA driver for GPUs, so its DeviceClass CEL selectors
-//! (`device.attributes['gpu.nvidia.com'].productName == '…'`) work unchanged. Device names are
-//! `gpu-<uuid>` lower-case (as upstream fake-gpu-operator; docs/operator-interfaces.md §2).
+//! The ResourceSlice device of each device a node offers ([`crate::kubelet::devices`]), with
+//! the attribute names and types of NVIDIA's DRA driver for GPUs, so its DeviceClass CEL
+//! selectors (`device.attributes['gpu.nvidia.com'].productName == '…'`) work unchanged. GPUs
+//! are named `gpu-<uuid>` lower-case (as upstream fake-gpu-operator; docs/operator-interfaces.md
+//! §2); a MIG device after its parent as NVIDIA's driver does,
+//! `<parent>-mig-<GI profile id>-<placement start>-<placement size>`.
 
 use std::collections::BTreeMap;
 
+use fakegpu_model::mig::MigDevice;
+use fakegpu_model::state::NodeState;
 use fakegpu_model::{GpuIdentity, SimulatedNode};
 use k8s_openapi::api::resource::v1::{Device, DeviceAttribute, DeviceCapacity};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+use crate::kubelet::devices::{self, NodeDevice};
+
+/// `type` of a whole GPU and of a MIG device.
+pub const GPU_TYPE: &str = "gpu";
+pub const MIG_TYPE: &str = "mig";
 
 /// `gpu-<uuid>`: the DRA device name of a GPU.
 pub fn device_name(uuid: &str) -> String {
@@ -55,14 +65,13 @@ fn int(v: i64) -> DeviceAttribute {
     DeviceAttribute { int: Some(v), ..Default::default() }
 }
 
-/// The slice device of one GPU of `node`.
-pub fn gpu_device(node: &SimulatedNode, gpu: &GpuIdentity) -> Device {
+/// What a GPU and the MIG devices carved from it share: the board's and the driver's.
+fn board_attributes(node: &SimulatedNode, gpu: &GpuIdentity, kind: &str) -> BTreeMap<String, DeviceAttribute> {
     let spec = &node.spec;
     let p = &spec.profile;
     let cuda = spec.cuda_driver_version;
     let mut attributes = BTreeMap::new();
-    attributes.insert("type".to_string(), string("gpu"));
-    attributes.insert("uuid".into(), string(&gpu.uuid));
+    attributes.insert("type".to_string(), string(kind));
     attributes.insert("productName".into(), string(&p.product_name));
     attributes.insert("brand".into(), string(p.brand.display()));
     attributes.insert("architecture".into(), string(p.architecture.display()));
@@ -70,17 +79,85 @@ pub fn gpu_device(node: &SimulatedNode, gpu: &GpuIdentity) -> Device {
     attributes.insert("driverVersion".into(), version(semver(&spec.driver_version)));
     attributes.insert("cudaDriverVersion".into(), version(format!("{}.{}.0", cuda / 1000, (cuda % 1000) / 10)));
     attributes.insert("pcieBusID".into(), string(gpu.pci.bus_id_legacy().to_ascii_lowercase()));
-    attributes.insert("index".into(), int(i64::from(gpu.index)));
-    attributes.insert("minor".into(), int(i64::from(gpu.minor_number)));
-    let mut capacity = BTreeMap::new();
-    capacity
-        .insert("memory".to_string(), DeviceCapacity { value: binary_quantity(p.memory.total_mib * 1024 * 1024), request_policy: None });
-    Device { name: device_name(&gpu.uuid), attributes: Some(attributes), capacity: Some(capacity), ..Default::default() }
+    attributes
 }
 
-/// Every GPU of the node, in index order.
+fn capacity(value: Quantity) -> DeviceCapacity {
+    DeviceCapacity { value, request_policy: None }
+}
+
+/// The slice device of one GPU of `node`.
+pub fn gpu_device(node: &SimulatedNode, gpu: &GpuIdentity) -> Device {
+    let mut attributes = board_attributes(node, gpu, GPU_TYPE);
+    attributes.insert("uuid".into(), string(&gpu.uuid));
+    attributes.insert("index".into(), int(i64::from(gpu.index)));
+    attributes.insert("minor".into(), int(i64::from(gpu.minor_number)));
+    let memory = BTreeMap::from([("memory".to_string(), capacity(binary_quantity(node.spec.profile.memory.total_mib * 1024 * 1024)))]);
+    Device { name: device_name(&gpu.uuid), attributes: Some(attributes), capacity: Some(memory), ..Default::default() }
+}
+
+/// NVIDIA's name of a MIG device, after its parent's (`gpu-<uuid>-mig-19-3-1` for a `1g.10gb`
+/// GPU instance at memory slice 3). NVIDIA's driver only makes compute instances as big as their
+/// GPU instance; a smaller one (a layout made with nvidia-smi) adds `-ci-<CI id>` to stay unique.
+pub fn mig_device_name(m: &MigDevice) -> String {
+    let mut name = format!("{}-mig-{}-{}-{}", device_name(&m.parent_uuid), m.gi_profile.id, m.placement.start, m.placement.size);
+    if m.ci_profile.slices != m.gi_profile.compute_slices {
+        name.push_str(&format!("-ci-{}", m.compute_instance));
+    }
+    name
+}
+
+/// The slice device of one MIG device of `node`: NVIDIA's MIG attributes (`parentUUID`,
+/// `profile`, `index` among the parent's MIG devices, `parentIndex`) and its GPU instance's
+/// engines and memory slices as capacity.
+pub fn mig_device(node: &SimulatedNode, m: &MigDevice) -> Device {
+    let parent = &node.gpus[m.parent_index as usize];
+    let mut attributes = board_attributes(node, parent, MIG_TYPE);
+    attributes.insert("uuid".into(), string(&m.uuid));
+    attributes.insert("parentUUID".into(), string(&m.parent_uuid));
+    attributes.insert("profile".into(), string(m.profile()));
+    attributes.insert("index".into(), int(i64::from(m.index)));
+    attributes.insert("parentIndex".into(), int(i64::from(m.parent_index)));
+    let g = &m.gi_profile;
+    let count = |n: u32| capacity(Quantity(n.to_string()));
+    let mut capacity_map = BTreeMap::from([
+        ("multiprocessors".to_string(), count(g.multiprocessors)),
+        ("copyEngines".to_string(), count(g.copy_engines)),
+        ("decoders".to_string(), count(g.decoders)),
+        ("encoders".to_string(), count(g.encoders)),
+        ("jpegEngines".to_string(), count(g.jpegs)),
+        ("ofaEngines".to_string(), count(g.ofas)),
+        ("memory".to_string(), capacity(binary_quantity(m.memory_bytes()))),
+    ]);
+    for slice in m.placement.start..m.placement.start + m.placement.size {
+        capacity_map.insert(format!("memorySlice{slice}"), count(1));
+    }
+    Device { name: mig_device_name(m), attributes: Some(attributes), capacity: Some(capacity_map), ..Default::default() }
+}
+
+/// The slice name of an offered device.
+pub fn name_of(d: &NodeDevice) -> String {
+    match d {
+        NodeDevice::Gpu(g) => device_name(&g.uuid),
+        NodeDevice::Mig(m) => mig_device_name(m),
+    }
+}
+
+/// Every GPU of a node without live state (no MIG), in index order.
 pub fn node_devices(node: &SimulatedNode) -> Vec<Device> {
-    node.gpus.iter().map(|g| gpu_device(node, g)).collect()
+    pool_devices(node, &NodeState::default())
+}
+
+/// Every device the node offers under the live `state` (GPUs in index order; a MIG-enabled
+/// GPU as its MIG devices).
+pub fn pool_devices(node: &SimulatedNode, state: &NodeState) -> Vec<Device> {
+    devices::offered(node, state)
+        .iter()
+        .map(|d| match d {
+            NodeDevice::Gpu(g) => gpu_device(node, g),
+            NodeDevice::Mig(m) => mig_device(node, m),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -110,5 +187,43 @@ mod tests {
         assert_eq!(a["cudaDriverVersion"].version.as_deref(), Some("12.2.0"));
         assert_eq!(a["driverVersion"].version.as_deref(), Some("535.261.3"));
         assert!(a["pcieBusID"].string.as_deref().unwrap().starts_with("0000:"));
+    }
+
+    #[test]
+    fn mig_devices_carry_nvidias_attributes_with_the_models_values() {
+        let (node, state) = crate::kubelet::devices::tests::node_with_mig("h100", 2, "n1", &[1], "all-1g.10gb");
+        let devices = pool_devices(&node, &state);
+        assert_eq!(node_devices(&node).len(), 2, "without live state every GPU is whole");
+        // GPU 0 whole, GPU 1 as seven MIG devices and not whole.
+        assert_eq!(devices.len(), 8);
+        assert_eq!(devices[0].name, device_name(&node.gpus[0].uuid));
+        assert!(devices.iter().all(|d| d.name != device_name(&node.gpus[1].uuid)));
+        let migs = node.mig_devices(&state);
+        let m = &migs[2];
+        let d = &devices[3];
+        let a = d.attributes.as_ref().unwrap();
+        let c = d.capacity.as_ref().unwrap();
+        assert_eq!(d.name, format!("{}-mig-19-{}-1", node.gpus[1].uuid.to_lowercase(), m.placement.start));
+        assert!(d.name.len() <= 63, "a DNS label");
+        assert_eq!(a["type"].string.as_deref(), Some("mig"));
+        assert_eq!(a["uuid"].string.as_deref(), Some(m.uuid.as_str()));
+        assert_eq!(a["parentUUID"].string.as_deref(), Some(node.gpus[1].uuid.as_str()));
+        assert_eq!(a["profile"].string.as_deref(), Some("1g.10gb"));
+        assert_eq!((a["index"].int, a["parentIndex"].int), (Some(2), Some(1)));
+        assert_eq!(a["productName"].string, gpu_device(&node, &node.gpus[1]).attributes.unwrap()["productName"].string);
+        assert_eq!(a["pcieBusID"].string.as_deref(), Some(node.gpus[1].pci.bus_id_legacy().to_lowercase().as_str()));
+        assert_eq!(a["cudaComputeCapability"].version.as_deref(), Some("9.0.0"));
+        assert_eq!(c["memory"].value, binary_quantity(m.gi_profile.memory_mib << 20));
+        assert_eq!(c["memory"].value.0, "9984Mi");
+        assert_eq!(c["multiprocessors"].value.0, m.gi_profile.multiprocessors.to_string());
+        assert_eq!(c["multiprocessors"].value.0, "16");
+        assert_eq!(c["copyEngines"].value.0, m.gi_profile.copy_engines.to_string());
+        assert_eq!(c["decoders"].value.0, m.gi_profile.decoders.to_string());
+        assert_eq!(c["jpegEngines"].value.0, m.gi_profile.jpegs.to_string());
+        assert_eq!(c[&format!("memorySlice{}", m.placement.start)].value.0, "1");
+        assert_eq!(c.keys().filter(|k| k.starts_with("memorySlice")).count(), 1);
+        // Names are unique across the pool.
+        let names: std::collections::BTreeSet<&str> = devices.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names.len(), devices.len());
     }
 }

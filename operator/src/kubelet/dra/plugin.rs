@@ -20,7 +20,7 @@ use crate::kubelet::proto::dra as pb;
 use crate::kubelet::proto::dra::dra_plugin_server::{DraPlugin, DraPluginServer};
 use crate::kubelet::proto::registration as reg;
 use crate::kubelet::proto::registration::registration_server::{Registration, RegistrationServer};
-use crate::kubelet::{uds, KubeletDirs};
+use crate::kubelet::{devices, uds, KubeletDirs, NodeFiles};
 
 /// The service name the kubelet must use, as the Go library advertises it.
 pub const SUPPORTED_VERSION: &str = "v1.DRAPlugin";
@@ -150,7 +150,10 @@ impl DraService {
             }
         }
         let object = self.claims.get(&claim.namespace, &claim.name).await?;
-        let devices = prepare::prepare(&object, &claim.uid, &self.node).map_err(|e| e.to_string())?;
+        // MIG devices exist as the live state's layout says now (the slices were published from it).
+        let state_path = NodeFiles { dir: self.files.node_dir.clone() }.state();
+        let state = devices::read_state(&state_path).map_err(|e| format!("reading {}: {e}", state_path.display()))?;
+        let devices = prepare::prepare(&object, &claim.uid, &self.node, &state).map_err(|e| e.to_string())?;
         let spec = cdi::spec(&claim.uid, &devices, &self.files);
         cdi::write(&cdi::spec_path(&self.cdi_root, &claim.uid), &spec).map_err(|e| format!("writing the CDI spec: {e}"))?;
         let record = ClaimRecord {

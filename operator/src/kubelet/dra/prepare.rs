@@ -3,11 +3,13 @@
 //! dra-example-driver's shape, as upstream: TimeSlicing with interval, or SpacePartitioning
 //! with a partition count; the last matching config wins, default TimeSlicing/Default).
 
+use fakegpu_model::state::NodeState;
 use fakegpu_model::SimulatedNode;
 use k8s_openapi::api::resource::v1::ResourceClaim;
 use serde::Deserialize;
 
 use super::DRIVER;
+use crate::kubelet::devices;
 
 /// How a device is shared between the containers that get it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,7 +24,9 @@ pub struct PreparedDevice {
     pub request: String,
     pub pool: String,
     pub device: String,
+    /// `GPU-…`, or `MIG-…` for a MIG device.
     pub uuid: String,
+    /// Host index of the GPU (a MIG device's parent).
     pub index: u32,
     pub share_id: Option<String>,
     pub sharing: Sharing,
@@ -32,7 +36,7 @@ pub struct PreparedDevice {
 pub enum PrepareError {
     #[error("claim {0} is not allocated")]
     NotAllocated(String),
-    #[error("claim {claim}: device {device} of pool {pool} is not a GPU of this node")]
+    #[error("claim {claim}: device {device} of pool {pool} is not a device this node offers")]
     UnknownDevice { claim: String, pool: String, device: String },
     #[error("claim {claim}: invalid opaque config: {reason}")]
     BadConfig { claim: String, reason: String },
@@ -92,8 +96,9 @@ fn parse_sharing(claim: &str, params: &serde_json::Value) -> Result<Sharing, Pre
     }
 }
 
-/// The devices of `claim` (which the kubelet named with `uid`) that this node's plugin prepares.
-pub fn prepare(claim: &ResourceClaim, uid: &str, node: &SimulatedNode) -> Result<Vec<PreparedDevice>, PrepareError> {
+/// The devices of `claim` (which the kubelet named with `uid`) that this node's plugin
+/// prepares, among those the node offers under its live `state` (whole GPUs, MIG devices).
+pub fn prepare(claim: &ResourceClaim, uid: &str, node: &SimulatedNode, state: &NodeState) -> Result<Vec<PreparedDevice>, PrepareError> {
     let id = format!("{}/{}", claim.metadata.namespace.as_deref().unwrap_or(""), claim.metadata.name.as_deref().unwrap_or(""));
     let actual = claim.metadata.uid.clone().unwrap_or_default();
     if actual != uid {
@@ -108,12 +113,12 @@ pub fn prepare(claim: &ResourceClaim, uid: &str, node: &SimulatedNode) -> Result
         .filter_map(|c| c.opaque.as_ref().filter(|o| o.driver == DRIVER).map(|o| (c.requests.clone().unwrap_or_default(), &o.parameters.0)))
         .map(|(reqs, params)| parse_sharing(&id, params).map(|s| (reqs, s)))
         .collect::<Result<_, _>>()?;
+    let offered = devices::offered(node, state);
     let mut out = Vec::new();
     for r in alloc.results.iter().flatten().filter(|r| r.driver == DRIVER) {
-        let gpu = node
-            .gpus
+        let device = offered
             .iter()
-            .find(|g| r.pool == node.spec.node_name && super::attributes::device_name(&g.uuid) == r.device)
+            .find(|d| r.pool == node.spec.node_name && super::attributes::name_of(d) == r.device)
             .ok_or_else(|| PrepareError::UnknownDevice { claim: id.clone(), pool: r.pool.clone(), device: r.device.clone() })?;
         // Requests may be `<request>/<subrequest>`; a config naming the parent matches too.
         let parent = r.request.split('/').next().unwrap_or_default();
@@ -127,8 +132,8 @@ pub fn prepare(claim: &ResourceClaim, uid: &str, node: &SimulatedNode) -> Result
             request: r.request.clone(),
             pool: r.pool.clone(),
             device: r.device.clone(),
-            uuid: gpu.uuid.clone(),
-            index: gpu.index,
+            uuid: device.uuid().to_string(),
+            index: device.parent_index(),
             share_id: r.share_id.clone(),
             sharing,
         });
@@ -166,25 +171,42 @@ mod tests {
     fn prepares_this_nodes_gpus_with_sharing() {
         let node = SimulatedNode::new(NodeSpec::builtin("a100-80gb", Some(4), "n1").unwrap());
         let c = claim("u1", &node, &[2, 0], None);
-        let p = prepare(&c, "u1", &node).unwrap();
+        let p = prepare(&c, "u1", &node, &NodeState::default()).unwrap();
         assert_eq!(p.iter().map(|d| d.index).collect::<Vec<_>>(), vec![2, 0]);
         assert_eq!(p[0].sharing, Sharing::TimeSlicing { interval: "Default".into() });
         let sp = serde_json::json!({"apiVersion": "gpu.resource.example.com/v1alpha1", "kind": "GpuConfig",
             "sharing": {"strategy": "SpacePartitioning", "spacePartitioningConfig": {"partitionCount": 3}}});
-        let p = prepare(&claim("u2", &node, &[1], Some(sp)), "u2", &node).unwrap();
+        let p = prepare(&claim("u2", &node, &[1], Some(sp)), "u2", &node, &NodeState::default()).unwrap();
         assert_eq!(p[0].sharing, Sharing::SpacePartitioning { partition_count: 3 });
     }
 
     #[test]
     fn refuses_what_it_cannot_prepare() {
+        let none = NodeState::default();
         let node = SimulatedNode::new(NodeSpec::builtin("a100-80gb", Some(4), "n1").unwrap());
         let other = SimulatedNode::new(NodeSpec::builtin("a100-80gb", Some(4), "n2").unwrap());
-        assert!(matches!(prepare(&claim("u", &other, &[0], None), "u", &node), Err(PrepareError::UnknownDevice { .. })));
-        assert!(matches!(prepare(&claim("u", &node, &[0], None), "x", &node), Err(PrepareError::UidMismatch { .. })));
+        assert!(matches!(prepare(&claim("u", &other, &[0], None), "u", &node, &none), Err(PrepareError::UnknownDevice { .. })));
+        assert!(matches!(prepare(&claim("u", &node, &[0], None), "x", &node, &none), Err(PrepareError::UidMismatch { .. })));
         let bad = serde_json::json!({"sharing": {"strategy": "Nope"}});
-        assert!(matches!(prepare(&claim("u", &node, &[0], Some(bad)), "u", &node), Err(PrepareError::BadConfig { .. })));
+        assert!(matches!(prepare(&claim("u", &node, &[0], Some(bad)), "u", &node, &none), Err(PrepareError::BadConfig { .. })));
         let mut unalloc = claim("u", &node, &[0], None);
         unalloc.status = None;
-        assert!(matches!(prepare(&unalloc, "u", &node), Err(PrepareError::NotAllocated(_))));
+        assert!(matches!(prepare(&unalloc, "u", &node, &none), Err(PrepareError::NotAllocated(_))));
+    }
+
+    #[test]
+    fn prepares_mig_devices_by_their_slice_names() {
+        let (node, state) = crate::kubelet::devices::tests::node_with_mig("a100-80gb", 2, "n1", &[1], "all-3g.40gb");
+        let migs = node.mig_devices(&state);
+        let name = super::super::attributes::mig_device_name(&migs[1]);
+        let mut c = claim("m1", &node, &[0], None);
+        let results = &mut c.status.as_mut().unwrap().allocation.as_mut().unwrap().devices.as_mut().unwrap().results;
+        results.as_mut().unwrap()[0].device = name.clone();
+        let p = prepare(&c, "m1", &node, &state).unwrap();
+        assert_eq!((p[0].uuid.as_str(), p[0].index, p[0].device.as_str()), (migs[1].uuid.as_str(), 1, name.as_str()));
+        // GPU 1 is partitioned: claiming it whole is refused; without the layout its MIG device is unknown.
+        let whole = claim("w", &node, &[1], None);
+        assert!(matches!(prepare(&whole, "w", &node, &state), Err(PrepareError::UnknownDevice { .. })));
+        assert!(matches!(prepare(&c, "m1", &node, &NodeState::default()), Err(PrepareError::UnknownDevice { .. })));
     }
 }

@@ -83,10 +83,21 @@ pub async fn sync_pools(
         .await
 }
 
-/// Creates or updates DeviceClass `gpu.nvidia.com` (all GPUs of the driver), with
-/// `extendedResourceName: nvidia.com/gpu` unless the API server rejects that field.
+/// The DeviceClass of MIG devices, as NVIDIA's driver names it.
+pub const MIG_DEVICE_CLASS: &str = "mig.nvidia.com";
+
+/// Creates or updates DeviceClass `gpu.nvidia.com` (all whole GPUs of the driver), with
+/// `extendedResourceName: nvidia.com/gpu` unless the API server rejects that field, and
+/// `mig.nvidia.com` (all MIG devices).
 pub async fn ensure_device_class(client: &Client) -> Result<(), kube::Error> {
     let api: Api<DeviceClass> = Api::all(client.clone());
+    let mig: DeviceClass = serde_json::from_value(serde_json::json!({
+        "apiVersion": "resource.k8s.io/v1", "kind": "DeviceClass",
+        "metadata": {"name": MIG_DEVICE_CLASS},
+        "spec": {"selectors": [{"cel": {"expression": format!("device.driver == '{DRIVER}' && device.attributes['{DRIVER}'].type == 'mig'")}}]}
+    }))
+    .expect("DeviceClass");
+    api.patch(MIG_DEVICE_CLASS, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&mig)).await?;
     let mut class: DeviceClass = serde_json::from_value(serde_json::json!({
         "apiVersion": "resource.k8s.io/v1", "kind": "DeviceClass",
         "metadata": {"name": DRIVER},
