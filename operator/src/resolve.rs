@@ -214,6 +214,29 @@ pub fn resolve_pool(name: &str, pool: &PoolConfig, profiles: &Profiles) -> Resul
     })
 }
 
+/// The model profile of a node as its per-node topology states it (`profile`, `gpuProduct`,
+/// `gpuMemory`), for consumers of the topology (the status-exporter): resolved as a pool that
+/// names that profile with that product and memory, by [`resolve_pool`] itself, so they compute
+/// with the profile the status-updater gave the node's fake NVML. Without a profile name
+/// (topologies upstream wrote) the product decides, as for a legacy pool.
+pub fn topology_profile(profile: Option<&str>, product: &str, memory_mib: u64, profiles: &Profiles) -> Result<Profile, ConfigError> {
+    let mut defaults = serde_json::Map::new();
+    if !product.is_empty() {
+        defaults.insert("name".into(), json!(product));
+    }
+    if memory_mib > 0 {
+        defaults.insert("memory".into(), json!({"total_bytes": memory_mib * 1_048_576}));
+    }
+    let pool = PoolConfig {
+        backend: Backend::Fake,
+        profile: profile.filter(|p| !p.is_empty()).map(str::to_owned),
+        overrides: json!({"device_defaults": defaults}),
+        resources: Vec::new(),
+        empty: false,
+    };
+    resolve_pool("(node topology)", &pool, profiles).map(|r| r.profile)
+}
+
 /// Applies a node's own `fake-gpu-operator.run.ai/profile` / `gpu-count` labels on top of its
 /// pool. A profile label replaces product, memory and profile; a count label the GPU count.
 pub fn for_node(
@@ -350,6 +373,46 @@ mod tests {
         assert!(resolve_all(&c, &Profiles::new()).unwrap_err().to_string().contains("300"));
         let c = cfg("nodePools:\n  p:\n    gpu:\n      profile: h100\n      overrides: {system: {cuda_version: twelve}}\n");
         assert!(resolve_all(&c, &Profiles::new()).unwrap_err().to_string().contains("cuda_version"));
+    }
+
+    #[test]
+    fn topology_profile_is_the_pools_profile() {
+        let mut t4 = find_builtin("t4").unwrap().clone();
+        t4.name = "t4-custom".into();
+        t4.aliases.clear();
+        t4.power.idle_draw_mw = 12_345;
+        let upstream = "device_defaults:\n  name: NVIDIA L40S\n  memory: {total_bytes: 51539607552}\n";
+        let profiles = Profiles::from([
+            (
+                "t4c".to_string(),
+                CustomProfile::from_data(
+                    "gpu-profile-t4c",
+                    &BTreeMap::from([(PROFILE_KEY_MODEL.into(), serde_json::to_string(&t4).unwrap())]),
+                )
+                .unwrap(),
+            ),
+            (
+                "my-l40s".to_string(),
+                CustomProfile::from_data("gpu-profile-my-l40s", &BTreeMap::from([(PROFILE_KEY_UPSTREAM.into(), upstream.into())])).unwrap(),
+            ),
+        ]);
+        let c = cfg(concat!(
+            "nodePools:\n",
+            "  builtin: {gpu: {profile: h100}}\n",
+            "  overridden: {gpu: {profile: a100-80gb, overrides: {device_defaults: {memory: {total_bytes: 42949672960}}}}}\n",
+            "  custom: {gpu: {profile: t4c}}\n",
+            "  upstream: {gpu: {profile: my-l40s}}\n",
+            "  legacy: {gpuProduct: Acme X1, gpuCount: 2, gpuMemory: 1000}\n",
+            "  legacyknown: {gpuProduct: NVIDIA-A100-SXM4-40GB, gpuCount: 2, gpuMemory: 40000}\n",
+        ));
+        for (name, r) in resolve_all(&c, &profiles).unwrap() {
+            // What the status-updater writes into the node's topology, and back.
+            let p = topology_profile(Some(&r.profile_name), &r.product, r.memory_mib, &profiles).unwrap();
+            assert_eq!(p, r.profile, "pool {name}");
+        }
+        assert_eq!(topology_profile(Some("t4c"), "", 0, &profiles).unwrap().power.idle_draw_mw, 12_345, "the custom profile");
+        assert_eq!(topology_profile(None, "Tesla-K80", 0, &Profiles::new()).unwrap().name, "k80", "upstream topology: by product");
+        assert!(topology_profile(Some("t4c"), "", 0, &Profiles::new()).is_err(), "a custom profile that is gone");
     }
 
     #[test]

@@ -90,7 +90,6 @@ fn node() -> NodeView {
             uuid: "GPU-inference-0".into(),
             owner: Some(Owner { namespace: "serving".into(), pod: "infer-0".into(), container: "queue".into() }),
             usages: vec![PodUsage { pod_uid: UID.into(), util_min: 0, util_max: 0, fb_used_mib: 4096, use_knative: true }],
-            ..GpuView::default()
         }],
     }
 }
@@ -107,13 +106,13 @@ async fn request_rate_becomes_utilization() {
     tokio::spawn(knative_exporter(knative));
 
     let exporter = Arc::new(Mutex::new(Exporter::new(HostnameLabel::NodeName)));
-    exporter.lock().unwrap().upsert(node());
+    exporter.lock().unwrap().upsert(node(), fakegpu_model::state_file::now());
     let rates: Arc<Mutex<Option<u32>>> = Arc::default();
     let scrape: Scrape = {
         let (exporter, rates) = (exporter.clone(), rates.clone());
         Arc::new(move || {
             let r = *rates.lock().unwrap();
-            exporter.lock().unwrap().scrape(0, &|uid| if uid == UID { r } else { None })
+            exporter.lock().unwrap().scrape(fakegpu_model::state_file::now(), &|uid| if uid == UID { r } else { None })
         })
     };
     let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();

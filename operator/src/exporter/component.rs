@@ -1,12 +1,14 @@
-//! The `status-exporter` component: watches per-node topology ConfigMaps, keeps an
-//! [`Exporter`] up to date and serves it. Node-local mode (`--node`, one DaemonSet pod per
-//! node) or all-nodes mode (one Deployment serving every node of the pools, optionally only
-//! KWOK nodes). The selection of ConfigMaps is the pure [`select`]; the rest is wiring.
+//! The `status-exporter` component: watches per-node topology ConfigMaps and the custom
+//! profile ConfigMaps, keeps an [`Exporter`] up to date and serves it. Node-local mode
+//! (`--node`, one DaemonSet pod per node) or all-nodes mode (one Deployment serving every node
+//! of the pools, optionally only KWOK nodes). The selection of ConfigMaps is the pure
+//! [`select`]; the rest is wiring.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -17,7 +19,9 @@ use super::node::HostnameLabel;
 use super::server::{bind_and_serve, Scrape};
 use super::topology_view::node_view;
 use super::Exporter;
+use crate::common::profiles_from;
 use crate::inference::{PrometheusClient, DEFAULT_FULL_SCALE_RPS};
+use crate::resolve::{Profiles, PROFILE_CM_LABEL};
 use crate::topology::{NodeTopology, KWOK_NODE_ANNOTATION, NODE_NAME_LABEL, NODE_TOPOLOGY_LABEL, TOPOLOGY_KEY};
 
 /// `Hostname` label choice on the command line.
@@ -61,6 +65,10 @@ pub struct Args {
     /// How often inference request rates are refreshed, seconds.
     #[arg(long, env = "INFERENCE_REFRESH_SECONDS", default_value_t = 10)]
     pub inference_refresh_seconds: u64,
+    /// The status-updater's node directory: a node with `<dir>/<node>/fakegpu-state.json`
+    /// (real nodes) is exported from that state, exactly as its fake NVML reads it.
+    #[arg(long, env = "FAKEGPU_NODE_DIR")]
+    pub node_dir: Option<PathBuf>,
 }
 
 /// Which ConfigMaps an exporter serves.
@@ -96,13 +104,48 @@ pub fn select(
     Some(node)
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
 type Shared<T> = Arc<Mutex<T>>;
 
-fn apply(exporter: &Shared<Exporter>, sel: &Selection, cm: &ConfigMap) -> Option<String> {
+/// What the watchers share: the exporter, the custom profiles, and the topology of every node
+/// served (to resolve its profile again when the profiles change).
+#[derive(Clone)]
+struct Watched {
+    exporter: Shared<Exporter>,
+    profiles: Shared<Profiles>,
+    topologies: Shared<BTreeMap<String, NodeTopology>>,
+}
+
+impl Watched {
+    fn upsert(&self, node: &str, topo: NodeTopology) {
+        let view = node_view(node, &topo, &self.profiles.lock().expect("profiles lock"));
+        self.exporter.lock().expect("exporter lock").upsert(view, fakegpu_model::state_file::now());
+        self.topologies.lock().expect("topologies lock").insert(node.to_owned(), topo);
+    }
+
+    fn remove(&self, node: &str) {
+        self.exporter.lock().expect("exporter lock").remove(node);
+        self.topologies.lock().expect("topologies lock").remove(node);
+    }
+
+    fn retain(&self, keep: &BTreeSet<String>) {
+        self.exporter.lock().expect("exporter lock").retain(|n| keep.contains(n));
+        self.topologies.lock().expect("topologies lock").retain(|n, _| keep.contains(n));
+    }
+
+    /// New custom profiles: every node's profile is resolved again.
+    fn set_profiles(&self, profiles: Profiles) {
+        if *self.profiles.lock().expect("profiles lock") == profiles {
+            return;
+        }
+        *self.profiles.lock().expect("profiles lock") = profiles;
+        let topologies = self.topologies.lock().expect("topologies lock").clone();
+        for (node, topo) in topologies {
+            self.upsert(&node, topo);
+        }
+    }
+}
+
+fn apply(watched: &Watched, sel: &Selection, cm: &ConfigMap) -> Option<String> {
     let name = cm.metadata.name.as_deref().unwrap_or_default();
     let text = cm.data.as_ref().and_then(|d| d.get(TOPOLOGY_KEY))?;
     let topo = match NodeTopology::from_yaml(text) {
@@ -117,24 +160,23 @@ fn apply(exporter: &Shared<Exporter>, sel: &Selection, cm: &ConfigMap) -> Option
     let labels = cm.metadata.labels.as_ref().unwrap_or(&empty);
     let annotations = cm.metadata.annotations.as_ref().unwrap_or(&empty);
     let node = select(sel, name, labels, annotations, topo.pool.as_deref())?;
-    let view = node_view(&node, &topo, &|_| None);
-    exporter.lock().expect("exporter lock").upsert(view);
+    watched.upsert(&node, topo);
     Some(node)
 }
 
-async fn watch(api: Api<ConfigMap>, cfg: watcher::Config, sel: Selection, exporter: Shared<Exporter>) {
+async fn watch(api: Api<ConfigMap>, cfg: watcher::Config, sel: Selection, watched: Watched) {
     let mut stream = watcher::watcher(api, cfg).boxed();
     let mut listed: BTreeSet<String> = BTreeSet::new();
     while let Some(ev) = stream.next().await {
         match ev {
             Ok(Event::Init) => listed.clear(),
-            Ok(Event::InitApply(cm)) => listed.extend(apply(&exporter, &sel, &cm)),
-            Ok(Event::InitDone) => exporter.lock().expect("exporter lock").retain(|n| listed.contains(n)),
+            Ok(Event::InitApply(cm)) => listed.extend(apply(&watched, &sel, &cm)),
+            Ok(Event::InitDone) => watched.retain(&listed),
             Ok(Event::Apply(cm)) => {
-                if apply(&exporter, &sel, &cm).is_none() {
+                if apply(&watched, &sel, &cm).is_none() {
                     // No longer ours (or unparsable): its series go.
                     if let Some(node) = cm.metadata.labels.as_ref().and_then(|l| l.get(NODE_NAME_LABEL)) {
-                        exporter.lock().expect("exporter lock").remove(node);
+                        watched.remove(node);
                     }
                 }
             }
@@ -148,10 +190,45 @@ async fn watch(api: Api<ConfigMap>, cfg: watcher::Config, sel: Selection, export
                     .cloned()
                     .or_else(|| name.strip_prefix(&sel.cm_prefix).and_then(|n| n.strip_prefix('-')).map(str::to_owned));
                 if let Some(node) = node {
-                    exporter.lock().expect("exporter lock").remove(&node);
+                    watched.remove(&node);
                 }
             }
             Err(e) => tracing::warn!(error = %e, "topology watch"),
+        }
+    }
+}
+
+/// Keeps the custom profiles (`gpu-profile-<name>` ConfigMaps) as the status-updater reads them.
+async fn watch_profiles(api: Api<ConfigMap>, watched: Watched) {
+    let cfg = watcher::Config::default().labels(&format!("{PROFILE_CM_LABEL}=true"));
+    let mut stream = watcher::watcher(api, cfg).boxed();
+    let (mut cms, mut listing): (BTreeMap<String, ConfigMap>, BTreeMap<String, ConfigMap>) = Default::default();
+    let publish = |cms: &BTreeMap<String, ConfigMap>| {
+        let (profiles, errors) = profiles_from(&cms.values().cloned().collect::<Vec<_>>());
+        for e in errors {
+            tracing::warn!(error = %e, "ignoring profile ConfigMap");
+        }
+        watched.set_profiles(profiles);
+    };
+    while let Some(ev) = stream.next().await {
+        match ev {
+            Ok(Event::Init) => listing.clear(),
+            Ok(Event::InitApply(cm)) => {
+                listing.insert(cm.metadata.name.clone().unwrap_or_default(), cm);
+            }
+            Ok(Event::InitDone) => {
+                cms = std::mem::take(&mut listing);
+                publish(&cms);
+            }
+            Ok(Event::Apply(cm)) => {
+                cms.insert(cm.metadata.name.clone().unwrap_or_default(), cm);
+                publish(&cms);
+            }
+            Ok(Event::Delete(cm)) => {
+                cms.remove(cm.metadata.name.as_deref().unwrap_or_default());
+                publish(&cms);
+            }
+            Err(e) => tracing::warn!(error = %e, "profile watch"),
         }
     }
 }
@@ -198,8 +275,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         HostnameArg::Node => HostnameLabel::NodeName,
         HostnameArg::DcgmPod => HostnameLabel::DcgmPod,
     };
-    let exporter: Shared<Exporter> = Arc::new(Mutex::new(Exporter::new(hostname)));
+    let exporter: Shared<Exporter> = Arc::new(Mutex::new(Exporter::new(hostname).with_node_dir(args.node_dir.clone())));
     let rates: Shared<HashMap<String, u32>> = Arc::default();
+    let watched = Watched { exporter: exporter.clone(), profiles: Arc::default(), topologies: Arc::default() };
 
     let client = Client::try_default().await?;
     let api: Api<ConfigMap> = Api::namespaced(client, &args.namespace);
@@ -207,15 +285,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(node) = &args.node {
         cfg = cfg.fields(&format!("metadata.name={}", crate::topology::node_cm_name(&args.topology_cm_name, node)));
     }
-    tracing::info!(namespace = args.namespace, node = ?args.node, kwok_only = args.kwok_only, "status-exporter starting");
-    tokio::spawn(watch(api, cfg, sel, exporter.clone()));
+    tracing::info!(namespace = args.namespace, node = ?args.node, kwok_only = args.kwok_only, node_dir = ?args.node_dir, "status-exporter starting");
+    tokio::spawn(watch_profiles(api.clone(), watched.clone()));
+    tokio::spawn(watch(api, cfg, sel, watched));
     let prom = PrometheusClient::new(&args.prometheus_url)?;
     let every = Duration::from_secs(args.inference_refresh_seconds.max(1));
     tokio::spawn(refresh_inference(prom, args.inference_full_scale_rps, every, exporter.clone(), rates.clone()));
 
     let scrape: Scrape = Arc::new(move || {
         let rates = rates.lock().expect("rates lock").clone();
-        exporter.lock().expect("exporter lock").scrape(now_ms(), &|uid| rates.get(uid).copied())
+        exporter.lock().expect("exporter lock").scrape(fakegpu_model::state_file::now(), &|uid| rates.get(uid).copied())
     });
     bind_and_serve(args.listen, scrape, shutdown_signal()).await?;
     Ok(())

@@ -1,16 +1,21 @@
 //! status-exporter: dcgm-exporter-compatible GPU metrics for simulated nodes.
 //!
-//! * [`component`]: the Kubernetes wiring (watch ConfigMaps, serve, refresh inference rates).
+//! * [`component`]: the Kubernetes wiring (watch topology and profile ConfigMaps, serve,
+//!   refresh inference rates).
 //! * [`families`]: metric names, types, help texts.
-//! * [`sample`]: per-GPU values from the model (`fakegpu_model::telemetry`).
+//! * [`sample`]: per-GPU values from the model's dynamics on the GPU's live state.
 //! * [`render`]: Prometheus text exposition with upstream's label set.
-//! * [`node`]: a node's view (from its topology) → series.
+//! * [`node`]: a node's view (from its topology) and its label blocks.
 //! * [`topology_view`]: per-node topology ConfigMap → node view.
 //! * [`server`]: the thin HTTP edge (`/metrics`, `/healthz`).
 //!
 //! [`Exporter`] holds the nodes one process serves: one (node-local mode, a DaemonSet pod per
-//! node) or all nodes of the pools (one Deployment for every KWOK node). A scrape renders the
-//! current topology only, so the series of a pod that finished disappear with its allocation.
+//! node) or all nodes of the pools (one Deployment for every KWOK node). Each node has a live
+//! state (`fakegpu_model::state::NodeState`): the node's state file when there is one (real
+//! nodes: what the status-updater wrote and the fake NVML reads), else one the exporter keeps
+//! itself, built by the same [`crate::node_state`] path from the topology. A scrape computes
+//! every value from that state at the scrape time, and renders the current topology only, so
+//! the series of a pod that finished disappear with its allocation.
 
 pub mod component;
 pub mod families;
@@ -20,19 +25,73 @@ pub mod sample;
 pub mod server;
 pub mod topology_view;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 
+use fakegpu_model::config::NodeSpec;
+use fakegpu_model::state::{GpuState, NodeState, Now};
+use fakegpu_model::state_file;
+
+pub use crate::node_state::PodUsage;
+use crate::node_state::{self, GpuLoad};
 pub use node::{GpuView, HostnameLabel, NodeView, Owner};
-pub use sample::PodUsage;
 
 /// The nodes one exporter process serves and the state that outlives a scrape.
 #[derive(Debug, Default)]
 pub struct Exporter {
-    nodes: BTreeMap<String, NodeView>,
+    nodes: BTreeMap<String, Node>,
     hostname: HostnameLabel,
-    energy: sample::EnergyMeter,
-    round: u64,
-    series: Vec<render::Series>,
+    /// `<dir>/<node>/fakegpu-state.json`: the state files the status-updater writes.
+    node_dir: Option<PathBuf>,
+    /// Inference pods' utilization at the last scrape, for topology changes between scrapes.
+    inference: HashMap<String, u32>,
+}
+
+#[derive(Debug)]
+struct Node {
+    view: NodeView,
+    /// What the state operations need of the node: its profile and GPU count.
+    spec: NodeSpec,
+    labels: Vec<String>,
+    /// Some GPU is used by an inference pod.
+    inference: bool,
+    /// The exporter's own state, used while the node has no state file.
+    state: NodeState,
+    file: Option<StateFile>,
+}
+
+/// A node's state file as last read, with what identifies that version of it.
+#[derive(Debug)]
+struct StateFile {
+    stamp: (Option<std::time::SystemTime>, u64, u64),
+    state: NodeState,
+}
+
+fn loads(view: &NodeView, knative: &dyn Fn(&str) -> Option<u32>) -> Vec<GpuLoad> {
+    view.gpus.iter().map(|g| node_state::gpu_load(&g.uuid, &g.usages, knative)).collect()
+}
+
+impl Node {
+    /// Re-reads the node's state file when it changed; `None` when there is none (or it is unreadable).
+    fn refresh_file(&mut self, dir: &Path) {
+        use std::os::unix::fs::MetadataExt;
+        let path = dir.join(&self.view.name).join(state_file::DEFAULT_FILE_NAME);
+        let Ok(meta) = std::fs::metadata(&path) else {
+            self.file = None;
+            return;
+        };
+        let stamp = (meta.modified().ok(), meta.len(), meta.ino());
+        if self.file.as_ref().is_some_and(|f| f.stamp == stamp) {
+            return;
+        }
+        self.file = match state_file::read(&path) {
+            Ok(state) => Some(StateFile { stamp, state }),
+            Err(e) => {
+                tracing::warn!(node = %self.view.name, error = %e, "node state file unusable; using the topology");
+                None
+            }
+        };
+    }
 }
 
 impl Exporter {
@@ -40,25 +99,46 @@ impl Exporter {
         Exporter { hostname, ..Exporter::default() }
     }
 
-    /// Adds or replaces a node.
-    pub fn upsert(&mut self, node: NodeView) {
-        self.nodes.insert(node.name.clone(), node);
+    /// Reads real nodes' state from `<dir>/<node>/fakegpu-state.json` where it exists.
+    pub fn with_node_dir(mut self, dir: Option<PathBuf>) -> Exporter {
+        self.node_dir = dir;
+        self
     }
 
-    /// Drops a node and its series (and its energy counters).
-    pub fn remove(&mut self, name: &str) {
-        if let Some(node) = self.nodes.remove(name) {
-            let gone: std::collections::HashSet<String> = node.gpus.into_iter().map(|g| g.uuid).collect();
-            self.energy.retain(|u| !gone.contains(u));
+    /// Adds or replaces a node, its state following the new topology from `now` on.
+    pub fn upsert(&mut self, view: NodeView, now: Now) {
+        let spec = NodeSpec {
+            node_name: view.name.clone(),
+            profile: (*view.profile).clone(),
+            gpu_count: view.gpus.len() as u32,
+            driver_version: String::new(),
+            cuda_driver_version: 0,
+        };
+        let prev = self.nodes.remove(&view.name);
+        // The counters run on while the node keeps its GPUs; other GPUs (pool switch) start afresh.
+        let same_gpus =
+            |p: &Node| p.spec.profile == spec.profile && p.view.gpus.iter().map(|g| &g.uuid).eq(view.gpus.iter().map(|g| &g.uuid));
+        let (mut state, file) = match prev {
+            Some(p) if same_gpus(&p) => (p.state, p.file),
+            _ => (NodeState::default(), None),
+        };
+        let rates = &self.inference;
+        if let Err(e) = node_state::apply(&mut state, &spec, &loads(&view, &|uid| rates.get(uid).copied()), now) {
+            tracing::warn!(node = %view.name, error = %e, "node state not updated");
         }
+        let inference = view.gpus.iter().flat_map(|g| &g.usages).any(|u| u.use_knative);
+        let labels = node::label_blocks(&view, self.hostname);
+        self.nodes.insert(view.name.clone(), Node { view, spec, labels, inference, state, file });
+    }
+
+    /// Drops a node and its series.
+    pub fn remove(&mut self, name: &str) {
+        self.nodes.remove(name);
     }
 
     /// Keeps only the nodes for which `keep` is true.
     pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
-        let gone: Vec<String> = self.nodes.keys().filter(|n| !keep(n)).cloned().collect();
-        for n in gone {
-            self.remove(&n);
-        }
+        self.nodes.retain(|n, _| keep(n));
     }
 
     pub fn node_names(&self) -> impl Iterator<Item = &str> {
@@ -66,7 +146,7 @@ impl Exporter {
     }
 
     pub fn gpu_count(&self) -> usize {
-        self.nodes.values().map(|n| n.gpus.len()).sum()
+        self.nodes.values().map(|n| n.view.gpus.len()).sum()
     }
 
     /// UIDs of the pods whose utilization comes from their request rate.
@@ -74,7 +154,7 @@ impl Exporter {
         let mut uids: Vec<String> = self
             .nodes
             .values()
-            .flat_map(|n| n.gpus.iter())
+            .flat_map(|n| n.view.gpus.iter())
             .flat_map(|g| g.usages.iter())
             .filter(|u| u.use_knative)
             .map(|u| u.pod_uid.clone())
@@ -84,24 +164,87 @@ impl Exporter {
         uids
     }
 
-    /// One scrape at `now_ms`: every node (by name), every GPU (by index order in its view).
-    pub fn scrape(&mut self, now_ms: u64, knative: &dyn Fn(&str) -> Option<u32>) -> String {
-        self.round = self.round.wrapping_add(1);
-        self.series.clear();
-        for node in self.nodes.values() {
-            node::series_into(&mut self.series, node, self.hostname, self.round, now_ms, knative, &mut self.energy);
+    /// The live state GPU `index` of `node` has now (after the last scrape or upsert): the
+    /// node's state file's, else the exporter's own.
+    pub fn gpu_state(&self, node: &str, index: u32) -> Option<GpuState> {
+        let n = self.nodes.get(node)?;
+        let st = n.file.as_ref().map_or(&n.state, |f| &f.state);
+        Some(st.gpu(index).cloned().unwrap_or_default())
+    }
+
+    /// One scrape at `now`: every node (by name), every GPU (by index order in its view).
+    /// `knative(pod_uid)` is an inference pod's utilization.
+    pub fn scrape(&mut self, now: Now, knative: &dyn Fn(&str) -> Option<u32>) -> String {
+        let Exporter { nodes, node_dir, inference, .. } = self;
+        let seen = std::cell::RefCell::new(HashMap::new());
+        let knative_now = |uid: &str| {
+            let v = knative(uid);
+            if let Some(v) = v {
+                seen.borrow_mut().insert(uid.to_owned(), v);
+            }
+            v
+        };
+        let mut overlays: HashMap<String, NodeState> = HashMap::new();
+        for (name, node) in nodes.iter_mut() {
+            if let Some(dir) = node_dir.as_deref() {
+                node.refresh_file(dir);
+            }
+            if !node.inference {
+                continue;
+            }
+            let loads = loads(&node.view, &knative_now);
+            if let Err(e) = node_state::apply(&mut node.state, &node.spec, &loads, now) {
+                tracing::warn!(node = %name, error = %e, "node state not updated");
+            }
+            if let Some(f) = &node.file {
+                // The state file has no inference utilization (its writer cannot know it):
+                // add it to the GPUs that have inference pods, for the metrics only.
+                let mut st = f.state.clone();
+                for (i, (g, load)) in node.view.gpus.iter().zip(&loads).enumerate() {
+                    if g.usages.iter().any(|u| u.use_knative) {
+                        let _ = node_state::apply_one(&mut st, &node.spec, i as u32, load, now);
+                    }
+                }
+                overlays.insert(name.clone(), st);
+            }
         }
-        render::render(&self.series)
+        *inference = seen.into_inner();
+        let idle = GpuState::default();
+        let mut series = Vec::with_capacity(nodes.values().map(|n| n.view.gpus.len()).sum());
+        let mut by_index: Vec<Option<&GpuState>> = Vec::new();
+        for (name, node) in nodes.iter() {
+            let st = overlays.get(name).or(node.file.as_ref().map(|f| &f.state)).unwrap_or(&node.state);
+            by_index.clear();
+            by_index.resize(node.view.gpus.len(), None);
+            for (key, g) in &st.gpus {
+                if let Some(slot) = key.parse::<usize>().ok().and_then(|i| by_index.get_mut(i)) {
+                    *slot = Some(g);
+                }
+            }
+            for (labels, g) in node.labels.iter().zip(&by_index) {
+                series.push(render::Series { labels, values: sample::values(&node.spec.profile, g.unwrap_or(&idle), now) });
+            }
+        }
+        render::render(&series)
     }
 }
 
 #[cfg(test)]
+mod agreement;
+
+#[cfg(test)]
 mod tests {
     use super::*;
-    use fakegpu_model::find_builtin;
+    use fakegpu_model::{dynamics, find_builtin};
     use std::sync::Arc;
 
-    fn node(name: &str, owner: Option<(&str, &str)>) -> NodeView {
+    const T0: Now = Now { unix_ms: 1_764_000_000_000, boot_ms: 3_600_000 };
+
+    fn at(ms: u64) -> Now {
+        Now { unix_ms: T0.unix_ms + ms, boot_ms: T0.boot_ms + ms }
+    }
+
+    fn node(name: &str, owner: Option<(&str, &str)>, range: (u32, u32)) -> NodeView {
         let profile = Arc::new(find_builtin("a100-80gb").unwrap().clone());
         let gpus = (0..2)
             .map(|i| {
@@ -113,14 +256,13 @@ mod tests {
                     usages: owned
                         .map(|(_, pod)| PodUsage {
                             pod_uid: format!("uid-{pod}"),
-                            util_min: 100,
-                            util_max: 100,
+                            util_min: range.0,
+                            util_max: range.1,
                             fb_used_mib: 2048,
                             use_knative: false,
                         })
                         .into_iter()
                         .collect(),
-                    ..GpuView::default()
                 }
             })
             .collect();
@@ -131,16 +273,22 @@ mod tests {
         text.lines().filter(|l| !l.starts_with('#') && l.contains(needle)).collect()
     }
 
+    fn value(text: &str, family: &str, gpu: u32) -> f64 {
+        let prefix = format!("{family}{{gpu=\"{gpu}\",");
+        let line = text.lines().find(|l| l.starts_with(&prefix)).unwrap_or_else(|| panic!("no {prefix}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    }
+
     #[test]
     fn finished_pod_series_disappear() {
         let mut e = Exporter::new(HostnameLabel::NodeName);
-        e.upsert(node("n1", Some(("team", "train-0"))));
-        let first = e.scrape(1_000, &|_| None);
+        e.upsert(node("n1", Some(("team", "train-0")), (100, 100)), T0);
+        let first = e.scrape(at(1_000), &|_| None);
         assert_eq!(lines_with(&first, "pod=\"train-0\"").len(), families::FAMILIES.len());
         assert!(first.contains("DCGM_FI_DEV_GPU_UTIL{gpu=\"0\",UUID=\"GPU-n1-0\",device=\"nvidia0\",modelName=\"NVIDIA A100-SXM4-80GB\",Hostname=\"n1\",container=\"c\",namespace=\"team\",pod=\"train-0\"} 100\n"));
-        assert!(first.contains("DCGM_FI_DEV_FB_USED{gpu=\"0\","));
-        e.upsert(node("n1", None));
-        let second = e.scrape(2_000, &|_| None);
+        assert_eq!(value(&first, "DCGM_FI_DEV_FB_USED", 0), 2048.0);
+        e.upsert(node("n1", None, (0, 0)), at(1_500));
+        let second = e.scrape(at(2_000), &|_| None);
         assert!(lines_with(&second, "train-0").is_empty());
         assert!(second.contains("DCGM_FI_DEV_GPU_UTIL{gpu=\"0\",UUID=\"GPU-n1-0\",device=\"nvidia0\",modelName=\"NVIDIA A100-SXM4-80GB\",Hostname=\"n1\",container=\"\",namespace=\"\",pod=\"\"} 0\n"));
     }
@@ -149,56 +297,105 @@ mod tests {
     fn all_nodes_mode_serves_every_node_and_removal_drops_them() {
         let mut e = Exporter::new(HostnameLabel::NodeName);
         for n in ["kwok-b", "kwok-a", "kwok-c"] {
-            e.upsert(node(n, None));
+            e.upsert(node(n, None, (0, 0)), T0);
         }
         assert_eq!(e.gpu_count(), 6);
-        let text = e.scrape(0, &|_| None);
+        let text = e.scrape(T0, &|_| None);
         let hosts: Vec<&str> = lines_with(&text, "DCGM_FI_DEV_GPU_TEMP{")
             .iter()
             .map(|l| l.split("Hostname=\"").nth(1).unwrap().split('"').next().unwrap())
             .collect();
         assert_eq!(hosts, ["kwok-a", "kwok-a", "kwok-b", "kwok-b", "kwok-c", "kwok-c"]);
         e.retain(|n| n != "kwok-b");
-        assert!(!e.scrape(1, &|_| None).contains("kwok-b"));
+        assert!(!e.scrape(at(1), &|_| None).contains("kwok-b"));
     }
 
     #[test]
     fn node_local_mode_uses_upstream_pod_hostname() {
         let mut e = Exporter::new(HostnameLabel::DcgmPod);
-        e.upsert(node("node-1", None));
-        assert!(e.scrape(0, &|_| None).contains("Hostname=\"nvidia-dcgm-exporter-b36828\""));
+        e.upsert(node("node-1", None, (0, 0)), T0);
+        assert!(e.scrape(T0, &|_| None).contains("Hostname=\"nvidia-dcgm-exporter-b36828\""));
     }
 
+    /// A node without a state file (KWOK): the exporter's own state, built by the
+    /// status-updater's `node_state` path at the moments the topology changed, gives every value.
     #[test]
-    fn energy_counter_grows_between_scrapes() {
+    fn own_state_is_the_node_state_path_and_readings_are_its_dynamics() {
         let mut e = Exporter::new(HostnameLabel::NodeName);
-        e.upsert(node("n", Some(("t", "p"))));
-        let energy = |text: &str| -> u64 {
-            lines_with(text, "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{gpu=\"0\"")[0].rsplit(' ').next().unwrap().parse().unwrap()
+        let busy = node("n", Some(("t", "p")), (40, 60));
+        let spec = NodeSpec {
+            node_name: "n".into(),
+            profile: (*busy.profile).clone(),
+            gpu_count: 2,
+            driver_version: String::new(),
+            cuda_driver_version: 0,
         };
-        let a = energy(&e.scrape(10_000, &|_| None));
-        let b = energy(&e.scrape(20_000, &|_| None));
-        assert_eq!(a, 0);
-        let power = find_builtin("a100-80gb")
-            .map(|p| {
-                fakegpu_model::telemetry::readings(
-                    p,
-                    &fakegpu_model::telemetry::Load { gpu_util: 100, memory_util: 50, memory_used_bytes: 2048 << 20, ..Default::default() },
-                )
-                .power_mw
-            })
-            .unwrap();
-        assert_eq!(b, u64::from(power) * 10);
+        e.upsert(busy.clone(), at(0));
+        let mut want = NodeState::default();
+        let topo_loads = loads(&busy, &node_state::no_inference);
+        node_state::apply(&mut want, &spec, &topo_loads, at(0)).unwrap();
+        let mut utils = std::collections::BTreeSet::new();
+        let mut last_energy = 0.0;
+        for k in 1..=120u64 {
+            let now = at(k * 2_500);
+            if k == 60 {
+                // The pod finishes: the state follows from the moment the exporter sees it.
+                e.upsert(node("n", None, (0, 0)), now);
+                node_state::apply(&mut want, &spec, &[GpuLoad::default(), GpuLoad::default()], now).unwrap();
+            }
+            let text = e.scrape(now, &|_| None);
+            for i in 0..2u32 {
+                let g = want.gpu(i).cloned().unwrap_or_default();
+                assert_eq!(e.gpu_state("n", i), Some(g.clone()));
+                let r = dynamics::readings(&spec.profile, &g, now);
+                assert_eq!(value(&text, "DCGM_FI_DEV_GPU_UTIL", i), f64::from(r.gpu_util));
+                assert_eq!(value(&text, "DCGM_FI_DEV_MEM_COPY_UTIL", i), f64::from(r.memory_util));
+                assert_eq!(value(&text, "DCGM_FI_DEV_POWER_USAGE", i), f64::from(r.power_mw) / 1000.0);
+                assert_eq!(value(&text, "DCGM_FI_DEV_GPU_TEMP", i), f64::from(r.gpu_temp_c));
+                assert_eq!(value(&text, "DCGM_FI_DEV_SM_CLOCK", i), f64::from(r.clocks.sm_mhz));
+                assert_eq!(value(&text, "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", i), dynamics::energy_mj(&spec.profile, &g, now) as f64);
+            }
+            if k < 60 {
+                utils.insert(value(&text, "DCGM_FI_DEV_GPU_UTIL", 0) as u32);
+            }
+            let energy = value(&text, "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", 0);
+            assert!(energy > last_energy, "the counter grows at every scrape");
+            last_energy = energy;
+        }
+        assert!(utils.iter().all(|u| (40..=60).contains(u)) && utils.contains(&40) && utils.contains(&60), "{utils:?}");
     }
 
     #[test]
-    fn inference_pods_are_listed_once() {
+    fn energy_is_the_models_counter_not_the_exporters() {
+        // Two exporters that start at different times report the same counter for the same GPU.
+        let mut a = Exporter::new(HostnameLabel::NodeName);
+        let mut b = Exporter::new(HostnameLabel::NodeName);
+        a.upsert(node("n", None, (0, 0)), at(0));
+        a.scrape(at(1_000), &|_| None);
+        b.upsert(node("n", None, (0, 0)), at(50_000));
+        let p = find_builtin("a100-80gb").unwrap();
+        let (ta, tb) = (a.scrape(at(60_000), &|_| None), b.scrape(at(60_000), &|_| None));
+        assert_eq!(value(&ta, "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", 1), value(&tb, "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", 1));
+        assert_eq!(value(&ta, "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", 1), dynamics::idle_energy_mj(p, at(60_000)) as f64);
+    }
+
+    #[test]
+    fn inference_pods_are_listed_once_and_add_their_utilization() {
         let mut e = Exporter::new(HostnameLabel::NodeName);
-        let mut n = node("n", Some(("t", "p")));
+        let mut n = node("n", Some(("t", "p")), (0, 0));
         n.gpus[0].usages[0].use_knative = true;
         n.gpus[1].usages = n.gpus[0].usages.clone();
-        e.upsert(n);
+        e.upsert(n.clone(), T0);
         assert_eq!(e.inference_pods(), ["uid-p"]);
-        assert!(e.scrape(0, &|uid| (uid == "uid-p").then_some(42)).contains("pod=\"p\"} 42\n"));
+        let text = e.scrape(at(1_000), &|uid| (uid == "uid-p").then_some(42));
+        assert!(text.contains("pod=\"p\"} 42\n"));
+        assert_eq!(value(&text, "DCGM_FI_DEV_GPU_UTIL", 1), 42.0);
+        let p = find_builtin("a100-80gb").unwrap();
+        let power = value(&text, "DCGM_FI_DEV_POWER_USAGE", 0);
+        assert!(power > f64::from(p.power.idle_draw_mw) / 1000.0, "power follows the inference load");
+        // A topology change between scrapes keeps the last known rate.
+        e.upsert(n, at(1_500));
+        assert_eq!(e.gpu_state("n", 0).unwrap().utilization.gpu, 42);
+        assert_eq!(value(&e.scrape(at(2_000), &|_| None), "DCGM_FI_DEV_GPU_UTIL", 0), 0.0, "no rate: 0, as upstream");
     }
 }

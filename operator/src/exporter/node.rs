@@ -1,12 +1,12 @@
 //! The exporter's view of a node (what the Kubernetes adapter reads from the per-node
-//! topology) and its conversion into series, one per GPU.
+//! topology) and the label blocks of its series, one per GPU.
 
 use fakegpu_model::profile::Profile;
 use ring::digest::{digest, SHA1_FOR_LEGACY_USE_ONLY};
 use std::sync::Arc;
 
-use super::render::{label_block, Series, SeriesLabels};
-use super::sample::{self, Activity, EnergyMeter, PodUsage};
+use super::render::{label_block, SeriesLabels};
+use crate::node_state::PodUsage;
 
 /// The pod a GPU is allocated to (upstream `allocatedBy`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -25,8 +25,6 @@ pub struct GpuView {
     pub owner: Option<Owner>,
     /// Pods using the GPU (one for a whole GPU, several for shared ones).
     pub usages: Vec<PodUsage>,
-    pub last_xid: u32,
-    pub pcie_replays: u64,
 }
 
 /// One node: its name, board profile, product name as the topology states it, and GPUs.
@@ -66,37 +64,25 @@ impl HostnameLabel {
     }
 }
 
-/// Series of every GPU of `node` for scrape `round` at `now_ms`, appended to `out`.
-/// `knative(pod_uid)` gives inference pods' utilization; `energy` keeps the energy counters.
-pub fn series_into(
-    out: &mut Vec<Series>,
-    node: &NodeView,
-    hostname: HostnameLabel,
-    round: u64,
-    now_ms: u64,
-    knative: &dyn Fn(&str) -> Option<u32>,
-    energy: &mut EnergyMeter,
-) {
+/// The label block of every GPU of `node`, in the order of its `gpus`.
+pub fn label_blocks(node: &NodeView, hostname: HostnameLabel) -> Vec<String> {
     let host = hostname.for_node(&node.name);
-    for gpu in &node.gpus {
-        let mut act: Activity = sample::activity(&gpu.uuid, &gpu.usages, round, knative);
-        act.last_xid = gpu.last_xid;
-        act.pcie_replays = gpu.pcie_replays;
-        let mut values = sample::values(&node.profile, &act, 0);
-        values.energy_mj = energy.read(&gpu.uuid, values.power_mw, now_ms);
-        let empty = Owner::default();
-        let owner = gpu.owner.as_ref().unwrap_or(&empty);
-        let labels = label_block(&SeriesLabels {
-            gpu: gpu.index,
-            uuid: &gpu.uuid,
-            model_name: &node.model_name,
-            hostname: &host,
-            container: &owner.container,
-            namespace: &owner.namespace,
-            pod: &owner.pod,
-        });
-        out.push(Series { labels, values });
-    }
+    let empty = Owner::default();
+    node.gpus
+        .iter()
+        .map(|gpu| {
+            let owner = gpu.owner.as_ref().unwrap_or(&empty);
+            label_block(&SeriesLabels {
+                gpu: gpu.index,
+                uuid: &gpu.uuid,
+                model_name: &node.model_name,
+                hostname: &host,
+                container: &owner.container,
+                namespace: &owner.namespace,
+                pod: &owner.pod,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -24,9 +24,9 @@ pub struct SeriesLabels<'a> {
 }
 
 /// One GPU: its label block (see [`label_block`]) and values.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Series {
-    pub labels: String,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Series<'a> {
+    pub labels: &'a str,
     pub values: GpuValues,
 }
 
@@ -111,7 +111,7 @@ fn push_value(out: &mut String, value: Value, buf: &mut itoa::Buffer) {
     }
 }
 
-fn render_family(out: &mut String, family: &Family, series: &[Series], buf: &mut itoa::Buffer) {
+fn render_family(out: &mut String, family: &Family, series: &[Series<'_>], buf: &mut itoa::Buffer) {
     let _ = writeln!(out, "# HELP {} {}", family.name, family.help);
     let _ = writeln!(out, "# TYPE {} {}", family.name, family.kind.as_str());
     for s in series {
@@ -121,7 +121,7 @@ fn render_family(out: &mut String, family: &Family, series: &[Series], buf: &mut
         }
         out.push_str(family.name);
         out.push('{');
-        out.push_str(&s.labels);
+        out.push_str(s.labels);
         out.push_str("} ");
         push_value(out, value, buf);
         out.push('\n');
@@ -130,7 +130,7 @@ fn render_family(out: &mut String, family: &Family, series: &[Series], buf: &mut
 
 /// Appends every family, in [`FAMILIES`] order, for `series` (in the given order) to `out`.
 /// Families are written even when `series` is empty (HELP/TYPE only), as client libraries do.
-pub fn render_into(out: &mut String, series: &[Series]) {
+pub fn render_into(out: &mut String, series: &[Series<'_>]) {
     let mut buf = itoa::Buffer::new();
     let per_series: usize = series.first().map_or(0, |s| s.labels.len() + 48);
     out.reserve(FAMILIES.len() * (120 + per_series * series.len()));
@@ -140,7 +140,7 @@ pub fn render_into(out: &mut String, series: &[Series]) {
 }
 
 /// [`render_into`] a new string.
-pub fn render(series: &[Series]) -> String {
+pub fn render(series: &[Series<'_>]) -> String {
     let mut out = String::new();
     render_into(&mut out, series);
     out
@@ -174,7 +174,7 @@ mod tests {
 
     const GOLDEN: &str = include_str!("testdata/two-gpus.prom");
 
-    fn two_gpus() -> Vec<Series> {
+    fn two_gpus() -> Vec<(String, GpuValues)> {
         let busy = SeriesLabels {
             gpu: 0,
             uuid: "GPU-e3d167f4-26a5-4799-ad0a-21c54e7b01d1",
@@ -198,12 +198,16 @@ mod tests {
             dram_active_micro: 0,
             ..values()
         };
-        vec![Series { labels: label_block(&busy), values: values() }, Series { labels: label_block(&free), values: idle }]
+        vec![(label_block(&busy), values()), (label_block(&free), idle)]
+    }
+
+    fn series(gpus: &[(String, GpuValues)]) -> Vec<Series<'_>> {
+        gpus.iter().map(|(labels, values)| Series { labels, values: *values }).collect()
     }
 
     #[test]
     fn golden_two_gpus() {
-        let text = render(&two_gpus());
+        let text = render(&series(&two_gpus()));
         if std::env::var_os("UPDATE_GOLDEN").is_some() {
             std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/src/exporter/testdata/two-gpus.prom"), &text).unwrap();
         }
@@ -212,7 +216,7 @@ mod tests {
 
     #[test]
     fn label_order_is_upstreams() {
-        let block = &two_gpus()[0].labels;
+        let block = &two_gpus()[0].0;
         let names: Vec<&str> = block.split(',').map(|kv| kv.split('=').next().unwrap()).collect();
         assert_eq!(names, ["gpu", "UUID", "device", "modelName", "Hostname", "container", "namespace", "pod"]);
     }
@@ -235,7 +239,7 @@ mod tests {
 
     #[test]
     fn every_sample_line_parses() {
-        for line in render(&two_gpus()).lines().filter(|l| !l.starts_with('#')) {
+        for line in render(&series(&two_gpus())).lines().filter(|l| !l.starts_with('#')) {
             let (series, value) = line.rsplit_once(' ').unwrap();
             assert!(series.ends_with('}') && series.contains('{'), "{line}");
             value.parse::<f64>().unwrap_or_else(|_| panic!("value of {line}"));

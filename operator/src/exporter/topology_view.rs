@@ -4,44 +4,31 @@
 
 use std::sync::Arc;
 
+use fakegpu_model::config::DEFAULT_PROFILE;
+use fakegpu_model::find_builtin;
 use fakegpu_model::profile::Profile;
-use fakegpu_model::{builtin_profiles, find_builtin};
 
 use super::node::{GpuView, NodeView, Owner};
-use super::sample::PodUsage;
+use crate::node_state::PodUsage;
+use crate::resolve::{self, Profiles};
 use crate::topology::NodeTopology;
 
-/// Profile used when the topology names none and its product matches no built-in board.
-pub const FALLBACK_PROFILE: &str = "h100";
-
-/// The model profile of a node: the named one (`custom` first, for profile ConfigMaps, then
-/// the built-ins), else the built-in whose product name is the topology's, else
-/// [`FALLBACK_PROFILE`]. The topology's product name and framebuffer size win over the
-/// profile's (pool overrides), as they do for labels.
-pub fn resolve_profile(topo: &NodeTopology, custom: &dyn Fn(&str) -> Option<Profile>) -> Profile {
-    let named = topo.profile.as_deref().and_then(|n| custom(n).or_else(|| find_builtin(n).ok().cloned()));
-    let product = product_key(&topo.gpu_product);
-    let mut p = named
-        .or_else(|| builtin_profiles().ok()?.iter().find(|p| product_key(&p.product_name) == product).cloned())
-        .unwrap_or_else(|| find_builtin(FALLBACK_PROFILE).expect("fallback profile is built in").clone());
-    if !topo.gpu_product.is_empty() {
-        p.product_name.clone_from(&topo.gpu_product);
-    }
-    if topo.gpu_memory > 0 && topo.gpu_memory != p.memory.total_mib {
-        p.memory.total_mib = topo.gpu_memory;
-        p.memory.reserved_mib = p.memory.reserved_mib.min(topo.gpu_memory);
-    }
-    p
-}
-
-/// A product name compared loosely: lower-case alphanumerics only (`Tesla-K80` = `Tesla K80`).
-fn product_key(name: &str) -> String {
-    name.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).collect()
+/// The model profile of a node: the status-updater's resolution of the topology's `profile`,
+/// `gpuProduct` and `gpuMemory` ([`resolve::topology_profile`]) with the custom profile
+/// ConfigMaps `profiles`. When that fails (a custom profile ConfigMap deleted since), the
+/// product decides, and at last the model's default profile.
+pub fn profile_of(node: &str, topo: &NodeTopology, profiles: &Profiles) -> Profile {
+    resolve::topology_profile(topo.profile.as_deref(), &topo.gpu_product, topo.gpu_memory, profiles)
+        .or_else(|e| {
+            tracing::warn!(node, profile = ?topo.profile, error = %e, "profile of the node topology not found; using its product");
+            resolve::topology_profile(None, &topo.gpu_product, topo.gpu_memory, profiles)
+        })
+        .unwrap_or_else(|_| find_builtin(DEFAULT_PROFILE).expect("the default profile is built in").clone())
 }
 
 /// The view of node `name` described by `topo`.
-pub fn node_view(name: &str, topo: &NodeTopology, custom: &dyn Fn(&str) -> Option<Profile>) -> NodeView {
-    let profile = Arc::new(resolve_profile(topo, custom));
+pub fn node_view(name: &str, topo: &NodeTopology, profiles: &Profiles) -> NodeView {
+    let profile = Arc::new(profile_of(name, topo, profiles));
     let gpus = topo
         .gpus
         .iter()
@@ -54,19 +41,7 @@ pub fn node_view(name: &str, topo: &NodeTopology, custom: &dyn Fn(&str) -> Optio
                 pod: g.status.allocated_by.pod.clone(),
                 container: g.status.allocated_by.container.clone(),
             }),
-            usages: g
-                .status
-                .pod_gpu_usage_status
-                .iter()
-                .map(|(uid, u)| PodUsage {
-                    pod_uid: uid.clone(),
-                    util_min: u.utilization.min,
-                    util_max: u.utilization.max,
-                    fb_used_mib: u.fb_used,
-                    use_knative: u.use_knative_utilization,
-                })
-                .collect(),
-            ..GpuView::default()
+            usages: g.status.pod_gpu_usage_status.iter().map(|(uid, u)| PodUsage::from_status(uid, u)).collect(),
         })
         .collect();
     NodeView { name: name.to_owned(), model_name: topo.gpu_product.clone(), profile, gpus }
@@ -75,6 +50,8 @@ pub fn node_view(name: &str, topo: &NodeTopology, custom: &dyn Fn(&str) -> Optio
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resolve::{CustomProfile, PROFILE_KEY_MODEL};
+    use std::collections::BTreeMap;
 
     const TOPO: &str = r#"
 gpuMemory: 40960
@@ -96,7 +73,7 @@ profile: a100-40gb
     #[test]
     fn topology_becomes_a_view() {
         let topo = NodeTopology::from_yaml(TOPO).unwrap();
-        let v = node_view("n1", &topo, &|_| None);
+        let v = node_view("n1", &topo, &Profiles::new());
         assert_eq!(v.model_name, "NVIDIA A100-SXM4-40GB");
         assert_eq!(v.profile.memory.total_mib, 40960);
         assert_eq!(v.gpus.len(), 2);
@@ -110,23 +87,30 @@ profile: a100-40gb
     }
 
     #[test]
-    fn profile_resolution_order() {
+    fn profile_resolution_follows_the_status_updater() {
         let mut topo = NodeTopology::from_yaml(TOPO).unwrap();
+        // A custom profile ConfigMap `gpu-profile-a100-40gb` shadows the built-in, as for pools.
         let mut custom = find_builtin("h100").unwrap().clone();
-        custom.name = "a100-40gb".into();
+        custom.name = "my-board".into();
+        custom.aliases.clear();
         custom.power.idle_draw_mw = 12_345;
-        assert_eq!(resolve_profile(&topo, &|n| (n == "a100-40gb").then(|| custom.clone())).power.idle_draw_mw, 12_345);
+        let data = BTreeMap::from([(PROFILE_KEY_MODEL.to_string(), serde_json::to_string(&custom).unwrap())]);
+        let profiles = Profiles::from([("a100-40gb".to_string(), CustomProfile::from_data("gpu-profile-a100-40gb", &data).unwrap())]);
+        assert_eq!(node_view("n1", &topo, &profiles).profile.power.idle_draw_mw, 12_345);
+        assert_eq!(node_view("n1", &topo, &Profiles::new()).profile.name, "a100-40gb");
         topo.profile = None;
-        let by_product = resolve_profile(&topo, &|_| None);
-        assert_eq!(by_product.product_name, "NVIDIA A100-SXM4-40GB");
+        assert_eq!(profile_of("n1", &topo, &Profiles::new()).name, "a100-40gb", "by product");
         topo.gpu_product = "Tesla-K80".into();
-        let k80 = resolve_profile(&topo, &|_| None);
-        assert_eq!((k80.name.as_str(), k80.product_name.as_str()), ("k80", "Tesla-K80"));
+        topo.gpu_memory = 0;
+        assert_eq!(profile_of("n1", &topo, &Profiles::new()).name, "k80");
         topo.gpu_product = "Mystery GPU".into();
         topo.gpu_memory = 1000;
-        let fallback = resolve_profile(&topo, &|_| None);
-        assert_eq!((fallback.name.as_str(), fallback.product_name.as_str()), (FALLBACK_PROFILE, "Mystery GPU"));
+        let fallback = profile_of("n1", &topo, &Profiles::new());
+        assert_eq!((fallback.name.as_str(), fallback.product_name.as_str()), (DEFAULT_PROFILE, "Mystery GPU"));
         assert_eq!(fallback.memory.total_mib, 1000);
-        assert!(fallback.memory.reserved_mib <= 1000);
+        // A custom profile that is gone: the product decides.
+        topo.profile = Some("deleted-board".into());
+        topo.gpu_product = "Tesla-K80".into();
+        assert_eq!(profile_of("n1", &topo, &Profiles::new()).name, "k80");
     }
 }
