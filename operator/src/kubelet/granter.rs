@@ -64,7 +64,7 @@ impl Granter {
     pub async fn apply(&self, resp: &pb::ListPodResourcesResponse) -> Result<usize, grant::AnnotatorError> {
         let node = self.node.clone();
         let canonical = move |id: &str| super::allocation::index_of(&node, id).map(|i| node.gpus[i as usize].uuid.clone());
-        let (held, unknown) = held_by_pod(resp, &self.resource, &canonical);
+        let podresources::Held { pods: held, unknown } = held_by_pod(resp, &self.resource, &canonical);
         for ((ns, name), id) in unknown {
             tracing::warn!(pod = %format!("{ns}/{name}"), device = %id, "pod holds a device that is not a GPU of this node; not annotated");
         }

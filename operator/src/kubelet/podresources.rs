@@ -28,15 +28,20 @@ pub async fn list(socket: &Path) -> Result<pb::ListPodResourcesResponse, Error> 
     Ok(PodResourcesListerClient::new(channel).list(pb::ListPodResourcesRequest {}).await?.into_inner())
 }
 
+/// What [`held_by_pod`] found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Held {
+    /// Per pod, its topology UUIDs.
+    pub pods: BTreeMap<PodKey, Vec<String>>,
+    /// Pods left out for holding a device id that is not one of this node's GPUs (one id each).
+    pub unknown: Vec<(PodKey, String)>,
+}
+
 /// The devices of `resource` each pod holds, all containers together, in container order,
 /// each id mapped by `canonical` (device id → topology UUID). A pod with an id `canonical`
-/// does not know is left out of the map and reported in the second value: a grant naming it
-/// would be ignored by the status-updater anyway.
-pub fn held_by_pod(
-    resp: &pb::ListPodResourcesResponse,
-    resource: &str,
-    canonical: &dyn Fn(&str) -> Option<String>,
-) -> (BTreeMap<PodKey, Vec<String>>, Vec<(PodKey, String)>) {
+/// does not know is left out and reported in [`Held::unknown`]: a grant naming it would be
+/// ignored by the status-updater anyway.
+pub fn held_by_pod(resp: &pb::ListPodResourcesResponse, resource: &str, canonical: &dyn Fn(&str) -> Option<String>) -> Held {
     let mut held = BTreeMap::new();
     let mut unknown = Vec::new();
     for pod in &resp.pod_resources {
@@ -59,7 +64,7 @@ pub fn held_by_pod(
             None => {}
         }
     }
-    (held, unknown)
+    Held { pods: held, unknown }
 }
 
 /// Whether the kubelet has recorded an Allocate: each container's device set (`allocated`)
@@ -125,7 +130,7 @@ mod tests {
                 pod("b", "mixed", vec![container("x", &[("example.com/nic", &["n0"]), (GPU, &["GPU-3", "GPU-3"])])]),
             ],
         };
-        let (held, unknown) = held_by_pod(&resp, GPU, &canonical);
+        let Held { pods: held, unknown } = held_by_pod(&resp, GPU, &canonical);
         assert_eq!(
             held,
             BTreeMap::from([
