@@ -261,7 +261,7 @@ async fn start_all(run_dir: &Path, args: &UpArgs, s: &mut Started, start: Instan
 }
 
 /// The operator's components as local processes (crate::operator); ready when the
-/// topology-server answers /healthz and the other two are still alive.
+/// topology-server answers /healthz and the others are still alive.
 async fn start_operator(run_dir: &Path, s: &mut Started, progress: &mut Progress) -> Result<()> {
     let binary = match crate::operator::locate() {
         Ok(Some(b)) => b,
@@ -281,14 +281,16 @@ async fn start_operator(run_dir: &Path, s: &mut Started, progress: &mut Progress
             })
         }
     };
-    let port = process::free_port()?;
+    let ports = crate::operator::Ports { topology_server: process::free_port()?, metrics: process::free_port()? };
+    let port = ports.topology_server;
     s.state.ports.insert("topology-server".into(), port);
+    s.state.ports.insert("status-exporter".into(), ports.metrics);
     let kc = s.state.kubeconfig.clone();
     let mut started = Vec::new();
-    for (name, a) in crate::operator::components(&kc, run_dir, port) {
+    for (name, a) in crate::operator::components(&kc, run_dir, ports) {
         started.push(s.spawn_binary(run_dir, name, binary.clone(), a)?);
     }
-    let server = *started.last().expect("three components");
+    let server = *started.last().expect("four components");
     let (rec, child) = s.parts(server);
     let t = health::wait_ready(rec, child, Duration::from_secs(60), || async move { health::http_ok(port, "/healthz") }).await?;
     for i in started {
@@ -298,7 +300,7 @@ async fn start_operator(run_dir: &Path, s: &mut Started, progress: &mut Progress
         }
     }
     progress
-        .line("operator", &format!("status-updater, kwok-gpu-device-plugin, topology-server (:{port}) up after {:.1}s", t.as_secs_f64()));
+        .line("operator", &format!("status-updater, kwok-gpu-device-plugin, status-exporter (metrics :{}), topology-server (:{port}) up after {:.1}s", ports.metrics, t.as_secs_f64()));
     Ok(())
 }
 

@@ -53,7 +53,7 @@ pub struct UpArgs {
     #[arg(long, env = "FAKEGPU_K8S_BIN_DIR")]
     pub bin_dir: Option<std::path::PathBuf>,
     /// Do not start the operator's components (status-updater, kwok-gpu-device-plugin,
-    /// topology-server) as local processes.
+    /// status-exporter, topology-server) as local processes.
     #[arg(long)]
     pub no_operator: bool,
 }

@@ -1,7 +1,8 @@
-//! The operator's components (`status-updater`, `kwok-gpu-device-plugin`, `topology-server`
-//! from crate `fake-gpu-operator`) as local processes against the cluster, started by `up`
-//! unless `--no-operator`. Node-local files go under `<run dir>/nodes`, the topology
-//! ConfigMaps into namespace `gpu-operator`. See docs/operator.md.
+//! The operator's components (`status-updater`, `kwok-gpu-device-plugin`, `status-exporter`,
+//! `topology-server` from crate `fake-gpu-operator`) as local processes against the cluster,
+//! started by `up` unless `--no-operator`. Node-local files go under `<run dir>/nodes` (the
+//! exporter reads the same live states the fake NVML does), the topology ConfigMaps into
+//! namespace `gpu-operator`. See docs/operator.md.
 
 use std::path::{Path, PathBuf};
 
@@ -30,16 +31,32 @@ pub fn locate() -> Result<Option<PathBuf>, String> {
     Ok(std::env::var_os("PATH").and_then(|path| std::env::split_paths(&path).map(|d| d.join(BINARY)).find(|p| p.is_file())))
 }
 
-/// `(component, args)` for each process, in start order.
-pub fn components(kubeconfig: &Path, run_dir: &Path, topology_port: u16) -> Vec<(&'static str, Vec<String>)> {
+/// Loopback ports of the components that serve HTTP.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub topology_server: u16,
+    pub metrics: u16,
+}
+
+/// `(component, args)` for each process, in start order; the topology-server comes last
+/// (readiness is its /healthz).
+pub fn components(kubeconfig: &Path, run_dir: &Path, ports: Ports) -> Vec<(&'static str, Vec<String>)> {
     let common = |name: &str| {
         vec![name.to_string(), "--kubeconfig".into(), kubeconfig.display().to_string(), "--namespace".into(), NAMESPACE.into()]
     };
+    let node_dir = run_dir.join("nodes").display().to_string();
     let mut updater = common("status-updater");
-    updater.extend(["--node-dir".into(), run_dir.join("nodes").display().to_string(), "--node-files-for-kwok".into()]);
+    updater.extend(["--node-dir".into(), node_dir.clone(), "--node-files-for-kwok".into()]);
+    let mut exporter = common("status-exporter");
+    exporter.extend(["--listen".into(), format!("127.0.0.1:{}", ports.metrics), "--node-dir".into(), node_dir]);
     let mut server = common("topology-server");
-    server.extend(["--listen".into(), format!("127.0.0.1:{topology_port}")]);
-    vec![("status-updater", updater), ("kwok-gpu-device-plugin", common("kwok-gpu-device-plugin")), ("topology-server", server)]
+    server.extend(["--listen".into(), format!("127.0.0.1:{}", ports.topology_server)]);
+    vec![
+        ("status-updater", updater),
+        ("kwok-gpu-device-plugin", common("kwok-gpu-device-plugin")),
+        ("status-exporter", exporter),
+        ("topology-server", server),
+    ]
 }
 
 #[cfg(test)]
@@ -48,10 +65,14 @@ mod tests {
 
     #[test]
     fn component_args() {
-        let c = components(Path::new("/r/kubeconfig"), Path::new("/r"), 1234);
-        assert_eq!(c.iter().map(|(n, _)| *n).collect::<Vec<_>>(), ["status-updater", "kwok-gpu-device-plugin", "topology-server"]);
+        let c = components(Path::new("/r/kubeconfig"), Path::new("/r"), Ports { topology_server: 1234, metrics: 5678 });
+        assert_eq!(
+            c.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            ["status-updater", "kwok-gpu-device-plugin", "status-exporter", "topology-server"]
+        );
         assert!(c[0].1.join(" ").contains("--node-dir /r/nodes --node-files-for-kwok"));
-        assert!(c[2].1.join(" ").ends_with("--listen 127.0.0.1:1234"));
+        assert!(c[2].1.join(" ").ends_with("--listen 127.0.0.1:5678 --node-dir /r/nodes"));
+        assert!(c[3].1.join(" ").ends_with("--listen 127.0.0.1:1234"));
         assert!(c.iter().all(|(n, a)| a[0] == *n && a.join(" ").contains("--kubeconfig /r/kubeconfig --namespace gpu-operator")));
     }
 }

@@ -7,7 +7,8 @@
 //!    this driver seeing it bound and seeing it in its node's topology ConfigMap (p50/p99/max).
 //! 3. All pods deleted: time until every GPU is free again.
 //!
-//! Env: KUBECONFIG, BENCH_NODES, BENCH_PODS, BENCH_NS (topology namespace, default gpu-operator).
+//! Env: KUBECONFIG, BENCH_NODES, BENCH_PODS, BENCH_POD_RATE (creates per second, default: no
+//! pacing), BENCH_NS (topology namespace, default gpu-operator).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -172,9 +173,14 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(1)).await;
     eprintln!("creating {pods_n} one-GPU pods");
     let pstart = Instant::now();
+    // BENCH_POD_RATE paces the creates (pods per second); unset = as fast as 32 in flight go.
+    let rate = env_num("BENCH_POD_RATE", 0);
     concurrently(pods_n, 32, |i| {
         let pods = pods.clone();
         async move {
+            if rate > 0 {
+                tokio::time::sleep_until((pstart + Duration::from_secs_f64(i as f64 / rate as f64)).into()).await;
+            }
             let p: Pod = serde_json::from_value(json!({
                 "metadata": {"name": format!("p-{i}"), "annotations": {"run.ai/simulated-gpu-utilization": "40-60"}},
                 "spec": {"nodeSelector": {POOL_KEY: "bench"}, "containers": [{"name": "c", "image": "registry.invalid/x:1",
