@@ -5,7 +5,8 @@
 # status-updater and kwok-gpu-device-plugin. A measurement script, not a test: it asserts nothing.
 # Uses its own run dir; the operator's components are the ones `cluster up` starts.
 #
-# Env: BENCH_NODES (default 1000), BENCH_PODS (default 5000), BENCH_PROFILE (release|debug,
+# Env: BENCH_NODES (default 1000), BENCH_PODS (default 5000), BENCH_POD_RATE (pods/s, default
+#      unpaced), BENCH_PROFILE (release|debug,
 #      default release).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -29,7 +30,7 @@ rss() {
   python3 - "$FAKEGPU_RUN_DIR/state.json" <<'PY'
 import json, sys
 for p in json.load(open(sys.argv[1]))["processes"]:
-    if p["name"] in ("status-updater", "kwok-gpu-device-plugin", "topology-server"):
+    if p["name"] in ("status-updater", "kwok-gpu-device-plugin", "status-exporter", "topology-server"):
         f = {l.split(":")[0]: l.split()[1] for l in open(f"/proc/{p['pid']}/status") if l.startswith(("VmRSS", "VmHWM"))}
         print(f"  {p['name']:<24} RSS {int(f['VmRSS'])/1024:6.1f} MiB  peak {int(f['VmHWM'])/1024:6.1f} MiB")
 PY
