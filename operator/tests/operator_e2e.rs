@@ -428,7 +428,12 @@ async fn shared_gpu_through_a_reservation_pod() {
     let shared_uid = shared.metadata.uid.clone().unwrap();
 
     let t = node_topology(&ns, &node, "shared pod's usage under the reservation pod's GPU", |t| {
-        t.gpus.iter().any(|g| g.status.allocated_by.pod == resv_name && g.status.pod_gpu_usage_status.contains_key(&shared_uid))
+        // Its utilization, not just its entry: the entry is there while the updater still sees it
+        // Pending (0 %), and the API may show Running before the ConfigMap catches up.
+        t.gpus.iter().any(|g| {
+            g.status.allocated_by.pod == resv_name
+                && g.status.pod_gpu_usage_status.get(&shared_uid).is_some_and(|u| u.utilization.max == 30)
+        })
     })
     .await;
     let i = held(&t, &resv_name)[0];
