@@ -3,6 +3,12 @@
 //! (`--node`, one DaemonSet pod per node) or all-nodes mode (one Deployment serving every node
 //! of the pools, optionally only KWOK nodes). The selection of ConfigMaps is the pure
 //! [`select`]; the rest is wiring.
+//!
+//! With `--write-node-files` (node-local mode), the component is also its node's writer of the
+//! files the fake NVML and the kubelet plugins read (`crate::node_files`): the node config the
+//! status-updater put into the topology ConfigMap, and the live state from the allocations.
+//! The chart's status-updater is a Deployment whose disk is not the node's; this DaemonSet pod
+//! runs on the node, with the node dir mounted from the host.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -13,7 +19,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::watcher::{self, Event};
-use kube::{Api, Client};
+use kube::Api;
 
 use super::node::HostnameLabel;
 use super::server::{bind_and_serve, Scrape};
@@ -21,6 +27,7 @@ use super::topology_view::node_view;
 use super::Exporter;
 use crate::common::profiles_from;
 use crate::inference::{PrometheusClient, DEFAULT_FULL_SCALE_RPS};
+use crate::node_files::{NodeFiles, CONFIG_KEY};
 use crate::resolve::{Profiles, PROFILE_CM_LABEL};
 use crate::topology::{NodeTopology, KWOK_NODE_ANNOTATION, NODE_NAME_LABEL, NODE_TOPOLOGY_LABEL, TOPOLOGY_KEY};
 
@@ -44,12 +51,8 @@ pub struct Args {
     /// All-nodes mode: only these pools (comma-separated; empty = all).
     #[arg(long, env = "POOLS", value_delimiter = ',')]
     pub pools: Vec<String>,
-    /// Namespace of the topology ConfigMaps.
-    #[arg(long, env = "TOPOLOGY_CM_NAMESPACE", default_value = "gpu-operator")]
-    pub namespace: String,
-    /// Name of the cluster topology ConfigMap; per-node ones are `<name>-<node>`.
-    #[arg(long, env = "TOPOLOGY_CM_NAME", default_value = "topology")]
-    pub topology_cm_name: String,
+    #[command(flatten)]
+    pub topology: crate::common::TopologyArgs,
     /// Address of `/metrics`.
     #[arg(long, env = "METRICS_LISTEN", default_value = "0.0.0.0:9400")]
     pub listen: SocketAddr,
@@ -69,6 +72,11 @@ pub struct Args {
     /// (real nodes) is exported from that state, exactly as its fake NVML reads it.
     #[arg(long, env = "FAKEGPU_NODE_DIR")]
     pub node_dir: Option<PathBuf>,
+    /// Node-local mode: write the node's files into `--node-dir` (config from the topology
+    /// ConfigMap's `fakegpu-config.json`, live state from its allocations), as the
+    /// status-updater does where its node dir is the nodes' disk.
+    #[arg(long, env = "FAKEGPU_WRITE_NODE_FILES")]
+    pub write_node_files: bool,
 }
 
 /// Which ConfigMaps an exporter serves.
@@ -113,6 +121,8 @@ struct Watched {
     exporter: Shared<Exporter>,
     profiles: Shared<Profiles>,
     topologies: Shared<BTreeMap<String, NodeTopology>>,
+    /// `--write-node-files`: the served node and its files.
+    files: Option<Arc<(String, NodeFiles)>>,
 }
 
 impl Watched {
@@ -128,6 +138,10 @@ impl Watched {
     }
 
     fn retain(&self, keep: &BTreeSet<String>) {
+        if let Some((node, files)) = self.files.as_deref().filter(|(n, _)| !keep.contains(n)) {
+            tracing::info!(node, "node not in any pool; removing its node files");
+            files.remove();
+        }
         self.exporter.lock().expect("exporter lock").retain(|n| keep.contains(n));
         self.topologies.lock().expect("topologies lock").retain(|n, _| keep.contains(n));
     }
@@ -160,8 +174,25 @@ fn apply(watched: &Watched, sel: &Selection, cm: &ConfigMap) -> Option<String> {
     let labels = cm.metadata.labels.as_ref().unwrap_or(&empty);
     let annotations = cm.metadata.annotations.as_ref().unwrap_or(&empty);
     let node = select(sel, name, labels, annotations, topo.pool.as_deref())?;
+    if let Some((_, files)) = watched.files.as_deref() {
+        write_files(files, &node, cm, &topo);
+    }
     watched.upsert(&node, topo);
     Some(node)
+}
+
+/// The node's files from its ConfigMap, before the exporter reads its state back from them.
+fn write_files(files: &NodeFiles, node: &str, cm: &ConfigMap, topo: &NodeTopology) {
+    let Some(config) = cm.data.as_ref().and_then(|d| d.get(CONFIG_KEY)) else {
+        // A status-updater from before the key: the config cannot be known here, and a guess
+        // could disagree with the UUIDs the topology carries.
+        tracing::warn!(node, key = CONFIG_KEY, "topology ConfigMap has no node config; node files not written");
+        return;
+    };
+    match files.materialize(node, config, topo) {
+        Ok(_) => tracing::debug!(node, dir = %files.dir.display(), "node files written"),
+        Err(e) => tracing::warn!(node, error = %e, "node files not written"),
+    }
 }
 
 async fn watch(api: Api<ConfigMap>, cfg: watcher::Config, sel: Selection, watched: Watched) {
@@ -190,6 +221,10 @@ async fn watch(api: Api<ConfigMap>, cfg: watcher::Config, sel: Selection, watche
                     .cloned()
                     .or_else(|| name.strip_prefix(&sel.cm_prefix).and_then(|n| n.strip_prefix('-')).map(str::to_owned));
                 if let Some(node) = node {
+                    if let Some((_, files)) = watched.files.as_deref().filter(|(n, _)| *n == node) {
+                        tracing::info!(node, "node topology deleted; removing its node files");
+                        files.remove();
+                    }
                     watched.remove(&node);
                 }
             }
@@ -266,7 +301,7 @@ pub fn run_blocking(args: Args) -> anyhow::Result<()> {
 /// Runs the component until SIGTERM/SIGINT.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let sel = Selection {
-        cm_prefix: args.topology_cm_name.clone(),
+        cm_prefix: args.topology.topology_cm.clone(),
         node: args.node.clone(),
         kwok_only: args.kwok_only,
         pools: args.pools.clone(),
@@ -275,17 +310,23 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         HostnameArg::Node => HostnameLabel::NodeName,
         HostnameArg::DcgmPod => HostnameLabel::DcgmPod,
     };
+    let files = match (args.write_node_files, &args.node, &args.node_dir) {
+        (false, _, _) => None,
+        (true, Some(node), Some(dir)) => Some(Arc::new((node.clone(), NodeFiles::new(dir, node)))),
+        (true, _, _) => anyhow::bail!("--write-node-files needs node-local mode (--node) and --node-dir"),
+    };
     let exporter: Shared<Exporter> = Arc::new(Mutex::new(Exporter::new(hostname).with_node_dir(args.node_dir.clone())));
     let rates: Shared<HashMap<String, u32>> = Arc::default();
-    let watched = Watched { exporter: exporter.clone(), profiles: Arc::default(), topologies: Arc::default() };
+    let watched = Watched { exporter: exporter.clone(), profiles: Arc::default(), topologies: Arc::default(), files };
 
-    let client = Client::try_default().await?;
-    let api: Api<ConfigMap> = Api::namespaced(client, &args.namespace);
+    let client = args.topology.client().await?;
+    let namespace = args.topology.namespace();
+    let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
     let mut cfg = watcher::Config::default().labels(&format!("{NODE_TOPOLOGY_LABEL}=true"));
     if let Some(node) = &args.node {
-        cfg = cfg.fields(&format!("metadata.name={}", crate::topology::node_cm_name(&args.topology_cm_name, node)));
+        cfg = cfg.fields(&format!("metadata.name={}", crate::topology::node_cm_name(&args.topology.topology_cm, node)));
     }
-    tracing::info!(namespace = args.namespace, node = ?args.node, kwok_only = args.kwok_only, node_dir = ?args.node_dir, "status-exporter starting");
+    tracing::info!(namespace, node = ?args.node, kwok_only = args.kwok_only, node_dir = ?args.node_dir, write_node_files = args.write_node_files, "status-exporter starting");
     tokio::spawn(watch_profiles(api.clone(), watched.clone()));
     tokio::spawn(watch(api, cfg, sel, watched));
     let prom = PrometheusClient::new(&args.prometheus_url)?;
