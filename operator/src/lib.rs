@@ -10,6 +10,7 @@ pub mod inference;
 pub mod kubelet;
 pub mod kwok_device_plugin;
 pub mod labels;
+pub mod node_files;
 pub mod node_state;
 pub mod pod;
 pub mod resolve;

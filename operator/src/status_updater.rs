@@ -30,6 +30,7 @@ use crate::common::{self, Error, TopologyArgs, FIELD_MANAGER};
 use crate::config::ClusterConfig;
 use crate::index::{Index, IndexOptions, NodeInfo, NodeView, PodAnnotation};
 use crate::labels;
+use crate::node_files::NodeFiles;
 use crate::pod::{PodInfo, DEFAULT_RESERVATION_NAMESPACE};
 use crate::resolve::Profiles;
 use crate::topology::{node_cm_name, NodeTopology, NODE_NAME_LABEL, NODE_TOPOLOGY_LABEL, TOPOLOGY_KEY};
@@ -45,6 +46,10 @@ pub struct Args {
     /// Also write node files for KWOK nodes (local development: every node is "this host").
     #[arg(long, env = "FAKEGPU_NODE_FILES_FOR_KWOK")]
     pub node_files_for_kwok: bool,
+    /// Write no node files at all: the node dir is not the nodes' disk (the chart's Deployment);
+    /// the node-local status-exporter (`--write-node-files`) writes them from the ConfigMap.
+    #[arg(long, env = "FAKEGPU_NO_NODE_FILES", conflicts_with = "node_files_for_kwok")]
+    pub no_node_files: bool,
     /// Do not write the deploy labels (upstream `DISABLE_NODE_LABELING`).
     #[arg(long, env = "DISABLE_NODE_LABELING")]
     pub disable_node_labeling: bool,
@@ -624,8 +629,8 @@ impl Writer {
         let cm_name = node_cm_name(&self.args.topology.topology_cm, node);
         match view {
             Some(v) => {
-                let yaml = v.topology.to_yaml();
-                let fingerprint = format!("{yaml}|{:?}", v.kwok_annotation);
+                let data = crate::node_files::configmap_data(&v);
+                let fingerprint = format!("{data:?}|{:?}", v.kwok_annotation);
                 let unchanged = self.written.lock().expect("written lock").get(node) == Some(&fingerprint);
                 if !unchanged {
                     let mut annotations = BTreeMap::new();
@@ -637,7 +642,7 @@ impl Writer {
                         "metadata": {"name": cm_name, "namespace": self.ns,
                                      "labels": {NODE_TOPOLOGY_LABEL: "true", NODE_NAME_LABEL: node},
                                      "annotations": annotations},
-                        "data": {TOPOLOGY_KEY: yaml},
+                        "data": data,
                     });
                     cms.patch(&cm_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&cm)).await?;
                     self.written.lock().expect("written lock").insert(node.to_string(), fingerprint);
@@ -648,8 +653,9 @@ impl Writer {
                         nodes.patch(node, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": p}}))).await?;
                     }
                 }
-                if !v.kwok || self.args.node_files_for_kwok {
-                    self.write_node_files(node, &v)?;
+                if !self.args.no_node_files && (!v.kwok || self.args.node_files_for_kwok) {
+                    let text = &data[crate::node_files::CONFIG_KEY];
+                    NodeFiles::new(&self.args.node_dir, node).write(text, &v.spec, &v.topology)?;
                 }
                 self.annotate_pods(node, &v.pod_annotations).await?;
             }
@@ -665,12 +671,9 @@ impl Writer {
                             return Err(e.into());
                         }
                     }
-                    let dir = self.args.node_dir.join(node);
-                    let _ = std::fs::remove_file(dir.join("config.json"));
-                    for f in [fakegpu_model::state_file::DEFAULT_FILE_NAME, "fakegpu-state.json.seq"] {
-                        let _ = std::fs::remove_file(dir.join(f));
+                    if !self.args.no_node_files {
+                        NodeFiles::new(&self.args.node_dir, node).remove();
                     }
-                    let _ = std::fs::remove_dir(&dir);
                 }
                 // Only a node whose ConfigMap we had loses our labels: a node that was never in
                 // our pools may carry labels another operator instance (other namespace) wrote.
@@ -712,34 +715,6 @@ impl Writer {
                 Err(e) => return Err(e.into()),
             }
             self.annotated.lock().expect("annotated lock").entry(node.to_string()).or_default().insert(a);
-        }
-        Ok(())
-    }
-
-    fn write_node_files(&self, node: &str, v: &NodeView) -> Result<(), Error> {
-        let dir = self.args.node_dir.join(node);
-        let path = dir.join("config.json");
-        let text = serde_json::to_string_pretty(&v.config_file).expect("node config serialises") + "\n";
-        if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
-            std::fs::create_dir_all(&dir).map_err(|e| Error::Io(dir.display().to_string(), e))?;
-            let tmp = dir.join(".config.json.tmp");
-            std::fs::write(&tmp, &text).map_err(|e| Error::Io(tmp.display().to_string(), e))?;
-            std::fs::rename(&tmp, &path).map_err(|e| Error::Io(path.display().to_string(), e))?;
-        }
-        // The live state beside it (where the fake NVML looks when FAKEGPU_CONFIG points here).
-        let state_path = dir.join(fakegpu_model::state_file::DEFAULT_FILE_NAME);
-        let targets = crate::node_state::targets(&v.topology);
-        let now = fakegpu_model::state_file::now();
-        let r = fakegpu_model::state_file::update(&state_path, |st| crate::node_state::apply(st, &v.spec, &targets, now));
-        if let Err(fakegpu_model::state_file::UpdateError::Rejected(e)) = &r {
-            // E.g. a GPU a user marked lost: leave their state alone.
-            tracing::warn!(path = %state_path.display(), error = %e, "node state not updated");
-        } else if let Err(e) = r {
-            // A corrupt or foreign state file: start over from the allocations.
-            tracing::warn!(path = %state_path.display(), error = %e, "node state unusable; resetting it");
-            let mut st = fakegpu_model::state::NodeState::default();
-            crate::node_state::apply(&mut st, &v.spec, &targets, now).map_err(|e| Error::Other(e.to_string()))?;
-            fakegpu_model::state_file::reset(&state_path, &st).map_err(|e| Error::Other(e.to_string()))?;
         }
         Ok(())
     }

@@ -46,37 +46,12 @@ impl Default for KubeletDirs {
     }
 }
 
-/// Node-local files the status-updater writes (docs/operator-interfaces.md §3).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeFiles {
-    /// `<node-dir>/<node>/`.
-    pub dir: PathBuf,
-}
-
-impl NodeFiles {
-    pub fn new(node_dir: &std::path::Path, node: &str) -> NodeFiles {
-        NodeFiles { dir: node_dir.join(node) }
-    }
-    pub fn config(&self) -> PathBuf {
-        self.dir.join("config.json")
-    }
-    /// The live state, where the status-updater writes it and the fake NVML looks for it.
-    pub fn state(&self) -> PathBuf {
-        self.dir.join(fakegpu_model::state_file::DEFAULT_FILE_NAME)
-    }
-}
+/// Node-local files the status-updater or the node-local status-exporter writes
+/// (docs/operator-interfaces.md §3).
+pub use crate::node_files::NodeFiles;
 
 /// Resolves the simulated node from its config file, exactly as the fake NVML in a pod
 /// does with `FAKEGPU_CONFIG` pointing at it and `FAKEGPU_NODE` = the node name.
 pub fn load_node(files: &NodeFiles, node: &str) -> Result<fakegpu_model::SimulatedNode, fakegpu_model::ConfigError> {
-    let config = files.config().display().to_string();
-    let spec = fakegpu_model::config::resolve(
-        &|key| match key {
-            fakegpu_model::config::ENV_CONFIG => Some(config.clone()),
-            fakegpu_model::config::ENV_NODE => Some(node.to_string()),
-            _ => None,
-        },
-        node,
-    )?;
-    Ok(fakegpu_model::SimulatedNode::new(spec))
+    Ok(fakegpu_model::SimulatedNode::new(files.spec(node)?))
 }
