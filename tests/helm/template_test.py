@@ -129,6 +129,25 @@ check("kwok exporter serves all KWOK nodes", kwok_exp["args"] == ["status-export
 ds_exp = dsets["nvidia-dcgm-exporter"]["spec"]["template"]["spec"]
 check("node-local exporter gets NODE_NAME", any(e["name"] == "NODE_NAME" and e["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName" for e in ds_exp["containers"][0]["env"]))
 check("node-local exporter nodeSelector", ds_exp["nodeSelector"] == {"nvidia.com/gpu.deploy.dcgm-exporter": "true"})
+# Node files: the node-local exporter writes them into the hostPath the plugins read.
+def host_mount(spec, c):
+    vols = {v["name"]: v for v in spec.get("volumes", [])}
+    return {m["mountPath"]: vols[m["name"]].get("hostPath", {}) for m in c.get("volumeMounts", []) if m["name"] in vols}
+c_exp = ds_exp["containers"][0]
+env_exp = {e["name"]: e.get("value") for e in c_exp["env"]}
+check("node-local exporter writes node files", c_exp["args"] == ["status-exporter", "--write-node-files"], str(c_exp["args"]))
+check("node-local exporter: hostPath /var/lib/fake-gpu-operator (DirectoryOrCreate)",
+      host_mount(ds_exp, c_exp).get("/var/lib/fake-gpu-operator") == {"path": "/var/lib/fake-gpu-operator", "type": "DirectoryOrCreate"}, str(host_mount(ds_exp, c_exp)))
+init_exp = ds_exp["initContainers"][0]
+check("node-local exporter: node dir handed to its non-root user",
+      "chown 65532:65532 /var/lib/fake-gpu-operator/nodes" in init_exp["args"][0] and host_mount(ds_exp, init_exp).get("/var/lib/fake-gpu-operator", {}).get("path") == "/var/lib/fake-gpu-operator")
+dp = dsets["device-plugin"]["spec"]["template"]["spec"]
+env_dp = {e["name"]: e.get("value") for e in dp["containers"][0]["env"]}
+check("node dir: exporter and device plugin agree", env_exp.get("FAKEGPU_NODE_DIR") == env_dp.get("FAKEGPU_NODE_DIR") == "/var/lib/fake-gpu-operator/nodes", f"{env_exp} {env_dp}")
+check("node dir: device plugin mounts the same hostPath", host_mount(dp, dp["containers"][0]).get("/var/lib/fake-gpu-operator", {}).get("path") == "/var/lib/fake-gpu-operator")
+su_spec = deploys["status-updater"]["spec"]["template"]["spec"]
+check("status-updater writes no node files (no emptyDir)", su_spec["containers"][0]["args"] == ["status-updater", "--no-node-files"]
+      and not su_spec.get("volumes") and not su_spec["containers"][0].get("volumeMounts"), str(su_spec["containers"][0]["args"]))
 
 # Least privilege per ServiceAccount.
 NS = "gpu-operator"
@@ -171,6 +190,9 @@ docs = render(values=["upstream-e2e.yaml"])
 names = {(d["kind"], d["metadata"]["name"]) for d in docs}
 check("e2e values: DRA plugin, kwok-dra, DeviceClass", {("DaemonSet", "fgo-fake-gpu-operator-kubeletplugin"), ("Deployment", "kwok-dra-plugin"), ("DeviceClass", "gpu.nvidia.com")} <= names, str(sorted(names)))
 check("e2e values: no kwok-gpu-device-plugin", ("Deployment", "kwok-gpu-device-plugin") not in names)
+dra_c = by_kind(docs, "DaemonSet")["fgo-fake-gpu-operator-kubeletplugin"]["spec"]["template"]["spec"]["containers"][0]
+check("node dir: the DRA plugin reads where the node-local exporter writes",
+      {e["name"]: e.get("value") for e in dra_c["env"]}.get("FAKEGPU_NODE_DIR") == "/var/lib/fake-gpu-operator/nodes")
 ge = sa_rules(docs, NS, "fgo-fake-gpu-operator-service-account")
 check("dra-plugin: manages ResourceSlices, gets claims", can(ge, NS, "resource.k8s.io", "resourceslices", "create") and can(ge, NS, "resource.k8s.io", "resourceclaims", "get")
       and not can(ge, NS, "resource.k8s.io", "resourceclaims", "update"))

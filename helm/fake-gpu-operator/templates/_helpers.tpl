@@ -207,5 +207,12 @@ subjects:
 - name: FAKEGPU_NVIDIA_SMI
   value: /var/lib/fake-gpu-operator/bin/nvidia-smi
 - name: FAKEGPU_NODE_DIR
-  value: /var/lib/fake-gpu-operator/nodes
+  value: {{ include "fgo.nodeDir" . }}
+{{- end -}}
+
+{{/* The node dir on every node (hostPath /var/lib/fake-gpu-operator): the node-local
+     status-exporter writes `<node>/config.json` and the live state there, the device and DRA
+     plugins read them, GPU containers get `<node>/` mounted (docs/operator-interfaces.md §3). */}}
+{{- define "fgo.nodeDir" -}}
+/var/lib/fake-gpu-operator/nodes
 {{- end -}}
