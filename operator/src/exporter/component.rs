@@ -138,7 +138,7 @@ impl Watched {
     }
 
     fn retain(&self, keep: &BTreeSet<String>) {
-        if let Some((node, files)) = self.files.as_deref().filter(|(n, _)| !keep.contains(n)) {
+        if let Some((node, files)) = self.files.as_deref().filter(|(n, f)| !keep.contains(n) && f.dir.exists()) {
             tracing::info!(node, "node not in any pool; removing its node files");
             files.remove();
         }
