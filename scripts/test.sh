@@ -24,6 +24,7 @@ step() {
 scripts/ensure-toolchain.sh || exit 1
 
 step fmt cargo fmt --all -- --check
+step dockerfile python3 tests/docker/check_dockerfile.py
 step clippy cargo clippy --workspace --all-targets -q -- -D warnings
 # Tests that need Kubernetes run against a real control plane started for the whole run;
 # without one they fail under CI=true and skip locally.

@@ -254,5 +254,38 @@ check("schema: additionalProperties false wherever properties are defined", not 
 defaults = yaml.safe_load(open(os.path.join(CHART, "values.yaml")))
 check("values.yaml keys are all in the schema", set(defaults) <= set(schema["properties"]), str(set(defaults) - set(schema["properties"])))
 
+
+
+def container_args_parse(binary):
+    """Every container of our image, rendered with each values file, runs a command line the built
+    binary accepts: `fake-gpu-operator <args> --help` with the container's literal env exits 0
+    (clap rejects unknown subcommands and flags before it prints help)."""
+    seen = set()
+    for values in [()] + [(v,) for v in sorted(os.listdir(os.path.join(HERE, "values")))]:
+        for d in render(values=values):
+            spec = (d.get("spec") or {}).get("template", {}).get("spec") or {}
+            for c in spec.get("containers", []) + spec.get("initContainers", []):
+                args = c.get("args") or []
+                if not args or args[0] not in components():
+                    continue
+                env = {e["name"]: str(e["value"]) for e in c.get("env", []) if "value" in e}
+                key = (tuple(args), tuple(sorted(env.items())))
+                if key in seen:
+                    continue
+                seen.add(key)
+                r = subprocess.run([binary, *args, "--help"], env={"PATH": os.environ.get("PATH", ""), **env}, capture_output=True, text=True)
+                check(f"binary accepts {d['metadata']['name']}/{c['name']} args {' '.join(args)} ({'+'.join(values) or 'defaults'})",
+                      r.returncode == 0, r.stderr[-300:])
+    check("some container command lines were checked against the binary", len(seen) > 0)
+
+
+BINARY = os.environ.get("FGO_BINARY") or os.path.join(ROOT, "target", "debug", "fake-gpu-operator")
+if os.access(BINARY, os.X_OK):
+    container_args_parse(BINARY)
+elif os.environ.get("CI") == "true":
+    check(f"operator binary for the args check exists ({BINARY})", False)
+else:
+    print(f"note: {BINARY} not built; container command lines not checked against it")
+
 print(f"{passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)
