@@ -37,6 +37,8 @@ PY
 }
 echo "== idle"
 rss
+BENCH_METRICS_ADDR="127.0.0.1:$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ports"]["status-exporter"])' "$FAKEGPU_RUN_DIR/state.json")"
+export BENCH_METRICS_ADDR
 echo "== run ($PROFILE build, load: $(cut -d' ' -f1-3 /proc/loadavg))"
 "$ROOT/target/$PROFILE/examples/bench_operator"
 echo "== after"

@@ -299,8 +299,14 @@ async fn start_operator(run_dir: &Path, s: &mut Started, progress: &mut Progress
             return Err(health::failed(rec, format!("exited with {status}")));
         }
     }
-    progress
-        .line("operator", &format!("status-updater, kwok-gpu-device-plugin, status-exporter (metrics :{}), topology-server (:{port}) up after {:.1}s", ports.metrics, t.as_secs_f64()));
+    progress.line(
+        "operator",
+        &format!(
+            "status-updater, kwok-gpu-device-plugin, status-exporter (metrics :{}), topology-server (:{port}) up after {:.1}s",
+            ports.metrics,
+            t.as_secs_f64()
+        ),
+    );
     Ok(())
 }
 

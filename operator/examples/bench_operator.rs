@@ -5,7 +5,8 @@
 //!    time from the first label to every node having labels, allocatable and an 8-GPU topology.
 //! 2. P one-GPU pods (default 5,000) placed by the real scheduler: for each pod, the time between
 //!    this driver seeing it bound and seeing it in its node's topology ConfigMap (p50/p99/max).
-//! 3. All pods deleted: time until every GPU is free again.
+//! 3. With BENCH_METRICS_ADDR (host:port of the status-exporter): five whole `/metrics` scrapes.
+//! 4. All pods deleted: time until every GPU is free again.
 //!
 //! Env: KUBECONFIG, BENCH_NODES, BENCH_PODS, BENCH_POD_RATE (creates per second, default: no
 //! pacing), BENCH_NS (topology namespace, default gpu-operator).
@@ -211,6 +212,25 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("allocation recorded behind the bind (ms): p50 {:.0}  p99 {:.0}  max {:.0}", pct(&lat, 0.5), pct(&lat, 0.99), pct(&lat, 1.0));
 
+    // The exporter serving all 8,000 GPUs with half of them busy: whole HTTP scrapes.
+    if let Ok(addr) = std::env::var("BENCH_METRICS_ADDR") {
+        let mut times = Vec::new();
+        let mut bytes = 0;
+        for _ in 0..5 {
+            let t = Instant::now();
+            bytes = scrape(&addr).await?;
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        times.sort_by(f64::total_cmp);
+        println!(
+            "exporter /metrics over HTTP ({} bytes): min {:.0} ms, median {:.0} ms, max {:.0} ms",
+            bytes,
+            times[0],
+            pct(&times, 0.5),
+            times[times.len() - 1]
+        );
+    }
+
     // 3. delete
     let dstart = Instant::now();
     // One DELETE per pod: a delete-collection of thousands of pods outlives the client's
@@ -243,4 +263,20 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Ok(())
+}
+
+/// One `GET /metrics` (HTTP/1.0, so the server closes the connection); the body's length.
+async fn scrape(addr: &str) -> anyhow::Result<usize> {
+    use std::io::{Read, Write};
+    let addr = addr.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = std::net::TcpStream::connect(&addr)?;
+        conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n")?;
+        let mut response = Vec::new();
+        conn.read_to_end(&mut response)?;
+        let body = response.windows(4).position(|w| w == b"\r\n\r\n").map_or(0, |i| response.len() - i - 4);
+        anyhow::ensure!(response.starts_with(b"HTTP/1.") && body > 0, "bad /metrics response from {addr}");
+        Ok(body)
+    })
+    .await?
 }

@@ -12,12 +12,11 @@
 //! against its own namespace and pool label key (as operator_e2e.rs). Without a cluster they
 //! skip (one line); under CI=true they fail.
 
+mod components;
 mod fake_kubelet;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,49 +36,11 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::Api;
 use serde_json::json;
 
+use components::{scrape, Component};
 use fake_kubelet::Kubelet;
 
 const T: Duration = Duration::from_secs(60);
 const POOL: &str = "  p:\n    gpu:\n      profile: h100\n      overrides: {device_count: 8}\n";
-
-fn kubeconfig() -> PathBuf {
-    if let Some(p) = std::env::var_os("FAKEGPU_KUBECONFIG").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    let ours = fakegpu_cluster::paths::kubeconfig_in(&fakegpu_cluster::paths::run_dir());
-    if ours.is_file() {
-        return ours;
-    }
-    PathBuf::from(std::env::var_os("KUBECONFIG").expect("a kubeconfig (cluster_or_skip found one)"))
-}
-
-/// A component process, killed on drop; stderr goes to a log file in the test's directory.
-struct Component(Child);
-
-impl Component {
-    fn start(name: &str, ns: &str, dir: &Path, extra: &[&str]) -> Component {
-        let file = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_fake-gpu-operator"))
-            .arg(name)
-            .args(["--namespace", ns])
-            .args(extra)
-            .env("KUBECONFIG", kubeconfig())
-            .env("RUST_LOG", "info")
-            .env_remove("TOPOLOGY_CM_NAMESPACE")
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("start component");
-        Component(child)
-    }
-}
-
-impl Drop for Component {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// The test's operator: status-updater (node files for KWOK nodes, as `fakegpu cluster up`),
 /// kwok-gpu-device-plugin (node capacity) and an all-nodes status-exporter on a free port.
@@ -156,16 +117,6 @@ impl Operator {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-}
-
-/// GET /metrics over plain HTTP/1.0 (the body ends when the connection closes).
-fn scrape(addr: std::net::SocketAddr) -> std::io::Result<String> {
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    Ok(out.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default())
 }
 
 /// The labels of one exposition line `name{k="v",…} value`.

@@ -7,11 +7,13 @@
 //! operator that `fakegpu cluster up` started. Without a cluster they skip (one line), under
 //! CI=true they fail.
 
+mod components;
+
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use components::Component;
 use fake_gpu_operator::topology::{NodeTopology, TOPOLOGY_KEY};
 use fakegpu_cluster_support::objects::{node_ready, pod_running, test_node};
 use fakegpu_cluster_support::{cluster_or_skip, wait_for, TestNamespace};
@@ -22,58 +24,6 @@ use kube::Api;
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(60);
-
-fn kubeconfig() -> PathBuf {
-    if let Some(p) = std::env::var_os("FAKEGPU_KUBECONFIG").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
-    let ours = fakegpu_cluster::paths::kubeconfig_in(&fakegpu_cluster::paths::run_dir());
-    if ours.is_file() {
-        return ours;
-    }
-    PathBuf::from(std::env::var_os("KUBECONFIG").expect("a kubeconfig (cluster_or_skip found one)"))
-}
-
-/// A component process, killed on drop. Its stderr goes to `log`.
-struct Component {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Component {
-    fn start(name: &str, ns: &str, log_dir: &std::path::Path, extra: &[&str]) -> Component {
-        let log =
-            log_dir.join(format!("{name}-{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()));
-        let file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_fake-gpu-operator"))
-            .arg(name)
-            .args(["--namespace", ns])
-            .args(extra)
-            .env("KUBECONFIG", kubeconfig())
-            .env("RUST_LOG", "info")
-            .env_remove("TOPOLOGY_CM_NAMESPACE")
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("start component");
-        Component { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Component {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// The test's operator: namespace, pool label key, components.
 struct Operator {
