@@ -62,4 +62,44 @@ fn main() {
         times[times.len() - 1],
         size as f64 / 1_048_576.0,
     );
+    over_http(e);
+}
+
+/// The same exporter behind the component's HTTP server on loopback: whole `GET /metrics`
+/// round trips, and the process's peak RSS afterwards.
+fn over_http(e: Exporter) {
+    use std::io::{Read, Write};
+    let exporter = Arc::new(std::sync::Mutex::new(e));
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let round = std::sync::atomic::AtomicU64::new(0);
+    let scrape: fake_gpu_operator::exporter::server::Scrape = Arc::new(move |out: &mut String| {
+        let r = round.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        exporter.lock().unwrap().scrape_into(out, at(500_000 + r * 10_000), &|_| None)
+    });
+    rt.spawn(fake_gpu_operator::exporter::server::serve(listener, scrape, std::future::pending()));
+    let mut times = Vec::new();
+    for _ in 0..10 {
+        let t = Instant::now();
+        let mut conn = std::net::TcpStream::connect(addr).unwrap();
+        conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n").unwrap();
+        let mut response = Vec::new();
+        conn.read_to_end(&mut response).unwrap();
+        assert!(response.starts_with(b"HTTP/1.") && response[8..13] == *b" 200 ", "not a 200 response");
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let mib = |key: &str| {
+        status.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()).unwrap_or(0.0) / 1024.0
+    };
+    println!(
+        "over HTTP on loopback: min {:.1} ms, median {:.1} ms, max {:.1} ms; process RSS {:.1} MiB after, peak {:.1} MiB (the bench's own copies included)",
+        times[0],
+        times[times.len() / 2],
+        times[times.len() - 1],
+        mib("VmRSS"),
+        mib("VmHWM")
+    );
 }

@@ -110,9 +110,9 @@ async fn request_rate_becomes_utilization() {
     let rates: Arc<Mutex<Option<u32>>> = Arc::default();
     let scrape: Scrape = {
         let (exporter, rates) = (exporter.clone(), rates.clone());
-        Arc::new(move || {
+        Arc::new(move |out: &mut String| {
             let r = *rates.lock().unwrap();
-            exporter.lock().unwrap().scrape(fakegpu_model::state_file::now(), &|uid| if uid == UID { r } else { None })
+            exporter.lock().unwrap().scrape_into(out, fakegpu_model::state_file::now(), &|uid| if uid == UID { r } else { None })
         })
     };
     let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -333,9 +333,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let every = Duration::from_secs(args.inference_refresh_seconds.max(1));
     tokio::spawn(refresh_inference(prom, args.inference_full_scale_rps, every, exporter.clone(), rates.clone()));
 
-    let scrape: Scrape = Arc::new(move || {
+    let scrape: Scrape = Arc::new(move |out: &mut String| {
         let rates = rates.lock().expect("rates lock").clone();
-        exporter.lock().expect("exporter lock").scrape(fakegpu_model::state_file::now(), &|uid| rates.get(uid).copied())
+        exporter.lock().expect("exporter lock").scrape_into(out, fakegpu_model::state_file::now(), &|uid| rates.get(uid).copied())
     });
     bind_and_serve(args.listen, scrape, shutdown_signal()).await?;
     Ok(())

@@ -175,6 +175,13 @@ impl Exporter {
     /// One scrape at `now`: every node (by name), every GPU (by index order in its view).
     /// `knative(pod_uid)` is an inference pod's utilization.
     pub fn scrape(&mut self, now: Now, knative: &dyn Fn(&str) -> Option<u32>) -> String {
+        let mut out = String::new();
+        self.scrape_into(&mut out, now, knative);
+        out
+    }
+
+    /// [`Self::scrape`], appended to `out` (a buffer the caller reuses).
+    pub fn scrape_into(&mut self, out: &mut String, now: Now, knative: &dyn Fn(&str) -> Option<u32>) {
         let Exporter { nodes, node_dir, inference, .. } = self;
         let seen = std::cell::RefCell::new(HashMap::new());
         let knative_now = |uid: &str| {
@@ -225,7 +232,7 @@ impl Exporter {
                 series.push(render::Series { labels, values: sample::values(&node.spec.profile, g.unwrap_or(&idle), now) });
             }
         }
-        render::render(&series)
+        render::render_into(out, &series);
     }
 }
 
