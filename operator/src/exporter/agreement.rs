@@ -105,7 +105,7 @@ fn exporter_and_fake_nvml_agree_on_a_node_with_a_state_file() {
     // idea of the node would start from then: the state file is what it must follow.
     let mut e = Exporter::new(HostnameLabel::NodeName).with_node_dir(Some(dir.clone()));
     e.upsert(node_view(NODE, &ix.view(NODE).unwrap().topology, &Profiles::new()), at(4_000));
-    assert_eq!(e.nodes[NODE].spec.profile, library_spec(&dir).profile, "the exporter computes with the library's profile");
+    assert_eq!(*e.nodes[NODE].view.profile, library_spec(&dir).profile, "the exporter computes with the library's profile");
 
     let mut seen = std::collections::BTreeSet::new();
     for k in 1..=40 {

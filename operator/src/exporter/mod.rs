@@ -50,8 +50,6 @@ pub struct Exporter {
 #[derive(Debug)]
 struct Node {
     view: NodeView,
-    /// What the state operations need of the node: its profile and GPU count.
-    spec: NodeSpec,
     labels: Vec<String>,
     /// Some GPU is used by an inference pod.
     inference: bool,
@@ -94,6 +92,18 @@ impl Node {
     }
 }
 
+/// The model's node for a view: what `node_state` needs to bring its live state to its load. Built
+/// when needed rather than kept, so that 1,000 nodes share one profile (the view's `Arc`).
+fn node_spec(view: &NodeView) -> NodeSpec {
+    NodeSpec {
+        node_name: view.name.clone(),
+        profile: (*view.profile).clone(),
+        gpu_count: view.gpus.len() as u32,
+        driver_version: String::new(),
+        cuda_driver_version: 0,
+    }
+}
+
 impl Exporter {
     pub fn new(hostname: HostnameLabel) -> Exporter {
         Exporter { hostname, ..Exporter::default() }
@@ -107,17 +117,11 @@ impl Exporter {
 
     /// Adds or replaces a node, its state following the new topology from `now` on.
     pub fn upsert(&mut self, view: NodeView, now: Now) {
-        let spec = NodeSpec {
-            node_name: view.name.clone(),
-            profile: (*view.profile).clone(),
-            gpu_count: view.gpus.len() as u32,
-            driver_version: String::new(),
-            cuda_driver_version: 0,
-        };
+        let spec = node_spec(&view);
         let prev = self.nodes.remove(&view.name);
         // The counters run on while the node keeps its GPUs; other GPUs (pool switch) start afresh.
         let same_gpus =
-            |p: &Node| p.spec.profile == spec.profile && p.view.gpus.iter().map(|g| &g.uuid).eq(view.gpus.iter().map(|g| &g.uuid));
+            |p: &Node| p.view.profile == view.profile && p.view.gpus.iter().map(|g| &g.uuid).eq(view.gpus.iter().map(|g| &g.uuid));
         let (mut state, file) = match prev {
             Some(p) if same_gpus(&p) => (p.state, p.file),
             _ => (NodeState::default(), None),
@@ -128,7 +132,7 @@ impl Exporter {
         }
         let inference = view.gpus.iter().flat_map(|g| &g.usages).any(|u| u.use_knative);
         let labels = node::label_blocks(&view, self.hostname);
-        self.nodes.insert(view.name.clone(), Node { view, spec, labels, inference, state, file });
+        self.nodes.insert(view.name.clone(), Node { view, labels, inference, state, file });
     }
 
     /// Drops a node and its series.
@@ -200,7 +204,8 @@ impl Exporter {
                 continue;
             }
             let loads = loads(&node.view, &knative_now);
-            if let Err(e) = node_state::apply(&mut node.state, &node.spec, &loads, now) {
+            let spec = node_spec(&node.view);
+            if let Err(e) = node_state::apply(&mut node.state, &spec, &loads, now) {
                 tracing::warn!(node = %name, error = %e, "node state not updated");
             }
             if let Some(f) = &node.file {
@@ -209,7 +214,7 @@ impl Exporter {
                 let mut st = f.state.clone();
                 for (i, (g, load)) in node.view.gpus.iter().zip(&loads).enumerate() {
                     if g.usages.iter().any(|u| u.use_knative) {
-                        let _ = node_state::apply_one(&mut st, &node.spec, i as u32, load, now);
+                        let _ = node_state::apply_one(&mut st, &spec, i as u32, load, now);
                     }
                 }
                 overlays.insert(name.clone(), st);
@@ -229,7 +234,7 @@ impl Exporter {
                 }
             }
             for (labels, g) in node.labels.iter().zip(&by_index) {
-                series.push(render::Series { labels, values: sample::values(&node.spec.profile, g.unwrap_or(&idle), now) });
+                series.push(render::Series { labels, values: sample::values(&node.view.profile, g.unwrap_or(&idle), now) });
             }
         }
         render::render_into(out, &series);
