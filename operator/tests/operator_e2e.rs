@@ -335,17 +335,23 @@ fn annotation<'a>(p: &'a Pod, k: &str) -> Option<&'a str> {
     p.metadata.annotations.as_ref()?.get(k).map(String::as_str)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shared_gpu_through_a_reservation_pod() {
-    let Some(cluster) = cluster_or_skip("shared_gpu_through_a_reservation_pod").await else { return };
-    let ns = cluster.namespace("op-shared").await;
-    let op = Operator::start(&ns, "  p:\n    gpu: {profile: k80}\n").await;
-    let node = ready_node(&ns, "n").await;
-    set_pool(&ns, &node, &op.key, Some("p")).await;
+/// An operator with pool `p` of 2 × K80 and a Ready KWOK node `n` in it, its GPUs allocatable.
+async fn k80_pool_node(ns: &TestNamespace) -> (Operator, String) {
+    let op = Operator::start(ns, "  p:\n    gpu: {profile: k80}\n").await;
+    let node = ready_node(ns, "n").await;
+    set_pool(ns, &node, &op.key, Some("p")).await;
     let nodes: Api<Node> = Api::all(ns.client.clone());
     wait_for(&nodes, &node, T, "2 GPUs allocatable", |n| allocatable(n, "nvidia.com/gpu").as_deref() == Some("2"))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+    (op, node)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_gpu_through_a_reservation_pod() {
+    let Some(cluster) = cluster_or_skip("shared_gpu_through_a_reservation_pod").await else { return };
+    let ns = cluster.namespace("op-shared").await;
+    let (_op, node) = k80_pool_node(&ns).await;
 
     // A dedicated pod first, so the reservation pod's GPU is not simply GPU 0.
     let pods: Api<Pod> = ns.api();
@@ -472,13 +478,7 @@ async fn pod_group_priority_class_gives_the_pod_type() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    let op = Operator::start(&ns, "  p:\n    gpu: {profile: k80}\n").await;
-    let node = ready_node(&ns, "n").await;
-    set_pool(&ns, &node, &op.key, Some("p")).await;
-    let nodes: Api<Node> = Api::all(ns.client.clone());
-    wait_for(&nodes, &node, T, "2 GPUs allocatable", |n| allocatable(n, "nvidia.com/gpu").as_deref() == Some("2"))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (_op, node) = k80_pool_node(&ns).await;
 
     // No workloadKind label: the PodGroup's class decides. With the label: the label decides.
     let pods: Api<Pod> = ns.api();
