@@ -7,17 +7,22 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
-/// Binds `path`, removing whatever socket file was there (a previous run's).
+/// Binds `path`, replacing whatever socket file was there (a previous run's). The socket is
+/// bound and listening under a temporary name and then renamed into place: the kubelet dials a
+/// plugin socket as soon as the file appears, and `bind` creates the file before `listen`, so a
+/// socket bound in place can refuse that first connection.
 pub fn bind(path: &Path) -> std::io::Result<UnixListenerStream> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let name = path.file_name().ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "socket path has no file name"))?;
+    let staging = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
+    let _ = std::fs::remove_file(&staging);
+    let listener = UnixListener::bind(&staging)?;
+    if let Err(e) = std::fs::rename(&staging, path) {
+        let _ = std::fs::remove_file(&staging);
+        return Err(e);
     }
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    Ok(UnixListenerStream::new(UnixListener::bind(path)?))
+    Ok(UnixListenerStream::new(listener))
 }
 
 /// A channel that dials `path` (the URI is a placeholder tonic requires).
@@ -36,4 +41,22 @@ pub async fn connect(path: &Path) -> Result<Channel, tonic::transport::Error> {
 pub fn file_id(path: &Path) -> Option<(u64, u64, i64, i64)> {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino(), m.ctime(), m.ctime_nsec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn bind_replaces_a_stale_socket_and_listens_once_the_path_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plugin.sock");
+        std::fs::write(&path, b"stale").unwrap();
+        let _incoming = bind(&path).unwrap();
+        // The path only ever names a listening socket: connecting right away succeeds.
+        UnixStream::connect(&path).await.expect("listening as soon as the path exists");
+        let names: Vec<String> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        assert_eq!(names, ["plugin.sock"], "no staging file left behind");
+    }
 }
