@@ -36,7 +36,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::Api;
 use serde_json::json;
 
-use components::{scrape, Component};
+use components::{node_topology, scrape, Component};
 use fake_kubelet::Kubelet;
 
 const T: Duration = Duration::from_secs(60);
@@ -144,10 +144,6 @@ fn labels(line: &str) -> Option<BTreeMap<String, String>> {
     }
 }
 
-fn topology(cm: &ConfigMap) -> Option<NodeTopology> {
-    NodeTopology::from_yaml(cm.data.as_ref()?.get(TOPOLOGY_KEY)?).ok()
-}
-
 fn held(t: &NodeTopology, ns: &str, pod: &str) -> Vec<usize> {
     t.gpus
         .iter()
@@ -155,14 +151,6 @@ fn held(t: &NodeTopology, ns: &str, pod: &str) -> Vec<usize> {
         .filter(|(_, g)| g.status.allocated_by.pod == pod && g.status.allocated_by.namespace == ns)
         .map(|(i, _)| i)
         .collect()
-}
-
-async fn node_topology(ns: &TestNamespace, node: &str, what: &str, cond: impl Fn(&NodeTopology) -> bool) -> NodeTopology {
-    let cms: Api<ConfigMap> = ns.api();
-    let cm = wait_for(&cms, &format!("topology-{node}"), T, what, |c| topology(c).is_some_and(|t| cond(&t)))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    topology(&cm).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

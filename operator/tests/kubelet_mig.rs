@@ -234,16 +234,15 @@ async fn dra_prepares_a_mig_device_with_its_uuid() {
         .await
         .unwrap();
     });
-    // The socket file appears at bind, a moment before the server listens: dial until it answers.
-    let mut channel = None;
+    // The socket file appears only once the server listens (uds::bind): wait for it, then dial.
     for _ in 0..100 {
-        if let Ok(c) = uds::connect(&paths.plugin_socket).await {
-            channel = Some(c);
+        if paths.plugin_socket.exists() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut dra = pb::dra_plugin_client::DraPluginClient::new(channel.expect("the DRA plugin answers within 5 s"));
+    let channel = uds::connect(&paths.plugin_socket).await.expect("the DRA plugin answers within 5 s");
+    let mut dra = pb::dra_plugin_client::DraPluginClient::new(channel);
     let resp = dra
         .node_prepare_resources(pb::NodePrepareResourcesRequest {
             claims: vec![pb::Claim { namespace: "ns1".into(), uid: "uid-mig".into(), name: "mig-claim".into() }],

@@ -18,10 +18,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use components::{scrape, Component};
+use components::{scrape, topology, Component};
 use fake_gpu_operator::kubelet::{load_node, NodeFiles};
 use fake_gpu_operator::node_state::RANGE_PERIOD_S;
-use fake_gpu_operator::topology::{NodeTopology, TOPOLOGY_KEY};
+use fake_gpu_operator::topology::TOPOLOGY_KEY;
 use fakegpu_cluster_support::objects::{node_ready, pod_running, test_node};
 use fakegpu_cluster_support::{cluster_or_skip, wait_for, TestNamespace};
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
@@ -84,10 +84,6 @@ fn nvml_view(smi: &Path, libdir: &Path, files: &NodeFiles, node: &str) -> Vec<(S
             (f[0].to_string(), f[1].parse().expect("utilization"), f[2].parse().expect("memory.used"))
         })
         .collect()
-}
-
-fn topology(cm: &ConfigMap) -> Option<NodeTopology> {
-    NodeTopology::from_yaml(cm.data.as_ref()?.get(TOPOLOGY_KEY)?).ok()
 }
 
 fn gpu_pod(name: &str, node: &str, gpus: u32, util: &str) -> Pod {

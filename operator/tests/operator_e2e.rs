@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use components::Component;
+use components::{node_topology, Component};
 use fake_gpu_operator::topology::{NodeTopology, TOPOLOGY_KEY};
 use fakegpu_cluster_support::objects::{node_ready, pod_running, test_node};
 use fakegpu_cluster_support::{cluster_or_skip, wait_for, TestNamespace};
@@ -82,18 +82,6 @@ fn label<'a>(n: &'a Node, k: &str) -> Option<&'a str> {
 
 fn allocatable(n: &Node, r: &str) -> Option<String> {
     n.status.as_ref()?.allocatable.as_ref()?.get(r).map(|q| q.0.clone())
-}
-
-fn topology(cm: &ConfigMap) -> Option<NodeTopology> {
-    NodeTopology::from_yaml(cm.data.as_ref()?.get(TOPOLOGY_KEY)?).ok()
-}
-
-async fn node_topology(ns: &TestNamespace, node: &str, what: &str, cond: impl Fn(&NodeTopology) -> bool) -> NodeTopology {
-    let cms: Api<ConfigMap> = ns.api();
-    let cm = wait_for(&cms, &format!("topology-{node}"), T, what, |c| topology(c).is_some_and(|t| cond(&t)))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    topology(&cm).unwrap()
 }
 
 fn gpu_pod(name: &str, node: &str, gpus: u32, util: Option<&str>) -> Pod {

@@ -72,6 +72,17 @@ pub enum SelectError {
     Handle(u32, Ret),
 }
 
+impl SelectError {
+    /// What NVIDIA's nvidia-smi prints for the failure, and its exit code.
+    pub fn report(&self) -> (String, i32) {
+        match *self {
+            SelectError::NoDevices => ("No devices were found\n".into(), 6),
+            SelectError::Nvml(e) => (format!("Unable to determine the device handle for GPU: {}\n", err_text(e)), e as i32),
+            SelectError::Handle(i, e) => (handle_error("GPU", i, e), e as i32),
+        }
+    }
+}
+
 /// NVIDIA's message for a GPU whose handle cannot be had (`gpu` is "GPU" or "gpu ").
 pub fn handle_error(gpu: &str, i: u32, e: Ret) -> String {
     if e == ret::GPU_IS_LOST {

@@ -145,21 +145,14 @@ fn once(nvml: &Nvml, args: &Args) -> i32 {
     let ids = if args.mode == Mode::List { None } else { args.ids.as_deref() };
     let devs = match common::select(nvml, ids) {
         Ok(d) => d,
-        Err(SelectError::NoDevices) => {
-            if args.mode == Mode::List {
-                out("No devices found.\n");
-                return 0;
-            }
-            out("No devices were found\n");
-            return 6;
+        Err(SelectError::NoDevices) if args.mode == Mode::List => {
+            out("No devices found.\n");
+            return 0;
         }
-        Err(SelectError::Nvml(e)) => {
-            out(&format!("Unable to determine the device handle for GPU: {}\n", common::err_text(e)));
-            return e as i32;
-        }
-        Err(SelectError::Handle(i, e)) => {
-            out(&common::handle_error("GPU", i, e));
-            return e as i32;
+        Err(e) => {
+            let (text, code) = e.report();
+            out(&text);
+            return code;
         }
     };
     let fmt = args.format.clone().unwrap_or_default();

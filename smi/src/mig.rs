@@ -5,7 +5,7 @@
 //! follow NVIDIA's 535 binary.
 
 use crate::args::MigCmd;
-use crate::common::{self, SelectError};
+use crate::common;
 use crate::nvml::{c_string, nv, Device, Nvml, R};
 use nvml_abi::*;
 use std::ffi::c_uint;
@@ -174,17 +174,10 @@ const LCI_RULE: &str = "+-------------------------------------------------------
 pub fn run(n: &Nvml, c: &MigCmd, ids: Option<&[String]>, out: &mut dyn FnMut(&str)) -> i32 {
     let devs = match common::select(n, ids) {
         Ok(d) => d,
-        Err(SelectError::NoDevices) => {
-            out("No devices were found\n");
-            return 6;
-        }
-        Err(SelectError::Nvml(e)) => {
-            out(&format!("Unable to determine the device handle for GPU: {}\n", common::err_text(e)));
-            return e as i32;
-        }
-        Err(SelectError::Handle(i, e)) => {
-            out(&common::handle_error("GPU", i, e));
-            return e as i32;
+        Err(e) => {
+            let (text, code) = e.report();
+            out(&text);
+            return code;
         }
     };
     let migs: Vec<&Device> = devs.iter().filter(|d| is_mig_on(d)).collect();

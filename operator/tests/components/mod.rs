@@ -1,11 +1,16 @@
 //! What the E2E tests share: the cluster's kubeconfig, the operator's components as child
-//! processes (logged, killed on drop) and a plain `/metrics` scrape.
+//! processes (logged, killed on drop), a plain `/metrics` scrape and reading a node's topology.
 #![allow(dead_code)] // each test binary uses part of it
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+use fake_gpu_operator::topology::{NodeTopology, TOPOLOGY_KEY};
+use fakegpu_cluster_support::{wait_for, TestNamespace};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::Api;
 
 /// The kubeconfig `cluster_or_skip` found: `$FAKEGPU_KUBECONFIG`, the local cluster's, else `$KUBECONFIG`.
 pub fn kubeconfig() -> PathBuf {
@@ -71,4 +76,18 @@ pub fn scrape(addr: std::net::SocketAddr) -> std::io::Result<String> {
     let mut out = String::new();
     s.read_to_string(&mut out)?;
     Ok(out.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default())
+}
+
+/// The `topology.yml` of a per-node topology ConfigMap.
+pub fn topology(cm: &ConfigMap) -> Option<NodeTopology> {
+    NodeTopology::from_yaml(cm.data.as_ref()?.get(TOPOLOGY_KEY)?).ok()
+}
+
+/// Waits (60 s) until `node`'s topology in `ns` satisfies `cond`, and returns it.
+pub async fn node_topology(ns: &TestNamespace, node: &str, what: &str, cond: impl Fn(&NodeTopology) -> bool) -> NodeTopology {
+    let cms: Api<ConfigMap> = ns.api();
+    let cm = wait_for(&cms, &format!("topology-{node}"), Duration::from_secs(60), what, |c| topology(c).is_some_and(|t| cond(&t)))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    topology(&cm).unwrap()
 }
