@@ -1,6 +1,7 @@
 //! The status-updater and kwok-gpu-device-plugin against the real control plane with KWOK
 //! nodes: pool labelling, allocation and release, pool switch, restart, bad config, shared
-//! (fractional) GPUs through reservation pods, PodGroup priority classes.
+//! (fractional) GPUs through reservation pods, PodGroup priority classes; and the components
+//! `fakegpu cluster up` itself runs (metrics and topology for its KWOK nodes).
 //!
 //! Each test runs its own component processes against its own namespace (the topology
 //! namespace) and its own pool label key, so tests run in parallel with each other and with an
@@ -503,4 +504,51 @@ async fn pod_group_priority_class_gives_the_pod_type() {
     // Deleted: back to the default type.
     groups.delete("pg", &DeleteParams::default()).await.expect("delete PodGroup");
     node_topology(&ns, &node, "no PodGroup: 100", |t| usage(t, &uids[0]) == Some((100, 100, false))).await;
+}
+
+/// `fakegpu cluster up` runs the operator's components itself: its status-exporter serves every
+/// GPU of its pool nodes under the UUIDs of their topology, and its topology-server answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_up_components_serve_its_nodes() {
+    let Some(cluster) = cluster_or_skip("cluster_up_components_serve_its_nodes").await else { return };
+    let run_dir = fakegpu_cluster::paths::run_dir();
+    let ports = fakegpu_cluster::state::State::load(&run_dir).ok().flatten().map(|s| s.ports).unwrap_or_default();
+    let (Some(&metrics), Some(&server)) = (ports.get("status-exporter"), ports.get("topology-server")) else {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "no `cluster up` operator in {} (CI starts one)", run_dir.display());
+        eprintln!("SKIP cluster_up_components_serve_its_nodes: the cluster was not started by `cluster up` with its operator");
+        return;
+    };
+    // The nodes `cluster up` put into its pool, from their topology ConfigMaps in gpu-operator.
+    let cms: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), fakegpu_cluster::operator::NAMESPACE);
+    let deadline = Instant::now() + T;
+    let topologies = loop {
+        let list = cms
+            .list(&ListParams::default().labels(&format!("{}=true", fake_gpu_operator::topology::NODE_TOPOLOGY_LABEL)))
+            .await
+            .expect("list topologies");
+        let t: Vec<NodeTopology> = list.items.iter().filter_map(components::topology).filter(|t| !t.gpus.is_empty()).collect();
+        if !t.is_empty() {
+            break t;
+        }
+        assert!(Instant::now() < deadline, "cluster up's status-updater wrote no topology");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let want: BTreeSet<String> = topologies.iter().flat_map(|t| t.gpus.iter().map(|g| g.id.clone())).collect();
+    let metrics_addr: std::net::SocketAddr = format!("127.0.0.1:{metrics}").parse().unwrap();
+    let deadline = Instant::now() + T;
+    loop {
+        let text = components::scrape(metrics_addr).unwrap_or_default();
+        let served: BTreeSet<String> = text
+            .lines()
+            .filter(|l| l.starts_with("DCGM_FI_DEV_GPU_UTIL{"))
+            .filter_map(|l| Some(l.split("UUID=\"").nth(1)?.split('"').next()?.to_string()))
+            .collect();
+        if want.is_subset(&served) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "exporter on :{metrics} serves {served:?}, want {want:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let topology = components::http_get(format!("127.0.0.1:{server}").parse().unwrap(), "/topology").expect("topology-server answers");
+    assert!(topology.contains("NodePools"), "GET /topology: {topology}");
 }

@@ -68,11 +68,16 @@ impl Drop for Component {
     }
 }
 
-/// GET /metrics over plain HTTP/1.0 (the body ends when the connection closes).
+/// GET /metrics over plain HTTP/1.0.
 pub fn scrape(addr: std::net::SocketAddr) -> std::io::Result<String> {
+    http_get(addr, "/metrics")
+}
+
+/// The body of `GET path` over plain HTTP/1.0 (it ends when the connection closes).
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<String> {
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())?;
     let mut out = String::new();
     s.read_to_string(&mut out)?;
     Ok(out.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default())
