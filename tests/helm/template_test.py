@@ -99,7 +99,7 @@ for ns in ("gpu-operator", "team-gpu-sim"):
 
 docs = render()
 deploys, dsets, svcs = by_kind(docs, "Deployment"), by_kind(docs, "DaemonSet"), by_kind(docs, "Service")
-check("default: upstream workloads", set(deploys) == {"status-updater", "kwok-gpu-device-plugin", "nvidia-dcgm-exporter-kwok", "topology-server"}
+check("default: upstream workloads", set(deploys) == {"status-updater", "kwok-gpu-device-plugin", "nvidia-dcgm-exporter-kwok", "topology-server", "gpu-operator"}
       and set(dsets) == {"device-plugin", "nvidia-dcgm-exporter"}, f"{sorted(deploys)} {sorted(dsets)}")
 check("default: upstream services", set(svcs) == {"nvidia-dcgm-exporter", "nvidia-dcgm-exporter-kwok", "topology-server"}, str(sorted(svcs)))
 check("default: dcgm service port 9400 gpu-metrics + scrape annotation",
@@ -111,6 +111,11 @@ topo = yaml.safe_load(by_kind(docs, "ConfigMap")["topology"]["data"]["topology.y
 check("default: legacy topology", topo["nodePools"]["default"] == {"gpuProduct": "Tesla-K80", "gpuCount": 2, "gpuMemory": 11441}
       and topo["nodePoolLabelKey"] == "run.ai/simulated-gpu-node-pool", str(topo))
 sas = set(by_kind(docs, "ServiceAccount"))
+placeholder = deploys.pop("gpu-operator")
+check("gpuOperator off: placeholder Deployment gpu-operator, no replicas, upstream's selector",
+      placeholder["spec"]["replicas"] == 0 and placeholder["spec"]["selector"]["matchLabels"] == {"app": "gpu-operator", "app.kubernetes.io/component": "gpu-operator"}
+      and placeholder["spec"]["template"]["spec"]["containers"][0]["args"] == ["version"], str(placeholder["spec"]))
+check("gpuOperator on: no placeholder", "gpu-operator" not in by_kind(render(sets=["gpuOperator.enabled=true"]), "Deployment"))
 for w in list(deploys.values()) + list(dsets.values()):
     spec = w["spec"]["template"]["spec"]
     c = spec["containers"][0]
@@ -219,6 +224,75 @@ check("statusExporter.port / inference scale / prometheus.url reach the exporter
       env["METRICS_LISTEN"] == "0.0.0.0:9500" and env["INFERENCE_FULL_SCALE_RPS"] == "40" and env["PROMETHEUS_URL"] == "http://prometheus.monitoring:9090"
       and env["INFERENCE_REFRESH_SECONDS"] == "5", str(env))
 check("image override and pull secrets", exp["containers"][0]["image"] == "registry.example/fgo:v9" and exp["imagePullSecrets"] == [{"name": "regcred"}])
+
+# Built-in profiles: a gpu-profile-<name> ConfigMap per compiled-in profile (and upstream's `a100`),
+# whose profile.yaml resolves to that profile: its product name, memory and default GPU count.
+PROFILES = {}
+for f in sorted(os.listdir(os.path.join(ROOT, "profiles"))):
+    p = json.load(open(os.path.join(ROOT, "profiles", f)))
+    if "product_name" in p:
+        PROFILES[p["name"]] = p
+docs = render()
+builtin = {n[len("gpu-profile-"):]: cm for n, cm in by_kind(docs, "ConfigMap").items() if n.startswith("gpu-profile-")}
+check("builtinProfiles: one ConfigMap per built-in profile", set(PROFILES) <= set(builtin), f"{sorted(builtin)} vs {sorted(PROFILES)}")
+check("builtinProfiles: upstream's gpu-profile-a100 (= a100-40gb)", builtin.get("a100", {}).get("metadata", {}).get("labels", {}).get("fake-gpu-operator/builtin-profile") == "a100-40gb")
+for name, cm in sorted(builtin.items()):
+    src = PROFILES[cm["metadata"]["labels"]["fake-gpu-operator/builtin-profile"]]
+    doc = yaml.safe_load(cm["data"]["profile.yaml"])
+    check(f"builtinProfiles: gpu-profile-{name} is labelled and matches profiles/{src['name']}.json",
+          cm["metadata"]["labels"].get("fake-gpu-operator/gpu-profile") == "true"
+          and doc == {"device_defaults": {"name": src["product_name"], "memory": {"total_bytes": src["memory"]["total_mib"] * 1048576}},
+                      "device_count": src["default_gpu_count"]}
+          and (src["product_name"] == src["name"] or src["product_name"] in src["aliases"]), str(doc))
+check("builtinProfiles.enabled=false: none", not [n for n in by_kind(render(sets=["builtinProfiles.enabled=false"]), "ConfigMap") if n.startswith("gpu-profile-")])
+
+# Values an upstream release leaves behind: `--set image=null` and `helm upgrade --reuse-values`
+# (Helm then renders with the old release's chart defaults, i.e. upstream's values.yaml, in place
+# of ours: a copy of the chart with that values.yaml does the same).
+def images(docs):
+    out = set()
+    for d in docs:
+        spec = (d.get("spec") or {}).get("template", {}).get("spec") or {}
+        out |= {c["image"] for c in spec.get("containers", []) + spec.get("initContainers", [])}
+    return out
+
+
+OURS = "ghcr.io/fake-gpu-operator/fake-gpu-operator:0.1.0"
+for label, docs in [("--set image=null", render(sets=["image=null"])), ("--set image=null,imagePullSecrets=null", render(sets=["image=null", "imagePullSecrets=null"]))]:
+    text = yaml.safe_dump_all(docs)
+    check(f"{label}: renders our image, no nil", "%!" not in text and "<nil>" not in text and images(docs) == {OURS}, str(images(docs)))
+import shutil
+import tempfile
+with tempfile.TemporaryDirectory() as tmp:
+    reuse = os.path.join(tmp, "fake-gpu-operator")
+    shutil.copytree(CHART, reuse, symlinks=False)
+    shutil.copy(os.path.join(HERE, "upstream", "values.yaml"), os.path.join(reuse, "values.yaml"))
+    for label, extra in [("upstream defaults", []), ("upstream defaults + DRA, kwok DRA, runaiIntegration, openshift",
+                          ["--set", "draPlugin.enabled=true,kwokDraPlugin.enabled=true,statusUpdater.runaiIntegration.enabled=true,environment.openshift=true"])]:
+        out = subprocess.run([HELM, "template", "fgo", reuse, "-n", "gpu-operator", *extra], capture_output=True, text=True)
+        ok = out.returncode == 0 and "%!" not in out.stdout and "<nil>" not in out.stdout
+        rdocs = [d for d in yaml.safe_load_all(out.stdout) if d] if out.returncode == 0 else []
+        check(f"reuse-values from upstream ({label}): renders, no nil", ok, out.stderr[-400:])
+        check(f"reuse-values from upstream ({label}): upstream's per-component images replaced by ours", images(rdocs) == {OURS}, str(images(rdocs)))
+        check(f"reuse-values from upstream ({label}): the workloads", {"status-updater", "topology-server", "kwok-gpu-device-plugin"} <= set(by_kind(rdocs, "Deployment")))
+
+# OpenShift: no fixed UID in workloads that run under restricted-v2 (the SCC assigns one).
+def run_as_users(docs):
+    out = {}
+    for d in docs:
+        if d["kind"] not in ("Deployment", "DaemonSet"):
+            continue
+        spec = d["spec"]["template"]["spec"]
+        uids = [spec.get("securityContext", {}).get("runAsUser")] + [c.get("securityContext", {}).get("runAsUser") for c in spec["containers"]]
+        out[d["metadata"]["name"]] = [u for u in uids if u is not None]
+    return out
+
+
+HOST_ACCESS = {"device-plugin", "nvidia-dcgm-exporter", "fgo-fake-gpu-operator-kubeletplugin"}  # privileged SCC; device-plugin's context: issue 11
+ocp = run_as_users(render(sets=["environment.openshift=true", "draPlugin.enabled=true", "kwokDraPlugin.enabled=true"]))
+check("openshift: no runAsUser in the other workloads", all(not u for n, u in ocp.items() if n not in HOST_ACCESS), str(ocp))
+plain = run_as_users(render(sets=["draPlugin.enabled=true", "kwokDraPlugin.enabled=true"]))
+check("not openshift: non-root UID 65532 pinned", all(u == [65532] for n, u in plain.items() if n not in HOST_ACCESS), str(plain))
 
 a = render()
 b = render(sets=["topology.nodePools.default.gpuCount=4"])

@@ -22,18 +22,30 @@ helm.sh/chart: {{ printf "%s-%s" .ctx.Chart.Name .ctx.Chart.Version | replace "+
 app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
+{{/* A component's own image values, if they name an image of ours: upstream's per-component
+     images (ghcr.io/run-ai/fake-gpu-operator/<component>, in every release's values, so in a
+     `helm upgrade --reuse-values` from upstream) cannot run our command lines and are ignored.
+     Pass the component's image value; returns YAML. */}}
+{{- define "fgo.componentImage" -}}
+{{- $c := . | default dict -}}
+{{- if hasPrefix "ghcr.io/run-ai/fake-gpu-operator/" (toString ($c.repository | default "")) -}}
+{{- $c = dict -}}
+{{- end -}}
+{{- toYaml $c -}}
+{{- end -}}
+
 {{/* Image of a component; pass (dict "ctx" $ "image" .Values.<component>.image). */}}
 {{- define "fgo.image" -}}
 {{- $g := .ctx.Values.image | default dict -}}
-{{- $c := .image | default dict -}}
-{{- $repo := $c.repository | default $g.repository -}}
+{{- $c := include "fgo.componentImage" .image | fromYaml -}}
+{{- $repo := $c.repository | default $g.repository | default "ghcr.io/fake-gpu-operator/fake-gpu-operator" -}}
 {{- $tag := $c.tag | default $g.tag | default .ctx.Chart.AppVersion -}}
 {{- printf "%s:%v" $repo $tag -}}
 {{- end -}}
 
 {{- define "fgo.pullPolicy" -}}
 {{- $g := .ctx.Values.image | default dict -}}
-{{- $c := .image | default dict -}}
+{{- $c := include "fgo.componentImage" .image | fromYaml -}}
 {{- $c.pullPolicy | default $g.pullPolicy | default "IfNotPresent" -}}
 {{- end -}}
 
@@ -67,12 +79,16 @@ imagePullSecrets:
       fieldPath: spec.nodeName
 {{- end -}}
 
-{{/* Pod and container security for components that need no host access. */}}
+{{/* Pod and container security for components that need no host access. On OpenShift
+     (environment.openshift) the restricted-v2 SCC assigns the UID from the namespace's range
+     and rejects any other, so no runAsUser/runAsGroup is set there. */}}
 {{- define "fgo.podSecurity" -}}
 securityContext:
   runAsNonRoot: true
+  {{- if not (.Values.environment).openshift }}
   runAsUser: 65532
   runAsGroup: 65532
+  {{- end }}
   seccompProfile:
     type: RuntimeDefault
 {{- end -}}
