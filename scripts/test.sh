@@ -36,6 +36,7 @@ else
   step tests cargo test --workspace -q
 fi
 [ -x tests/conformance/run.sh ] && step conformance tests/conformance/run.sh
+[ -x tests/go-nvml/run.sh ] && step go-nvml tests/go-nvml/run.sh
 [ -x tests/live-state/run.sh ] && step live-state tests/live-state/run.sh
 [ -x tests/smi-golden/run.sh ] && step smi-golden tests/smi-golden/run.sh
 

@@ -16,13 +16,17 @@ ctx="$("$KUBECTL" config current-context)"
 
 NS="fgo-install-$$"
 NS2="fgo-mixed-$$"
+NS3="fgo-upgrade-$$"
+TMP="$(mktemp -d)"
 pass=0 fail=0
 ok() { pass=$((pass + 1)); echo "ok   $*"; }
 bad() { fail=$((fail + 1)); echo "FAIL $*"; }
 cleanup() {
   "$HELM" uninstall fgo -n "$NS" --wait >/dev/null 2>&1 || true
   "$HELM" uninstall mixed -n "$NS2" --wait >/dev/null 2>&1 || true
-  "$KUBECTL" delete ns "$NS" "$NS2" --wait=false >/dev/null 2>&1 || true
+  "$HELM" uninstall up -n "$NS3" --wait >/dev/null 2>&1 || true
+  "$KUBECTL" delete ns "$NS" "$NS2" "$NS3" --wait=false >/dev/null 2>&1 || true
+  rm -rf "$TMP"
 }
 trap cleanup EXIT
 
@@ -46,6 +50,9 @@ done
   && ok "topology ConfigMap" || bad "topology ConfigMap"
 "$KUBECTL" get runtimeclass nvidia -o jsonpath='{.handler}' | grep -qx runc && ok "RuntimeClass nvidia" || bad "RuntimeClass nvidia"
 "$KUBECTL" get deviceclass gpu.nvidia.com >/dev/null 2>&1 && ok "DeviceClass gpu.nvidia.com" || bad "DeviceClass missing"
+[ "$("$KUBECTL" -n "$NS" get deploy gpu-operator -o jsonpath='{.spec.replicas}' 2>/dev/null)" = 0 ] && ok "placeholder Deployment gpu-operator" || bad "placeholder gpu-operator"
+"$KUBECTL" -n "$NS" get cm gpu-profile-a100 -o jsonpath='{.data.profile\.yaml}' | grep -q 'NVIDIA A100-SXM4-40GB' && ok "built-in profile ConfigMap gpu-profile-a100" || bad "gpu-profile-a100"
+"$HELM" get notes fgo -n "$NS" | grep -q 'pod-security.kubernetes.io/enforce=privileged' && ok "NOTES: Pod Security guidance" || bad "NOTES without Pod Security guidance"
 
 # can SA VERB RESOURCE [flags...]: expect yes; cannot ...: expect no.
 can() {
@@ -85,6 +92,46 @@ if "$HELM" install mixed "$ROOT/helm/fake-gpu-operator" -n "$NS2" --create-names
 "$KUBECTL" -n "$NS2" get ds device-plugin >/dev/null 2>&1 && bad "mixed mode rendered device-plugin" || ok "mixed mode: no device-plugin"
 "$KUBECTL" -n "$NS2" get deploy status-updater -o jsonpath='{.spec.template.spec.containers[0].env[?(@.name=="TOPOLOGY_CM_NAMESPACE")].value}' | grep -qx "$NS2" \
   && ok "mixed mode: topology namespace is its own" || bad "mixed mode topology namespace"
+
+echo "== upgrade from an upstream-format release in $NS3"
+# The baseline stands for an upstream release: the chart with upstream's values.yaml as its defaults
+# (what `--reuse-values` later reuses), installed with upstream-format legacy values (device
+# plugin, status-updater and topology server only), as upstream's upgrade suite does.
+cp -rL "$ROOT/helm/fake-gpu-operator" "$TMP/baseline"
+cp "$ROOT/tests/helm/upstream/values.yaml" "$TMP/baseline/values.yaml"
+LEGACY="$ROOT/tests/helm/upstream/legacy-values.yaml"
+ready() { # every Deployment available, every DaemonSet's pods ready, the release deployed
+  local what=$1 d
+  for d in status-updater topology-server; do
+    "$KUBECTL" -n "$NS3" rollout status deploy "$d" --timeout 120s >/dev/null 2>&1 && ok "$what: $d available" || bad "$what: $d not available"
+  done
+  "$KUBECTL" -n "$NS3" rollout status ds device-plugin --timeout 120s >/dev/null 2>&1 && ok "$what: device-plugin DaemonSet ready" || bad "$what: device-plugin DaemonSet"
+  "$HELM" status up -n "$NS3" | grep -q 'STATUS: deployed' && ok "$what: helm status deployed" || bad "$what: helm status not deployed"
+  local uid
+  uid="$("$KUBECTL" -n "$NS3" get cm topology -o jsonpath='{.metadata.uid}')"
+  [ -n "$uid" ] && [ "$uid" = "$UID0" ] && ok "$what: topology ConfigMap kept its UID" || bad "$what: topology UID $uid, was $UID0"
+  "$KUBECTL" -n "$NS3" get cm topology -o jsonpath='{.data.topology\.yml}' | grep -q 'gpuProduct: Tesla-K80' && ok "$what: topology.yml kept" || bad "$what: topology.yml"
+}
+if "$HELM" install up "$TMP/baseline" -n "$NS3" --create-namespace --wait --timeout 180s -f "$LEGACY" >/dev/null; then
+  ok "baseline (upstream defaults, legacy values) installs"
+else
+  bad "baseline install"
+fi
+UID0="$("$KUBECTL" -n "$NS3" get cm topology -o jsonpath='{.metadata.uid}')"
+if "$HELM" upgrade up "$ROOT/helm/fake-gpu-operator" -n "$NS3" --reuse-values --wait --timeout 180s >/dev/null; then
+  ok "helm upgrade --reuse-values"
+else
+  bad "helm upgrade --reuse-values"
+fi
+ready "--reuse-values"
+if "$HELM" upgrade up "$ROOT/helm/fake-gpu-operator" -n "$NS3" -f "$LEGACY" --wait --timeout 180s >/dev/null; then
+  ok "helm upgrade with the same -f"
+else
+  bad "helm upgrade -f"
+fi
+ready "same -f"
+"$KUBECTL" -n "$NS3" get deploy status-updater -o jsonpath='{.spec.template.spec.containers[0].image}' | grep -q '^ghcr.io/fake-gpu-operator/fake-gpu-operator:' \
+  && ok "upgraded status-updater runs our image" || bad "status-updater image"
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -198,6 +198,10 @@ check("e2e values: no kwok-gpu-device-plugin", ("Deployment", "kwok-gpu-device-p
 dra_c = by_kind(docs, "DaemonSet")["fgo-fake-gpu-operator-kubeletplugin"]["spec"]["template"]["spec"]["containers"][0]
 check("node dir: the DRA plugin reads where the node-local exporter writes",
       {e["name"]: e.get("value") for e in dra_c["env"]}.get("FAKEGPU_NODE_DIR") == "/var/lib/fake-gpu-operator/nodes")
+env_dra = {e["name"]: e.get("value") for e in dra_c["env"]}
+check("dra-plugin: gRPC health on healthcheckPort, liveness probe grpc{port, service: liveness}",
+      env_dra.get("HEALTHCHECK_PORT") == "51515" and dra_c["livenessProbe"]["grpc"] == {"port": 51515, "service": "liveness"}
+      and dra_c["livenessProbe"]["initialDelaySeconds"] == 30, str(dra_c.get("livenessProbe")))
 ge = sa_rules(docs, NS, "fgo-fake-gpu-operator-service-account")
 check("dra-plugin: manages ResourceSlices, gets claims", can(ge, NS, "resource.k8s.io", "resourceslices", "create") and can(ge, NS, "resource.k8s.io", "resourceclaims", "get")
       and not can(ge, NS, "resource.k8s.io", "resourceclaims", "update"))
@@ -305,7 +309,8 @@ for bad in sorted(os.listdir(os.path.join(HERE, "bad-values"))):
     check(f"schema rejects bad-values/{bad}", r.returncode != 0 and ("not allowed" in r.stderr or "got string, want boolean" in r.stderr), r.stderr[-300:])
 for s in ["statusExporter.kwok.prometheusRule.enabled=false", "statusExporter.topologyMaxExportInterval=30s", "migFaker.enabled=false",
           "nvmlMock.image.tag=x", "computeDomainDraPlugin.healthcheckPort=9", "gpu-operator.driver.enabled=false", "topologyServer.enabled=true",
-          "statusExporter.nodeResourceTopology.installCRD=false", "environment.fakeCSVVersion=1.2.3", "builtinProfiles.enabled=false"]:
+          "statusExporter.nodeResourceTopology.installCRD=false", "environment.fakeCSVVersion=1.2.3", "builtinProfiles.enabled=false",
+          "statusUpdater.nodeResourceTopology.enabled=true"]:
     try:
         render(sets=[s])
         check(f"upstream key accepted: {s}", True)
