@@ -96,18 +96,32 @@ pub fn resolve(env: &dyn Fn(&str) -> Option<String>, default_node: &str) -> Resu
         Some(path) => Some((PathBuf::from(&path), read_config_file(Path::new(&path))?)),
         None => None,
     };
-    let (file_origin, file_cfg) = match &file {
-        Some((path, cfg)) => (path.display().to_string(), cfg.clone()),
-        None => (String::new(), NodeConfigFile::default()),
-    };
+    match &file {
+        Some((path, cfg)) => resolve_with(env, cfg, &path.display().to_string(), path.parent(), default_node),
+        None => resolve_with(env, &NodeConfigFile::default(), "", None, default_node),
+    }
+}
+
+/// Resolves a node config that is not in a file (the node config text a per-node topology
+/// ConfigMap carries), exactly as [`resolve`] resolves it from a file with no `FAKEGPU_*`
+/// variable set. `origin` names it in errors; a profile path in it is taken as given.
+pub fn resolve_config(cfg: &NodeConfigFile, origin: &str, default_node: &str) -> Result<NodeSpec, ConfigError> {
+    resolve_with(&|_| None, cfg, origin, None, default_node)
+}
+
+fn resolve_with(
+    env: &dyn Fn(&str) -> Option<String>,
+    file_cfg: &NodeConfigFile,
+    file_origin: &str,
+    base_dir: Option<&Path>,
+    default_node: &str,
+) -> Result<NodeSpec, ConfigError> {
+    let file_origin = file_origin.to_string();
 
     let mut profile = match env(ENV_PROFILE).filter(|p| !p.is_empty()) {
         Some(key) => load_profile_ref(&key, None, ENV_PROFILE)?,
         None => match &file_cfg.profile {
-            Some(ProfileRef::Named(key)) => {
-                let base = file.as_ref().and_then(|(p, _)| p.parent().map(Path::to_path_buf));
-                load_profile_ref(key, base.as_deref(), &file_origin)?
-            }
+            Some(ProfileRef::Named(key)) => load_profile_ref(key, base_dir, &file_origin)?,
             Some(ProfileRef::Inline(p)) => {
                 p.validate(&format!("{file_origin} (inline profile)"))?;
                 (**p).clone()
@@ -152,7 +166,12 @@ pub fn resolve(env: &dyn Fn(&str) -> Option<String>, default_node: &str) -> Resu
 pub fn read_config_file(path: &Path) -> Result<NodeConfigFile, ConfigError> {
     let origin = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read { origin: origin.clone(), reason: e.to_string() })?;
-    serde_json::from_str(&text).map_err(|e| ConfigError::invalid(&origin, &json_error_key(&e), e.to_string()))
+    parse_config(&text, &origin)
+}
+
+/// Parses node config text; `origin` names it in errors.
+pub fn parse_config(text: &str, origin: &str) -> Result<NodeConfigFile, ConfigError> {
+    serde_json::from_str(text).map_err(|e| ConfigError::invalid(origin, &json_error_key(&e), e.to_string()))
 }
 
 /// A profile given as a built-in name or a path (anything with a `/` or ending in `.json`).

@@ -59,6 +59,8 @@ pub struct PoolConfig {
     /// The pool has no `gpu` block (Helm merges the legacy default pool into new-format
     /// documents): it resolves to 0 GPUs, as upstream.
     pub empty: bool,
+    /// The `numa` block (new format): NodeResourceTopology for the pool's nodes.
+    pub numa: Option<crate::nrt::NumaConfig>,
 }
 
 /// The whole cluster topology config.
@@ -248,6 +250,7 @@ fn legacy_pool(name: &str, body: &serde_json::Map<String, Value>) -> Result<Pool
         overrides: json!({"device_defaults": defaults, "devices": devices}),
         resources,
         empty: false,
+        numa: None,
     })
 }
 
@@ -279,8 +282,12 @@ fn new_pool(name: &str, body: &serde_json::Map<String, Value>) -> Result<PoolCon
         Some(other) => return Err(err(format!("`resources`: expected a list, found {}", kind(other)))),
     }
     finish_resources(name, &mut resources)?;
+    let numa = match body.get("numa") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(crate::nrt::NumaConfig::parse(v).map_err(err)?),
+    };
     let Some(gpu) = body.get("gpu") else {
-        return Ok(PoolConfig { backend: Backend::Fake, profile: None, overrides: json!({}), resources, empty: true });
+        return Ok(PoolConfig { backend: Backend::Fake, profile: None, overrides: json!({}), resources, empty: true, numa });
     };
     let gpu = gpu.as_object().ok_or_else(|| err(format!("`gpu`: expected a mapping, found {}", kind(gpu))))?;
     for key in gpu.keys() {
@@ -307,7 +314,7 @@ fn new_pool(name: &str, body: &serde_json::Map<String, Value>) -> Result<PoolCon
     if profile.is_none() && overrides.pointer("/device_defaults/name").and_then(Value::as_str).is_none_or(str::is_empty) {
         return Err(err("`gpu` needs `profile` or `overrides.device_defaults.name`".into()));
     }
-    Ok(PoolConfig { backend, profile, overrides, resources, empty: false })
+    Ok(PoolConfig { backend, profile, overrides, resources, empty: false, numa })
 }
 
 fn finish_resources(pool: &str, resources: &mut [OtherDevice]) -> Result<(), ConfigError> {

@@ -233,6 +233,7 @@ pub fn topology_profile(profile: Option<&str>, product: &str, memory_mib: u64, p
         overrides: json!({"device_defaults": defaults}),
         resources: Vec::new(),
         empty: false,
+        numa: None,
     };
     resolve_pool("(node topology)", &pool, profiles).map(|r| r.profile)
 }

@@ -59,6 +59,20 @@ pub struct Args {
     /// Namespace of the reservation pods that hold shared (fractional) GPUs.
     #[arg(long, env = "RESOURCE_RESERVATION_NAMESPACE", default_value = DEFAULT_RESERVATION_NAMESPACE)]
     pub reservation_namespace: String,
+    /// Run:ai integration: keep the PrometheusRule `runai/fake-gpu-operator-kwok-dcgm` while
+    /// namespace `runai` exists (upstream `RUNAI_INTEGRATION_ENABLED`).
+    #[arg(long, env = "RUNAI_INTEGRATION_ENABLED")]
+    pub runai_integration: bool,
+    /// Publish NodeResourceTopology objects for nodes of pools with a `numa` block (upstream's
+    /// `NODE_RESOURCE_TOPOLOGY_ENABLED`, which its status-exporter read).
+    #[arg(long, env = "NODE_RESOURCE_TOPOLOGY_ENABLED")]
+    pub node_resource_topology: bool,
+    /// Seconds between NodeResourceTopology syncs.
+    #[arg(long, default_value_t = 10)]
+    pub node_resource_topology_seconds: u64,
+    /// How often the Run:ai integration looks (a Go duration; invalid or 0: 30s, as upstream).
+    #[arg(long, env = "RUNAI_INTEGRATION_POLLING_INTERVAL", default_value = "30s")]
+    pub runai_integration_polling_interval: String,
 }
 
 enum Msg {
@@ -197,6 +211,17 @@ pub async fn run(args: Args) -> Result<(), Error> {
         }
     }
     tracing::info!(namespace = %ns, seeded = existing.items.len(), "status-updater starting");
+
+    if args.runai_integration {
+        let interval = crate::runai_rule::polling_interval(&args.runai_integration_polling_interval);
+        tracing::info!(every = ?interval, "Run:ai integration on");
+        tokio::spawn(crate::runai_rule::RuleKeeper::new(client.clone()).run(interval));
+    }
+
+    if args.node_resource_topology {
+        let publisher = crate::nrt::Publisher::new(client.clone(), ns.clone(), args.topology.topology_cm.clone());
+        tokio::spawn(publisher.run(Duration::from_secs(args.node_resource_topology_seconds.max(1))));
+    }
 
     let (tx, rx) = mpsc::channel::<Msg>(4096);
     tokio::spawn(watch_nodes(client.clone(), tx.clone()));

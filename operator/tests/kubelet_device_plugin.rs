@@ -108,6 +108,8 @@ async fn register_list_allocate_fault_and_reregister() {
     let c = &alloc.container_responses[0];
     assert_eq!(c.envs["NVIDIA_VISIBLE_DEVICES"], granted.join(","));
     assert_eq!(c.envs["FAKEGPU_NODE"], NODE);
+    // Upstream #191: NODE_NAME reaches non-DRA pods (their nvidia-smi needs it).
+    assert_eq!(c.envs.get("NODE_NAME").map(String::as_str), Some(NODE), "NODE_NAME injected: {:?}", c.envs);
     let lib = c.mounts.iter().find(|m| m.container_path == "/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1").expect("NVML mount");
     assert!(lib.read_only);
     let node_mount = c.mounts.iter().find(|m| m.host_path == s.files.dir.display().to_string()).expect("node dir mount");

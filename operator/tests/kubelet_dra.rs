@@ -161,6 +161,9 @@ async fn register_prepare_restart_unprepare() {
 
     // In-pod view through the CDI edits.
     let ids: Vec<String> = b.devices.iter().flat_map(|d| d.cdi_device_ids.clone()).collect();
+    // NODE_NAME reaches the container through the claim's CDI devices (upstream: the common device).
+    let (env, _) = fake_kubelet::cdi_edits(&cdi_root, &ids);
+    assert_eq!(env.get("NODE_NAME").map(String::as_str), Some(NODE), "NODE_NAME injected: {env:?}");
     match (fake_kubelet::fake_nvml(), fake_kubelet::nvidia_smi()) {
         (Some(_), Some(smi)) => {
             let (env, mounts) = fake_kubelet::cdi_edits(&cdi_root, &ids);
@@ -214,4 +217,53 @@ async fn register_prepare_restart_unprepare() {
     assert!(re.claims["uid-b"].error.contains("not found"));
     let _ = stop.send(());
     task.await.unwrap();
+}
+
+/// gRPC health as the kubelet's liveness probe asks it: SERVING while both plugin sockets
+/// answer, NOT_SERVING once they are gone, NotFound for an unknown service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_health_follows_the_plugin_sockets() {
+    use fake_gpu_operator::kubelet::dra::liveness;
+    use fake_gpu_operator::kubelet::proto::health::{
+        health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
+    };
+
+    let tmp = tempfile::tempdir().unwrap();
+    let files = NodeFiles::new(&tmp.path().join("nodes"), NODE);
+    std::fs::create_dir_all(&files.dir).unwrap();
+    std::fs::write(files.config(), format!(r#"{{"node": "{NODE}", "profile": "h100", "gpus": 2}}"#)).unwrap();
+    let node = Arc::new(load_node(&files, NODE).unwrap());
+    let dirs = KubeletDirs {
+        device_plugins: tmp.path().join("device-plugins"),
+        plugins_registry: tmp.path().join("plugins_registry"),
+        plugins: tmp.path().join("plugins"),
+    };
+    let paths = Paths::new(&dirs, &tmp.path().join("cdi"));
+    let host = HostFiles { nvml_lib: None, nvidia_smi: None, node_dir: files.dir.clone(), node_name: NODE.into() };
+    let (stop, task) = start(&paths, node, host, Arc::new(Claims::default()));
+    wait_for(&paths.plugin_socket).await;
+    wait_for(&paths.registration_socket).await;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (hstop, hrx) = tokio::sync::oneshot::channel::<()>();
+    let health = tokio::spawn(liveness::serve_on(listener, paths.clone(), async {
+        let _ = hrx.await;
+    }));
+    let mut client = HealthClient::connect(format!("http://{addr}")).await.unwrap();
+    let check = |service: &str| HealthCheckRequest { service: service.into() };
+    for service in ["liveness", ""] {
+        let r = client.check(check(service)).await.unwrap().into_inner();
+        assert_eq!(r.status, ServingStatus::Serving as i32, "{service:?}");
+    }
+    let e = client.check(check("readiness")).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+
+    // The plugin stops: its sockets are gone, the probe fails.
+    let _ = stop.send(());
+    task.await.unwrap();
+    let r = client.check(check("liveness")).await.unwrap().into_inner();
+    assert_eq!(r.status, ServingStatus::NotServing as i32);
+    let _ = hstop.send(());
+    health.await.unwrap().unwrap();
 }

@@ -39,9 +39,9 @@ async fn publish_1000_nodes_x_8_gpus() {
     println!("created {n} nodes in {:.1}s", t.elapsed().as_secs_f64());
     publish::ensure_device_class(&client).await.unwrap();
 
-    let first = kwok::sync_once(&client, None).await.unwrap();
+    let first = kwok::sync_once(&client, &kwok::Source::default()).await.unwrap();
     println!("publish: nodes={} writes={} took={:.2}s", first.nodes, first.writes, first.took.as_secs_f64());
-    let second = kwok::sync_once(&client, None).await.unwrap();
+    let second = kwok::sync_once(&client, &kwok::Source::default()).await.unwrap();
     println!("resync (no change): nodes={} writes={} took={:.2}s", second.nodes, second.writes, second.took.as_secs_f64());
     let slices: Api<ResourceSlice> = Api::all(client.clone());
     let count = slices
@@ -65,5 +65,5 @@ async fn publish_1000_nodes_x_8_gpus() {
     .try_collect::<Vec<_>>()
     .await
     .unwrap();
-    kwok::sync_once(&client, None).await.unwrap();
+    kwok::sync_once(&client, &kwok::Source::default()).await.unwrap();
 }

@@ -120,9 +120,9 @@ async fn slices_accepted_and_scheduler_allocates_model_uuids() {
     assert_eq!(local_slices[0].spec.devices.as_ref().unwrap().len(), 8);
 
     // Central KWOK publisher: every KWOK node's pool, then a resync that writes nothing.
-    let first = kwok::sync_once(&client, None).await.unwrap();
+    let first = kwok::sync_once(&client, &kwok::Source::default()).await.unwrap();
     assert!(first.nodes >= KWOK_NODES);
-    let second = kwok::sync_once(&client, None).await.unwrap();
+    let second = kwok::sync_once(&client, &kwok::Source::default()).await.unwrap();
     assert_eq!(second.writes, 0, "unchanged resync must not write");
     for i in [0usize, 1, 99] {
         let (profile, gpus) = kwok_profile(i);
@@ -201,7 +201,7 @@ async fn slices_accepted_and_scheduler_allocates_model_uuids() {
     for n in &names {
         let _ = nodes.delete(n, &DeleteParams::default()).await;
     }
-    kwok::sync_once(&client, None).await.unwrap();
+    kwok::sync_once(&client, &kwok::Source::default()).await.unwrap();
     let left = slices.list(&ListParams::default().fields(&format!("spec.driver={DRIVER}"))).await.unwrap().items;
     let ours: Vec<_> = left.iter().filter(|s| s.spec.node_name.as_deref().is_some_and(|n| n.starts_with("dra-e2e-"))).collect();
     assert!(ours.is_empty(), "slices of deleted nodes remain: {}", ours.len());

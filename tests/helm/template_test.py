@@ -52,7 +52,7 @@ def by_kind(docs, kind):
     return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
 
 
-CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "RuntimeClass", "DeviceClass"}
+CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "RuntimeClass", "DeviceClass", "CustomResourceDefinition"}
 
 
 def sa_rules(docs, ns, sa):
@@ -297,6 +297,23 @@ ocp = run_as_users(render(sets=["environment.openshift=true", "draPlugin.enabled
 check("openshift: no runAsUser in the other workloads", all(not u for n, u in ocp.items() if n not in HOST_ACCESS), str(ocp))
 plain = run_as_users(render(sets=["draPlugin.enabled=true", "kwokDraPlugin.enabled=true"]))
 check("not openshift: non-root UID 65532 pinned", all(u == [65532] for n, u in plain.items() if n not in HOST_ACCESS), str(plain))
+
+# NodeResourceTopology: the status-updater publishes, may write the objects, the CRD comes along.
+for key in ("statusExporter", "statusUpdater"):
+    docs = render(sets=[f"{key}.nodeResourceTopology.enabled=true"])
+    crd = by_kind(docs, "CustomResourceDefinition").get("noderesourcetopologies.topology.node.k8s.io")
+    env_su = {e["name"]: e.get("value") for e in by_kind(docs, "Deployment")["status-updater"]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    su = sa_rules(docs, NS, "status-updater")
+    check(f"{key}.nodeResourceTopology: CRD (v1alpha2 stored, kept), env, RBAC",
+          crd is not None and crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+          and [v["name"] for v in crd["spec"]["versions"] if v["storage"]] == ["v1alpha2"]
+          and env_su.get("NODE_RESOURCE_TOPOLOGY_ENABLED") == "true"
+          and can(su, NS, "topology.node.k8s.io", "noderesourcetopologies", "patch") and can(su, NS, "topology.node.k8s.io", "noderesourcetopologies", "delete"))
+docs = render(sets=["statusExporter.nodeResourceTopology.enabled=true", "statusExporter.nodeResourceTopology.installCRD=false"])
+check("nodeResourceTopology.installCRD=false: no CRD", not by_kind(docs, "CustomResourceDefinition"))
+docs = render()
+check("nodeResourceTopology off: no CRD, no env, no rights", not by_kind(docs, "CustomResourceDefinition")
+      and not can(sa_rules(docs, NS, "status-updater"), NS, "topology.node.k8s.io", "noderesourcetopologies", "get"))
 
 a = render()
 b = render(sets=["topology.nodePools.default.gpuCount=4"])

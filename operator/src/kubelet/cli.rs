@@ -95,11 +95,18 @@ pub struct DraPluginArgs {
     /// Seconds between ResourceSlice resyncs (a resync with no change writes nothing).
     #[arg(long, default_value_t = 60)]
     pub resync_seconds: u64,
+    /// TCP port of the gRPC health service (grpc.health.v1; services "" and "liveness");
+    /// negative: none (upstream's default; the chart sets 51515).
+    #[arg(long, env = "HEALTHCHECK_PORT", default_value_t = -1, allow_negative_numbers = true)]
+    pub healthcheck_port: i32,
 }
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct KwokDraPluginArgs {
-    /// Profile of KWOK nodes that carry no `fake-gpu-operator.run.ai/profile` label (none: skipped).
+    #[command(flatten)]
+    pub topology: crate::common::TopologyArgs,
+    /// Profile of KWOK nodes with neither a topology ConfigMap nor a
+    /// `fake-gpu-operator.run.ai/profile` label (none: skipped).
     #[arg(long)]
     pub default_profile: Option<String>,
     #[arg(long, default_value_t = 60)]
@@ -197,22 +204,38 @@ pub fn dra_plugin(args: DraPluginArgs) -> anyhow::Result<()> {
                 }
             })
         };
+        let health = match u16::try_from(args.healthcheck_port) {
+            Ok(port) => {
+                let addr = std::net::SocketAddr::from(([0, 0, 0, 0], port));
+                let paths = paths.clone();
+                Some(tokio::spawn(async move {
+                    if let Err(e) = super::dra::liveness::serve(addr, paths, std::future::pending()).await {
+                        tracing::error!("gRPC health: {e}");
+                    }
+                }))
+            }
+            Err(_) => None,
+        };
         plugin::serve(&paths, service, terminated()).await.map_err(anyhow::Error::msg)?;
         publisher.abort();
+        if let Some(h) = health {
+            h.abort();
+        }
         Ok(())
     })
 }
 
 pub fn kwok_dra_plugin(args: KwokDraPluginArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
-        let client = kube::Client::try_default().await.context("connecting to the API server")?;
+        let client = args.topology.client().await.context("connecting to the API server")?;
+        let source = super::dra::kwok::Source { namespace: Some(args.topology.namespace()), default_profile: args.default_profile.clone() };
         if args.once {
             publish::ensure_device_class(&client).await?;
-            let r = super::dra::kwok::sync_once(&client, args.default_profile.as_deref()).await?;
+            let r = super::dra::kwok::sync_once(&client, &source).await?;
             println!("nodes={} writes={} ms={}", r.nodes, r.writes, r.took.as_millis());
             return Ok(());
         }
-        super::dra::kwok::run(client, args.default_profile, Duration::from_secs(args.resync_seconds)).await?;
+        super::dra::kwok::run(client, source, Duration::from_secs(args.resync_seconds)).await?;
         Ok(())
     })
 }

@@ -21,3 +21,8 @@ pub mod dra {
 pub mod podresources {
     tonic::include_proto!("v1");
 }
+
+/// gRPC health checking (`/grpc.health.v1.Health`), served by the DRA plugin for liveness probes.
+pub mod health {
+    tonic::include_proto!("grpc.health.v1");
+}

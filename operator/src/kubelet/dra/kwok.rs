@@ -1,23 +1,28 @@
 //! The central publisher for KWOK nodes (no kubelet, so no node-local plugin): one process
-//! publishes every KWOK node's pool. A node's GPUs come from its labels
-//! `fake-gpu-operator.run.ai/profile` and `fake-gpu-operator.run.ai/gpu-count` (as
-//! `fakegpu cluster up` sets them), so the UUIDs are the model's for that node. KWOK nodes
-//! have no live state; their MIG layout is the one NVIDIA's mig-manager would apply for the
-//! label `nvidia.com/mig.config` (`all-<profile>` on every GPU, or `all-disabled`). A resync
-//! lists nodes and slices once and writes only the pools whose content changed.
+//! publishes every KWOK node's pool. A node's GPUs are those the status-updater resolved for
+//! it from its pool — the node config text (`fakegpu-config.json`) of its per-node topology
+//! ConfigMap, resolved as the fake NVML resolves it — so the UUIDs are the model's for that
+//! node and agree with the topology, the metrics and the capacity. A KWOK node without such a
+//! ConfigMap falls back to its labels `fake-gpu-operator.run.ai/profile` and
+//! `fake-gpu-operator.run.ai/gpu-count` (or `--default-profile`). KWOK nodes have no live
+//! state; their MIG layout is the one NVIDIA's mig-manager would apply for the label
+//! `nvidia.com/mig.config` (`all-<profile>` on every GPU, or `all-disabled`). A resync lists
+//! nodes, topology ConfigMaps and slices once and writes only the pools whose content changed.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use fakegpu_model::state::{GpuState, NodeState};
 use fakegpu_model::{NodeSpec, SimulatedNode};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use kube::api::{Api, ListParams};
 use kube::runtime::watcher;
 use kube::Client;
 
 use super::{attributes, publish};
+use crate::node_files::CONFIG_KEY;
+use crate::topology::{NodeTopology, NODE_NAME_LABEL, NODE_TOPOLOGY_LABEL, TOPOLOGY_KEY};
 
 pub const KWOK_ANNOTATION: &str = "kwok.x-k8s.io/node";
 pub const PROFILE_LABEL: &str = "fake-gpu-operator.run.ai/profile";
@@ -27,22 +32,62 @@ pub const MIG_CONFIG_LABEL: &str = "nvidia.com/mig.config";
 /// The value of the slices' publisher label.
 pub const PUBLISHER: &str = "kwok";
 
-/// The simulated node behind a KWOK Node, if it is one with GPUs.
-pub fn simulated(node: &Node, default_profile: Option<&str>) -> Option<SimulatedNode> {
-    let meta = &node.metadata;
-    if meta.annotations.as_ref().and_then(|a| a.get(KWOK_ANNOTATION)).map(String::as_str) != Some("fake") {
+/// Where a KWOK node's GPUs come from.
+#[derive(Debug, Clone, Default)]
+pub struct Source {
+    /// Namespace of the per-node topology ConfigMaps (the status-updater's); None: labels only.
+    pub namespace: Option<String>,
+    /// Profile of KWOK nodes with neither a topology ConfigMap nor a profile label (None: skipped).
+    pub default_profile: Option<String>,
+}
+
+/// Whether a Node is a KWOK node (upstream's test: annotation `kwok.x-k8s.io/node=fake`).
+pub fn is_kwok(node: &Node) -> bool {
+    node.metadata.annotations.as_ref().and_then(|a| a.get(KWOK_ANNOTATION)).map(String::as_str) == Some("fake")
+}
+
+/// The simulated node behind a KWOK Node, if it is one with GPUs: from `topology` (the data of
+/// its per-node topology ConfigMap) when there is one, else from its labels.
+pub fn simulated(node: &Node, topology: Option<&BTreeMap<String, String>>, default_profile: Option<&str>) -> Option<SimulatedNode> {
+    if !is_kwok(node) {
         return None;
     }
-    let labels = meta.labels.clone().unwrap_or_default();
+    let name = node.metadata.name.as_deref()?;
+    if let Some(data) = topology {
+        return match from_topology(name, data) {
+            Ok(sim) => sim,
+            Err(e) => {
+                tracing::warn!(node = name, "skipping: {e}");
+                None
+            }
+        };
+    }
+    let labels = node.metadata.labels.clone().unwrap_or_default();
     let profile = labels.get(PROFILE_LABEL).map(String::as_str).or(default_profile)?;
     let gpus = labels.get(GPU_COUNT_LABEL).and_then(|c| c.parse().ok());
-    match NodeSpec::builtin(profile, gpus, meta.name.as_deref()?) {
+    match NodeSpec::builtin(profile, gpus, name) {
         Ok(spec) => Some(SimulatedNode::new(spec)),
         Err(e) => {
-            tracing::warn!(node = ?meta.name, "skipping: {e}");
+            tracing::warn!(node = name, "skipping: {e}");
             None
         }
     }
+}
+
+/// The node a per-node topology ConfigMap's data describes; `Ok(None)` for a node of a pool
+/// without GPUs.
+pub fn from_topology(node: &str, data: &BTreeMap<String, String>) -> Result<Option<SimulatedNode>, String> {
+    let cm = format!("topology ConfigMap of {node}");
+    let topology = data.get(TOPOLOGY_KEY).ok_or_else(|| format!("{cm} has no `{TOPOLOGY_KEY}`"))?;
+    let topology = NodeTopology::from_yaml(topology).map_err(|e| format!("{cm} `{TOPOLOGY_KEY}`: {e}"))?;
+    if topology.gpus.is_empty() {
+        return Ok(None);
+    }
+    let text = data.get(CONFIG_KEY).ok_or_else(|| format!("{cm} has no `{CONFIG_KEY}`"))?;
+    let origin = format!("{cm} `{CONFIG_KEY}`");
+    let config = fakegpu_model::config::parse_config(text, &origin).map_err(|e| e.to_string())?;
+    let spec = fakegpu_model::config::resolve_config(&config, &origin, node).map_err(|e| e.to_string())?;
+    Ok(Some(SimulatedNode::new(spec)))
 }
 
 /// The MIG layouts of a KWOK node: every GPU as `nvidia.com/mig.config` names (none without
@@ -69,16 +114,29 @@ pub struct SyncReport {
     pub took: Duration,
 }
 
+/// The data of the per-node topology ConfigMaps in `namespace`, by node.
+async fn topologies(client: &Client, namespace: Option<&str>) -> Result<BTreeMap<String, BTreeMap<String, String>>, kube::Error> {
+    let Some(ns) = namespace else { return Ok(BTreeMap::new()) };
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let list = cms.list(&ListParams::default().labels(&format!("{NODE_TOPOLOGY_LABEL}=true"))).await?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter_map(|cm| Some((cm.metadata.labels.as_ref()?.get(NODE_NAME_LABEL)?.clone(), cm.data.unwrap_or_default())))
+        .collect())
+}
+
 /// One full resync.
-pub async fn sync_once(client: &Client, default_profile: Option<&str>) -> Result<SyncReport, kube::Error> {
+pub async fn sync_once(client: &Client, source: &Source) -> Result<SyncReport, kube::Error> {
     let start = Instant::now();
     let nodes = Api::<Node>::all(client.clone()).list(&ListParams::default()).await?.items;
+    let topologies = topologies(client, source.namespace.as_deref()).await?;
     let existing = publish::list_pools(client, None).await?;
     let mut wanted = Vec::new();
     let mut names = BTreeSet::new();
     for n in &nodes {
         let Some(name) = n.metadata.name.clone() else { continue };
-        if let Some(sim) = simulated(n, default_profile) {
+        if let Some(sim) = simulated(n, topologies.get(&name), source.default_profile.as_deref()) {
             names.insert(name.clone());
             wanted.push((name, attributes::pool_devices(&sim, &mig_state(n, &sim)), publish::node_owner(n)));
         }
@@ -90,8 +148,9 @@ pub async fn sync_once(client: &Client, default_profile: Option<&str>) -> Result
     Ok(SyncReport { nodes: count, writes, took: start.elapsed() })
 }
 
-/// Resyncs on every Node change (debounced) and every `resync`, until the process ends.
-pub async fn run(client: Client, default_profile: Option<String>, resync: Duration) -> Result<(), kube::Error> {
+/// Resyncs on every Node or topology ConfigMap change (debounced) and every `resync`, until
+/// the process ends.
+pub async fn run(client: Client, source: Source, resync: Duration) -> Result<(), kube::Error> {
     publish::ensure_device_class(&client).await?;
     let notify = std::sync::Arc::new(tokio::sync::Notify::new());
     let n2 = notify.clone();
@@ -104,8 +163,21 @@ pub async fn run(client: Client, default_profile: Option<String>, resync: Durati
             }
         }
     });
+    if let Some(ns) = &source.namespace {
+        let n3 = notify.clone();
+        let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+        tokio::spawn(async move {
+            let cfg = watcher::Config::default().labels(&format!("{NODE_TOPOLOGY_LABEL}=true"));
+            let mut events = watcher(cms, cfg).boxed();
+            while let Some(e) = events.next().await {
+                if let Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone) = e {
+                    n3.notify_one();
+                }
+            }
+        });
+    }
     loop {
-        match sync_once(&client, default_profile.as_deref()).await {
+        match sync_once(&client, &source).await {
             Ok(r) => tracing::info!(nodes = r.nodes, writes = r.writes, ms = r.took.as_millis() as u64, "KWOK ResourceSlices synced"),
             Err(e) => tracing::warn!("KWOK ResourceSlice sync failed: {e}"),
         }
@@ -127,10 +199,54 @@ mod tests {
         .unwrap()
     }
 
+    /// A KWOK node as upstream's manifest makes it (pool label, `type: kwok`, the KWOK
+    /// annotation, no profile label) gets the GPUs the status-updater resolved for its pool.
+    #[test]
+    fn pool_node_gets_its_gpus_from_its_topology_configmap() {
+        let cfg = crate::config::ClusterConfig::parse(
+            "nodePools:\n  default:\n    gpuProduct: NVIDIA-A100-SXM4-40GB\n    gpuCount: 2\n    gpuMemory: 40960\n",
+        )
+        .unwrap();
+        let pools = crate::resolve::resolve_all(&cfg, &Default::default()).unwrap();
+        let r = &pools["default"];
+        let node_name = "kwok-gpu-node-1";
+        let uuids = crate::index::gpu_uuids(node_name, r);
+        assert_eq!(uuids.len(), 2);
+        let topology = NodeTopology {
+            gpus: uuids.iter().map(|id| crate::topology::GpuDetails { id: id.clone(), ..Default::default() }).collect(),
+            ..Default::default()
+        };
+        let mut data = BTreeMap::from([
+            (TOPOLOGY_KEY.to_string(), topology.to_yaml()),
+            (CONFIG_KEY.to_string(), crate::node_files::config_text(&crate::index::config_file(node_name, r))),
+        ]);
+        let node: Node = serde_json::from_value(serde_json::json!({"metadata": {"name": node_name,
+            "annotations": {KWOK_ANNOTATION: "fake"},
+            "labels": {"run.ai/simulated-gpu-node-pool": "default", "type": "kwok"}}}))
+        .unwrap();
+        assert!(simulated(&node, None, None).is_none(), "neither a ConfigMap nor a profile label");
+        let sim = simulated(&node, Some(&data), None).unwrap();
+        assert_eq!(sim.gpus.iter().map(|g| g.uuid.clone()).collect::<Vec<_>>(), uuids);
+        assert_eq!(sim.spec.profile.product_name, "NVIDIA A100-SXM4-40GB");
+        let devices = attributes::pool_devices(&sim, &NodeState::default());
+        assert_eq!(devices.len(), 2);
+        // Not a KWOK node: the node-local plugin publishes it, not this one.
+        let mut real = node.clone();
+        real.metadata.annotations = None;
+        assert!(simulated(&real, Some(&data), None).is_none());
+        // Broken config text: skipped (logged), nothing invented.
+        data.insert(CONFIG_KEY.to_string(), "{\"gpus\": \"two\"}".into());
+        assert!(from_topology(node_name, &data).unwrap_err().contains(CONFIG_KEY));
+        assert!(simulated(&node, Some(&data), None).is_none());
+        // A pool without GPUs: no slice.
+        let empty = BTreeMap::from([(TOPOLOGY_KEY.to_string(), NodeTopology::default().to_yaml())]);
+        assert!(from_topology(node_name, &empty).unwrap().is_none());
+    }
+
     #[test]
     fn mig_config_label_partitions_every_gpu() {
         let n = kwok_node(serde_json::json!({PROFILE_LABEL: "a100-80gb", GPU_COUNT_LABEL: "2", MIG_CONFIG_LABEL: "all-2g.20gb"}));
-        let sim = simulated(&n, None).unwrap();
+        let sim = simulated(&n, None, None).unwrap();
         let devices = attributes::pool_devices(&sim, &mig_state(&n, &sim));
         // 3 × 2g.20gb per GPU, no whole GPU.
         assert_eq!(devices.len(), 6);
