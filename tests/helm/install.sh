@@ -52,7 +52,8 @@ done
 "$KUBECTL" get deviceclass gpu.nvidia.com >/dev/null 2>&1 && ok "DeviceClass gpu.nvidia.com" || bad "DeviceClass missing"
 [ "$("$KUBECTL" -n "$NS" get deploy gpu-operator -o jsonpath='{.spec.replicas}' 2>/dev/null)" = 0 ] && ok "placeholder Deployment gpu-operator" || bad "placeholder gpu-operator"
 "$KUBECTL" -n "$NS" get cm gpu-profile-a100 -o jsonpath='{.data.profile\.yaml}' | grep -q 'NVIDIA A100-SXM4-40GB' && ok "built-in profile ConfigMap gpu-profile-a100" || bad "gpu-profile-a100"
-"$HELM" get notes fgo -n "$NS" | grep -q 'pod-security.kubernetes.io/enforce=privileged' && ok "NOTES: Pod Security guidance" || bad "NOTES without Pod Security guidance"
+notes="$("$HELM" get notes fgo -n "$NS")"
+grep -q 'pod-security.kubernetes.io/enforce=privileged' <<<"$notes" && ok "NOTES: Pod Security guidance" || bad "NOTES without Pod Security guidance"
 
 # can SA VERB RESOURCE [flags...]: expect yes; cannot ...: expect no.
 can() {
@@ -106,7 +107,9 @@ ready() { # every Deployment available, every DaemonSet's pods ready, the releas
     "$KUBECTL" -n "$NS3" rollout status deploy "$d" --timeout 120s >/dev/null 2>&1 && ok "$what: $d available" || bad "$what: $d not available"
   done
   "$KUBECTL" -n "$NS3" rollout status ds device-plugin --timeout 120s >/dev/null 2>&1 && ok "$what: device-plugin DaemonSet ready" || bad "$what: device-plugin DaemonSet"
-  "$HELM" status up -n "$NS3" | grep -q 'STATUS: deployed' && ok "$what: helm status deployed" || bad "$what: helm status not deployed"
+  local st  # captured first: with pipefail, grep -q closing the pipe early fails the pipeline (SIGPIPE)
+  st="$("$HELM" status up -n "$NS3")"
+  grep -q 'STATUS: deployed' <<<"$st" && ok "$what: helm status deployed" || bad "$what: helm status not deployed: $st"
   local uid
   uid="$("$KUBECTL" -n "$NS3" get cm topology -o jsonpath='{.metadata.uid}')"
   [ -n "$uid" ] && [ "$uid" = "$UID0" ] && ok "$what: topology ConfigMap kept its UID" || bad "$what: topology UID $uid, was $UID0"
