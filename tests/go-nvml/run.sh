@@ -19,7 +19,7 @@ if [ ! -x "$BIN" ]; then
   exec 9>"$CACHE_ROOT/.go-nvml-$KEY.lock"
   flock 9
   if [ ! -x "$BIN" ]; then
-    echo "go-nvml: building nvml-list (github.com/NVIDIA/go-nvml $(awk '/go-nvml/ {print $2; exit}' "$HERE/go.mod"))" >&2
+    echo "go-nvml: building nvml-list (github.com/NVIDIA/go-nvml $(awk '$1 == "require" && $2 ~ /go-nvml/ {print $3}' "$HERE/go.mod"))" >&2
     tmp="$(mktemp -d "$CACHE_ROOT/.go-nvml-$KEY.XXXXXX")"
     (cd "$HERE" && CGO_ENABLED=1 GOFLAGS=-mod=readonly go build -trimpath -o "$tmp/nvml-list" . 2> "$tmp/build.log") \
       || { cat "$tmp/build.log" >&2; rm -rf "$tmp"; exit 1; }
