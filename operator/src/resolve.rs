@@ -314,6 +314,50 @@ mod tests {
     }
 
     #[test]
+    fn chart_builtin_profile_configmaps_resolve_as_the_compiled_in_profiles() {
+        // The chart's templates/profiles.yaml renders gpu-profile-<name> with these keys from
+        // profiles/<name>.json; a pool naming it must resolve exactly as without the ConfigMap.
+        for b in fakegpu_model::builtin_profiles().unwrap() {
+            let yaml = format!(
+                "# Built-in profile {n}\ndevice_defaults:\n  name: {name:?}\n  memory:\n    total_bytes: {bytes}\ndevice_count: {count}\n",
+                n = b.name,
+                name = b.product_name,
+                bytes = b.memory.total_mib * 1_048_576,
+                count = b.default_gpu_count
+            );
+            let data = BTreeMap::from([(PROFILE_KEY_UPSTREAM.to_string(), yaml)]);
+            let cm = CustomProfile::from_data(&format!("gpu-profile-{}", b.name), &data).unwrap();
+            let with_cm = Profiles::from([(b.name.clone(), cm)]);
+            for overrides in [json!({}), json!({"device_count": 2})] {
+                let pool = PoolConfig {
+                    backend: Backend::Fake,
+                    profile: Some(b.name.clone()),
+                    overrides: overrides.clone(),
+                    resources: vec![],
+                    empty: false,
+                    numa: None,
+                };
+                let a = resolve_pool("p", &pool, &with_cm).unwrap();
+                let plain = resolve_pool("p", &pool, &Profiles::new()).unwrap();
+                assert_eq!(
+                    (&a.product, a.memory_mib, a.gpu_count, &a.profile_name, a.builtin, &a.profile, &a.model_overrides),
+                    (
+                        &plain.product,
+                        plain.memory_mib,
+                        plain.gpu_count,
+                        &plain.profile_name,
+                        plain.builtin,
+                        &plain.profile,
+                        &plain.model_overrides
+                    ),
+                    "{} {overrides}",
+                    b.name
+                );
+            }
+        }
+    }
+
+    #[test]
     fn new_format_builtin_profile_and_overrides() {
         let c = cfg("nodePools:\n  h:\n    gpu:\n      profile: h100\n  h4:\n    gpu:\n      profile: h100\n      overrides: {device_count: 4, system: {driver_version: 550.163.01, cuda_version: '12.4'}}\n");
         let r = resolve_all(&c, &Profiles::new()).unwrap();
