@@ -63,6 +63,9 @@ pub struct Args {
     /// namespace `runai` exists (upstream `RUNAI_INTEGRATION_ENABLED`).
     #[arg(long, env = "RUNAI_INTEGRATION_ENABLED")]
     pub runai_integration: bool,
+    /// How often the Run:ai integration looks (a Go duration; invalid or 0: 30s, as upstream).
+    #[arg(long, env = "RUNAI_INTEGRATION_POLLING_INTERVAL", default_value = "30s")]
+    pub runai_integration_polling_interval: String,
     /// Publish NodeResourceTopology objects for nodes of pools with a `numa` block (upstream's
     /// `NODE_RESOURCE_TOPOLOGY_ENABLED`, which its status-exporter read).
     #[arg(long, env = "NODE_RESOURCE_TOPOLOGY_ENABLED")]
@@ -70,9 +73,6 @@ pub struct Args {
     /// Seconds between NodeResourceTopology syncs.
     #[arg(long, default_value_t = 10)]
     pub node_resource_topology_seconds: u64,
-    /// How often the Run:ai integration looks (a Go duration; invalid or 0: 30s, as upstream).
-    #[arg(long, env = "RUNAI_INTEGRATION_POLLING_INTERVAL", default_value = "30s")]
-    pub runai_integration_polling_interval: String,
 }
 
 enum Msg {
