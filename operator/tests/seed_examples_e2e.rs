@@ -151,6 +151,7 @@ async fn seed_examples_on_the_installed_operator() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     assert_eq!(slice.spec.pool.name, node_name, "pool = node name");
+    assert_eq!(slice.metadata.name.as_deref(), Some(format!("kwok-{node_name}-gpu").as_str()), "upstream's slice name");
     let devices = slice.spec.devices.clone().unwrap_or_default();
     let mut names: Vec<String> = devices.iter().map(|d| d.name.clone()).collect();
     names.sort();

@@ -25,9 +25,15 @@ pub enum Op {
     Delete(String),
 }
 
-/// The name of slice `i` of `node`'s pool.
-pub fn slice_name(node: &str, i: usize) -> String {
-    format!("{node}-{}-{i}", DRIVER.replace('.', "-"))
+/// The name of slice `i` of `node`'s pool. The central KWOK publisher uses upstream
+/// kwok-dra-plugin's name, `kwok-<node>-gpu` (further slices of a pool over 128 devices:
+/// `-<i>`), which upstream's tests and users' scripts look up.
+pub fn slice_name(node: &str, i: usize, publisher: &str) -> String {
+    match (publisher == super::kwok::PUBLISHER, i) {
+        (true, 0) => format!("kwok-{node}-gpu"),
+        (true, _) => format!("kwok-{node}-gpu-{i}"),
+        (false, _) => format!("{node}-{}-{i}", DRIVER.replace('.', "-")),
+    }
 }
 
 /// The slices that hold `devices` for `node` at `generation`.
@@ -39,7 +45,7 @@ pub fn desired(node: &str, devices: &[Device], generation: i64, owner: Option<&O
         .enumerate()
         .map(|(i, chunk)| ResourceSlice {
             metadata: ObjectMeta {
-                name: Some(slice_name(node, i)),
+                name: Some(slice_name(node, i, publisher)),
                 labels: Some(
                     [(MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()), (PUBLISHER_LABEL.to_string(), publisher.to_string())].into(),
                 ),
@@ -121,7 +127,19 @@ mod tests {
         let after = applied(&shrink);
         assert_eq!(after.len(), 1);
         assert_eq!(after[0].spec.pool.generation, 1);
-        assert_eq!(shrink.last(), Some(&Op::Delete(slice_name("n1", 2))));
-        assert!(shrink.contains(&Op::Delete(slice_name("n1", 1))));
+        assert_eq!(shrink.last(), Some(&Op::Delete(slice_name("n1", 2, "node"))));
+        assert!(shrink.contains(&Op::Delete(slice_name("n1", 1, "node"))));
+    }
+
+    #[test]
+    fn kwok_slices_carry_upstreams_name() {
+        let slices = applied(&plan("kwok-gpu-node-1", &devs(2), &[], None, crate::kubelet::dra::kwok::PUBLISHER));
+        assert_eq!(slices[0].metadata.name.as_deref(), Some("kwok-kwok-gpu-node-1-gpu"));
+        assert_eq!(slice_name("n", 1, crate::kubelet::dra::kwok::PUBLISHER), "kwok-n-gpu-1");
+        // Slices written under the old name are replaced.
+        let mut old = slices[0].clone();
+        old.metadata.name = Some(slice_name("kwok-gpu-node-1", 0, "node"));
+        let ops = plan("kwok-gpu-node-1", &devs(2), &[old], None, crate::kubelet::dra::kwok::PUBLISHER);
+        assert!(ops.contains(&Op::Delete("kwok-gpu-node-1-gpu-nvidia-com-0".into())), "{ops:?}");
     }
 }
