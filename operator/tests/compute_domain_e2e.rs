@@ -17,7 +17,7 @@ use fake_gpu_operator::kubelet::dra::kwok::{GPU_COUNT_LABEL, PROFILE_LABEL};
 use fakegpu_cluster_support::{cluster_or_skip, objects::test_node, wait_for};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::resource::v1::{ResourceClaim, ResourceClaimTemplate, ResourceSlice};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 const TEST: &str = "compute-domain-e2e";
@@ -36,11 +36,8 @@ async fn apply_crds(client: &kube::Client) {
     panic!("computedomains are not served");
 }
 
-fn gb200_node(name: &str, ip: &str) -> Node {
-    let mut n = test_node(name, TEST, &[(PROFILE_LABEL, "gb200"), (GPU_COUNT_LABEL, "4")]);
-    n.status.get_or_insert_with(Default::default).addresses =
-        Some(vec![serde_json::from_value(json!({"type": "InternalIP", "address": ip})).unwrap()]);
-    n
+fn gb200_node(name: &str) -> Node {
+    test_node(name, TEST, &[(PROFILE_LABEL, "gb200"), (GPU_COUNT_LABEL, "4")])
 }
 
 fn model_clique(node: &str) -> String {
@@ -70,8 +67,12 @@ fn pod(name: &str, template: &str, node: &str) -> Pod {
     .unwrap()
 }
 
-async fn create_domain(api: &Api<ComputeDomain>, value: serde_json::Value) -> Result<ComputeDomain, kube::Error> {
-    api.create(&PostParams::default(), &serde_json::from_value(value).unwrap()).await
+/// Creates a domain from JSON as a client would send it (untyped, so that bad specs reach the
+/// API server's validation).
+async fn create_domain(api: &Api<ComputeDomain>, value: serde_json::Value) -> Result<DynamicObject, kube::Error> {
+    let ns = api.namespace().unwrap_or_default().to_string();
+    let raw: Api<DynamicObject> = Api::namespaced_with(api.clone().into_client(), &ns, &ApiResource::erase::<ComputeDomain>(&()));
+    raw.create(&PostParams::default(), &serde_json::from_value(value).unwrap()).await
 }
 
 async fn running_with_claim(pods: &Api<Pod>, claims: &Api<ResourceClaim>, name: &str) -> ResourceClaim {
@@ -107,8 +108,28 @@ async fn compute_domains_on_kwok_nodes() {
     for (i, n) in a.iter().chain(&b).enumerate() {
         let _ = nodes.delete(n, &DeleteParams::default()).await;
         wait_for_gone(&nodes, n).await;
-        nodes.create(&PostParams::default(), &gb200_node(n, &format!("127.0.7.{}", i + 1))).await.unwrap();
+        nodes.create(&PostParams::default(), &gb200_node(n)).await.unwrap();
         ns.track::<Node>(n);
+        // The API server drops a new Node's status; set its addresses as a kubelet would (KWOK
+        // keeps them when both an InternalIP and a Hostname are there).
+        let addresses = json!([{"type": "InternalIP", "address": format!("127.0.7.{}", i + 1)}, {"type": "Hostname", "address": n}]);
+        nodes.patch_status(n, &PatchParams::default(), &Patch::Merge(json!({"status": {"addresses": addresses}}))).await.unwrap();
+    }
+    // KWOK takes a new node over (Ready, its own addresses if it came first): wait for both.
+    for (i, n) in a.iter().chain(&b).enumerate() {
+        let ip = format!("127.0.7.{}", i + 1);
+        let has_ip =
+            |node: &Node| node.status.as_ref().and_then(|s| s.addresses.as_ref()).is_some_and(|a| a.iter().any(|a| a.address == ip));
+        if wait_for(&nodes, n, Duration::from_secs(10), "Ready with our address", |node: &Node| {
+            fakegpu_cluster_support::objects::node_ready(node) && has_ip(node)
+        })
+        .await
+        .is_err()
+        {
+            let addresses = json!([{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": n}]);
+            nodes.patch_status(n, &PatchParams::default(), &Patch::Merge(json!({"status": {"addresses": addresses}}))).await.unwrap();
+            wait_for(&nodes, n, Duration::from_secs(10), "our address", has_ip).await.unwrap();
+        }
     }
     assert_eq!(model_clique(&a[0]), model_clique(&a[3]));
     assert_ne!(model_clique(&b[1]), model_clique(&b[2]), "b-017 and b-018 are in different cliques");

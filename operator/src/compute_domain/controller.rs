@@ -1,7 +1,7 @@
 //! `fake-gpu-operator compute-domain-controller`: lists every ComputeDomain, the templates and
 //! claims that carry a domain label and the nodes, asks [`super::reconcile::plan`] what to
-//! write, and writes it. A pass runs on any change of those objects (debounced) and every
-//! resync period; since a pass starts from the listed state, a restart or a missed event
+//! write, and writes it. A pass runs on any change of those objects (nodes: only when their IP
+//! or clique changes; debounced) and every resync period; since a pass starts from the listed state, a restart or a missed event
 //! only means the next pass does the work.
 
 use std::collections::BTreeMap;
@@ -154,6 +154,33 @@ where
     });
 }
 
+/// Wakes a pass when a node's facts (InternalIP, clique) change, not on every heartbeat.
+fn spawn_node_watch(api: Api<Node>, notify: std::sync::Arc<tokio::sync::Notify>) {
+    tokio::spawn(async move {
+        let mut seen: BTreeMap<String, super::reconcile::NodeFacts> = BTreeMap::new();
+        let mut events = watcher(api, watcher::Config::default()).boxed();
+        while let Some(e) = events.next().await {
+            let changed = match e {
+                Ok(watcher::Event::Apply(n) | watcher::Event::InitApply(n)) => {
+                    let name = n.metadata.name.clone().unwrap_or_default();
+                    let facts = node_facts(&n);
+                    seen.insert(name, facts.clone()).is_none_or(|old| old != facts)
+                }
+                Ok(watcher::Event::Delete(n)) => seen.remove(n.metadata.name.as_deref().unwrap_or_default()).is_some(),
+                Ok(watcher::Event::InitDone) => true,
+                Ok(watcher::Event::Init) => false,
+                Err(e) => {
+                    tracing::debug!("node watch: {e}");
+                    false
+                }
+            };
+            if changed {
+                notify.notify_one();
+            }
+        }
+    });
+}
+
 /// Runs passes on every change (debounced by `debounce`) and every `resync`, until the
 /// process ends.
 pub async fn run(client: Client, resync: Duration, debounce: Duration) -> Result<(), kube::Error> {
@@ -165,6 +192,7 @@ pub async fn run(client: Client, resync: Duration, debounce: Duration) -> Result
         notify.clone(),
     );
     spawn_watch(Api::<ResourceClaim>::all(client.clone()), watcher::Config::default().labels(CLAIM_DOMAIN_LABEL), notify.clone());
+    spawn_node_watch(Api::<Node>::all(client.clone()), notify.clone());
     loop {
         match pass(&client).await {
             Ok(r) if r.writes > 0 => {
