@@ -111,7 +111,7 @@ pub fn prepare(claim: &ResourceClaim, node: &str, channels: u32) -> Result<Prepa
         return Err(PrepareError::NothingHere { claim: name, node: node.into() });
     }
     // The last config of this driver wins, as for every DRA driver's opaque configs.
-    let opaque = devices.config.iter().flatten().filter_map(|c| c.opaque.as_ref()).filter(|o| o.driver == DRIVER).next_back();
+    let opaque = devices.config.iter().flatten().filter_map(|c| c.opaque.as_ref()).rfind(|o| o.driver == DRIVER);
     let params = opaque.ok_or_else(|| PrepareError::NoConfig { claim: name.clone() })?;
     let config: ChannelConfig = serde_json::from_value(params.parameters.0.clone())
         .map_err(|e| PrepareError::BadConfig { claim: name.clone(), error: e.to_string() })?;
