@@ -3,7 +3,7 @@
 //! All claim returns CDI ids whose spec holds the channel device nodes (one, or every channel of
 //! the node) and the domain's variables; a claim without the opaque config fails with a clear
 //! error in its own entry; a restart answers from the checkpoint without the API; unprepare is
-//! idempotent and removes the spec.
+//! idempotent and removes the spec; gRPC health is SERVING while both sockets answer.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -11,9 +11,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fake_gpu_operator::compute_domain::plugin::{self, ChannelService};
-use fake_gpu_operator::compute_domain::{channels, DRIVER};
+use fake_gpu_operator::compute_domain::{channels, health, DRIVER};
 use fake_gpu_operator::kubelet::dra::plugin::ClaimSource;
 use fake_gpu_operator::kubelet::proto::dra as pb;
+use fake_gpu_operator::kubelet::proto::health::health_check_response::ServingStatus;
+use fake_gpu_operator::kubelet::proto::health::health_client::HealthClient;
+use fake_gpu_operator::kubelet::proto::health::HealthCheckRequest;
 use fake_gpu_operator::kubelet::proto::registration as reg;
 use fake_gpu_operator::kubelet::{uds, KubeletDirs};
 use k8s_openapi::api::resource::v1::ResourceClaim;
@@ -78,6 +81,14 @@ async fn appear(path: &Path) {
     panic!("{} did not appear", path.display());
 }
 
+async fn check(addr: std::net::SocketAddr, service: &str) -> Result<ServingStatus, tonic::Code> {
+    let mut client = HealthClient::connect(format!("http://{addr}")).await.unwrap();
+    match client.check(HealthCheckRequest { service: service.into() }).await {
+        Ok(r) => Ok(ServingStatus::try_from(r.into_inner().status).unwrap()),
+        Err(s) => Err(s.code()),
+    }
+}
+
 fn device_nodes(spec: &serde_json::Value) -> Vec<String> {
     spec["devices"][0]["containerEdits"]["deviceNodes"]
         .as_array()
@@ -117,6 +128,15 @@ async fn register_prepare_restart_unprepare() {
     assert_eq!(info.supported_versions, vec!["v1.DRAPlugin".to_string()]);
     watcher.notify_registration_status(reg::RegistrationStatus { plugin_registered: true, error: String::new() }).await.unwrap();
 
+    // gRPC health, as the kubelet's liveness probe asks it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let health_addr = listener.local_addr().unwrap();
+    let health_paths = paths.clone();
+    let health_task = tokio::spawn(async move { health::serve(listener, &health_paths).await.unwrap() });
+    assert_eq!(check(health_addr, "").await, Ok(ServingStatus::Serving));
+    assert_eq!(check(health_addr, "liveness").await, Ok(ServingStatus::Serving));
+    assert_eq!(check(health_addr, "readiness").await, Err(tonic::Code::NotFound));
+
     let mut dra = pb::dra_plugin_client::DraPluginClient::new(uds::connect(Path::new(&info.endpoint)).await.unwrap());
     let request =
         pb::NodePrepareResourcesRequest { claims: vec![pbclaim("uid-s", "single"), pbclaim("uid-a", "all"), pbclaim("uid-n", "bare")] };
@@ -153,6 +173,7 @@ async fn register_prepare_restart_unprepare() {
     let _ = stop.send(());
     task.await.unwrap();
     assert!(!paths.plugin_socket.exists(), "sockets removed on stop");
+    assert_eq!(check(health_addr, "liveness").await, Ok(ServingStatus::NotServing), "no plugin, not serving");
     let empty = Arc::new(Claims::default());
     let (stop, task) = start(&dirs, &cdi, empty.clone());
     appear(&paths.plugin_socket).await;
@@ -185,6 +206,7 @@ async fn register_prepare_restart_unprepare() {
     assert_eq!(checkpoint.claims["uid-s"].domain_id, "dom-uid-1");
     let _ = stop.send(());
     task.await.unwrap();
+    health_task.abort();
 
     // A checkpoint that does not parse is an error naming the file, not a silent reset.
     std::fs::write(&paths.checkpoint, b"{not json").unwrap();

@@ -217,6 +217,10 @@ check("compute-domain node plugin: nodeSelector, not privileged, kubelet dirs",
       cd_ds["nodeSelector"] == {"nvidia.com/gpu.deploy.compute-domain-dra-plugin": "true"}
       and not cd_ds["containers"][0]["securityContext"].get("privileged")
       and {"/var/lib/kubelet/plugins_registry", "/var/lib/kubelet/plugins", "/var/run/cdi"} <= set(host_mount(cd_ds, cd_ds["containers"][0])), str(cd_ds))
+cd_c = cd_ds["containers"][0]
+check("compute-domain node plugin: gRPC health on healthcheckPort with a liveness probe",
+      {e["name"]: e.get("value") for e in cd_c["env"]}.get("HEALTHCHECK_PORT") == "8082"
+      and cd_c["livenessProbe"]["grpc"] == {"port": 8082, "service": "liveness"}, str(cd_c.get("livenessProbe")))
 kenv = {e["name"]: e.get("value") for e in cd_deploys["kwok-compute-domain-dra-plugin"]["spec"]["template"]["spec"]["containers"][0]["env"]}
 check("kwokComputeDomainDraPlugin.channels reaches the plugin", kenv.get("IMEX_CHANNELS") == "64", str(kenv))
 classes = by_kind(docs, "DeviceClass")

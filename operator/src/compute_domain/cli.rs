@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::{channels, controller, kwok, plugin, DRIVER};
+use super::{channels, controller, health, kwok, plugin, DRIVER};
 use crate::kubelet::cli::{runtime, terminated, NodeArgs};
 use crate::kubelet::dra::plugin::ApiClaims;
 use crate::kubelet::dra::publish;
@@ -63,6 +63,9 @@ pub struct NodePluginArgs {
     /// Seconds between ResourceSlice resyncs (no change: no write).
     #[arg(long, default_value_t = 60)]
     pub resync_seconds: u64,
+    /// TCP port of the gRPC health service (grpc.health.v1; negative: off).
+    #[arg(long, env = "HEALTHCHECK_PORT", default_value_t = -1, allow_negative_numbers = true)]
+    pub healthcheck_port: i32,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -149,8 +152,23 @@ pub fn node_plugin(args: NodePluginArgs) -> anyhow::Result<()> {
                 tokio::time::sleep(resync).await;
             }
         });
+        let health = match u16::try_from(args.healthcheck_port) {
+            Ok(port) => {
+                let listener = tokio::net::TcpListener::bind(("0.0.0.0", port)).await.with_context(|| format!("health port {port}"))?;
+                let paths = paths.clone();
+                Some(tokio::spawn(async move {
+                    if let Err(e) = health::serve(listener, &paths).await {
+                        tracing::error!("health server: {e}");
+                    }
+                }))
+            }
+            Err(_) => None,
+        };
         plugin::serve(&paths, service, terminated()).await.map_err(anyhow::Error::msg)?;
         publisher.abort();
+        if let Some(h) = health {
+            h.abort();
+        }
         Ok(())
     })
 }

@@ -6,13 +6,14 @@
 //! and their NVLink cliques, the Ready rule), [`channels`] (a node's channel devices, what a
 //! prepared claim gets, its CDI spec) — are unit-tested without a cluster. The edges are thin:
 //! [`controller`] (lists, applies the reconcile plan), [`kwok`] (ResourceSlices for KWOK
-//! nodes), [`plugin`] (the kubelet plugin on a node), [`crds`] (the chart's CRDs, embedded) and
+//! nodes), [`plugin`] (the kubelet plugin on a node) with its [`health`], [`crds`] (the chart's CRDs, embedded) and
 //! [`cli`].
 
 pub mod channels;
 pub mod cli;
 pub mod controller;
 pub mod crds;
+pub mod health;
 pub mod kwok;
 pub mod plugin;
 pub mod reconcile;

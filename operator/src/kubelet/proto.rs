@@ -21,3 +21,8 @@ pub mod dra {
 pub mod podresources {
     tonic::include_proto!("v1");
 }
+
+/// gRPC health checking v1 (`/grpc.health.v1.Health`), for the kubelet's gRPC liveness probe.
+pub mod health {
+    tonic::include_proto!("grpc.health.v1");
+}
