@@ -16,12 +16,29 @@ pub const PLURAL: &str = "computedomains";
 /// `kind` of the opaque config in the claims.
 pub const CHANNEL_CONFIG_KIND: &str = "ComputeDomainChannelConfig";
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct ComputeDomain {
     pub metadata: ObjectMeta,
     pub spec: ComputeDomainSpec,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub status: Option<ComputeDomainStatus>,
+}
+
+/// Always with `apiVersion` and `kind`, which the API server needs on a create.
+impl Serialize for ComputeDomain {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut m = s.serialize_struct(KIND, 5)?;
+        m.serialize_field("apiVersion", API_VERSION)?;
+        m.serialize_field("kind", KIND)?;
+        m.serialize_field("metadata", &self.metadata)?;
+        m.serialize_field("spec", &self.spec)?;
+        match &self.status {
+            Some(status) => m.serialize_field("status", status)?,
+            None => m.skip_field("status")?,
+        }
+        m.end()
+    }
 }
 
 impl kube::Resource for ComputeDomain {
@@ -134,5 +151,26 @@ pub struct ChannelConfig {
 impl ChannelConfig {
     pub fn new(domain_id: &str, allocation_mode: AllocationMode) -> ChannelConfig {
         ChannelConfig { api_version: API_VERSION.into(), kind: CHANNEL_CONFIG_KIND.into(), domain_id: domain_id.into(), allocation_mode }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serializes_with_api_version_and_kind_and_reads_back() {
+        let text = r#"{"metadata": {"name": "cd"}, "spec": {"numNodes": 2, "channel": {"resourceClaimTemplate": {"name": "t"}, "allocationMode": "All"}}}"#;
+        let d: ComputeDomain = serde_json::from_str(text).unwrap();
+        assert_eq!(d.spec.channel.as_ref().unwrap().allocation_mode, AllocationMode::All);
+        let v = serde_json::to_value(&d).unwrap();
+        assert_eq!((v["apiVersion"].as_str(), v["kind"].as_str()), (Some(API_VERSION), Some(KIND)));
+        assert!(v.get("status").is_none());
+        assert_eq!(serde_json::from_value::<ComputeDomain>(v).unwrap(), d);
+        // A spec without allocationMode reads as Single, the CRD's default.
+        let d: ComputeDomain =
+            serde_json::from_str(r#"{"metadata": {}, "spec": {"numNodes": 1, "channel": {"resourceClaimTemplate": {"name": "t"}}}}"#)
+                .unwrap();
+        assert_eq!(d.spec.channel.unwrap().allocation_mode, AllocationMode::Single);
     }
 }
