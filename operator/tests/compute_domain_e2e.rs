@@ -110,26 +110,17 @@ async fn compute_domains_on_kwok_nodes() {
         wait_for_gone(&nodes, n).await;
         nodes.create(&PostParams::default(), &gb200_node(n)).await.unwrap();
         ns.track::<Node>(n);
-        // The API server drops a new Node's status; set its addresses as a kubelet would (KWOK
-        // keeps them when both an InternalIP and a Hostname are there).
-        let addresses = json!([{"type": "InternalIP", "address": format!("127.0.7.{}", i + 1)}, {"type": "Hostname", "address": n}]);
-        nodes.patch_status(n, &PatchParams::default(), &Patch::Merge(json!({"status": {"addresses": addresses}}))).await.unwrap();
     }
-    // KWOK takes a new node over (Ready, its own addresses if it came first): wait for both.
+    // Once KWOK has taken a node over (Ready, its own addresses), set the addresses as a kubelet
+    // would; KWOK keeps them when both an InternalIP and a Hostname are there.
     for (i, n) in a.iter().chain(&b).enumerate() {
+        wait_for(&nodes, n, Duration::from_secs(30), "Ready", fakegpu_cluster_support::objects::node_ready).await.unwrap();
         let ip = format!("127.0.7.{}", i + 1);
+        let addresses = json!([{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": n}]);
+        nodes.patch_status(n, &PatchParams::default(), &Patch::Merge(json!({"status": {"addresses": addresses}}))).await.unwrap();
         let has_ip =
             |node: &Node| node.status.as_ref().and_then(|s| s.addresses.as_ref()).is_some_and(|a| a.iter().any(|a| a.address == ip));
-        if wait_for(&nodes, n, Duration::from_secs(10), "Ready with our address", |node: &Node| {
-            fakegpu_cluster_support::objects::node_ready(node) && has_ip(node)
-        })
-        .await
-        .is_err()
-        {
-            let addresses = json!([{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": n}]);
-            nodes.patch_status(n, &PatchParams::default(), &Patch::Merge(json!({"status": {"addresses": addresses}}))).await.unwrap();
-            wait_for(&nodes, n, Duration::from_secs(10), "our address", has_ip).await.unwrap();
-        }
+        wait_for(&nodes, n, Duration::from_secs(10), "our address", has_ip).await.unwrap();
     }
     assert_eq!(model_clique(&a[0]), model_clique(&a[3]));
     assert_ne!(model_clique(&b[1]), model_clique(&b[2]), "b-017 and b-018 are in different cliques");
