@@ -105,7 +105,7 @@ async fn compute_domains_on_kwok_nodes() {
     // cliques 0 and 1 (18 nodes per NVL72 clique).
     let a: Vec<String> = (0..4).map(|i| format!("cd-e2e-a-{i:03}")).collect();
     let b: Vec<String> = (16..20).map(|i| format!("cd-e2e-b-{i:03}")).collect();
-    for (i, n) in a.iter().chain(&b).enumerate() {
+    for n in a.iter().chain(&b) {
         let _ = nodes.delete(n, &DeleteParams::default()).await;
         wait_for_gone(&nodes, n).await;
         nodes.create(&PostParams::default(), &gb200_node(n)).await.unwrap();
