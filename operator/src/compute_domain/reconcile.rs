@@ -424,6 +424,50 @@ mod tests {
     }
 
     #[test]
+    fn transition_time_moves_only_when_the_condition_changes() {
+        let mut d = domain("cd", "uid-1", 1, "Single");
+        let f = facts(&[("n1", "ip", "c.0")]);
+        let waiting = status(&d, &BTreeSet::new(), &f, false, &now());
+        d.status = Some(waiting.clone());
+        let later = Time(k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).unwrap());
+        // Same condition later: same time.
+        assert_eq!(status(&d, &BTreeSet::new(), &f, false, &later), waiting);
+        // Ready now: the time is now.
+        let ready = status(&d, &BTreeSet::from(["n1".to_string()]), &f, false, &later);
+        assert_eq!(ready.conditions[0].last_transition_time, later);
+        assert_eq!(ready.conditions[0].observed_generation, Some(1));
+        // NotReady for another reason: the time moves too.
+        let conflict = status(&d, &BTreeSet::new(), &f, true, &later);
+        assert_eq!((conflict.conditions[0].reason.as_str(), &conflict.conditions[0].last_transition_time), (REASON_CONFLICT, &later));
+    }
+
+    #[test]
+    fn nodes_are_indexed_by_clique_then_name_and_other_drivers_are_ignored() {
+        let d = domain("cd", "uid-1", 0, "Single");
+        let mut claims: Vec<_> = ["z", "a", "m"].iter().map(|n| claim("cd", Some("uid-1"), Some(n))).collect();
+        let mut gpu = claim("cd", Some("uid-1"), Some("gpu-node"));
+        gpu.status.as_mut().unwrap().allocation.as_mut().unwrap().devices.as_mut().unwrap().results.as_mut().unwrap()[0].driver =
+            "gpu.nvidia.com".into();
+        claims.push(gpu);
+        let f = facts(&[("z", "1", "A.0"), ("a", "2", "B.0"), ("m", "3", "A.0")]);
+        let s = status(&d, &domain_nodes(&d, &claims), &f, false, &now());
+        let order: Vec<_> = s.nodes.iter().map(|n| (n.index, n.name.as_str())).collect();
+        assert_eq!(order, vec![(0, "m"), (1, "z"), (2, "a")]);
+        // A node the controller has no facts for (deleted) is listed without IP or clique.
+        let gone = status(&d, &BTreeSet::from(["ghost".to_string()]), &f, false, &now());
+        assert_eq!((gone.nodes[0].ip_address.as_str(), gone.nodes[0].clique_id.as_str()), ("", ""));
+        assert_eq!(gone.status, READY);
+    }
+
+    #[test]
+    fn a_deleting_domain_without_finalizer_or_templates_needs_nothing() {
+        let mut d = domain("cd", "uid-1", 1, "Single");
+        d.metadata.finalizers = None;
+        d.metadata.deletion_timestamp = Some(now());
+        assert_eq!(plan(&[d], &[], &[], &BTreeMap::new(), &now()), vec![]);
+    }
+
+    #[test]
     fn claims_of_other_domains_or_a_recreated_domain_do_not_count() {
         let d = domain("cd", "uid-2", 1, "Single");
         let claims = vec![
