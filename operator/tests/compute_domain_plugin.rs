@@ -3,7 +3,10 @@
 //! All claim returns CDI ids whose spec holds the channel device nodes (one, or every channel of
 //! the node) and the domain's variables; a claim without the opaque config fails with a clear
 //! error in its own entry; a restart answers from the checkpoint without the API; unprepare is
-//! idempotent and removes the spec; gRPC health is SERVING while both sockets answer.
+//! idempotent and removes the spec; in the container (the fake runtime applying the CDI
+//! edits) the channel is a character device at NVIDIA's path; gRPC health is SERVING while both sockets answer.
+
+mod fake_kubelet;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -168,6 +171,21 @@ async fn register_prepare_restart_unprepare() {
         assert_eq!(std::fs::read_link(&host).unwrap(), Path::new("/dev/null"), "{}", host.display());
     }
     assert!(!channels::spec_path(&cdi, "uid-n").exists());
+
+    // The container's view (the fake runtime applies the CDI edits of the returned ids): the
+    // channel device at NVIDIA's path is a character device that opens, and the env names the
+    // domain and the channel.
+    let (env, mounts) = fake_kubelet::cdi_edits(&cdi, &s.devices[0].cdi_device_ids);
+    let rootfs = tmp.path().join("rootfs");
+    let container = fake_kubelet::Container::new(&rootfs, env, &mounts);
+    let channel = rootfs.join("dev/nvidia-caps-imex-channels/channel3");
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::metadata(&channel).unwrap().file_type().is_char_device());
+    let out = container
+        .run(Path::new("/bin/sh"), &["-c", &format!("echo $COMPUTE_DOMAIN_UUID $IMEX_CHANNELS && echo x > {}", channel.display())]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "dom-uid-1 3");
+    assert!(!rootfs.join("dev/nvidia-caps-imex-channels/channel4").exists(), "Single: only the claim's channel");
 
     // Restart with an API that forgot the claims: the checkpoint answers, identically.
     let _ = stop.send(());
