@@ -67,7 +67,8 @@ fi
 
 echo "== helm chart: lint, templates, install into the cluster"
 HELM="$FAKEGPU_K8S_BIN_DIR/helm" tests/helm/run.sh
-# The DRA tests publish their own cluster-scoped DeviceClasses gpu.nvidia.com and mig.nvidia.com;
-# the chart owns those names, so hand the cluster over without them.
-"$FAKEGPU_K8S_BIN_DIR/kubectl" --kubeconfig "$FAKEGPU_KUBECONFIG" delete deviceclass gpu.nvidia.com mig.nvidia.com --ignore-not-found
+# The DRA and compute-domain tests publish their own cluster-scoped DeviceClasses; the chart owns
+# those names, so hand the cluster over without them.
+"$FAKEGPU_K8S_BIN_DIR/kubectl" --kubeconfig "$FAKEGPU_KUBECONFIG" delete deviceclass gpu.nvidia.com mig.nvidia.com \
+  compute-domain-default-channel.nvidia.com compute-domain-daemon.nvidia.com --ignore-not-found
 HELM="$FAKEGPU_K8S_BIN_DIR/helm" KUBECTL="$FAKEGPU_K8S_BIN_DIR/kubectl" tests/helm/install.sh

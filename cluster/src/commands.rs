@@ -235,7 +235,7 @@ async fn start_all(run_dir: &Path, args: &UpArgs, s: &mut Started, start: Instan
     progress.line("kwok", &format!("healthy after {:.1}s", t.as_secs_f64()));
 
     if !args.no_operator {
-        start_operator(run_dir, s, &mut progress).await?;
+        start_operator(run_dir, s, args.compute_domains, &mut progress).await?;
     }
 
     let spec = NodeSpec { pool: args.pool.clone(), profile: args.profile.clone(), gpus: args.gpus };
@@ -262,7 +262,7 @@ async fn start_all(run_dir: &Path, args: &UpArgs, s: &mut Started, start: Instan
 
 /// The operator's components as local processes (crate::operator); ready when the
 /// topology-server answers /healthz and the others are still alive.
-async fn start_operator(run_dir: &Path, s: &mut Started, progress: &mut Progress) -> Result<()> {
+async fn start_operator(run_dir: &Path, s: &mut Started, compute_domains: bool, progress: &mut Progress) -> Result<()> {
     let binary = match crate::operator::locate() {
         Ok(Some(b)) => b,
         Ok(None) => {
@@ -287,10 +287,17 @@ async fn start_operator(run_dir: &Path, s: &mut Started, progress: &mut Progress
     s.state.ports.insert("status-exporter".into(), ports.metrics);
     let kc = s.state.kubeconfig.clone();
     let mut started = Vec::new();
+    let mut extra = Vec::new();
+    if compute_domains {
+        for (name, a) in crate::operator::compute_domain_components(&kc) {
+            extra.push(s.spawn_binary(run_dir, name, binary.clone(), a)?);
+        }
+    }
     for (name, a) in crate::operator::components(&kc, run_dir, ports) {
         started.push(s.spawn_binary(run_dir, name, binary.clone(), a)?);
     }
     let server = *started.last().expect("four components");
+    started.extend(extra);
     let (rec, child) = s.parts(server);
     let t = health::wait_ready(rec, child, Duration::from_secs(60), || async move { health::http_ok(port, "/healthz") }).await?;
     for i in started {
@@ -302,8 +309,9 @@ async fn start_operator(run_dir: &Path, s: &mut Started, progress: &mut Progress
     progress.line(
         "operator",
         &format!(
-            "status-updater, kwok-gpu-device-plugin, status-exporter (metrics :{}), topology-server (:{port}) up after {:.1}s",
+            "status-updater, kwok-gpu-device-plugin, status-exporter (metrics :{}), topology-server (:{port}){} up after {:.1}s",
             ports.metrics,
+            if compute_domains { ", compute-domain-controller, kwok-compute-domain-dra-plugin" } else { "" },
             t.as_secs_f64()
         ),
     );

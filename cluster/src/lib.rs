@@ -56,6 +56,10 @@ pub struct UpArgs {
     /// status-exporter, topology-server) as local processes.
     #[arg(long)]
     pub no_operator: bool,
+    /// Also run the compute-domain controller and the KWOK IMEX-channel publisher, after
+    /// installing the ComputeDomain CRD (docs/compute-domains.md).
+    #[arg(long)]
+    pub compute_domains: bool,
 }
 
 /// Runs one `fakegpu cluster` subcommand and returns the process exit code.

@@ -59,6 +59,16 @@ pub fn components(kubeconfig: &Path, run_dir: &Path, ports: Ports) -> Vec<(&'sta
     ]
 }
 
+/// `(component, args)` of the compute-domain components (`up --compute-domains`): the
+/// controller installs the CRDs first.
+pub fn compute_domain_components(kubeconfig: &Path) -> Vec<(&'static str, Vec<String>)> {
+    let kc = kubeconfig.display().to_string();
+    vec![
+        ("compute-domain-controller", vec!["compute-domain-controller".into(), "--kubeconfig".into(), kc.clone(), "--install-crds".into()]),
+        ("kwok-compute-domain-dra-plugin", vec!["kwok-compute-domain-dra-plugin".into(), "--kubeconfig".into(), kc]),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,5 +84,12 @@ mod tests {
         assert!(c[2].1.join(" ").ends_with("--listen 127.0.0.1:5678 --node-dir /r/nodes"));
         assert!(c[3].1.join(" ").ends_with("--listen 127.0.0.1:1234"));
         assert!(c.iter().all(|(n, a)| a[0] == *n && a.join(" ").contains("--kubeconfig /r/kubeconfig --namespace gpu-operator")));
+    }
+
+    #[test]
+    fn compute_domain_component_args() {
+        let c = compute_domain_components(Path::new("/r/kubeconfig"));
+        assert_eq!(c[0].1.join(" "), "compute-domain-controller --kubeconfig /r/kubeconfig --install-crds");
+        assert_eq!(c[1].1.join(" "), "kwok-compute-domain-dra-plugin --kubeconfig /r/kubeconfig");
     }
 }

@@ -3,6 +3,7 @@
 //! apply their decisions. The binary in `main.rs` picks one component per process.
 
 pub mod common;
+pub mod compute_domain;
 pub mod config;
 pub mod exporter;
 pub mod index;

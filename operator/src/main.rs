@@ -28,6 +28,12 @@ enum Component {
     KwokGpuDevicePlugin(fake_gpu_operator::kwok_device_plugin::Args),
     /// Read-only HTTP JSON API of the cluster and per-node topology.
     TopologyServer(fake_gpu_operator::topology_server::Args),
+    /// ComputeDomain controller: claim templates, finalizers, status with nodes and cliques.
+    ComputeDomainController(fake_gpu_operator::compute_domain::cli::ControllerArgs),
+    /// DRA kubelet plugin for driver compute-domain.nvidia.com (IMEX channels).
+    ComputeDomainDraPlugin(fake_gpu_operator::compute_domain::cli::NodePluginArgs),
+    /// Publishes compute-domain.nvidia.com ResourceSlices for every KWOK GPU node.
+    KwokComputeDomainDraPlugin(fake_gpu_operator::compute_domain::cli::KwokPluginArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -47,6 +53,9 @@ fn main() -> anyhow::Result<()> {
         Component::StatusUpdater(args) => Ok(runtime()?.block_on(fake_gpu_operator::status_updater::run(args))?),
         Component::KwokGpuDevicePlugin(args) => Ok(runtime()?.block_on(fake_gpu_operator::kwok_device_plugin::run(args))?),
         Component::TopologyServer(args) => Ok(runtime()?.block_on(fake_gpu_operator::topology_server::run(args))?),
+        Component::ComputeDomainController(args) => fake_gpu_operator::compute_domain::cli::controller(args),
+        Component::ComputeDomainDraPlugin(args) => fake_gpu_operator::compute_domain::cli::node_plugin(args),
+        Component::KwokComputeDomainDraPlugin(args) => fake_gpu_operator::compute_domain::cli::kwok_plugin(args),
     }
 }
 

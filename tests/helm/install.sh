@@ -32,11 +32,11 @@ trap cleanup EXIT
 
 echo "== helm install fgo -n $NS"
 "$HELM" install fgo "$ROOT/helm/fake-gpu-operator" -n "$NS" --create-namespace --wait --timeout 180s \
-  --set kwokDraPlugin.enabled=true >/dev/null
+  --set kwokDraPlugin.enabled=true --set kwokComputeDomainDraPlugin.enabled=true >/dev/null
 status="$("$HELM" status fgo -n "$NS")"
 grep -q 'STATUS: deployed' <<<"$status" && ok "release deployed" || bad "release not deployed: $status"
 
-for d in status-updater kwok-gpu-device-plugin nvidia-dcgm-exporter-kwok topology-server kwok-dra-plugin; do
+for d in status-updater kwok-gpu-device-plugin nvidia-dcgm-exporter-kwok topology-server kwok-dra-plugin computedomain-controller kwok-compute-domain-dra-plugin; do
   avail="$("$KUBECTL" -n "$NS" get deploy "$d" -o jsonpath='{.status.availableReplicas}' 2>/dev/null || true)"
   [ "$avail" = 1 ] && ok "deployment $d available" || bad "deployment $d available=$avail"
 done
@@ -54,6 +54,12 @@ done
 "$KUBECTL" -n "$NS" get cm gpu-profile-a100 -o jsonpath='{.data.profile\.yaml}' | grep -q 'NVIDIA A100-SXM4-40GB' && ok "built-in profile ConfigMap gpu-profile-a100" || bad "gpu-profile-a100"
 notes="$("$HELM" get notes fgo -n "$NS")"
 grep -q 'pod-security.kubernetes.io/enforce=privileged' <<<"$notes" && ok "NOTES: Pod Security guidance" || bad "NOTES without Pod Security guidance"
+for dc in compute-domain-default-channel.nvidia.com compute-domain-daemon.nvidia.com; do
+  "$KUBECTL" get deviceclass "$dc" >/dev/null 2>&1 && ok "DeviceClass $dc" || bad "DeviceClass $dc missing"
+done
+"$KUBECTL" get crd computedomains.resource.nvidia.com -o jsonpath='{.status.conditions[?(@.type=="Established")].status}' | grep -qx True \
+  && ok "CRD computedomains.resource.nvidia.com established" || bad "CRD computedomains missing"
+"$KUBECTL" get crd clusterpolicies.nvidia.com >/dev/null 2>&1 && ok "CRD clusterpolicies.nvidia.com" || bad "CRD clusterpolicies missing"
 
 # can SA VERB RESOURCE [flags...]: expect yes; cannot ...: expect no.
 can() {
@@ -85,6 +91,13 @@ can nvidia-device-plugin patch pods -n default
 cannot nvidia-device-plugin create pods -n default
 can kwok-dra-plugin create resourceslices.resource.k8s.io
 cannot kwok-dra-plugin delete nodes
+can computedomain-controller patch computedomains.resource.nvidia.com/status -n default
+can computedomain-controller create resourceclaimtemplates.resource.k8s.io -n default
+can computedomain-controller watch resourceclaims.resource.k8s.io --all-namespaces
+cannot computedomain-controller delete computedomains.resource.nvidia.com -n default
+cannot computedomain-controller create resourceslices.resource.k8s.io
+can kwok-compute-domain-dra-plugin create resourceslices.resource.k8s.io
+cannot kwok-compute-domain-dra-plugin get resourceclaims.resource.k8s.io -n default
 cannot default list configmaps -n "$NS"
 
 echo "== second release (mixed mode) in $NS2"

@@ -210,6 +210,56 @@ check("runaiIntegration: PrometheusRule rights", can(su, NS, "monitoring.coreos.
 topo = yaml.safe_load(by_kind(docs, "ConfigMap")["topology"]["data"]["topology.yml"])
 check("e2e values: both pools (Helm merges the default pool in, as upstream)", {"default", "highend"} <= set(topo["nodePools"]), str(topo["nodePools"].keys()))
 
+# Compute Domains: the seed's values render the controller, both plugins and the DeviceClasses.
+docs = render(values=["upstream-e2e.yaml"], sets=["computeDomainController.enabled=true", "kwokComputeDomainDraPlugin.channels=64"])
+names = {(d["kind"], d["metadata"]["name"]) for d in docs}
+check("compute domains: controller, KWOK plugin, node plugin, DeviceClasses",
+      {("Deployment", "computedomain-controller"), ("Deployment", "kwok-compute-domain-dra-plugin"),
+       ("DaemonSet", "fgo-fake-gpu-operator-compute-domain-kubeletplugin"), ("DeviceClass", "compute-domain-default-channel.nvidia.com"),
+       ("DeviceClass", "compute-domain-daemon.nvidia.com")} <= names, str(sorted(names)))
+cd_deploys, cd_dsets = by_kind(docs, "Deployment"), by_kind(docs, "DaemonSet")
+for name, arg in [("computedomain-controller", "compute-domain-controller"), ("kwok-compute-domain-dra-plugin", "kwok-compute-domain-dra-plugin")]:
+    spec = cd_deploys[name]["spec"]["template"]["spec"]
+    check(f"{name}: runs {arg}, non-root", spec["containers"][0]["args"] == [arg] and spec["securityContext"]["runAsNonRoot"] is True)
+cd_ds = cd_dsets["fgo-fake-gpu-operator-compute-domain-kubeletplugin"]["spec"]["template"]["spec"]
+check("compute-domain node plugin: nodeSelector, not privileged, kubelet dirs",
+      cd_ds["nodeSelector"] == {"nvidia.com/gpu.deploy.compute-domain-dra-plugin": "true"}
+      and not cd_ds["containers"][0]["securityContext"].get("privileged")
+      and {"/var/lib/kubelet/plugins_registry", "/var/lib/kubelet/plugins", "/var/run/cdi"} <= set(host_mount(cd_ds, cd_ds["containers"][0])), str(cd_ds))
+cd_c = cd_ds["containers"][0]
+check("compute-domain node plugin: gRPC health on healthcheckPort with a liveness probe",
+      {e["name"]: e.get("value") for e in cd_c["env"]}.get("HEALTHCHECK_PORT") == "8082"
+      and cd_c["livenessProbe"]["grpc"] == {"port": 8082, "service": "liveness"}, str(cd_c.get("livenessProbe")))
+kenv = {e["name"]: e.get("value") for e in cd_deploys["kwok-compute-domain-dra-plugin"]["spec"]["template"]["spec"]["containers"][0]["env"]}
+check("kwokComputeDomainDraPlugin.channels reaches the plugin", kenv.get("IMEX_CHANNELS") == "64", str(kenv))
+classes = by_kind(docs, "DeviceClass")
+check("channel DeviceClass selects channels of the driver",
+      classes["compute-domain-default-channel.nvidia.com"]["spec"]["selectors"][0]["cel"]["expression"]
+      == "device.driver == 'compute-domain.nvidia.com' && device.attributes['compute-domain.nvidia.com'].type == 'channel'")
+ctl = sa_rules(docs, NS, "computedomain-controller")
+check("computedomain-controller: templates and domain status, read claims and nodes",
+      all([can(ctl, NS, "resource.k8s.io", "resourceclaimtemplates", "create"), can(ctl, NS, "resource.k8s.io", "resourceclaimtemplates", "delete"),
+           can(ctl, NS, "resource.nvidia.com", "computedomains/status", "patch"), can(ctl, NS, "resource.nvidia.com", "computedomains", "patch"),
+           can(ctl, NS, "resource.k8s.io", "resourceclaims", "list"), can(ctl, NS, "", "nodes", "list")]), str(sorted(ctl)))
+check("computedomain-controller: cannot delete domains, write claims or slices",
+      not any([can(ctl, NS, "resource.nvidia.com", "computedomains", "delete"), can(ctl, NS, "resource.k8s.io", "resourceclaims", "update"),
+               can(ctl, NS, "resource.k8s.io", "resourceslices", "create"), can(ctl, NS, "", "nodes", "patch")]))
+kcd = sa_rules(docs, NS, "kwok-compute-domain-dra-plugin")
+check("kwok-compute-domain-dra-plugin: slices, no claims", can(kcd, NS, "resource.k8s.io", "resourceslices", "create") and not can(kcd, NS, "resource.k8s.io", "resourceclaims", "get"))
+ncd = sa_rules(docs, NS, "compute-domain-kubeletplugin")
+check("compute-domain node plugin: gets claims, cannot list them", can(ncd, NS, "resource.k8s.io", "resourceclaims", "get") and not can(ncd, NS, "resource.k8s.io", "resourceclaims", "list"))
+docs = render(values=["upstream-e2e.yaml"], sets=["computeDomainController.enabled=false"])
+check("computeDomainController.enabled=false: no controller", "computedomain-controller" not in by_kind(docs, "Deployment"))
+check("defaults: no compute-domain objects", not [d for d in render() if "compute" in d["metadata"]["name"]])
+crds = [yaml.safe_load(open(os.path.join(CHART, "crds", f))) for f in sorted(os.listdir(os.path.join(CHART, "crds")))]
+crd_names = {c["metadata"]["name"]: c for c in crds}
+check("crds/: ComputeDomain and ClusterPolicy", set(crd_names) == {"computedomains.resource.nvidia.com", "clusterpolicies.nvidia.com"}, str(set(crd_names)))
+cd_spec = crd_names["computedomains.resource.nvidia.com"]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+check("ComputeDomain spec immutable, allocationMode enum", cd_spec["x-kubernetes-validations"][0]["rule"] == "self == oldSelf"
+      and cd_spec["properties"]["channel"]["properties"]["allocationMode"]["enum"] == ["All", "Single"])
+r = subprocess.run([HELM, "template", "fgo", CHART, "--include-crds", "--set", "kwokComputeDomainDraPlugin.enabled=true"], capture_output=True, text=True)
+check("helm template --include-crds renders the CRDs", r.returncode == 0 and "kind: CustomResourceDefinition" in r.stdout, r.stderr[-300:])
+
 docs = render(values=["openshift.yaml"])
 for sa in ("nvidia-device-plugin", "status-exporter", "fgo-fake-gpu-operator-service-account"):
     check(f"openshift: {sa} may use the privileged SCC", can(sa_rules(docs, NS, sa), NS, "security.openshift.io", "securitycontextconstraints", "use"))
@@ -325,7 +375,7 @@ for bad in sorted(os.listdir(os.path.join(HERE, "bad-values"))):
     r = subprocess.run([HELM, "template", "x", CHART, "-f", os.path.join(HERE, "bad-values", bad)], capture_output=True, text=True)
     check(f"schema rejects bad-values/{bad}", r.returncode != 0 and ("not allowed" in r.stderr or "got string, want boolean" in r.stderr), r.stderr[-300:])
 for s in ["statusExporter.kwok.prometheusRule.enabled=false", "statusExporter.topologyMaxExportInterval=30s", "migFaker.enabled=false",
-          "nvmlMock.image.tag=x", "computeDomainDraPlugin.healthcheckPort=9", "gpu-operator.driver.enabled=false", "topologyServer.enabled=true",
+          "nvmlMock.image.tag=x", "computeDomainDraPlugin.healthcheckPort=9", "computeDomainController.enabled=true", "gpu-operator.driver.enabled=false", "topologyServer.enabled=true",
           "statusExporter.nodeResourceTopology.installCRD=false", "environment.fakeCSVVersion=1.2.3", "builtinProfiles.enabled=false",
           "statusUpdater.nodeResourceTopology.enabled=true"]:
     try:

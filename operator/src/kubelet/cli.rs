@@ -35,7 +35,7 @@ pub struct NodeArgs {
 }
 
 impl NodeArgs {
-    fn dirs(&self) -> KubeletDirs {
+    pub(crate) fn dirs(&self) -> KubeletDirs {
         KubeletDirs {
             device_plugins: self.kubelet_root.join("device-plugins"),
             plugins_registry: self.kubelet_root.join("plugins_registry"),
@@ -43,7 +43,7 @@ impl NodeArgs {
         }
     }
 
-    fn files(&self) -> (NodeFiles, HostFiles) {
+    pub(crate) fn files(&self) -> (NodeFiles, HostFiles) {
         let nf = NodeFiles::new(&self.node_dir, &self.node_name);
         let hf = HostFiles {
             nvml_lib: self.nvml_lib.clone(),
@@ -55,7 +55,7 @@ impl NodeArgs {
     }
 
     /// Waits until the status-updater has written this node's config, then loads it.
-    async fn node(&self, files: &NodeFiles) -> anyhow::Result<fakegpu_model::SimulatedNode> {
+    pub(crate) async fn node(&self, files: &NodeFiles) -> anyhow::Result<fakegpu_model::SimulatedNode> {
         loop {
             if files.config().exists() {
                 return load_node(files, &self.node_name).with_context(|| format!("loading {}", files.config().display()));
@@ -116,11 +116,11 @@ pub struct KwokDraPluginArgs {
     pub once: bool,
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
-async fn terminated() {
+pub(crate) async fn terminated() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
         _ = term.recv() => {}

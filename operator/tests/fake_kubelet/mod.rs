@@ -217,7 +217,8 @@ impl Container {
     }
 }
 
-/// Applies CDI container edits of the devices named by `ids` from spec files in `cdi_root`.
+/// Applies CDI container edits of the devices named by `ids` from spec files in `cdi_root`:
+/// env, mounts, and device nodes (as mounts of their host device).
 pub fn cdi_edits(cdi_root: &Path, ids: &[String]) -> (BTreeMap<String, String>, Vec<(String, String)>) {
     let mut env = BTreeMap::new();
     let mut mounts = Vec::new();
@@ -236,6 +237,11 @@ pub fn cdi_edits(cdi_root: &Path, ids: &[String]) -> (BTreeMap<String, String>, 
             }
             for m in d["containerEdits"]["mounts"].as_array().into_iter().flatten() {
                 mounts.push((m["hostPath"].as_str().unwrap().to_string(), m["containerPath"].as_str().unwrap().to_string()));
+            }
+            // A device node appears at its path, backed by the host's (hostPath, else path).
+            for n in d["containerEdits"]["deviceNodes"].as_array().into_iter().flatten() {
+                let path = n["path"].as_str().unwrap().to_string();
+                mounts.push((n["hostPath"].as_str().map_or_else(|| path.clone(), str::to_string), path));
             }
         }
     }

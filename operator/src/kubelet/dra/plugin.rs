@@ -68,9 +68,14 @@ pub struct Paths {
 
 impl Paths {
     pub fn new(dirs: &KubeletDirs, cdi_root: &Path) -> Paths {
-        let plugin_dir = dirs.plugins.join(DRIVER);
+        Paths::for_driver(dirs, cdi_root, DRIVER)
+    }
+
+    /// The paths of the kubelet plugin of `driver`.
+    pub fn for_driver(dirs: &KubeletDirs, cdi_root: &Path, driver: &str) -> Paths {
+        let plugin_dir = dirs.plugins.join(driver);
         Paths {
-            registration_socket: dirs.plugins_registry.join(format!("{DRIVER}-reg.sock")),
+            registration_socket: dirs.plugins_registry.join(format!("{driver}-reg.sock")),
             plugin_socket: plugin_dir.join("dra.sock"),
             cdi_root: cdi_root.to_path_buf(),
             checkpoint: plugin_dir.join("checkpoint.json"),
@@ -80,6 +85,8 @@ impl Paths {
 
 /// `pluginregistration.Registration`.
 pub struct RegistrationService {
+    /// The DRA driver name the plugin registers as.
+    pub driver: String,
     pub endpoint: String,
 }
 
@@ -88,7 +95,7 @@ impl Registration for RegistrationService {
     async fn get_info(&self, _: Request<reg::InfoRequest>) -> Result<Response<reg::PluginInfo>, Status> {
         Ok(Response::new(reg::PluginInfo {
             r#type: "DRAPlugin".into(),
-            name: DRIVER.into(),
+            name: self.driver.clone(),
             endpoint: self.endpoint.clone(),
             supported_versions: vec![SUPPORTED_VERSION.into()],
         }))
@@ -231,6 +238,17 @@ pub async fn serve(
     service: DraService,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
+    serve_driver(paths, DRIVER, service, shutdown).await
+}
+
+/// Serves the registration socket of `driver` and `service` on the plugin socket until
+/// `shutdown` resolves.
+pub async fn serve_driver<S: DraPlugin>(
+    paths: &Paths,
+    driver: &str,
+    service: S,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
     let reg_incoming = uds::bind(&paths.registration_socket).map_err(|e| format!("{}: {e}", paths.registration_socket.display()))?;
     let dra_incoming = uds::bind(&paths.plugin_socket).map_err(|e| format!("{}: {e}", paths.plugin_socket.display()))?;
     let (tx, rx) = tokio::sync::watch::channel(false);
@@ -242,7 +260,7 @@ pub async fn serve(
             let _ = rx1.changed().await;
         },
     ));
-    let registration = RegistrationService { endpoint: paths.plugin_socket.display().to_string() };
+    let registration = RegistrationService { driver: driver.to_string(), endpoint: paths.plugin_socket.display().to_string() };
     let reg =
         tokio::spawn(tonic::transport::Server::builder().add_service(RegistrationServer::new(registration)).serve_with_incoming_shutdown(
             reg_incoming,

@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::Client;
 
-use super::slices::{plan, Op};
+use super::slices::{driver_plan, Op};
 use super::DRIVER;
 
 pub const FIELD_MANAGER: &str = "fake-gpu-operator/dra";
@@ -31,8 +31,17 @@ pub fn node_owner(node: &Node) -> Option<OwnerReference> {
 
 /// Every slice of this driver, grouped by pool name.
 pub async fn list_pools(client: &Client, node: Option<&str>) -> Result<BTreeMap<String, Vec<ResourceSlice>>, kube::Error> {
+    list_driver_pools(client, DRIVER, node).await
+}
+
+/// Every slice of `driver`, grouped by pool name.
+pub async fn list_driver_pools(
+    client: &Client,
+    driver: &str,
+    node: Option<&str>,
+) -> Result<BTreeMap<String, Vec<ResourceSlice>>, kube::Error> {
     let api: Api<ResourceSlice> = Api::all(client.clone());
-    let mut fields = format!("spec.driver={DRIVER}");
+    let mut fields = format!("spec.driver={driver}");
     if let Some(n) = node {
         fields.push_str(&format!(",spec.nodeName={n}"));
     }
@@ -70,10 +79,21 @@ pub async fn sync_pools(
     existing: &BTreeMap<String, Vec<ResourceSlice>>,
     publisher: &str,
 ) -> Result<usize, kube::Error> {
+    sync_driver_pools(client, DRIVER, wanted, existing, publisher).await
+}
+
+/// [`sync_pools`] for the pools of another driver.
+pub async fn sync_driver_pools(
+    client: &Client,
+    driver: &str,
+    wanted: Vec<(String, Vec<Device>, Option<OwnerReference>)>,
+    existing: &BTreeMap<String, Vec<ResourceSlice>>,
+    publisher: &str,
+) -> Result<usize, kube::Error> {
     let jobs: Vec<Vec<Op>> = wanted
         .iter()
         .map(|(node, devices, owner)| {
-            plan(node, devices, existing.get(node).map(Vec::as_slice).unwrap_or_default(), owner.as_ref(), publisher)
+            driver_plan(driver, node, devices, existing.get(node).map(Vec::as_slice).unwrap_or_default(), owner.as_ref(), publisher)
         })
         .filter(|ops| !ops.is_empty())
         .collect();

@@ -29,15 +29,33 @@ pub enum Op {
 /// kwok-dra-plugin's name, `kwok-<node>-gpu` (further slices of a pool over 128 devices:
 /// `-<i>`), which upstream's tests and users' scripts look up.
 pub fn slice_name(node: &str, i: usize, publisher: &str) -> String {
-    match (publisher == super::kwok::PUBLISHER, i) {
+    driver_slice_name(DRIVER, node, i, publisher)
+}
+
+/// The name of slice `i` of `node`'s pool of `driver` (compute-domain.nvidia.com has no
+/// upstream KWOK name to keep).
+pub fn driver_slice_name(driver: &str, node: &str, i: usize, publisher: &str) -> String {
+    match (driver == DRIVER && publisher == super::kwok::PUBLISHER, i) {
         (true, 0) => format!("kwok-{node}-gpu"),
         (true, _) => format!("kwok-{node}-gpu-{i}"),
-        (false, _) => format!("{node}-{}-{i}", DRIVER.replace('.', "-")),
+        (false, _) => format!("{node}-{}-{i}", driver.replace('.', "-")),
     }
 }
 
 /// The slices that hold `devices` for `node` at `generation`.
 pub fn desired(node: &str, devices: &[Device], generation: i64, owner: Option<&OwnerReference>, publisher: &str) -> Vec<ResourceSlice> {
+    driver_desired(DRIVER, node, devices, generation, owner, publisher)
+}
+
+/// [`desired`] for the pool of another driver (compute-domain.nvidia.com).
+pub fn driver_desired(
+    driver: &str,
+    node: &str,
+    devices: &[Device],
+    generation: i64,
+    owner: Option<&OwnerReference>,
+    publisher: &str,
+) -> Vec<ResourceSlice> {
     let chunks: Vec<&[Device]> = if devices.is_empty() { vec![&[]] } else { devices.chunks(MAX_DEVICES_PER_SLICE).collect() };
     let count = chunks.len() as i64;
     chunks
@@ -45,7 +63,7 @@ pub fn desired(node: &str, devices: &[Device], generation: i64, owner: Option<&O
         .enumerate()
         .map(|(i, chunk)| ResourceSlice {
             metadata: ObjectMeta {
-                name: Some(slice_name(node, i, publisher)),
+                name: Some(driver_slice_name(driver, node, i, publisher)),
                 labels: Some(
                     [(MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()), (PUBLISHER_LABEL.to_string(), publisher.to_string())].into(),
                 ),
@@ -53,7 +71,7 @@ pub fn desired(node: &str, devices: &[Device], generation: i64, owner: Option<&O
                 ..Default::default()
             },
             spec: ResourceSliceSpec {
-                driver: DRIVER.into(),
+                driver: driver.into(),
                 node_name: Some(node.into()),
                 pool: ResourcePool { name: node.into(), generation, resource_slice_count: count },
                 devices: (!chunk.is_empty()).then(|| chunk.to_vec()),
@@ -76,15 +94,27 @@ fn same_content(have: &ResourceSlice, want: &ResourceSlice) -> bool {
 
 /// The writes that turn `existing` (the pool's slices as listed) into slices holding `devices`.
 pub fn plan(node: &str, devices: &[Device], existing: &[ResourceSlice], owner: Option<&OwnerReference>, publisher: &str) -> Vec<Op> {
+    driver_plan(DRIVER, node, devices, existing, owner, publisher)
+}
+
+/// [`plan`] for the pool of another driver.
+pub fn driver_plan(
+    driver: &str,
+    node: &str,
+    devices: &[Device],
+    existing: &[ResourceSlice],
+    owner: Option<&OwnerReference>,
+    publisher: &str,
+) -> Vec<Op> {
     let generation = existing.iter().map(|s| s.spec.pool.generation).max();
-    let want = desired(node, devices, generation.unwrap_or(0), owner, publisher);
+    let want = driver_desired(driver, node, devices, generation.unwrap_or(0), owner, publisher);
     let one_generation = existing.iter().all(|s| Some(s.spec.pool.generation) == generation);
     let unchanged = existing.len() == want.len() && one_generation && want.iter().all(|w| existing.iter().any(|h| same_content(h, w)));
     if unchanged {
         return Vec::new();
     }
     let next = generation.map_or(0, |g| g + 1);
-    let want = desired(node, devices, next, owner, publisher);
+    let want = driver_desired(driver, node, devices, next, owner, publisher);
     let mut ops: Vec<Op> = want.iter().cloned().map(|s| Op::Apply(Box::new(s))).collect();
     for h in existing {
         let name = h.metadata.name.clone().unwrap_or_default();
