@@ -20,6 +20,7 @@ pub async fn run(cmd: ClusterCommand) -> anyhow::Result<i32> {
         ClusterCommand::Down => down(&run_dir),
         ClusterCommand::Env => env(&run_dir),
         ClusterCommand::Status => status(&run_dir).await,
+        ClusterCommand::RestartKubelet => restart_kubelet(&run_dir).await,
     };
     match res {
         Ok(code) => Ok(code),
@@ -382,6 +383,16 @@ fn down(run_dir: &Path) -> Result<i32> {
     std::fs::remove_dir_all(run_dir).map_err(ClusterError::io(format!("removing {}", run_dir.display())))?;
     let _ = std::fs::remove_file(run_dir.with_extension("lock"));
     eprintln!("cluster stopped; removed {}", run_dir.display());
+    Ok(0)
+}
+
+async fn restart_kubelet(run_dir: &Path) -> Result<i32> {
+    let Some(mut state) = State::load(run_dir)? else {
+        eprintln!("no cluster in {}", run_dir.display());
+        return Ok(1);
+    };
+    let t = crate::realnode::restart_kubelet(run_dir, &mut state).await?;
+    eprintln!("kubelet restarted; node Ready after {:.1}s", t.as_secs_f64());
     Ok(0)
 }
 

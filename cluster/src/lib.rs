@@ -32,6 +32,9 @@ pub enum ClusterCommand {
     Env,
     /// Show the components, their pids and whether they are alive, and the node count.
     Status,
+    /// Restart the real node's kubelet with the same command line (e.g. to check that device
+    /// plugins register again); waits until the node is Ready and puts its sysctls back.
+    RestartKubelet,
 }
 
 /// Options of `fakegpu cluster up`.

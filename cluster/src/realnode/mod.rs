@@ -45,6 +45,8 @@ pub const KUBELET_HEALTHZ_PORT: u16 = 10248;
 pub const SHIM_SOCKET_DIR: &str = "/run/fakegpu-node-shims";
 /// libcni's result cache; containerd gives no way to move it.
 pub const CNI_CACHE: &str = "/var/lib/cni";
+/// hostPaths the chart's node pods write: the plugins' files for GPU containers, CDI specs.
+pub const CHART_HOST_DIRS: [&str; 2] = ["/var/lib/fake-gpu-operator", "/var/run/cdi"];
 pub const PAUSE_IMAGE: &str = "localhost/fakegpu/pause:1";
 const RUNC: &str = "/usr/sbin/runc";
 const CNI_PLUGINS: [&str; 3] = ["/usr/lib/cni/bridge", "/usr/lib/cni/host-local", "/usr/lib/cni/loopback"];
@@ -92,6 +94,10 @@ pub struct NodeState {
     /// /var/lib/cni did not exist before (so all of it is ours).
     #[serde(default)]
     pub cni_cache_dir: bool,
+    /// Directories that did not exist before `up` and that pods of the chart fill through
+    /// hostPath (plugin files, CDI specs); removed by `down` since no pod can.
+    #[serde(default)]
+    pub host_path_dirs: Vec<PathBuf>,
     /// The kubelet's sysctls as they were before it ran.
     pub sysctls: Vec<(String, String)>,
     /// Unix ms when the guard routes, bridge and VIP forwarder were in place.
@@ -123,7 +129,10 @@ pub fn preflight(explicit_bin_dir: Option<&Path>) -> Result<Preflight> {
     if unsafe { libc::geteuid() } != 0 {
         return Err(why("it must run as root (it creates a bridge, routes, cgroups and mounts and runs the kubelet); use sudo"));
     }
-    let hierarchies = host::hierarchies(&host::cgroup_fs()).map_err(|e| why(e.to_string()))?;
+    let hierarchies = host::hierarchies(&host::cgroup_fs()).map_err(|e| match e {
+        ClusterError::RealNode(reason) => why(reason),
+        other => other,
+    })?;
     for p in cgroup_dirs(&hierarchies) {
         if p.exists() {
             return Err(why(format!("cgroup {} exists (another real node, or one not cleaned up)", p.display())));
@@ -267,6 +276,8 @@ pub(crate) async fn start(pre: &Preflight, join: Join<'_>, s: &mut crate::comman
     if !Path::new(CNI_CACHE).exists() {
         record!(|n: &mut NodeState| n.cni_cache_dir = true);
     }
+    let absent: Vec<PathBuf> = CHART_HOST_DIRS.iter().map(PathBuf::from).filter(|p| !p.exists()).collect();
+    record!(|n: &mut NodeState| n.host_path_dirs = absent.clone());
     let write = |p: PathBuf, text: String| std::fs::write(&p, text).map_err(ClusterError::io(format!("writing {}", p.display())));
     write(l.node_dir.join("containerd.toml"), config::containerd(&l, Path::new(RUNC)))?;
     write(l.cni_conf_dir().join("10-fakegpu.conflist"), config::cni(&l))?;
@@ -329,6 +340,51 @@ pub(crate) async fn start(pre: &Preflight, join: Join<'_>, s: &mut crate::comman
     let ready = started.elapsed();
     host::restore_sysctls(&sysctls)?;
     Ok(ready)
+}
+
+/// Stops the kubelet and starts it again with the command line it had (read from /proc),
+/// records the new pid, waits for the node to be Ready and restores the sysctls it set.
+pub async fn restart_kubelet(run_dir: &Path, state: &mut State) -> Result<Duration> {
+    let sysctls = state
+        .real_node
+        .as_ref()
+        .map(|n| n.sysctls.clone())
+        .ok_or_else(|| ClusterError::RealNode("this cluster has no real node".into()))?;
+    let i = state.processes.iter().position(|p| p.name == "kubelet").ok_or_else(|| ClusterError::RealNode("no kubelet recorded".into()))?;
+    let rec = state.processes[i].clone();
+    if !crate::process::is_ours(&rec) {
+        return Err(ClusterError::RealNode(format!("the kubelet (pid {}) is not running", rec.pid)));
+    }
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", rec.pid)).map_err(ClusterError::io("reading the kubelet's command line"))?;
+    let environ = std::fs::read(format!("/proc/{}/environ", rec.pid)).map_err(ClusterError::io("reading the kubelet's environment"))?;
+    let args: Vec<String> =
+        cmdline.split(|b| *b == 0).skip(1).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+    let path = environ
+        .split(|b| *b == 0)
+        .find_map(|e| e.strip_prefix(b"PATH=").map(|v| String::from_utf8_lossy(v).into_owned()))
+        .unwrap_or_default();
+    if !crate::process::stop(&rec, Duration::from_secs(10)) {
+        return Err(ClusterError::RealNode(format!("the kubelet (pid {}) did not stop", rec.pid)));
+    }
+    let (mut child, new) = crate::process::spawn_with_env("kubelet", &rec.binary, &args, &[("PATH", path)], &rec.log)?;
+    state.processes[i] = new.clone();
+    state.save(run_dir)?;
+    let client = kube::Client::try_from(crate::kubeconfig::client_config(&state.kubeconfig).await?)?;
+    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client);
+    // The node stays Ready in the API for a while; wait for a heartbeat from the new kubelet.
+    let since = k8s_openapi::jiff::Timestamp::now();
+    let t = crate::health::wait_ready(&new, &mut child, Duration::from_secs(120), || async {
+        nodes.get_opt(NODE_NAME).await.ok().flatten().is_some_and(|n| {
+            crate::nodes::is_ready(&n)
+                && n.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.last_heartbeat_time.as_ref().is_some_and(|h| h.0 > since)))
+        })
+    })
+    .await?;
+    host::restore_sysctls(&sysctls)?;
+    Ok(t)
 }
 
 fn which(tool: &str) -> Result<PathBuf> {
@@ -405,6 +461,11 @@ pub fn teardown(state: &State) -> Result<()> {
     let dirs = [PathBuf::from(KUBELET_ROOT), n.node_dir.clone()];
     note(host::unmount_all(&dirs));
     if n.bridge && Path::new("/sys/class/net").join(BRIDGE).exists() {
+        // The host ends of the pods' veth pairs: ports of our bridge. A netns may outlive its
+        // last process for a moment (the kernel frees it asynchronously), so delete them here.
+        for port in bridge_ports() {
+            note(host::ip(&["link", "del", &port]).map(drop));
+        }
         note(host::ip(&["link", "del", BRIDGE]).map(drop));
     }
     for r in &n.routes {
@@ -420,6 +481,9 @@ pub fn teardown(state: &State) -> Result<()> {
     note(remove_container_log_links(&n.node_dir, n.container_logs_dir));
     note(remove_cni_cache(n.cni_cache_dir));
     note(host::remove_tree(Path::new(SHIM_SOCKET_DIR)));
+    for d in &n.host_path_dirs {
+        note(host::remove_tree(d));
+    }
     note(host::remove_tree(&n.node_dir));
     note(host::restore_sysctls(&n.sysctls));
     if errors.is_empty() {
@@ -427,6 +491,12 @@ pub fn teardown(state: &State) -> Result<()> {
     } else {
         Err(ClusterError::RealNode(format!("cleanup incomplete: {}", errors.join("; "))))
     }
+}
+
+/// Interfaces enslaved to our bridge (`/sys/class/net/<bridge>/brif/`).
+fn bridge_ports() -> Vec<String> {
+    let dir = Path::new("/sys/class/net").join(BRIDGE).join("brif");
+    std::fs::read_dir(dir).map(|d| d.flatten().filter_map(|e| e.file_name().into_string().ok()).collect()).unwrap_or_default()
 }
 
 /// The cgroup directories of the node: one per hierarchy it creates, plus the cgroup2 side of
