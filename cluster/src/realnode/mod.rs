@@ -464,7 +464,13 @@ pub fn teardown(state: &State) -> Result<()> {
         // The host ends of the pods' veth pairs: ports of our bridge. A netns may outlive its
         // last process for a moment (the kernel frees it asynchronously), so delete them here.
         for port in bridge_ports() {
-            note(host::ip(&["link", "del", &port]).map(drop));
+            // Gone already when the kernel freed its netns meanwhile: that is the goal too.
+            let gone = |p: &str| !Path::new("/sys/class/net").join(p).exists();
+            if let Err(e) = host::ip(&["link", "del", &port]) {
+                if !gone(&port) {
+                    note(Err(e));
+                }
+            }
         }
         note(host::ip(&["link", "del", BRIDGE]).map(drop));
     }
