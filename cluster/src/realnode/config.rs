@@ -109,3 +109,56 @@ pub fn kubelet(l: &Layout, pki: &crate::pki::Pki, node: &crate::pki::NodePki) ->
     }))
     .expect("static JSON")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout() -> Layout {
+        Layout { node_dir: "/tmp/run/node".into() }
+    }
+
+    #[test]
+    fn containerd_keeps_its_state_in_the_run_dir_and_cannot_lower_oom_scores() {
+        let t = containerd(&layout(), std::path::Path::new("/usr/sbin/runc"));
+        assert!(t.contains("restrict_oom_score_adj = true"));
+        assert!(t.contains("netns_mounts_under_state_dir = true"));
+        assert!(t.contains("cdi_spec_dirs = ['/etc/cdi', '/var/run/cdi']"));
+        assert!(t.contains(&format!("sandbox = '{}'", super::super::PAUSE_IMAGE)));
+        assert!(t.contains("SystemdCgroup = false"));
+        // Host paths containerd would use by default must all be overridden.
+        assert!(!t.contains("/run/containerd") && !t.contains("/var/lib/containerd") && !t.contains("/opt/containerd"));
+        assert!(super::super::SHIM_SOCKET_DIR.len() <= 42, "containerd rejects longer shim socket dirs");
+    }
+
+    #[test]
+    fn cni_has_no_gateway_no_masquerade_and_private_ipam_state() {
+        let v: serde_json::Value = serde_json::from_str(&cni(&layout())).unwrap();
+        let bridge = &v["plugins"][0];
+        assert_eq!(bridge["type"], "bridge");
+        assert_eq!(bridge["isGateway"], false);
+        assert_eq!(bridge["ipMasq"], false);
+        assert_eq!(bridge["ipam"]["dataDir"], "/tmp/run/node/cni-ipam");
+        assert_eq!(bridge["ipam"]["routes"][0]["dst"], super::super::SERVICE_RANGE);
+    }
+
+    #[test]
+    fn kubelet_authenticates_every_request_and_leaves_iptables_alone() {
+        let pki = crate::pki::Pki { ca_cert: "/p/ca.crt".into(), admin_cert: "/p/a.crt".into(), admin_key: "/p/a.key".into(), node: None };
+        let node = crate::pki::NodePki {
+            serving_cert: "/p/s.crt".into(),
+            serving_key: "/p/s.key".into(),
+            client_cert: "/p/c.crt".into(),
+            client_key: "/p/c.key".into(),
+        };
+        let v: serde_json::Value = serde_json::from_str(&kubelet(&layout(), &pki, &node)).unwrap();
+        assert_eq!(v["authentication"]["anonymous"]["enabled"], false);
+        assert_eq!(v["authentication"]["webhook"]["enabled"], true);
+        assert_eq!(v["authorization"]["mode"], "Webhook");
+        assert_eq!(v["makeIPTablesUtilChains"], false);
+        assert_eq!(v["readOnlyPort"], 0);
+        assert_eq!(v["failCgroupV1"], false);
+        assert_eq!(v["healthzBindAddress"], "127.0.0.1");
+        assert_eq!(v["address"], super::super::NODE_IP.to_string());
+    }
+}

@@ -243,3 +243,57 @@ pub fn port_free(addr: std::net::Ipv4Addr, port: u16, what: &str) -> Result<()> 
         .map(drop)
         .map_err(|e| ClusterError::RealNode(format!("port {port} ({what}) is in use on {addr}: {e}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tempdir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("fakegpu-host-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn v1_hierarchies_need_cpu_cpuset_memory_pids_and_skip_unified() {
+        let fs = tempdir("v1");
+        assert!(hierarchies(&fs).unwrap_err().to_string().contains("missing cpu, memory, pids, cpuset"));
+        for h in ["cpu", "cpuset", "memory", "pids", "unified"] {
+            std::fs::create_dir_all(fs.join(h)).unwrap();
+            std::fs::write(fs.join(h).join("cgroup.procs"), "").unwrap();
+        }
+        let found = hierarchies(&fs).unwrap();
+        assert_eq!(found, ["cpu", "cpuset", "memory", "pids"].map(|h| fs.join(h)).to_vec());
+        std::fs::remove_dir_all(&fs).unwrap();
+    }
+
+    #[test]
+    fn v2_needs_its_controllers() {
+        let fs = tempdir("v2");
+        std::fs::write(fs.join("cgroup.controllers"), "cpuset cpu io memory").unwrap();
+        assert!(hierarchies(&fs).unwrap_err().to_string().contains("lacks the controllers pids"));
+        std::fs::write(fs.join("cgroup.controllers"), "cpuset cpu io memory pids").unwrap();
+        assert_eq!(hierarchies(&fs).unwrap(), vec![fs.clone()]);
+        std::fs::remove_dir_all(&fs).unwrap();
+    }
+
+    #[test]
+    fn a_taken_port_is_named() {
+        let l = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let e = port_free(std::net::Ipv4Addr::LOCALHOST, port, "test").unwrap_err().to_string();
+        assert!(e.contains(&format!("port {port} (test) is in use")), "{e}");
+    }
+
+    #[test]
+    fn remove_tree_refuses_nothing_mounted_and_tolerates_absence() {
+        let d = tempdir("tree");
+        std::fs::write(d.join("f"), "x").unwrap();
+        remove_tree(&d).unwrap();
+        assert!(!d.exists());
+        remove_tree(&d).unwrap();
+        // /proc is a mount point: never removed through remove_tree.
+        assert!(remove_tree(Path::new("/proc")).unwrap_err().to_string().contains("still mounted"));
+    }
+}
