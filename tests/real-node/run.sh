@@ -78,6 +78,9 @@ assert cfg["rootfs"]["diff_ids"] == [l["digest"] for l in man["layers"]], "uncom
 EOF
 done
 
+check "the operator image holds what the Dockerfile's runtime stage holds" \
+  python3 tests/real-node/image_matches_dockerfile.py "$OUT/images/operator.tar"
+
 # Host state that the node may touch; `down` must bring every line back.
 snapshot() {
   echo "## mounts"; awk '{print $5, $9}' /proc/self/mountinfo | sort
