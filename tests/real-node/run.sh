@@ -86,6 +86,7 @@ snapshot() {
   echo "## mounts"; awk '{print $5, $9}' /proc/self/mountinfo | sort
   echo "## links"; ip -o link show | awk -F': ' '{print $2}' | sed 's/@.*//' | sort
   echo "## routes"; ip -4 route show table all | sort; ip -6 route show table all | sort
+  echo "## rules"; ip -4 rule show; ip -6 rule show
   echo "## netns"; ls -A /var/run/netns 2>/dev/null
   echo "## cgroups"; find /sys/fs/cgroup -mindepth 1 -maxdepth 2 -type d 2>/dev/null | sort
   echo "## processes"
@@ -157,6 +158,9 @@ import json; n = json.load(open('$STATE'))['real_node']
 assert 0 < n['guarded_at_ms'] <= n['kubelet_started_at_ms'], n"
 check "no route sends the pod or Service ranges out of the host" sh -c "
   for a in 10.244.5.5 10.0.0.77 10.0.5.5; do ip -4 route get \$a 2>&1 | grep -qE 'unreachable|No route' || exit 1; done"
+check "a packet from the bridge to any other address would not be forwarded (iif rule → unreachable)" sh -c "
+  ip -4 route get 192.0.2.1 from 10.244.77.9 iif fakegpu0 2>&1 | grep -q 'No route to host' &&
+  ip -4 route get 10.0.0.1 from 10.244.77.9 iif fakegpu0 | grep -q '^local 10.0.0.1'"
 check "the Service VIP 10.0.0.1 is local (on the bridge)" sh -c "ip -4 route get 10.0.0.1 | grep -q '^local 10.0.0.1' && ip -o -4 addr show dev fakegpu0 | grep -q '10.0.0.1/32'"
 check "sysctls are back to their values before the kubelet" diff <(sed -n '/^## sysctls/,$p' "$OUT/host-before.txt") <(echo "## sysctls"; cat /proc/sys/kernel/panic /proc/sys/kernel/panic_on_oops /proc/sys/vm/overcommit_memory)
 if command -v iptables-save >/dev/null; then

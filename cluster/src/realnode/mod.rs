@@ -34,6 +34,11 @@ pub const SERVICE_VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 /// Ranges made unreachable on the host: the pod range and the Service range (with kwok's fake
 /// pod IPs) inside them. Local addresses still win over them (the local table comes first).
 pub const GUARD_ROUTES: [&str; 2] = ["10.244.0.0/16", "10.0.0.0/16"];
+/// Policy routing for packets that arrive from the bridge: after the local table (pods reach
+/// the node and the VIP), this table answers everything with `unreachable`, so even a pod that
+/// adds a default route via the bridge cannot get a packet forwarded off the host.
+pub const BRIDGE_RULE_PRIORITY: &str = "100";
+pub const BRIDGE_TABLE: &str = "4977";
 pub const CGROUP_ROOT: &str = "fakegpu";
 /// Fixed by the kubelet (device-plugin and pki dirs ignore --root-dir), hence one node per host.
 pub const KUBELET_ROOT: &str = "/var/lib/kubelet";
@@ -87,6 +92,9 @@ pub struct NodeState {
     pub node_dir: PathBuf,
     pub bin_dir: PathBuf,
     pub routes: Vec<String>,
+    /// The `iif <bridge>` rule and its unreachable table are in place.
+    #[serde(default)]
+    pub bridge_rule: bool,
     pub bridge: bool,
     pub cgroups: Vec<PathBuf>,
     pub kubelet_root: bool,
@@ -146,6 +154,12 @@ pub fn preflight(explicit_bin_dir: Option<&Path>) -> Result<Preflight> {
     }
     if Path::new("/sys/class/net").join(BRIDGE).exists() {
         return Err(why(format!("network interface {BRIDGE} exists (another real node?)")));
+    }
+    let rules = host::ip(&["-4", "rule", "show"])?;
+    if let Some(r) =
+        rules.lines().find(|l| l.starts_with(&format!("{BRIDGE_RULE_PRIORITY}:")) || l.contains(&format!("lookup {BRIDGE_TABLE}")))
+    {
+        return Err(why(format!("routing rule priority {BRIDGE_RULE_PRIORITY} / table {BRIDGE_TABLE} is taken (`{r}`)")));
     }
     let routes = host::ip(&["-4", "route", "show", "table", "all"])?;
     for line in routes.lines() {
@@ -235,6 +249,9 @@ pub(crate) async fn start(pre: &Preflight, join: Join<'_>, s: &mut crate::comman
         host::ip(&["route", "add", "unreachable", r])?;
         record!(|n: &mut NodeState| n.routes.push(r.to_string()));
     }
+    record!(|n: &mut NodeState| n.bridge_rule = true);
+    host::ip(&["route", "add", "unreachable", "default", "table", BRIDGE_TABLE])?;
+    host::ip(&["rule", "add", "iif", BRIDGE, "priority", BRIDGE_RULE_PRIORITY, "table", BRIDGE_TABLE])?;
     host::ip(&["link", "add", BRIDGE, "type", "bridge"])?;
     record!(|n: &mut NodeState| n.bridge = true);
     host::ip(&["addr", "add", &format!("{NODE_IP}/24"), "dev", BRIDGE])?;
@@ -473,6 +490,14 @@ pub fn teardown(state: &State) -> Result<()> {
             }
         }
         note(host::ip(&["link", "del", BRIDGE]).map(drop));
+    }
+    if n.bridge_rule {
+        if host::ip(&["-4", "rule", "show", "priority", BRIDGE_RULE_PRIORITY]).is_ok_and(|o| o.contains(BRIDGE)) {
+            note(host::ip(&["rule", "del", "priority", BRIDGE_RULE_PRIORITY]).map(drop));
+        }
+        if host::ip(&["-4", "route", "show", "table", BRIDGE_TABLE]).is_ok_and(|o| !o.trim().is_empty()) {
+            note(host::ip(&["route", "flush", "table", BRIDGE_TABLE]).map(drop));
+        }
     }
     for r in &n.routes {
         let present = host::ip(&["-4", "route", "show", "type", "unreachable", r]).is_ok_and(|o| !o.trim().is_empty());
