@@ -2,8 +2,8 @@
 # Builds the real node's binaries once into a cache entry of their own (the control plane's
 # entry, tests/cluster/build.sh, is left alone): the kubelet (same k8s module set and flags as the
 # control plane, so the Go build cache it warmed is reused) and containerd 2.x with ctr and
-# containerd-shim-runc-v2. runc and the CNI plugins come from Debian (installed when missing and
-# allowed: root or sudo). The bin directory is printed on stdout (last line).
+# containerd-shim-runc-v2. runc, the CNI plugins and socat (the Service VIP forwarder) come from
+# Debian (installed when missing and allowed: root or sudo). The bin directory is printed on stdout (last line).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=../cluster/versions.env
@@ -20,13 +20,14 @@ BINS=(kubelet containerd ctr containerd-shim-runc-v2)
 
 # runc and the CNI plugins: Debian packages, because they are plain C/Go tools the runtime execs.
 debian_tools() {
-  if command -v runc >/dev/null && [ -x /usr/lib/cni/bridge ] && [ -x /usr/lib/cni/host-local ] && [ -x /usr/lib/cni/loopback ]; then
+  if command -v runc >/dev/null && command -v socat >/dev/null && command -v ip >/dev/null \
+    && [ -x /usr/lib/cni/bridge ] && [ -x /usr/lib/cni/host-local ] && [ -x /usr/lib/cni/loopback ]; then
     return 0
   fi
   local SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo -n"
-  echo "real-node build.sh: installing runc and containernetworking-plugins from Debian" >&2
-  $SUDO apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq runc containernetworking-plugins >&2
+  echo "real-node build.sh: installing runc, containernetworking-plugins, socat, iproute2 from Debian" >&2
+  $SUDO apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq runc containernetworking-plugins socat iproute2 >&2
 }
 debian_tools
 
