@@ -22,13 +22,16 @@ mkdir -p "$OUT"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
+# ldd exits 1 for a static binary, hence no pipe (pipefail).
+static_busybox() { local out; out=$(ldd /bin/busybox 2>&1 || true); grep -q 'not a dynamic executable' <<<"$out"; }
+
 need_busybox() {
-  [ -x /bin/busybox ] && ldd /bin/busybox 2>&1 | grep -q 'not a dynamic executable' && return 0
+  [ -x /bin/busybox ] && static_busybox && return 0
   local SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo -n"
   echo "images: installing busybox-static from Debian" >&2
   $SUDO apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq busybox-static >&2
-  ldd /bin/busybox 2>&1 | grep -q 'not a dynamic executable' || { echo "images: /bin/busybox is not static (install busybox-static)" >&2; exit 1; }
+  static_busybox || { echo "images: /bin/busybox is not static (install busybox-static)" >&2; exit 1; }
 }
 
 # busybox and a link per applet, so `sh -c`, `ls`, `cat`, `env`, `sleep` work in the image.
