@@ -35,6 +35,8 @@ if [ -z "${SKIP_CLUSTER:-}" ] || [ "${CI:-}" = true ]; then
 else
   step tests cargo test --workspace -q
 fi
+# A real kubelet + containerd node on this host (needs root; under CI=true not being root fails).
+[ -x tests/real-node/run.sh ] && step real-node tests/real-node/run.sh
 [ -x tests/conformance/run.sh ] && step conformance tests/conformance/run.sh
 [ -x tests/go-nvml/run.sh ] && step go-nvml tests/go-nvml/run.sh
 [ -x tests/live-state/run.sh ] && step live-state tests/live-state/run.sh

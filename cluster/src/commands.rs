@@ -20,6 +20,7 @@ pub async fn run(cmd: ClusterCommand) -> anyhow::Result<i32> {
         ClusterCommand::Down => down(&run_dir),
         ClusterCommand::Env => env(&run_dir),
         ClusterCommand::Status => status(&run_dir).await,
+        ClusterCommand::RestartKubelet => restart_kubelet(&run_dir).await,
     };
     match res {
         Ok(code) => Ok(code),
@@ -79,8 +80,9 @@ fn lock(run_dir: &Path) -> Result<RunLock> {
 fn prepare_run_dir(run_dir: &Path) -> Result<()> {
     match State::load(run_dir)? {
         Some(state) if !state.alive().is_empty() => return Err(ClusterError::AlreadyRunning { run_dir: run_dir.to_path_buf() }),
-        Some(_) => {
+        Some(state) => {
             eprintln!("removing stale run dir {} (its processes are gone)", run_dir.display());
+            crate::realnode::teardown(&state)?;
             std::fs::remove_dir_all(run_dir).map_err(ClusterError::io(format!("removing {}", run_dir.display())))?;
         }
         None => {
@@ -114,31 +116,42 @@ impl Progress {
     }
 }
 
-struct Started {
-    state: State,
+/// The processes `up` started so far, with the state that records them.
+pub(crate) struct Started {
+    pub(crate) state: State,
     children: Vec<Child>,
 }
 
 impl Started {
     fn spawn(&mut self, run_dir: &Path, name: &str, args: Vec<String>) -> Result<usize> {
         let binary = self.state.bin_dir.join(name);
-        self.spawn_binary(run_dir, name, binary, args)
+        self.spawn_binary(run_dir, name, binary, args, &[])
     }
 
-    fn spawn_binary(&mut self, run_dir: &Path, name: &str, binary: std::path::PathBuf, args: Vec<String>) -> Result<usize> {
+    pub(crate) fn spawn_binary(
+        &mut self,
+        run_dir: &Path,
+        name: &str,
+        binary: std::path::PathBuf,
+        args: Vec<String>,
+        envs: &[(&str, String)],
+    ) -> Result<usize> {
         let log = run_dir.join("logs").join(format!("{name}.log"));
-        let (child, rec) = process::spawn(name, &binary, &args, &log)?;
+        let (child, rec) = process::spawn_with_env(name, &binary, &args, envs, &log)?;
         self.children.push(child);
         self.state.processes.push(rec);
         self.state.save(run_dir)?;
         Ok(self.children.len() - 1)
     }
 
-    fn parts(&mut self, i: usize) -> (&ProcessRecord, &mut Child) {
+    pub(crate) fn parts(&mut self, i: usize) -> (&ProcessRecord, &mut Child) {
         (&self.state.processes[i], &mut self.children[i])
     }
 
     fn stop_all(&mut self) {
+        if let Err(e) = crate::realnode::teardown(&self.state) {
+            eprintln!("{e}");
+        }
         for rec in self.state.processes.iter().rev() {
             process::stop(rec, Duration::from_secs(10));
         }
@@ -150,9 +163,12 @@ impl Started {
 
 async fn up(run_dir: &Path, args: UpArgs) -> Result<i32> {
     validate(&args)?;
+    // Before the lock file or the run dir exist: a host where the node cannot work is told so
+    // at once, with nothing left behind.
+    let node = if args.real_node { Some(crate::realnode::preflight(args.node_bin_dir.as_deref())?) } else { None };
+    let bin_dir = crate::binaries::locate_or_build(args.bin_dir.as_deref())?;
     let _lock = lock(run_dir)?;
     prepare_run_dir(run_dir)?;
-    let bin_dir = crate::binaries::locate_or_build(args.bin_dir.as_deref())?;
     let start = Instant::now();
     let mut started = Started {
         state: State {
@@ -166,7 +182,7 @@ async fn up(run_dir: &Path, args: UpArgs) -> Result<i32> {
         },
         children: Vec::new(),
     };
-    let res = start_all(run_dir, &args, &mut started, start).await;
+    let res = start_all(run_dir, &args, node.as_ref(), &mut started, start).await;
     if let Err(e) = res {
         started.stop_all();
         let _ = started.state.save(run_dir);
@@ -184,9 +200,17 @@ async fn up(run_dir: &Path, args: UpArgs) -> Result<i32> {
     Ok(0)
 }
 
-async fn start_all(run_dir: &Path, args: &UpArgs, s: &mut Started, start: Instant) -> Result<()> {
-    let mut progress = Progress { step: 0, total: if args.no_operator { 6 } else { 7 }, start };
-    let pki = crate::pki::generate(&run_dir.join("pki"))?;
+async fn start_all(
+    run_dir: &Path,
+    args: &UpArgs,
+    node: Option<&crate::realnode::Preflight>,
+    s: &mut Started,
+    start: Instant,
+) -> Result<()> {
+    let total = 6 + u32::from(!args.no_operator) + u32::from(node.is_some());
+    let mut progress = Progress { step: 0, total, start };
+    let identity = crate::pki::NodeIdentity { name: crate::realnode::NODE_NAME.into(), ip: crate::realnode::NODE_IP };
+    let pki = crate::pki::generate(&run_dir.join("pki"), node.map(|_| &identity))?;
     let ports = Ports::allocate()?;
     record_ports(&mut s.state, &ports);
     let server = format!("https://127.0.0.1:{}", ports.apiserver);
@@ -202,7 +226,11 @@ async fn start_all(run_dir: &Path, args: &UpArgs, s: &mut Started, start: Instan
     let t = health::wait_ready(rec, child, Duration::from_secs(30), || async move { health::http_ok(port, "/health") }).await?;
     progress.line("etcd", &format!("ready in {:.1}s", t.as_secs_f64()));
 
-    let api = s.spawn(run_dir, "kube-apiserver", components::apiserver(&pki, &ports))?;
+    let mut api_args = components::apiserver(&pki, &ports);
+    if node.is_some() {
+        api_args.extend(components::apiserver_kubelet_client(&pki));
+    }
+    let api = s.spawn(run_dir, "kube-apiserver", api_args)?;
     let admin = crate::kubeconfig::client_config(&kc).await?;
     let client = kube::Client::try_from(admin.clone())?;
     let (rec, child) = s.parts(api);
@@ -257,6 +285,12 @@ async fn start_all(run_dir: &Path, args: &UpArgs, s: &mut Started, start: Instan
         eprint!("\r");
     }
     progress.line("nodes", &format!("{} KWOK node(s) Ready in {:.1}s", args.nodes, node_start.elapsed().as_secs_f64()));
+    if let Some(pre) = node {
+        let join =
+            crate::realnode::Join { run_dir, pki: &pki, api_port: ports.apiserver, labels: nodes::labels_for(&spec), client: &client };
+        let t = crate::realnode::start(pre, join, s).await?;
+        progress.line("real node", &format!("{} Ready {:.1}s after the kubelet started", crate::realnode::NODE_NAME, t.as_secs_f64()));
+    }
     Ok(())
 }
 
@@ -290,11 +324,11 @@ async fn start_operator(run_dir: &Path, s: &mut Started, compute_domains: bool, 
     let mut extra = Vec::new();
     if compute_domains {
         for (name, a) in crate::operator::compute_domain_components(&kc) {
-            extra.push(s.spawn_binary(run_dir, name, binary.clone(), a)?);
+            extra.push(s.spawn_binary(run_dir, name, binary.clone(), a, &[])?);
         }
     }
     for (name, a) in crate::operator::components(&kc, run_dir, ports) {
-        started.push(s.spawn_binary(run_dir, name, binary.clone(), a)?);
+        started.push(s.spawn_binary(run_dir, name, binary.clone(), a, &[])?);
     }
     let server = *started.last().expect("four components");
     started.extend(extra);
@@ -336,6 +370,11 @@ fn down(run_dir: &Path) -> Result<i32> {
         eprintln!("no cluster in {}", run_dir.display());
         return Ok(0);
     };
+    // The node first: its pods, shims and mounts go before the API server they report to.
+    if let Err(e) = crate::realnode::teardown(&state) {
+        eprintln!("{e}; keeping {}", run_dir.display());
+        return Ok(1);
+    }
     let mut stuck = Vec::new();
     for rec in state.processes.iter().rev() {
         if process::is_ours(rec) {
@@ -352,6 +391,16 @@ fn down(run_dir: &Path) -> Result<i32> {
     std::fs::remove_dir_all(run_dir).map_err(ClusterError::io(format!("removing {}", run_dir.display())))?;
     let _ = std::fs::remove_file(run_dir.with_extension("lock"));
     eprintln!("cluster stopped; removed {}", run_dir.display());
+    Ok(0)
+}
+
+async fn restart_kubelet(run_dir: &Path) -> Result<i32> {
+    let Some(mut state) = State::load(run_dir)? else {
+        eprintln!("no cluster in {}", run_dir.display());
+        return Ok(1);
+    };
+    let t = crate::realnode::restart_kubelet(run_dir, &mut state).await?;
+    eprintln!("kubelet restarted; node Ready after {:.1}s", t.as_secs_f64());
     Ok(0)
 }
 

@@ -93,6 +93,17 @@ pub fn apiserver(pki: &Pki, p: &Ports) -> Vec<String> {
     ]
 }
 
+/// API server flags for a real node: it verifies the kubelet's serving certificate and presents
+/// the admin certificate to it, so logs/exec pass the kubelet's webhook authn/authz.
+pub fn apiserver_kubelet_client(pki: &Pki) -> Vec<String> {
+    vec![
+        format!("--kubelet-client-certificate={}", pki.admin_cert.display()),
+        format!("--kubelet-client-key={}", pki.admin_key.display()),
+        format!("--kubelet-certificate-authority={}", pki.ca_cert.display()),
+        s("--kubelet-preferred-address-types=InternalIP"),
+    ]
+}
+
 fn component_common(kubeconfig: &Path, port: u16, cert_dir: &Path) -> Vec<String> {
     let kc = kubeconfig.display();
     vec![

@@ -32,6 +32,8 @@ pub enum ClusterError {
     Kube(#[from] kube::Error),
     #[error("kubeconfig: {0}")]
     Kubeconfig(#[from] kube::config::KubeconfigError),
+    #[error("real node: {0}")]
+    RealNode(String),
     #[error("timed out after {secs} s waiting for {what}")]
     Timeout { what: String, secs: u64 },
 }

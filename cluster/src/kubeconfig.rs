@@ -11,16 +11,21 @@ pub const CONTEXT: &str = "fake-gpu-operator";
 
 /// Writes a kubeconfig for `server` using the admin certificate.
 pub fn write(path: &Path, server: &str, pki: &Pki) -> Result<()> {
+    write_for(path, server, &pki.ca_cert, &pki.admin_cert, &pki.admin_key)
+}
+
+/// Writes a kubeconfig for `server` that authenticates with the given client certificate.
+pub fn write_for(path: &Path, server: &str, ca: &Path, cert: &Path, key: &Path) -> Result<()> {
     let doc = serde_json::json!({
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": CONTEXT, "cluster": {
             "server": server,
-            "certificate-authority": pki.ca_cert,
+            "certificate-authority": ca,
         }}],
         "users": [{"name": "admin", "user": {
-            "client-certificate": pki.admin_cert,
-            "client-key": pki.admin_key,
+            "client-certificate": cert,
+            "client-key": key,
         }}],
         "contexts": [{"name": CONTEXT, "context": {"cluster": CONTEXT, "user": "admin"}}],
         "current-context": CONTEXT,

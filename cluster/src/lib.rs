@@ -16,6 +16,7 @@ pub mod operator;
 pub mod paths;
 pub mod pki;
 pub mod process;
+pub mod realnode;
 pub mod state;
 
 pub use error::ClusterError;
@@ -31,6 +32,9 @@ pub enum ClusterCommand {
     Env,
     /// Show the components, their pids and whether they are alive, and the node count.
     Status,
+    /// Restart the real node's kubelet with the same command line (e.g. to check that device
+    /// plugins register again); waits until the node is Ready and puts its sysctls back.
+    RestartKubelet,
 }
 
 /// Options of `fakegpu cluster up`.
@@ -52,6 +56,14 @@ pub struct UpArgs {
     /// tests/cluster/build.sh, or the newest matching build in the cache.
     #[arg(long, env = "FAKEGPU_K8S_BIN_DIR")]
     pub bin_dir: Option<std::path::PathBuf>,
+    /// Also run one real node on this host (kubelet + containerd; needs root, cgroups, and the
+    /// images from tests/real-node/images/build.sh). See docs/cluster.md.
+    #[arg(long)]
+    pub real_node: bool,
+    /// Directory with kubelet, containerd, ctr and containerd-shim-runc-v2; default: build or
+    /// reuse them via tests/real-node/build.sh.
+    #[arg(long, env = "FAKEGPU_NODE_BIN_DIR")]
+    pub node_bin_dir: Option<std::path::PathBuf>,
     /// Do not start the operator's components (status-updater, kwok-gpu-device-plugin,
     /// status-exporter, topology-server) as local processes.
     #[arg(long)]

@@ -57,7 +57,7 @@ pub fn kwok_node(name: &str, extra_labels: &BTreeMap<String, String>) -> Node {
     .expect("static node shape deserialises")
 }
 
-fn labels_for(spec: &NodeSpec) -> BTreeMap<String, String> {
+pub(crate) fn labels_for(spec: &NodeSpec) -> BTreeMap<String, String> {
     let mut l = BTreeMap::from([(POOL_LABEL.to_string(), spec.pool.clone())]);
     if let Some(p) = &spec.profile {
         l.insert(PROFILE_LABEL.to_string(), p.clone());

@@ -14,10 +14,31 @@ pub struct Pki {
     pub ca_cert: PathBuf,
     pub admin_cert: PathBuf,
     pub admin_key: PathBuf,
+    /// Present when a real node was asked for ([`generate`] got a [`NodeIdentity`]).
+    pub node: Option<NodePki>,
 }
 
-/// Writes ca.crt, admin.crt and admin.key into `dir`.
-pub fn generate(dir: &Path) -> Result<Pki> {
+/// The real node's name and address, which its certificates carry.
+#[derive(Debug, Clone)]
+pub struct NodeIdentity {
+    pub name: String,
+    pub ip: std::net::Ipv4Addr,
+}
+
+/// A real node's kubelet certificates: a serving certificate the API server verifies against
+/// the CA (for logs/exec), and a client certificate as `system:node:<name>` (group
+/// `system:nodes`), so that the Node authorizer treats the kubelet as that node.
+#[derive(Debug, Clone)]
+pub struct NodePki {
+    pub serving_cert: PathBuf,
+    pub serving_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+/// Writes ca.crt, admin.crt and admin.key into `dir`, and with `node` the kubelet's
+/// certificates (kubelet-serving.*, kubelet-client.*).
+pub fn generate(dir: &Path, node: Option<&NodeIdentity>) -> Result<Pki> {
     std::fs::create_dir_all(dir).map_err(ClusterError::io(format!("creating {}", dir.display())))?;
 
     let ca_key = KeyPair::generate()?;
@@ -47,10 +68,35 @@ pub fn generate(dir: &Path) -> Result<Pki> {
     admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
     let admin_cert = admin.signed_by(&admin_key, &issuer)?;
 
-    let pki = Pki { ca_cert: dir.join("ca.crt"), admin_cert: dir.join("admin.crt"), admin_key: dir.join("admin.key") };
+    let mut pki = Pki { ca_cert: dir.join("ca.crt"), admin_cert: dir.join("admin.crt"), admin_key: dir.join("admin.key"), node: None };
     write(&pki.ca_cert, &ca_cert.pem())?;
     write(&pki.admin_cert, &admin_cert.pem())?;
     write(&pki.admin_key, &admin_key.serialize_pem())?;
+    if let Some(node) = node {
+        let files = NodePki {
+            serving_cert: dir.join("kubelet-serving.crt"),
+            serving_key: dir.join("kubelet-serving.key"),
+            client_cert: dir.join("kubelet-client.crt"),
+            client_key: dir.join("kubelet-client.key"),
+        };
+        let key = KeyPair::generate()?;
+        let mut serving = CertificateParams::new(vec![node.name.clone(), node.ip.to_string()])?;
+        serving.distinguished_name.push(DnType::CommonName, format!("system:node:{}", node.name));
+        serving.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        write(&files.serving_cert, &serving.signed_by(&key, &issuer)?.pem())?;
+        write(&files.serving_key, &key.serialize_pem())?;
+
+        let key = KeyPair::generate()?;
+        let mut client = CertificateParams::new(Vec::<String>::new())?;
+        client.distinguished_name.push(DnType::CommonName, format!("system:node:{}", node.name));
+        client.distinguished_name.push(DnType::OrganizationName, "system:nodes");
+        client.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        write(&files.client_cert, &client.signed_by(&key, &issuer)?.pem())?;
+        write(&files.client_key, &key.serialize_pem())?;
+        pki.node = Some(files);
+    }
     Ok(pki)
 }
 

@@ -11,18 +11,29 @@ use crate::state::ProcessRecord;
 /// Spawns `binary args…` with stdout and stderr appended to `log`. The child gets its own
 /// process group so a Ctrl-C at the terminal after `up` returned does not reach it.
 pub fn spawn(name: &str, binary: &Path, args: &[String], log: &Path) -> Result<(Child, ProcessRecord)> {
+    spawn_with_env(name, binary, args, &[], log)
+}
+
+/// [`spawn`] with extra environment variables (e.g. a PATH on which containerd finds its shim).
+pub fn spawn_with_env(name: &str, binary: &Path, args: &[String], envs: &[(&str, String)], log: &Path) -> Result<(Child, ProcessRecord)> {
     use std::os::unix::process::CommandExt;
     let out =
         std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(ClusterError::io(format!("opening {}", log.display())))?;
     let err = out.try_clone().map_err(ClusterError::io(format!("opening {}", log.display())))?;
-    let child = Command::new(binary).args(args).stdin(Stdio::null()).stdout(out).stderr(err).process_group(0).spawn().map_err(|e| {
-        ClusterError::ComponentFailed {
+    let child = Command::new(binary)
+        .args(args)
+        .envs(envs.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| ClusterError::ComponentFailed {
             component: name.to_string(),
             reason: format!("cannot execute {}: {e}", binary.display()),
             log: log.to_path_buf(),
             tail: String::new(),
-        }
-    })?;
+        })?;
     let record = ProcessRecord { name: name.to_string(), pid: child.id(), binary: binary.to_path_buf(), log: log.to_path_buf() };
     tracing::debug!(component = name, pid = record.pid, "started");
     Ok((child, record))

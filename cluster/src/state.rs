@@ -30,6 +30,9 @@ pub struct State {
     pub gpus: Option<u32>,
     /// False until every component and node was Ready.
     pub ready: bool,
+    /// The real node's host changes (`up --real-node`), for `down` to undo.
+    #[serde(default)]
+    pub real_node: Option<crate::realnode::NodeState>,
 }
 
 impl State {

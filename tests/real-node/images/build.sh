@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Writes the real node's images as OCI archives with scripts/oci-image.py (no Docker, no
+# registry, no base image): the pod sandbox (pause), a minimal GPU-pod image (busybox + the host's
+# glibc) and the operator image (the same files the Dockerfile's runtime stage holds: our three
+# binaries, CA certificates, user 65532; busybox + glibc stand in for debian:bookworm-slim).
+#
+#   tests/real-node/images/build.sh [OUT_DIR]          # default target/images
+#   FAKEGPU_IMAGE_PROFILE=debug ...                     # binaries from target/debug (default release)
+#   FAKEGPU_IMAGES="pause gpu-pod"                      # only these (default: pause gpu-pod operator)
+#
+# The cargo build of the binaries is the caller's (CI: cargo build --release -p fake-gpu-operator
+# -p nvml-shim -p nvidia-smi). Prints one line per archive: name, digest, size.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)"
+OUT="${1:-$ROOT/target/images}"
+PROFILE="${FAKEGPU_IMAGE_PROFILE:-release}"
+BIN="$ROOT/target/$PROFILE"
+IMAGES="${FAKEGPU_IMAGES:-pause gpu-pod operator}"
+VERSION="$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$ROOT/helm/fake-gpu-operator/Chart.yaml")"
+OCI=(python3 "$ROOT/scripts/oci-image.py")
+mkdir -p "$OUT"
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+
+# ldd exits 1 for a static binary, hence no pipe (pipefail).
+static_busybox() { local out; out=$(ldd /bin/busybox 2>&1 || true); grep -q 'not a dynamic executable' <<<"$out"; }
+
+need_busybox() {
+  [ -x /bin/busybox ] && static_busybox && return 0
+  local SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo -n"
+  echo "images: installing busybox-static from Debian" >&2
+  $SUDO apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq busybox-static >&2
+  static_busybox || { echo "images: /bin/busybox is not static (install busybox-static)" >&2; exit 1; }
+}
+
+# busybox and a link per applet, so `sh -c`, `ls`, `cat`, `env`, `sleep` work in the image.
+busybox_args() {
+  echo "--file=/bin/busybox:/bin/busybox:0755"
+  /bin/busybox --list | while read -r applet; do
+    [ "$applet" = busybox ] || echo "--symlink=/bin/$applet:busybox"
+  done
+}
+
+need_bin() {
+  for f in "$@"; do
+    [ -f "$BIN/$f" ] || { echo "images: $BIN/$f is missing; run cargo build --${PROFILE/debug/profile=dev} -p fake-gpu-operator -p nvml-shim -p nvidia-smi" >&2; exit 1; }
+  done
+}
+
+for image in $IMAGES; do
+  start=$(date +%s%N)
+  case "$image" in
+    pause)
+      gcc -static -Os -s -o "$WORK/pause" "$ROOT/tests/real-node/images/pause.c"
+      d=$("${OCI[@]}" --name localhost/fakegpu/pause:1 --out "$OUT/pause.tar" \
+        --file "$WORK/pause:/pause:0755" --entrypoint '["/pause"]' --user 65535:65535)
+      ;;
+    gpu-pod)
+      need_busybox; need_bin nvidia-smi libnvidia_ml.so
+      mapfile -t bb < <(busybox_args)
+      # glibc from this host, as the injected nvidia-smi and libnvidia-ml.so.1 need it today.
+      # When they are built for glibc 2.17 (issue 11, point 5), the same --libs-of lines pick
+      # up exactly what those builds load.
+      d=$("${OCI[@]}" --name localhost/fakegpu/gpu-pod:1 --out "$OUT/gpu-pod.tar" "${bb[@]}" \
+        --libs-of "$BIN/nvidia-smi" --libs-of "$BIN/libnvidia_ml.so" --dir /tmp:1777 \
+        --text "/etc/passwd:root:x:0:0:root:/root:/bin/sh\n" --text "/etc/group:root:x:0:\n" \
+        --entrypoint '["/bin/sh"]')
+      ;;
+    operator)
+      need_busybox; need_bin fake-gpu-operator nvidia-smi libnvidia_ml.so
+      for f in fake-gpu-operator nvidia-smi libnvidia_ml.so; do strip -o "$WORK/$f" "$BIN/$f"; done
+      d=$("${OCI[@]}" --name "ghcr.io/fake-gpu-operator/fake-gpu-operator:$VERSION" --out "$OUT/operator.tar" \
+        --file /bin/busybox:/bin/busybox:0755 --symlink /bin/sh:busybox \
+        --file "$WORK/fake-gpu-operator:/usr/local/bin/fake-gpu-operator:0755" \
+        --file "$WORK/nvidia-smi:/usr/local/bin/nvidia-smi:0755" \
+        --file "$WORK/libnvidia_ml.so:/usr/local/lib/fake-gpu-operator/libnvidia-ml.so.1:0755" \
+        --symlink /usr/local/lib/fake-gpu-operator/libnvidia-ml.so:libnvidia-ml.so.1 \
+        --text "/etc/ld.so.conf.d/fake-gpu-operator.conf:/usr/local/lib/fake-gpu-operator\n" \
+        --libs-of "$WORK/fake-gpu-operator" --libs-of "$WORK/nvidia-smi" \
+        --file /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:0644 \
+        --text "/etc/passwd:root:x:0:0:root:/root:/bin/sh\nnonroot:x:65532:65532::/nonexistent:/usr/sbin/nologin\n" \
+        --text "/etc/group:root:x:0:\nnonroot:x:65532:\n" --dir /tmp:1777 \
+        --user 65532:65532 --expose 9400 --expose 8080 \
+        --entrypoint '["/usr/local/bin/fake-gpu-operator"]' --cmd '["version"]')
+      ;;
+    *) echo "images: unknown image $image (pause, gpu-pod, operator)" >&2; exit 2 ;;
+  esac
+  echo "images: $image built in $(( ($(date +%s%N) - start) / 1000000 )) ms" >&2
+  echo "$image $d $(stat -c %s "$OUT/$image.tar")"
+done
