@@ -5,10 +5,12 @@
 //! Data flows one way: [`profile`] (facts about a board) + [`config`] (which board,
 //! how many, which node) → [`node`] with [`identity`] per GPU → [`telemetry`] readings.
 
+pub mod board;
 pub mod builtin;
 pub mod config;
 pub mod dynamics;
 pub mod error;
+pub mod fabric;
 pub mod identity;
 pub mod mig;
 pub mod node;

@@ -17,7 +17,17 @@ impl SimulatedNode {
         if bus_ids.len() < spec.gpu_count as usize && bus_ids.len() < 8 {
             bus_ids.clear();
         }
-        let gpus = (0..spec.gpu_count).map(|i| gpu_identity(&spec.node_name, i, &bus_ids)).collect();
+        let module_ids = if bus_ids.is_empty() { &[][..] } else { &spec.profile.board.module_ids[..] };
+        let gpus = (0..spec.gpu_count)
+            .map(|i| {
+                let mut id = gpu_identity(&spec.node_name, i, &bus_ids);
+                // The baseboard slot of the GPU at this bus position, where the profile knows it.
+                if let Some(&m) = module_ids.get(id.module_id as usize - 1) {
+                    id.module_id = m;
+                }
+                id
+            })
+            .collect();
         SimulatedNode { spec, gpus }
     }
 

@@ -5,6 +5,7 @@
 use std::fmt::Display;
 use std::path::PathBuf;
 
+use fakegpu_model::board::{AddressingMode, AtomicOp};
 use fakegpu_model::profile::{AppClocks, ClockSet, VirtualizationMode};
 use fakegpu_model::{find_builtin, gpu_identity, Profile};
 use roxmltree::{Document, Node, ParsingOptions};
@@ -278,7 +279,51 @@ fn compare(profile: &Profile, gpus: &[Node<'_, '_>]) -> Vec<String> {
     let mig = c.text("mig_mode/current_mig") != "N/A";
     c.eq("mig_capable", "mig_mode/current_mig", p.mig_capable, mig);
 
+    board(&mut c, gpus);
     c.mismatches
+}
+
+/// The `board` facts: export-table fields, module ids, remapper banks, fabric.
+fn board(c: &mut Check<'_>, gpus: &[Node<'_, '_>]) {
+    let b = &c.profile.board;
+    let addressing = b.addressing_mode.map(|m| match m {
+        AddressingMode::None => "None",
+        AddressingMode::Hmm => "HMM",
+        AddressingMode::Ats => "ATS",
+    });
+    c.opt_str("board.addressing_mode", "addressing_mode", addressing);
+    let sparse = b.sparse_operation_mode.map(|on| if on { "Enabled" } else { "Disabled" });
+    c.opt_str("board.sparse_operation_mode", "sparse_operation_mode", sparse);
+    c.opt_num("board.pcie_host_max_link_gen", "pci/pci_gpu_link_info/pcie_gen/max_host_link_gen", b.pcie_host_max_link_gen.map(i64::from));
+    // nvidia-smi prints the operations in bit order, each followed by a space.
+    let names = |ops: &[AtomicOp]| {
+        let mut sorted = ops.to_vec();
+        sorted.sort_by_key(|op| op.bit());
+        let text: Vec<String> = sorted.iter().map(|op| serde_json::to_string(op).unwrap().trim_matches('"').to_string()).collect();
+        (!text.is_empty()).then(|| text.join(" "))
+    };
+    let capture_ops = |c: &Check<'_>, e: &str| Some(c.text(e).trim().to_string()).filter(|t| t != "N/A");
+    let (inb, outb) = (capture_ops(c, "pci/atomic_caps_inbound"), capture_ops(c, "pci/atomic_caps_outbound"));
+    c.eq("board.pcie_atomics.inbound", "pci/atomic_caps_inbound", show(names(&b.pcie_atomics.inbound)), show(inb));
+    c.eq("board.pcie_atomics.outbound", "pci/atomic_caps_outbound", show(names(&b.pcie_atomics.outbound)), show(outb));
+    let banks = get(c.gpu, "remapped_rows/row_remapper_histogram/row_remapper_histogram_max").and_then(number).map(|v| v as i64);
+    c.eq("board.remap_banks", "row_remapper_histogram_max", show(b.remap_banks.map(i64::from)), show(banks));
+    // Module ids of every GPU whose bus position the profile gives one for.
+    for (i, gpu) in gpus.iter().enumerate().take(b.module_ids.len()) {
+        let m = get(*gpu, "platformInfo/module_id").and_then(number).map(|v| v as i64);
+        c.eq(&format!("board.module_ids[{i}]"), "platformInfo/module_id", show(b.module_ids.get(i).map(|&m| i64::from(m))), show(m));
+    }
+    let state = c.text("fabric/state");
+    let clique = get(c.gpu, "fabric/cliqueId").and_then(number).map(|v| v as i64);
+    match b.fabric {
+        None => c.eq("board.fabric", "fabric/state", "N/A", state),
+        Some(f) => {
+            c.eq("board.fabric", "fabric/state", "Completed", state);
+            c.eq("board.fabric.clique_id", "fabric/cliqueId", show(Some(i64::from(f.clique_id))), show(clique));
+            let zero = c.text("fabric/clusterUuid") == "00000000-0000-0000-0000-000000000000";
+            c.eq("board.fabric.multi_node", "fabric/clusterUuid (zero on HGX)", f.multi_node, !zero);
+        }
+    }
 }
 
 #[test]
@@ -309,11 +354,21 @@ fn a_changed_profile_is_caught() {
     profile.pci.subsystem_id.0 = 0x1658_10DE;
     profile.thermal.slowdown_c += 1;
     profile.pci.bus_ids.reverse();
+    profile.board.module_ids.swap(0, 1);
+    profile.board.remap_banks = None;
     let text = fixture("qx-h100.xml");
     let doc = parse(&text);
     let gpus: Vec<Node> = doc.root_element().children().filter(|n| n.has_tag_name("gpu")).collect();
     let found = compare(&profile, &gpus).join("\n");
-    for key in ["memory.total_mib", "clocks.max.memory_mhz", "pci.subsystem_id", "thermal.slowdown_c", "pci.bus_ids (GPU 0)"] {
+    for key in [
+        "memory.total_mib",
+        "clocks.max.memory_mhz",
+        "pci.subsystem_id",
+        "thermal.slowdown_c",
+        "pci.bus_ids (GPU 0)",
+        "board.module_ids[0]",
+        "board.remap_banks",
+    ] {
         assert!(found.contains(key), "{key} not reported in:\n{found}");
     }
 }

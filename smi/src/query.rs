@@ -424,7 +424,8 @@ static FIELDS: &[Field] = &[
         names: &["enforced.power.limit"],
         unit: W,
         help: "The power management algorithm's power ceiling, in watts.",
-        get: |_, d, _| d.u32_of("nvmlDeviceGetEnforcedPowerLimit").and_then(watts),
+        // NVIDIA's binary reads this one through the private export table.
+        get: |_, d, _| d.slot_u32(nvml_abi::export_table::ENFORCED_POWER_LIMIT).and_then(watts),
     },
     Field {
         names: &["power.default_limit"],

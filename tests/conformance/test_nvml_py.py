@@ -287,6 +287,7 @@ def test_ecc_processes_topology(name):
 
 # Implemented exports this probe does not call, and where they are covered instead.
 COVERED_ELSEWHERE = {
+    "nvmlDeviceGetNvLinkRemotePciInfo": "same struct as _v2 (probed); the ABI tests call it",
     "nvmlInit": "probe.c (v1 init) and ABI tests",
     "nvmlInit_v2": "nvml-wrapper test and probe.c",
     "nvmlInitWithFlags": "every Python client (nvmlInit() calls it)",

@@ -4,8 +4,9 @@
 # comparing (the only differences allowed by design): the timestamps (banner, `-q`, XML,
 # --query-compute-apps) and the binary's own version in the banner.
 # Prints the share of identical lines per case and fails when a case is not 100% identical,
-# when exit codes differ, or when either output lacks a process row the state holds (so that
-# the process cases cannot pass by both showing none). Then runs loop.sh.
+# when exit codes differ, when either output lacks a process row the state holds (so that
+# the process cases cannot pass by both showing none), or when NVIDIA's output prints any
+# field as "Uninitialized" (every profile x state, -q and -q -x included). Then runs loop.sh.
 #
 # States (each a private FAKEGPU_STATE file per profile, see setup()): idle, loaded (utilization
 # and memory), procs (C, G, C+G and MPS-client processes), faults (ECC SBE/DBE, XID, thermal and
@@ -219,6 +220,10 @@ for p in $profiles; do
       awk -v s="$share" -v t="$thr" 'BEGIN{exit !(s+0 >= t+0)}' || ok=FAIL
       [ "$rt" != "$ro" ] && ok="FAIL(rc $ro vs $rt)"
       [ -n "$missing" ] && ok="FAIL(lacking: $(echo "$missing" | paste -sd, -))"
+      # Issue 17: no field of NVIDIA's output may read "Uninitialized" (a value the library
+      # leaves to an export-table slot it does not cover); real boards never print it.
+      uninit=$(grep -c 'Uninitialized' "$d/$name.nvidia")
+      [ "$uninit" != 0 ] && ok="FAIL($uninit Uninitialized)"
       [ "$ok" = PASS ] || fail=1
       printf '%-10s %-7s %-16s %7s %7s %7s%%  %s\n' "$p" "$st" "$name" "$n_o" "$n_t" "$share" "$ok"
       if [ "$ok" != PASS ] && [ -n "${VERBOSE:-}" ]; then diff "$d/$name.nvidia" "$d/$name.ours" | head -20; fi

@@ -70,6 +70,7 @@ fn read_field(d: &Device, id: u32, scope: u32) -> Result<Value, nvmlReturn_t> {
         field::MEMORY_TEMP => Value::Uint(d.readings().memory_temp_c.ok_or(ret::NOT_SUPPORTED)?),
         field::TOTAL_ENERGY_CONSUMPTION => Value::Ull(total_energy_mj(d)),
         field::PCIE_REPLAY_COUNTER | field::PCIE_REPLAY_ROLLOVER_COUNTER => Value::Uint(0),
+        field::NVLINK_LINK_COUNT => Value::Uint(p.board.nvlink.map(|n| n.links).ok_or(ret::NOT_SUPPORTED)?),
         field::POWER_AVERAGE | field::POWER_INSTANT => {
             power_gpu_scope()?;
             Value::Uint(d.readings().power_mw)

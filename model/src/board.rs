@@ -1,0 +1,160 @@
+//! Board facts that nvidia-smi 535 reads through NVML's private export table or through
+//! public calls the first profiles did not cover: addressing mode, sparse operation mode, PCIe
+//! atomics and host link, HGX module ids, the row-remapper bank count, NVLink fabric
+//! membership and NVLink links. One optional `board` object per profile; every key defaults to
+//! "the board reports N/A" (NOT_SUPPORTED), so a profile without it reads as before.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The `board` object of a profile.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Board {
+    /// How the GPU shares the host's address space; `-q` "Addressing Mode". It depends on the
+    /// host (HMM needs the open kernel modules and a recent kernel, ATS a coherent CPU link),
+    /// so it is the captured node's. `null`: N/A.
+    #[serde(default)]
+    pub addressing_mode: Option<AddressingMode>,
+    /// `-q` "Sparse Operation Mode": `false` Disabled, `true` Enabled, `null` N/A.
+    #[serde(default)]
+    pub sparse_operation_mode: Option<bool>,
+    /// The host root port's maximum PCIe generation (`-q` "Host Max"); `null`: N/A.
+    #[serde(default)]
+    pub pcie_host_max_link_gen: Option<u32>,
+    /// PCIe atomic operations the GPU completes (inbound) and issues (outbound); an empty list
+    /// prints N/A.
+    #[serde(default)]
+    pub pcie_atomics: PcieAtomics,
+    /// `nvmlDeviceGetModuleId` of the GPU at each position of `pci.bus_ids` (the HGX baseboard
+    /// slot, which is not the PCI order). Empty: position + 1.
+    #[serde(default)]
+    pub module_ids: Vec<u32>,
+    /// DRAM banks of the row remapper, all at maximum availability on a healthy board
+    /// (`nvmlDeviceGetRowRemapperHistogram`); `null`: NOT_SUPPORTED.
+    #[serde(default)]
+    pub remap_banks: Option<u32>,
+    /// NVLink fabric membership (`nvmlDeviceGetGpuFabricInfo`); `null`: the GPU is on no
+    /// fabric (NOT_SUPPORTED).
+    #[serde(default)]
+    pub fabric: Option<Fabric>,
+    /// NVLink links per GPU; `null`: no NVLink (every link call NOT_SUPPORTED).
+    #[serde(default)]
+    pub nvlink: Option<NvLink>,
+}
+
+/// `-q` "Addressing Mode" values (slot 242 of the export table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AddressingMode {
+    None,
+    Hmm,
+    Ats,
+}
+
+impl AddressingMode {
+    /// The value slot 242 returns.
+    pub fn nvml_value(self) -> u32 {
+        match self {
+            AddressingMode::None => 0,
+            AddressingMode::Hmm => 1,
+            AddressingMode::Ats => 2,
+        }
+    }
+}
+
+/// PCIe atomic operations, by direction.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PcieAtomics {
+    #[serde(default)]
+    pub inbound: Vec<AtomicOp>,
+    #[serde(default)]
+    pub outbound: Vec<AtomicOp>,
+}
+
+/// One PCIe atomic operation; the bit order is nvidia-smi's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum AtomicOp {
+    #[serde(rename = "FETCHADD_32")]
+    FetchAdd32,
+    #[serde(rename = "FETCHADD_64")]
+    FetchAdd64,
+    #[serde(rename = "SWAP_32")]
+    Swap32,
+    #[serde(rename = "SWAP_64")]
+    Swap64,
+    #[serde(rename = "CAS_32")]
+    Cas32,
+    #[serde(rename = "CAS_64")]
+    Cas64,
+    #[serde(rename = "CAS_128")]
+    Cas128,
+}
+
+impl AtomicOp {
+    /// The bit of this operation in the export table's masks.
+    pub fn bit(self) -> u32 {
+        1 << (self as u32)
+    }
+}
+
+/// The mask of a list of operations.
+pub fn atomic_mask(ops: &[AtomicOp]) -> u32 {
+    ops.iter().fold(0, |m, op| m | op.bit())
+}
+
+/// How the board joins an NVLink fabric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Fabric {
+    /// `true` for multi-node NVLink (GB200/GB300 NVL racks): the cluster UUID names the
+    /// rack's NVLink domain. `false` for one baseboard's NVSwitches (HGX), whose cluster UUID
+    /// is all zeros.
+    pub multi_node: bool,
+    /// The clique (fabric partition) the GPUs are in, as the fabric manager assigned it.
+    pub clique_id: u32,
+}
+
+/// NVLink links of one GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NvLink {
+    /// Active links per GPU (`NVML_NVLINK_MAX_LINKS` is 18).
+    pub links: u32,
+    /// `nvmlDeviceGetNvLinkVersion` (4 = Hopper, 5 = Blackwell).
+    pub version: u32,
+    /// NVSwitches on the baseboard the links spread over, round-robin; 0: direct GPU links.
+    pub switches: u32,
+}
+
+/// The most NVLink links NVML addresses per GPU (`NVML_NVLINK_MAX_LINKS`).
+pub const NVLINK_MAX_LINKS: u32 = 18;
+
+impl Board {
+    /// Checks the relations the types cannot express; `Err((key, reason))` names the key
+    /// below `board`. `bus_positions` is the length of the profile's `pci.bus_ids`.
+    pub fn validate(&self, bus_positions: usize) -> Result<(), (&'static str, String)> {
+        if self.module_ids.len() > bus_positions {
+            return Err(("board.module_ids", format!("{} ids for {bus_positions} entries of pci.bus_ids", self.module_ids.len())));
+        }
+        if self.module_ids.contains(&0) {
+            return Err(("board.module_ids", "module ids start at 1".into()));
+        }
+        if self.pcie_host_max_link_gen.is_some_and(|g| !(1..=6).contains(&g)) {
+            return Err(("board.pcie_host_max_link_gen", "PCIe generations are 1..=6".into()));
+        }
+        if let Some(n) = self.nvlink {
+            if !(1..=NVLINK_MAX_LINKS).contains(&n.links) {
+                return Err(("board.nvlink.links", format!("{} is outside 1..={NVLINK_MAX_LINKS}", n.links)));
+            }
+            if n.switches > NVLINK_MAX_LINKS {
+                return Err(("board.nvlink.switches", "at most one NVSwitch per link (18)".into()));
+            }
+        }
+        if self.fabric.is_some() && self.nvlink.is_none() {
+            return Err(("board.fabric", "an NVLink fabric needs board.nvlink".into()));
+        }
+        Ok(())
+    }
+}
