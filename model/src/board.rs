@@ -41,6 +41,42 @@ pub struct Board {
     /// NVLink links per GPU; `null`: no NVLink (every link call NOT_SUPPORTED).
     #[serde(default)]
     pub nvlink: Option<NvLink>,
+    /// `nvmlDeviceGetDisplayMode`: whether a display can be initialized (some HGX A100 boards
+    /// report Enabled); `false` by default.
+    #[serde(default)]
+    pub display_mode: bool,
+    /// Spacing of the supported graphics clocks in kHz (15000 before Blackwell, 7500 on it);
+    /// `null`: 15000.
+    #[serde(default)]
+    pub graphics_clock_step_khz: Option<u32>,
+    /// Power limits of the whole module (a Grace Blackwell superchip), read as field values
+    /// with scope 1; `null`: N/A, as on boards that are not part of a module.
+    #[serde(default)]
+    pub module_power: Option<ModulePower>,
+}
+
+/// Power limits of a module (superchip), milliwatts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModulePower {
+    pub default_limit_mw: u32,
+    pub min_limit_mw: u32,
+    pub max_limit_mw: u32,
+}
+
+/// The default spacing of supported graphics clocks, kHz.
+pub const GRAPHICS_CLOCK_STEP_KHZ: u32 = 15_000;
+
+/// The graphics clocks a board supports between `min_mhz` and `max_mhz`, highest first: the
+/// multiples of `step_khz`, truncated to whole MHz as NVML reports them (7.5 MHz steps read
+/// 1965, 1957, 1950, 1942, ...).
+pub fn supported_graphics_clocks(min_mhz: u32, max_mhz: u32, step_khz: u32) -> Vec<u32> {
+    let step = u64::from(step_khz.max(1));
+    let (lo, hi) = (u64::from(min_mhz) * 1000, u64::from(max_mhz) * 1000);
+    let k_lo = lo.div_ceil(step);
+    // The highest multiple that still truncates to at most max_mhz.
+    let k_hi = (hi + 999) / step;
+    (k_lo..=k_hi).rev().map(|k| (k * step / 1000) as u32).filter(|&mhz| mhz <= max_mhz).collect()
 }
 
 /// `-q` "Addressing Mode" values (slot 242 of the export table).
@@ -152,9 +188,33 @@ impl Board {
                 return Err(("board.nvlink.switches", "at most one NVSwitch per link (18)".into()));
             }
         }
+        if self.graphics_clock_step_khz == Some(0) {
+            return Err(("board.graphics_clock_step_khz", "must be above 0".into()));
+        }
+        if let Some(m) = self.module_power {
+            if !(m.min_limit_mw <= m.default_limit_mw && m.default_limit_mw <= m.max_limit_mw) {
+                return Err(("board.module_power", "needs min_limit_mw <= default_limit_mw <= max_limit_mw".into()));
+            }
+        }
         if self.fabric.is_some() && self.nvlink.is_none() {
             return Err(("board.fabric", "an NVLink fabric needs board.nvlink".into()));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn supported_clocks_follow_the_step_and_truncate() {
+        let h100 = supported_graphics_clocks(345, 1980, 15_000);
+        assert_eq!((h100.len(), h100[0], h100[1], *h100.last().unwrap()), (110, 1980, 1965, 345));
+        let b200 = supported_graphics_clocks(120, 1965, 7_500);
+        assert_eq!((b200.len(), &b200[..4], *b200.last().unwrap()), (247, &[1965, 1957, 1950, 1942][..], 120));
+        let gb200 = supported_graphics_clocks(120, 2062, 7_500);
+        assert_eq!((gb200.len(), &gb200[..3]), (260, &[2062, 2055, 2047][..]));
+        assert_eq!(supported_graphics_clocks(1590, 1590, 15_000), vec![1590]);
     }
 }
