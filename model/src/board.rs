@@ -67,16 +67,19 @@ pub struct ModulePower {
 /// The default spacing of supported graphics clocks, kHz.
 pub const GRAPHICS_CLOCK_STEP_KHZ: u32 = 15_000;
 
-/// The graphics clocks a board supports between `min_mhz` and `max_mhz`, highest first: the
-/// multiples of `step_khz`, truncated to whole MHz as NVML reports them (7.5 MHz steps read
-/// 1965, 1957, 1950, 1942, ...).
+/// The graphics clocks a board supports between `min_mhz` and `max_mhz`, highest first, `step_khz`
+/// apart. Where the maximum lies on the grid of multiples of the step (truncated to whole MHz,
+/// as NVML reports them: 7.5 MHz steps read 1965, 1957, 1950, 1942, ...) the list follows that
+/// grid; otherwise it counts down from the maximum.
 pub fn supported_graphics_clocks(min_mhz: u32, max_mhz: u32, step_khz: u32) -> Vec<u32> {
     let step = u64::from(step_khz.max(1));
     let (lo, hi) = (u64::from(min_mhz) * 1000, u64::from(max_mhz) * 1000);
-    let k_lo = lo.div_ceil(step);
-    // The highest multiple that still truncates to at most max_mhz.
     let k_hi = (hi + 999) / step;
-    (k_lo..=k_hi).rev().map(|k| (k * step / 1000) as u32).filter(|&mhz| mhz <= max_mhz).collect()
+    if k_hi * step / 1000 == u64::from(max_mhz) {
+        let k_lo = lo.div_ceil(step);
+        return (k_lo..=k_hi).rev().map(|k| (k * step / 1000) as u32).collect();
+    }
+    (0..).map_while(|i| hi.checked_sub(i * step).filter(|c| *c >= lo)).map(|c| (c / 1000) as u32).collect()
 }
 
 /// `-q` "Addressing Mode" values (slot 242 of the export table).
@@ -216,5 +219,7 @@ mod tests {
         let gb200 = supported_graphics_clocks(120, 2062, 7_500);
         assert_eq!((gb200.len(), &gb200[..3]), (260, &[2062, 2055, 2047][..]));
         assert_eq!(supported_graphics_clocks(1590, 1590, 15_000), vec![1590]);
+        // Off the grid (K80's 875 MHz): from the maximum down.
+        assert_eq!(&supported_graphics_clocks(562, 875, 15_000)[..3], &[875, 860, 845]);
     }
 }
