@@ -1002,8 +1002,16 @@ fn supported_clocks(d: &Device) -> Node {
         Ok(mems) => {
             for m in mems {
                 let _ = write!(x, "\t\t\t<supported_mem_clock>\n\t\t\t\t<value>{m} MHz</value>\n");
-                for g in list("nvmlDeviceGetSupportedGraphicsClocks", Some(m)).unwrap_or_default() {
-                    let _ = writeln!(x, "\t\t\t\t<supported_graphics_clock>{g} MHz</supported_graphics_clock>");
+                match list("nvmlDeviceGetSupportedGraphicsClocks", Some(m)) {
+                    Ok(clocks) => {
+                        for g in clocks {
+                            let _ = writeln!(x, "\t\t\t\t<supported_graphics_clock>{g} MHz</supported_graphics_clock>");
+                        }
+                    }
+                    // NVIDIA prints the error in place of the list (more than 256 clocks: Unknown Error).
+                    Err(e) => {
+                        let _ = writeln!(x, "\t\t\t\t<supported_graphics_clock>{}</supported_graphics_clock>", err_text(e));
+                    }
                 }
                 x.push_str("\t\t\t</supported_mem_clock>\n");
             }
