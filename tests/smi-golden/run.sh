@@ -64,6 +64,7 @@ cases=(
   "query-nounits|100|8|idle loaded|--query-gpu=index,name,memory.total,memory.used,utilization.gpu,utilization.memory,temperature.gpu,power.draw,clocks.sm,clocks.mem --format=csv,noheader,nounits"
   "query-more|100|4|*|--query-gpu=count,gpu_name,gpu_uuid,gpu_bus_id,serial,vbios_version,persistence_mode,compute_mode,mig.mode.current,ecc.mode.current,fan.speed,clocks.max.sm,clocks.max.mem,power.default_limit,power.max_limit,temperature.memory,pcie.link.gen.max,pcie.link.width.current --format=csv"
   "query-i|100|8|idle|--query-gpu=index,uuid --format=csv -i 3"
+  "query-slots|100|2|idle loaded lost|--query-gpu=index,addressing_mode,pcie.link.gen.hostmax,temperature.gpu.tlimit,enforced.power.limit --format=csv"
   "query-live|100|4|loaded faults mig|--query-gpu=index,utilization.gpu,utilization.memory,memory.used,memory.free,mig.mode.current,mig.mode.pending,ecc.errors.corrected.volatile.total,ecc.errors.uncorrected.volatile.total,clocks_event_reasons.active,clocks_event_reasons.sw_thermal_slowdown,clocks_event_reasons.hw_slowdown --format=csv"
   "q|100|2|*|-q"
   "q-i|100|8|idle|-q -i 1"
