@@ -930,7 +930,7 @@ nvmlReturn_t nvmlDeviceGetPersistenceMode(nvmlDevice_t dev, unsigned int *mode);
 nvmlReturn_t nvmlDeviceGetComputeMode(nvmlDevice_t dev, unsigned int *mode);
 
 /**
- * Data-center boards drive no display.
+ * Whether a display could be initialized (the profile's `board.display_mode`); none is active.
  */
 nvmlReturn_t nvmlDeviceGetDisplayMode(nvmlDevice_t dev, unsigned int *display);
 
@@ -1112,7 +1112,7 @@ nvmlReturn_t nvmlDeviceGetSupportedMemoryClocks(nvmlDevice_t dev, unsigned int *
 
 /**
  * Graphics clocks a memory clock allows: from the maximum down to the idle clock in the
- * 15 MHz steps NVIDIA boards use.
+ * board's steps (15 MHz, 7.5 MHz on Blackwell; `fakegpu_model::board`).
  */
 nvmlReturn_t nvmlDeviceGetSupportedGraphicsClocks(nvmlDevice_t dev, unsigned int memoryClockMHz, unsigned int *count, unsigned int *clocksMHz);
 
