@@ -202,3 +202,37 @@ unsafe extern "C" fn sparse_operation_mode(dev: nvmlDevice_t, mode: *mut c_uint)
         put(mode, device(dev)?.profile.board.sparse_operation_mode.ok_or(ret::NOT_SUPPORTED)? as c_uint)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The words nvidia-smi 535 reads: the size covers its last slot (0x7a0), the answered slots
+    /// are set and every other one is NULL (its "not supported" path).
+    #[test]
+    fn table_covers_every_slot_nvidia_smi_reads() {
+        let mut t: *const c_void = std::ptr::null();
+        let id = slot::ID;
+        assert_eq!(unsafe { nvmlInternalGetExportTable(&mut t, &id) }, ret::SUCCESS);
+        let words = t.cast::<usize>();
+        let size = unsafe { *words };
+        assert_eq!(size, 0x7a8);
+        assert!(size > slot::LAST_SLOT * 8);
+        let answered = [
+            slot::ENFORCED_POWER_LIMIT,
+            slot::COMPUTE_PROCESSES,
+            slot::MPS_PROCESSES,
+            slot::GRAPHICS_PROCESSES,
+            slot::PCIE_ATOMIC_CAPS,
+            slot::PCIE_HOST_MAX_GEN,
+            slot::GPU_PART_NUMBER,
+            slot::TLIMIT_TEMPERATURE,
+            slot::ADDRESSING_MODE,
+            slot::SPARSE_OPERATION_MODE,
+        ];
+        for n in 1..=slot::LAST_SLOT {
+            let word = unsafe { *words.add(n) };
+            assert_eq!(word != 0, answered.contains(&n), "slot {n}");
+        }
+    }
+}
