@@ -26,10 +26,16 @@ pub struct Board {
     /// prints N/A.
     #[serde(default)]
     pub pcie_atomics: PcieAtomics,
-    /// `nvmlDeviceGetModuleId` of the GPU at each position of `pci.bus_ids` (the HGX baseboard
-    /// slot, which is not the PCI order). Empty: position + 1.
+    /// `nvmlDeviceGetModuleId` of the GPU at each position of `pci.bus_ids` (or of
+    /// `pci_addresses`, where those place the node's GPUs): the HGX baseboard slot, which is not
+    /// the PCI order. Empty: position + 1.
     #[serde(default)]
     pub module_ids: Vec<u32>,
+    /// Whole PCI addresses (`domain:bus:device.function`) of GPU 0, 1, ..., for layouts
+    /// `pci.bus_ids` cannot express (a GPU per PCI domain, a GPU at a device other than 0). Used
+    /// for nodes of at most this many GPUs; larger nodes use `pci.bus_ids`. Strictly ascending.
+    #[serde(default)]
+    pub pci_addresses: Vec<String>,
     /// DRAM banks of the row remapper, all at maximum availability on a healthy board
     /// (`nvmlDeviceGetRowRemapperHistogram`); `null`: NOT_SUPPORTED.
     #[serde(default)]
@@ -171,11 +177,29 @@ pub struct NvLink {
 pub const NVLINK_MAX_LINKS: u32 = 18;
 
 impl Board {
+    /// The PCI addresses of a node of `gpus` GPUs where `pci_addresses` covers it (validated).
+    pub fn addresses_for(&self, gpus: u32) -> Option<Vec<crate::identity::PciAddress>> {
+        if self.pci_addresses.is_empty() || (gpus as usize) > self.pci_addresses.len() {
+            return None;
+        }
+        self.pci_addresses.iter().take(gpus as usize).map(|t| crate::identity::PciAddress::parse(t)).collect()
+    }
+
     /// Checks the relations the types cannot express; `Err((key, reason))` names the key
     /// below `board`. `bus_positions` is the length of the profile's `pci.bus_ids`.
     pub fn validate(&self, bus_positions: usize) -> Result<(), (&'static str, String)> {
-        if self.module_ids.len() > bus_positions {
-            return Err(("board.module_ids", format!("{} ids for {bus_positions} entries of pci.bus_ids", self.module_ids.len())));
+        let mut addresses = Vec::new();
+        for text in &self.pci_addresses {
+            let a = crate::identity::PciAddress::parse(text)
+                .ok_or_else(|| ("board.pci_addresses", format!("`{text}` is not a PCI address like 0008:06:00.0")))?;
+            addresses.push(a);
+        }
+        if !addresses.windows(2).all(|w| w[0] < w[1]) {
+            return Err(("board.pci_addresses", "must be strictly ascending (NVML enumerates in PCI order)".into()));
+        }
+        let positions = bus_positions.max(addresses.len());
+        if self.module_ids.len() > positions {
+            return Err(("board.module_ids", format!("{} ids for {positions} GPU positions", self.module_ids.len())));
         }
         if self.module_ids.contains(&0) {
             return Err(("board.module_ids", "module ids start at 1".into()));

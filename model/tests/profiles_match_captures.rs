@@ -21,11 +21,10 @@ const PAIRS: &[(&str, &str)] = &[
     ("t4", "qx-t4.xml"),
 ];
 
-/// PCI addresses the model cannot express (it puts every GPU at device 0 and numbers PCI
-/// domains from 0). For these only the bus number is compared; the entry must still differ
-/// in full, so that it is removed once the model learns the layout.
-const ADDRESS_DEVIATIONS: &[(&str, &str)] =
-    &[("t4", "the cloud VM puts the GPU at device 0x1E of bus 0"), ("gb300", "each GPU sits in its own PCI domain 0x8, 0x9, 0x18, 0x19")];
+/// PCI addresses the model cannot express. For these only the bus number is compared; the entry
+/// must still differ in full, so that it is removed once the model learns the layout. None now:
+/// `board.pci_addresses` places the T4 (device 0x1E) and GB300 (a PCI domain per GPU) captures.
+const ADDRESS_DEVIATIONS: &[(&str, &str)] = &[];
 
 fn fixture(file: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/hardware").join(file);
@@ -165,7 +164,8 @@ fn compare(profile: &Profile, gpus: &[Node<'_, '_>]) -> Vec<String> {
     let mut any_full_mismatch = false;
     for (index, node) in gpus.iter().enumerate() {
         let want = node.attribute("id").expect("<gpu id=...>");
-        let have = gpu_identity("node", index as u32, &bus_ids).pci;
+        let placed = p.board.addresses_for(gpus.len() as u32);
+        let have = placed.map_or_else(|| gpu_identity("node", index as u32, &bus_ids).pci, |a| a[index]);
         let key = format!("pci.bus_ids (GPU {index})");
         if have.bus_id() != want {
             any_full_mismatch = true;

@@ -30,7 +30,6 @@ BOARDS = {
 # pattern must still match a mismatch (else the test fails: remove it).
 ANY = r"gpu\[\d+\]"
 OTHER = r"gpu\[[1-9]\d*\]"  # every GPU but the first, whose readings the profile holds
-BUS_LAYOUT = "the model puts every GPU at device 0 of its bus and numbers PCI domains 0, 1, ... (docs/profiles.md)"
 FB_ROUNDING = ("the capture's byte counts are not whole MiB and nvidia-smi rounds each figure, so its free is total - "
                "reserved + 1; the model keeps whole MiB, so free = total - reserved")
 IDLE_SPREAD = "each GPU of the captured node idled at its own temperature; the profile holds GPU 0's idle readings"
@@ -60,14 +59,10 @@ EXCEPTIONS = {
         ANY + "/supported_clocks/supported_mem_clock/supported_graphics_clock": CLOCK_ROOM,
         OTHER + "/temperature/(gpu_temp|gpu_temp_tlimit|memory_temp)": IDLE_SPREAD,
         ANY + "/product_architecture": NO_BLACKWELL,
-        ANY + "/pci/(pci_domain|pci_bus|pci_bus_id)": "each GPU sits on bus 06 of its own PCI domain (0x8, 0x9, 0x18, 0x19); " + BUS_LAYOUT,
-        ANY + "/(board_id|@id)": "the board id and the GPU id hold the PCI domain; " + BUS_LAYOUT,
-        ANY + "/gpu_module_id": "module ids follow bus positions, which the model cannot place (profile sources)",
     },
     "l40s": {ANY + "/fb_memory_usage/free": FB_ROUNDING},
     "t4": {
         ANY + "/fb_memory_usage/free": FB_ROUNDING,
-        ANY + "/(pci/pci_device|pci/pci_bus_id|board_id|@id)": "the cloud VM's GPU is device 0x1E of bus 0; " + BUS_LAYOUT,
         ANY + "/ecc_errors/aggregate/dram_correctable": "the captured board had corrected one DRAM error in its life; a fresh simulated board has none",
         ANY + r"/supported_clocks/supported_mem_clock\[2\]/.*": "the board's second memory clock is 405 MHz (a low-power state the model does not simulate; it reports the idle reading 5000 MHz)",
     },
