@@ -36,6 +36,88 @@ typedef struct nvmlComputeInstance_st nvmlComputeInstance_st;
 
 #define NVML_DEVICE_PCI_BUS_ID_BUFFER_V2_SIZE 16
 
+/**
+ * Slot 108 (0x360): the enforced power limit in mW, `(device, unsigned *mW)`;
+ * `--query-gpu=enforced.power.limit`.
+ */
+#define ENFORCED_POWER_LIMIT 108
+
+/**
+ * Slot 213 (0x6a8): processes with a compute context, `(device, unsigned *count, ProcessEntry *)`.
+ */
+#define COMPUTE_PROCESSES 213
+
+/**
+ * Slot 214 (0x6b0): MPS clients, same signature.
+ */
+#define MPS_PROCESSES 214
+
+/**
+ * Slot 215 (0x6b8): processes with a graphics context, same signature.
+ */
+#define GRAPHICS_PROCESSES 215
+
+/**
+ * Slot 226 (0x710): PCIe atomic capabilities, `(device, AtomicCaps *)`; `-q` "Atomic Caps
+ * Inbound/Outbound".
+ */
+#define PCIE_ATOMIC_CAPS 226
+
+/**
+ * Slot 230 (0x730): the host's (root port's) maximum PCIe generation, `(device, unsigned *)`;
+ * `-q` "Host Max", `--query-gpu=pcie.link.gen.hostmax`.
+ */
+#define PCIE_HOST_MAX_GEN 230
+
+/**
+ * Slot 231 (0x738): the GPU (chip) part number, `(device, char *buf, unsigned length)`, asked
+ * with length 80; `-q` "GPU Part Number". An empty string prints `N/A`.
+ */
+#define GPU_PART_NUMBER 231
+
+/**
+ * Slot 232 (0x740): the deferred memory clock; `-q` "Deferred Clocks / Memory". Never answered
+ * here (every capture prints N/A), so its signature is not needed.
+ */
+#define DEFERRED_MEMORY_CLOCK 232
+
+/**
+ * Slot 237 (0x768): the FRU part number, `(device, char *buf, unsigned length)`, asked with
+ * length 20; `-q` "FRU Part Number". Never answered (every capture prints N/A).
+ */
+#define FRU_PART_NUMBER 237
+
+/**
+ * Slot 240 (0x780): the T.Limit temperature (degrees below the slowdown reference),
+ * `(device, int *)`; `-q` "GPU T.Limit Temp", `--query-gpu=temperature.gpu.tlimit`. Its result
+ * also picks `-q`'s thresholds: SUCCESS prints the T.Limit thresholds (field values 193, 194,
+ * 196), NOT_SUPPORTED the absolute ones (`nvmlDeviceGetTemperatureThreshold`).
+ */
+#define TLIMIT_TEMPERATURE 240
+
+/**
+ * Slot 242 (0x790): the addressing mode, `(device, unsigned *)`: [`ADDRESSING_MODE_NONE`],
+ * [`ADDRESSING_MODE_HMM`], [`ADDRESSING_MODE_ATS`]; `-q` "Addressing Mode".
+ */
+#define ADDRESSING_MODE 242
+
+/**
+ * Slot 243 (0x798): the sparse operation mode, `(device, unsigned *)`: 0 Disabled, else
+ * Enabled; `-q` "Sparse Operation Mode".
+ */
+#define SPARSE_OPERATION_MODE 243
+
+/**
+ * The last slot nvidia-smi 535 reads (0x7a0, `--sparse-operation-mode` set).
+ */
+#define LAST_SLOT 244
+
+#define ADDRESSING_MODE_NONE 0
+
+#define ADDRESSING_MODE_HMM 1
+
+#define ADDRESSING_MODE_ATS 2
+
 #define NVML_FEATURE_DISABLED 0
 
 #define NVML_FEATURE_ENABLED 1
@@ -288,6 +370,14 @@ typedef struct {
     unsigned long long registerFile;
 } nvmlEccErrorCounts_t;
 
+typedef struct {
+    unsigned int max;
+    unsigned int high;
+    unsigned int partial;
+    unsigned int low;
+    unsigned int none;
+} nvmlRowRemapperHistogramValues_t;
+
 typedef nvmlEventSet_st *nvmlEventSet_t;
 
 /**
@@ -442,6 +532,31 @@ typedef struct {
     unsigned long long memorySizeMB;
 } nvmlDeviceAttributes_t;
 
+/**
+ * `nvmlGpuFabricInfo_t` (535): the GPU's NVLink fabric registration.
+ */
+typedef struct {
+    /**
+     * `NVML_GPU_FABRIC_UUID_LEN` bytes.
+     */
+    uint8_t clusterUuid[16];
+    /**
+     * The registration's result (an `nvmlReturn_t`); meaningful when `state` is COMPLETED.
+     */
+    nvmlReturn_t status;
+    unsigned int cliqueId;
+    /**
+     * `nvmlGpuFabricState_t` (an `unsigned char`): 0 not supported, 1 not started, 2 in
+     * progress, 3 completed.
+     */
+    uint8_t state;
+    /**
+     * The C struct's tail padding, named so that writers zero it (some bindings read `state`
+     * as a 4-byte integer).
+     */
+    uint8_t _padding[3];
+} nvmlGpuFabricInfo_t;
+
 typedef struct {
     unsigned int pid;
     unsigned long long usedGpuMemory;
@@ -554,6 +669,11 @@ typedef struct {
     unsigned int gpuInstanceId;
     unsigned int computeInstanceId;
 } nvmlProcessInfo_t;
+
+/**
+ * The 16 bytes nvidia-smi 535 passes as the table's id (in its `.rodata`).
+ */
+#define ID { 196, 254, 62, 108, 201, 143, 108, 78, 163, 39, 238, 105, 110, 18, 247, 196, }
 
 #define NVML_SUCCESS 0
 
@@ -712,6 +832,12 @@ nvmlReturn_t nvmlDeviceGetRetiredPagesPendingStatus(nvmlDevice_t dev, unsigned i
 
 nvmlReturn_t nvmlDeviceGetRemappedRows(nvmlDevice_t dev, unsigned int *corrRows, unsigned int *uncRows, unsigned int *isPending, unsigned int *failureOccurred);
 
+/**
+ * Banks by remap availability: a healthy board has every bank at maximum; each remapped row
+ * takes one bank from maximum to high availability.
+ */
+nvmlReturn_t nvmlDeviceGetRowRemapperHistogram(nvmlDevice_t dev, nvmlRowRemapperHistogramValues_t *values);
+
 nvmlReturn_t nvmlEventSetCreate(nvmlEventSet_t *set);
 
 nvmlReturn_t nvmlDeviceGetSupportedEventTypes(nvmlDevice_t dev, uint64_t *eventTypes);
@@ -804,7 +930,7 @@ nvmlReturn_t nvmlDeviceGetPersistenceMode(nvmlDevice_t dev, unsigned int *mode);
 nvmlReturn_t nvmlDeviceGetComputeMode(nvmlDevice_t dev, unsigned int *mode);
 
 /**
- * Data-center boards drive no display.
+ * Whether a display could be initialized (the profile's `board.display_mode`); none is active.
  */
 nvmlReturn_t nvmlDeviceGetDisplayMode(nvmlDevice_t dev, unsigned int *display);
 
@@ -833,6 +959,20 @@ nvmlReturn_t nvmlDeviceGetVirtualizationMode(nvmlDevice_t dev, unsigned int *pVi
 nvmlReturn_t nvmlDeviceGetGspFirmwareVersion(nvmlDevice_t dev, char *version);
 
 nvmlReturn_t nvmlDeviceGetGspFirmwareMode(nvmlDevice_t dev, unsigned int *isEnabled, unsigned int *defaultMode);
+
+nvmlReturn_t nvmlDeviceGetGpuFabricInfo(nvmlDevice_t dev, nvmlGpuFabricInfo_t *gpuFabricInfo);
+
+nvmlReturn_t nvmlDeviceGetNvLinkState(nvmlDevice_t dev, unsigned int link, unsigned int *isActive);
+
+nvmlReturn_t nvmlDeviceGetNvLinkVersion(nvmlDevice_t dev, unsigned int link, unsigned int *version);
+
+nvmlReturn_t nvmlDeviceGetNvLinkCapability(nvmlDevice_t dev, unsigned int link, unsigned int capability, unsigned int *capResult);
+
+nvmlReturn_t nvmlDeviceGetNvLinkRemoteDeviceType(nvmlDevice_t dev, unsigned int link, unsigned int *pNvLinkDeviceType);
+
+nvmlReturn_t nvmlDeviceGetNvLinkRemotePciInfo(nvmlDevice_t dev, unsigned int link, nvmlPciInfo_t *pci);
+
+nvmlReturn_t nvmlDeviceGetNvLinkRemotePciInfo_v2(nvmlDevice_t dev, unsigned int link, nvmlPciInfo_t *pci);
 
 nvmlReturn_t nvmlDeviceGetRunningProcessDetailList(nvmlDevice_t dev, nvmlProcessDetailList_v1_t *plist);
 
@@ -972,7 +1112,7 @@ nvmlReturn_t nvmlDeviceGetSupportedMemoryClocks(nvmlDevice_t dev, unsigned int *
 
 /**
  * Graphics clocks a memory clock allows: from the maximum down to the idle clock in the
- * 15 MHz steps NVIDIA boards use.
+ * board's steps (15 MHz, 7.5 MHz on Blackwell; `fakegpu_model::board`).
  */
 nvmlReturn_t nvmlDeviceGetSupportedGraphicsClocks(nvmlDevice_t dev, unsigned int memoryClockMHz, unsigned int *count, unsigned int *clocksMHz);
 

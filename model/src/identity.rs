@@ -29,6 +29,11 @@ impl PciAddress {
         format!("{:04X}:{:02X}:{:02X}.{:X}", self.domain, self.bus, self.device, self.function)
     }
 
+    /// `nvmlDeviceGetBoardId` as every capture shows it: `(domain << 16) | (bus << 8) | device`.
+    pub fn board_id(&self) -> u32 {
+        (self.domain << 16) | (self.bus << 8) | self.device
+    }
+
     /// Parses the forms clients pass to `nvmlDeviceGetHandleByPciBusId`:
     /// `domain:bus:device.function` with 4 or 8 domain digits, `bus:device.function`, any case.
     pub fn parse(text: &str) -> Option<PciAddress> {
@@ -83,7 +88,7 @@ pub fn gpu_identity(node: &str, index: u32, bus_ids: &[u32]) -> GpuIdentity {
         serial: format!("1{serial_digits:012}"),
         pci,
         minor_number: index,
-        board_id: (pci.domain << 16) | (pci.bus << 8),
+        board_id: pci.board_id(),
         module_id: index % per_domain + 1,
     }
 }

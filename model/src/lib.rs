@@ -5,6 +5,7 @@
 //! Data flows one way: [`profile`] (facts about a board) + [`config`] (which board,
 //! how many, which node) → [`node`] with [`identity`] per GPU → [`telemetry`] readings.
 
+pub mod board;
 pub mod builtin;
 pub mod config;
 pub mod dynamics;

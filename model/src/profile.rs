@@ -36,6 +36,10 @@ pub struct Profile {
     pub vbios_version: String,
     pub board_part_number: String,
     pub gpu_part_number: Option<String>,
+    /// Facts read through the private export table and the newer public calls (addressing
+    /// mode, PCIe atomics, module ids, remapper banks, NVLink fabric and links); all N/A when absent.
+    #[serde(default)]
+    pub board: crate::board::Board,
     pub inforom: Inforom,
     pub pci: Pci,
     pub memory: Memory,
@@ -413,6 +417,10 @@ impl Profile {
         if self.idle_pstate > 15 {
             return Err(invalid("idle_pstate", "P-states are 0..=15".into()));
         }
+        if self.gpu_part_number.as_ref().is_some_and(|g| g.is_empty() || g.len() > 79) {
+            return Err(invalid("gpu_part_number", "must be 1 to 79 bytes".into()));
+        }
+        self.board.validate(self.pci.bus_ids.len()).map_err(|(key, reason)| invalid(key, reason))?;
         if self.sources.is_empty() {
             return Err(invalid("sources", "cite at least one source".into()));
         }

@@ -93,6 +93,14 @@ pub fn energy_mj(power_mw: u32, elapsed_ms: u64) -> u64 {
     u64::from(power_mw) * elapsed_ms / 1000
 }
 
+/// The "GPU T.Limit Temp" reading: how many degrees the GPU at `gpu_temp_c` is below its T.Limit
+/// (the max-operating temperature; negative past it). `None` on boards that report no T.Limit.
+pub fn tlimit_margin_c(profile: &Profile, gpu_temp_c: u32) -> Option<i32> {
+    profile.thermal.tlimit?;
+    let limit = profile.thermal.gpu_max_c.unwrap_or(profile.thermal.slowdown_c);
+    Some(limit as i32 - gpu_temp_c as i32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,6 +127,15 @@ mod tests {
         assert_eq!(full.clocks.sm_mhz, p.clocks.max.sm_mhz);
         assert_eq!(full.memory.free, 0, "used is capped at what is not reserved");
         assert_eq!(full.pstate, 0);
+    }
+
+    #[test]
+    fn tlimit_margin_is_the_distance_to_the_max_operating_temperature() {
+        let h100 = find_builtin("h100").unwrap();
+        // The H100 capture: 29 C idle, T.Limit 58 C.
+        assert_eq!(tlimit_margin_c(h100, 29), Some(58));
+        assert_eq!(tlimit_margin_c(h100, 90), Some(-3));
+        assert_eq!(tlimit_margin_c(find_builtin("a100-40gb").unwrap(), 30), None);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use std::fmt::Display;
 use std::path::PathBuf;
 
+use fakegpu_model::board::{AddressingMode, AtomicOp};
 use fakegpu_model::profile::{AppClocks, ClockSet, VirtualizationMode};
 use fakegpu_model::{find_builtin, gpu_identity, Profile};
 use roxmltree::{Document, Node, ParsingOptions};
@@ -20,11 +21,10 @@ const PAIRS: &[(&str, &str)] = &[
     ("t4", "qx-t4.xml"),
 ];
 
-/// PCI addresses the model cannot express (it puts every GPU at device 0 and numbers PCI
-/// domains from 0). For these only the bus number is compared; the entry must still differ
-/// in full, so that it is removed once the model learns the layout.
-const ADDRESS_DEVIATIONS: &[(&str, &str)] =
-    &[("t4", "the cloud VM puts the GPU at device 0x1E of bus 0"), ("gb300", "each GPU sits in its own PCI domain 0x8, 0x9, 0x18, 0x19")];
+/// PCI addresses the model cannot express. For these only the bus number is compared; the entry
+/// must still differ in full, so that it is removed once the model learns the layout. None now:
+/// `board.pci_addresses` places the T4 (device 0x1E) and GB300 (a PCI domain per GPU) captures.
+const ADDRESS_DEVIATIONS: &[(&str, &str)] = &[];
 
 fn fixture(file: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/hardware").join(file);
@@ -164,7 +164,8 @@ fn compare(profile: &Profile, gpus: &[Node<'_, '_>]) -> Vec<String> {
     let mut any_full_mismatch = false;
     for (index, node) in gpus.iter().enumerate() {
         let want = node.attribute("id").expect("<gpu id=...>");
-        let have = gpu_identity("node", index as u32, &bus_ids).pci;
+        let placed = p.board.addresses_for(gpus.len() as u32);
+        let have = placed.map_or_else(|| gpu_identity("node", index as u32, &bus_ids).pci, |a| a[index]);
         let key = format!("pci.bus_ids (GPU {index})");
         if have.bus_id() != want {
             any_full_mismatch = true;
@@ -278,7 +279,51 @@ fn compare(profile: &Profile, gpus: &[Node<'_, '_>]) -> Vec<String> {
     let mig = c.text("mig_mode/current_mig") != "N/A";
     c.eq("mig_capable", "mig_mode/current_mig", p.mig_capable, mig);
 
+    board(&mut c, gpus);
     c.mismatches
+}
+
+/// The `board` facts: export-table fields, module ids, remapper banks, fabric.
+fn board(c: &mut Check<'_>, gpus: &[Node<'_, '_>]) {
+    let b = &c.profile.board;
+    let addressing = b.addressing_mode.map(|m| match m {
+        AddressingMode::None => "None",
+        AddressingMode::Hmm => "HMM",
+        AddressingMode::Ats => "ATS",
+    });
+    c.opt_str("board.addressing_mode", "addressing_mode", addressing);
+    let sparse = b.sparse_operation_mode.map(|on| if on { "Enabled" } else { "Disabled" });
+    c.opt_str("board.sparse_operation_mode", "sparse_operation_mode", sparse);
+    c.opt_num("board.pcie_host_max_link_gen", "pci/pci_gpu_link_info/pcie_gen/max_host_link_gen", b.pcie_host_max_link_gen.map(i64::from));
+    // nvidia-smi prints the operations in bit order, each followed by a space.
+    let names = |ops: &[AtomicOp]| {
+        let mut sorted = ops.to_vec();
+        sorted.sort_by_key(|op| op.bit());
+        let text: Vec<String> = sorted.iter().map(|op| serde_json::to_string(op).unwrap().trim_matches('"').to_string()).collect();
+        (!text.is_empty()).then(|| text.join(" "))
+    };
+    let capture_ops = |c: &Check<'_>, e: &str| Some(c.text(e).trim().to_string()).filter(|t| t != "N/A");
+    let (inb, outb) = (capture_ops(c, "pci/atomic_caps_inbound"), capture_ops(c, "pci/atomic_caps_outbound"));
+    c.eq("board.pcie_atomics.inbound", "pci/atomic_caps_inbound", show(names(&b.pcie_atomics.inbound)), show(inb));
+    c.eq("board.pcie_atomics.outbound", "pci/atomic_caps_outbound", show(names(&b.pcie_atomics.outbound)), show(outb));
+    let banks = get(c.gpu, "remapped_rows/row_remapper_histogram/row_remapper_histogram_max").and_then(number).map(|v| v as i64);
+    c.eq("board.remap_banks", "row_remapper_histogram_max", show(b.remap_banks.map(i64::from)), show(banks));
+    // Module ids of every GPU whose bus position the profile gives one for.
+    for (i, gpu) in gpus.iter().enumerate().take(b.module_ids.len()) {
+        let m = get(*gpu, "platformInfo/module_id").and_then(number).map(|v| v as i64);
+        c.eq(&format!("board.module_ids[{i}]"), "platformInfo/module_id", show(b.module_ids.get(i).map(|&m| i64::from(m))), show(m));
+    }
+    let state = c.text("fabric/state");
+    let clique = get(c.gpu, "fabric/cliqueId").and_then(number).map(|v| v as i64);
+    match b.fabric {
+        None => c.eq("board.fabric", "fabric/state", "N/A", state),
+        Some(f) => {
+            c.eq("board.fabric", "fabric/state", "Completed", state);
+            c.eq("board.fabric.clique_id", "fabric/cliqueId", show(Some(i64::from(f.clique_id))), show(clique));
+            let zero = c.text("fabric/clusterUuid") == "00000000-0000-0000-0000-000000000000";
+            c.eq("board.fabric.multi_node", "fabric/clusterUuid (zero on HGX)", f.multi_node, !zero);
+        }
+    }
 }
 
 #[test]
@@ -309,11 +354,21 @@ fn a_changed_profile_is_caught() {
     profile.pci.subsystem_id.0 = 0x1658_10DE;
     profile.thermal.slowdown_c += 1;
     profile.pci.bus_ids.reverse();
+    profile.board.module_ids.swap(0, 1);
+    profile.board.remap_banks = None;
     let text = fixture("qx-h100.xml");
     let doc = parse(&text);
     let gpus: Vec<Node> = doc.root_element().children().filter(|n| n.has_tag_name("gpu")).collect();
     let found = compare(&profile, &gpus).join("\n");
-    for key in ["memory.total_mib", "clocks.max.memory_mhz", "pci.subsystem_id", "thermal.slowdown_c", "pci.bus_ids (GPU 0)"] {
+    for key in [
+        "memory.total_mib",
+        "clocks.max.memory_mhz",
+        "pci.subsystem_id",
+        "thermal.slowdown_c",
+        "pci.bus_ids (GPU 0)",
+        "board.module_ids[0]",
+        "board.remap_banks",
+    ] {
         assert!(found.contains(key), "{key} not reported in:\n{found}");
     }
 }

@@ -7,6 +7,8 @@
 
 use std::ffi::{c_char, c_uint, c_ulonglong, c_void};
 
+pub mod export_table;
+
 pub type nvmlReturn_t = c_uint;
 
 /// `nvmlReturn_t` values.
@@ -300,6 +302,23 @@ pub struct nvmlRowRemapperHistogramValues_t {
     pub partial: c_uint,
     pub low: c_uint,
     pub none: c_uint,
+}
+
+/// `nvmlGpuFabricInfo_t` (535): the GPU's NVLink fabric registration.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct nvmlGpuFabricInfo_t {
+    /// `NVML_GPU_FABRIC_UUID_LEN` bytes.
+    pub clusterUuid: [u8; 16],
+    /// The registration's result (an `nvmlReturn_t`); meaningful when `state` is COMPLETED.
+    pub status: nvmlReturn_t,
+    pub cliqueId: c_uint,
+    /// `nvmlGpuFabricState_t` (an `unsigned char`): 0 not supported, 1 not started, 2 in
+    /// progress, 3 completed.
+    pub state: u8,
+    /// The C struct's tail padding, named so that writers zero it (some bindings read `state`
+    /// as a 4-byte integer).
+    pub _padding: [u8; 3],
 }
 
 #[repr(C)]
@@ -642,5 +661,7 @@ mod tests {
         assert_eq!(size_of::<nvmlComputeInstanceProfileInfo_v2_t>(), 136);
         assert_eq!(nvmlComputeInstanceProfileInfo_v2, 0x0200_0088);
         assert_eq!(size_of::<nvmlComputeInstanceInfo_t>(), 32);
+        assert_eq!(size_of::<nvmlGpuFabricInfo_t>(), 28);
+        assert_eq!(size_of::<export_table::AtomicCaps>(), 8);
     }
 }

@@ -23,6 +23,7 @@ pub mod exports {
     pub mod internal;
     pub mod mig;
     pub mod modes;
+    pub mod nvlink;
     pub mod processes;
     pub mod system;
     pub mod telemetry;

@@ -21,6 +21,7 @@ use nvidia_ml::exports::fields::*;
 use nvidia_ml::exports::internal::*;
 use nvidia_ml::exports::mig::*;
 use nvidia_ml::exports::modes::*;
+use nvidia_ml::exports::nvlink::*;
 use nvidia_ml::exports::processes::*;
 use nvidia_ml::exports::system::*;
 use nvidia_ml::exports::telemetry::*;
@@ -260,6 +261,14 @@ fn rows() -> Vec<Row> {
         row!(One, 1, a => nvmlDeviceGetRetiredPages_v2(a.dev, 0, a.o(0), a.o(1), a.o(2))),
         row!(One, 1, a => nvmlDeviceGetRetiredPagesPendingStatus(a.dev, a.o(0))),
         row!(One, 4, a => nvmlDeviceGetRemappedRows(a.dev, a.o(0), a.o(1), a.o(2), a.o(3))),
+        row!(One, 1, a => nvmlDeviceGetRowRemapperHistogram(a.dev, a.o(0))),
+        row!(One, 1, a => nvmlDeviceGetGpuFabricInfo(a.dev, a.o(0))),
+        row!(One, 1, a => nvmlDeviceGetNvLinkState(a.dev, 0, a.o(0))),
+        row!(One, 1, a => nvmlDeviceGetNvLinkVersion(a.dev, 0, a.o(0))),
+        row!(One, 1, a => nvmlDeviceGetNvLinkCapability(a.dev, 0, 0, a.o(0))),
+        row!(One, 1, a => nvmlDeviceGetNvLinkRemoteDeviceType(a.dev, 0, a.o(0))),
+        row!(One, 1, a => nvmlDeviceGetNvLinkRemotePciInfo(a.dev, 0, a.o(0))),
+        row!(One, 1, a => nvmlDeviceGetNvLinkRemotePciInfo_v2(a.dev, 0, a.o(0))),
         // events.rs (nvmlEventSetFree: see `events`)
         row!(None, 1, a => nvmlEventSetCreate(a.o(0))),
         row!(One, 1, a => nvmlDeviceGetSupportedEventTypes(a.dev, a.o(0))),

@@ -28,6 +28,8 @@ const FALLBACK_DIRS: &[&str] = &[
 /// The loaded library.
 pub struct Nvml {
     lib: Library,
+    /// The private export table's address once asked for (0: the call failed or gave NULL).
+    table: std::sync::OnceLock<usize>,
 }
 
 /// A GPU (or MIG device) handle.
@@ -62,7 +64,7 @@ impl Nvml {
         let open = |p: &str| unsafe { Library::new(p) }.ok();
         open("libnvidia-ml.so.1")
             .or_else(|| FALLBACK_DIRS.iter().find_map(|d| open(&format!("{d}/libnvidia-ml.so.1"))))
-            .map(|lib| Nvml { lib })
+            .map(|lib| Nvml { lib, table: std::sync::OnceLock::new() })
     }
 
     /// Resolves a symbol by its Rust-string name.
@@ -117,6 +119,34 @@ impl Nvml {
         nv!(self, "nvmlSystemGetProcessName", (c_uint, *mut c_char, c_uint), pid, buf.as_mut_ptr(), 256).map(|_| cstr(&buf))
     }
 
+    /// The word at slot `n` of the private export table, read as NVIDIA's binary reads it: a
+    /// missing or short table is UNINITIALIZED, a NULL slot NOT_SUPPORTED.
+    fn export_slot(&self, n: usize) -> R<usize> {
+        let table = *self.table.get_or_init(|| {
+            let mut t: *const u64 = std::ptr::null();
+            let id = nvml_abi::export_table::ID;
+            match nv!(self, "nvmlInternalGetExportTable", (*mut *const u64, *const [u8; 16]), &mut t, &id) {
+                Ok(()) => t as usize,
+                Err(_) => 0,
+            }
+        });
+        if table == 0 {
+            return Err(ret::UNINITIALIZED);
+        }
+        // SAFETY: the library hands out a table whose first word is its size in bytes; words
+        // are read only below that size.
+        unsafe {
+            let words = table as *const usize;
+            if *words <= n * 8 {
+                return Err(ret::UNINITIALIZED);
+            }
+            match *words.add(n) {
+                0 => Err(ret::NOT_SUPPORTED),
+                f => Ok(f),
+            }
+        }
+    }
+
     /// `nvmlEventSetCreate`/`Free` as NVIDIA's binary brackets the default table and `-q`.
     pub fn event_set(&self) -> R<nvmlEventSet_t> {
         let mut s = std::ptr::null_mut();
@@ -159,6 +189,54 @@ impl<'a> Device<'a> {
         type F = unsafe extern "C" fn(nvmlDevice_t, c_uint, *mut c_uint) -> ::nvml_abi::nvmlReturn_t;
         let mut v = 0;
         self.call1::<F>(name, |f| unsafe { f(self.raw, arg, &mut v) }).map(|_| v)
+    }
+
+    /// A `(device, unsigned *)` slot of the private export table.
+    pub fn slot_u32(&self, n: usize) -> R<u32> {
+        let f = self.nvml.export_slot(n)?;
+        // SAFETY: `n` is a `(device, unsigned *)` slot (nvml_abi::export_table).
+        let f: export_table::U32Slot = unsafe { std::mem::transmute(f) };
+        let mut v = 0;
+        match unsafe { f(self.raw, &mut v) } {
+            0 => Ok(v),
+            e => Err(e),
+        }
+    }
+
+    /// A `(device, int *)` slot of the private export table.
+    pub fn slot_i32(&self, n: usize) -> R<i32> {
+        let f = self.nvml.export_slot(n)?;
+        // SAFETY: `n` is a `(device, int *)` slot (nvml_abi::export_table).
+        let f: export_table::I32Slot = unsafe { std::mem::transmute(f) };
+        let mut v = 0;
+        match unsafe { f(self.raw, &mut v) } {
+            0 => Ok(v),
+            e => Err(e),
+        }
+    }
+
+    /// A `(device, char *, unsigned length)` slot of the private export table.
+    pub fn slot_string(&self, n: usize, len: usize) -> R<String> {
+        let f = self.nvml.export_slot(n)?;
+        // SAFETY: `n` is a string slot (nvml_abi::export_table); the buffer has `len` bytes.
+        let f: export_table::StrSlot = unsafe { std::mem::transmute(f) };
+        let mut buf = vec![0 as c_char; len + 1];
+        match unsafe { f(self.raw, buf.as_mut_ptr(), len as c_uint) } {
+            0 => Ok(cstr(&buf)),
+            e => Err(e),
+        }
+    }
+
+    /// Slot 226: PCIe atomic capabilities.
+    pub fn slot_atomic_caps(&self) -> R<export_table::AtomicCaps> {
+        let f = self.nvml.export_slot(export_table::PCIE_ATOMIC_CAPS)?;
+        // SAFETY: slot 226 takes `(device, AtomicCaps *)`.
+        let f: export_table::AtomicCapsSlot = unsafe { std::mem::transmute(f) };
+        let mut v = export_table::AtomicCaps::default();
+        match unsafe { f(self.raw, &mut v) } {
+            0 => Ok(v),
+            e => Err(e),
+        }
     }
 
     /// Any `(device, *mut c_char, c_uint len)` getter.

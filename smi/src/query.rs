@@ -172,6 +172,13 @@ static FIELDS: &[Field] = &[
         get: |_, d, _| d.u32_of("nvmlDeviceGetMaxPcieLinkGeneration").and_then(num),
     },
     Field {
+        names: &["pcie.link.gen.hostmax"],
+        unit: None,
+        help: "The maximum PCI-E link generation supported by the root port corresponding to this GPU.",
+        // NVIDIA's binary reads this one through the private export table.
+        get: |_, d, _| d.slot_u32(nvml_abi::export_table::PCIE_HOST_MAX_GEN).and_then(num),
+    },
+    Field {
         names: &["pcie.link.width.current"],
         unit: None,
         help: "The current PCI-E link width.",
@@ -201,6 +208,15 @@ static FIELDS: &[Field] = &[
         unit: None,
         help: "Whether persistence mode is enabled.",
         get: |_, d, _| d.u32_of("nvmlDeviceGetPersistenceMode").and_then(enabled),
+    },
+    Field {
+        names: &["addressing_mode"],
+        unit: None,
+        help: "The type of addressing mode enabled for the GPU: \"HMM\", \"ATS\" or \"None\".",
+        get: |_, d, _| {
+            d.slot_u32(nvml_abi::export_table::ADDRESSING_MODE)
+                .and_then(|m| txt(*["None", "HMM", "ATS"].get(m as usize).unwrap_or(&"Unknown")))
+        },
     },
     Field {
         names: &["accounting.mode"],
@@ -385,6 +401,12 @@ static FIELDS: &[Field] = &[
         get: |_, d, _| d.temperature().and_then(num),
     },
     Field {
+        names: &["temperature.gpu.tlimit"],
+        unit: None,
+        help: "GPU T.Limit temperature, in degrees C.",
+        get: |_, d, _| d.slot_i32(nvml_abi::export_table::TLIMIT_TEMPERATURE).and_then(num),
+    },
+    Field {
         names: &["temperature.memory"],
         unit: None,
         help: "HBM memory temperature, in degrees C.",
@@ -424,7 +446,8 @@ static FIELDS: &[Field] = &[
         names: &["enforced.power.limit"],
         unit: W,
         help: "The power management algorithm's power ceiling, in watts.",
-        get: |_, d, _| d.u32_of("nvmlDeviceGetEnforcedPowerLimit").and_then(watts),
+        // NVIDIA's binary reads this one through the private export table.
+        get: |_, d, _| d.slot_u32(nvml_abi::export_table::ENFORCED_POWER_LIMIT).and_then(watts),
     },
     Field {
         names: &["power.default_limit"],

@@ -1,21 +1,36 @@
 //! `-q` (text) and `-q -x` (XML): one tree of labelled values per GPU, rendered either as
 //! NVIDIA's indented "Label : value" log or as its `nvsmi_device_v12` XML. `-d` keeps only the
-//! sections asked for. Values NVIDIA's 535 binary reads only through its private export table
-//! (which a public-API client never has) print as NVIDIA prints them over the fake library, whose
-//! table holds only the process slots: `Uninitialized` for a slot past the table's end, `N/A`
-//! for a NULL slot inside it.
+//! sections asked for. Values NVIDIA's 535 binary reads only through NVML's private export table
+//! (addressing mode, part numbers, PCIe host max and atomics, sparse mode, T.Limit, deferred
+//! clocks) are read from the same slots the same way (`nvml_abi::export_table`): a slot past the
+//! table's end prints `Uninitialized`, a NULL slot `N/A`.
 
 use crate::common::{ctime_now, cuda_text, err_text};
 use crate::nvml::{nv, Device, Nvml, R};
-use nvml_abi::{field, nvmlDevice_t, nvmlFBCStats_t, nvmlFieldValue_t};
+use nvml_abi::{export_table, field, nvmlDevice_t, nvmlFBCStats_t, nvmlFieldValue_t};
 use std::ffi::{c_char, c_uint};
 use std::fmt::Write;
 
-/// NVIDIA prints this for values only its private interface provides.
-const UNINIT: &str = "Uninitialized";
-/// What NVIDIA prints for a value whose slot lies inside the fake's table but is NULL (it reads
-/// that as NOT_SUPPORTED); real captures print `N/A` for these rows too.
+/// What NVIDIA prints for a value whose export-table slot is not known here: the fake's table
+/// holds NULL there (NOT_SUPPORTED); real captures print `N/A` for these rows too.
 const NA_SLOT: &str = "N/A";
+
+/// A string slot's text: an empty string prints N/A.
+fn part(s: String) -> String {
+    if s.is_empty() {
+        "N/A".into()
+    } else {
+        s
+    }
+}
+
+/// The names of the set bits of a PCIe atomics mask, each followed by a space; N/A for none.
+fn atomics(mask: u32) -> String {
+    if mask == 0 {
+        return "N/A".into();
+    }
+    export_table::ATOMIC_CAP_NAMES.iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0).map(|(_, n)| format!("{n} ")).collect()
+}
 
 /// One node: a value (leaf) or a section, with its text label and XML tag.
 struct Node {
@@ -84,6 +99,10 @@ impl Fields {
             Ok(v) => Fields(v, None),
             Err(e) => Fields(vec![], Some(e)),
         }
+    }
+    /// The value of a field that answered SUCCESS.
+    fn ok(&self, id: u32, scope: u32) -> Option<i64> {
+        self.0.iter().find(|x| x.fieldId == id && x.scopeId == scope && x.nvmlReturn == 0).map(fv_num)
     }
     fn show(&self, id: u32, scope: u32, f: impl Fn(i64) -> String) -> String {
         if let Some(e) = self.1 {
@@ -179,7 +198,8 @@ fn gpu(nvml: &Nvml, d: &Device, pstate: &str) -> Vec<Node> {
     n.push(leaf("Display Mode", "display_mode", v(d.u32_of("nvmlDeviceGetDisplayMode"), en)));
     n.push(leaf("Display Active", "display_active", v(d.u32_of("nvmlDeviceGetDisplayActive"), en)));
     n.push(leaf("Persistence Mode", "persistence_mode", v(d.u32_of("nvmlDeviceGetPersistenceMode"), en)));
-    n.push(leaf("Addressing Mode", "addressing_mode", UNINIT));
+    let addressing = |m: u32| ["None", "HMM", "ATS"].get(m as usize).unwrap_or(&"Unknown").to_string();
+    n.push(leaf("Addressing Mode", "addressing_mode", v(d.slot_u32(export_table::ADDRESSING_MODE), addressing)));
     let mig = d.pair_of("nvmlDeviceGetMigMode");
     n.push(sec(
         "MIG Mode",
@@ -286,8 +306,8 @@ fn gpu(nvml: &Nvml, d: &Device, pstate: &str) -> Vec<Node> {
     n.push(leaf("MultiGPU Board", "multigpu_board", v(d.u32_of("nvmlDeviceGetMultiGpuBoard"), yes_no)));
     n.push(leaf("Board ID", "board_id", v(d.u32_of("nvmlDeviceGetBoardId"), |x| format!("{x:#x}"))));
     n.push(leaf("Board Part Number", "board_part_number", v(d.string_of("nvmlDeviceGetBoardPartNumber", 80), |s| s)));
-    n.push(leaf("GPU Part Number", "gpu_part_number", UNINIT));
-    n.push(leaf("FRU Part Number", "gpu_fru_part_number", UNINIT));
+    n.push(leaf("GPU Part Number", "gpu_part_number", v(d.slot_string(export_table::GPU_PART_NUMBER, 80), part)));
+    n.push(leaf("FRU Part Number", "gpu_fru_part_number", v(d.slot_string(export_table::FRU_PART_NUMBER, 20), part)));
     n.push(leaf("Module ID", "gpu_module_id", v(d.u32_of("nvmlDeviceGetModuleId"), |x| x.to_string())));
     let inforom = |obj: u32| -> String {
         let mut buf = [0 as c_char; 16];
@@ -355,7 +375,8 @@ fn gpu(nvml: &Nvml, d: &Device, pstate: &str) -> Vec<Node> {
     n.push(leaf("Fan Speed", "fan_speed", v(d.u32_of("nvmlDeviceGetFanSpeed"), |x| format!("{x} %"))));
     n.push(leaf("Performance State", "performance_state", pstate).s("PERFORMANCE"));
     n.push(clock_events(d).s("PERFORMANCE"));
-    n.push(leaf("Sparse Operation Mode", "sparse_operation_mode", UNINIT).s("PERFORMANCE"));
+    let sparse = v(d.slot_u32(export_table::SPARSE_OPERATION_MODE), |m| (if m == 0 { "Disabled" } else { "Enabled" }).into());
+    n.push(leaf("Sparse Operation Mode", "sparse_operation_mode", sparse).s("PERFORMANCE"));
     let mem = d.memory();
     let mib = |x: u64| format!("{} MiB", x >> 20);
     n.push(
@@ -495,6 +516,7 @@ fn pci(d: &Device) -> Node {
     };
     let bridge_ok = bridge.ok().filter(|h| h.bridgeCount > 0);
     let f = Fields::get(d, &[(field::PCIE_REPLAY_ROLLOVER_COUNTER, 0)]);
+    let caps = d.slot_atomic_caps();
     sec(
         "PCI",
         "pci",
@@ -518,7 +540,7 @@ fn pci(d: &Device) -> Node {
                             leaf("Current", "current_link_gen", g("nvmlDeviceGetCurrPcieLinkGeneration")),
                             leaf("Device Current", "device_current_link_gen", g("nvmlDeviceGetCurrPcieLinkGeneration")),
                             leaf("Device Max", "max_device_link_gen", g("nvmlDeviceGetGpuMaxPcieLinkGeneration")),
-                            leaf("Host Max", "max_host_link_gen", UNINIT),
+                            leaf("Host Max", "max_host_link_gen", v(d.slot_u32(export_table::PCIE_HOST_MAX_GEN), |x| x.to_string())),
                         ],
                     ),
                     sec(
@@ -551,8 +573,8 @@ fn pci(d: &Device) -> Node {
             leaf("Replay Number Rollovers", "replay_rollover_counter", f.show(field::PCIE_REPLAY_ROLLOVER_COUNTER, 0, |x| x.to_string())),
             leaf("Tx Throughput", "tx_util", tp(0)),
             leaf("Rx Throughput", "rx_util", tp(1)),
-            leaf("Atomic Caps Inbound", "atomic_caps_inbound", UNINIT),
-            leaf("Atomic Caps Outbound", "atomic_caps_outbound", UNINIT),
+            leaf("Atomic Caps Inbound", "atomic_caps_inbound", v(caps, |c| atomics(c.inbound))),
+            leaf("Atomic Caps Outbound", "atomic_caps_outbound", v(caps, |c| atomics(c.outbound))),
         ],
     )
 }
@@ -814,25 +836,39 @@ fn remapped(d: &Device) -> Node {
 }
 
 fn temperature(d: &Device) -> Vec<Node> {
-    let f = Fields::get(d, &[(193, 0), (194, 0), (196, 0), (82, 0), (195, 0)]);
+    let f = Fields::get(d, &[(193, 0), (194, 0), (196, 0)]);
+    let mem = Fields::get(d, &[(82, 0), (195, 0)]);
     let c = |x: i64| format!("{x} C");
     let th = |t: u32| v(d.u32_arg("nvmlDeviceGetTemperatureThreshold", t), |x| format!("{x} C"));
+    // NVIDIA's binary prints thresholds relative to T.Limit unless the T.Limit slot answers
+    // NOT_SUPPORTED; then it prints the absolute ones.
+    let tlimit = d.slot_i32(export_table::TLIMIT_TEMPERATURE);
+    let absolute = tlimit == Err(nvml_abi::ret::NOT_SUPPORTED);
+    let mut rows = vec![
+        leaf("GPU Current Temp", "gpu_temp", v(d.temperature(), |x| format!("{x} C"))),
+        leaf("GPU T.Limit Temp", "gpu_temp_tlimit", v(tlimit, |x| format!("{x} C"))),
+    ];
+    if absolute {
+        rows.push(leaf("GPU Shutdown Temp", "gpu_temp_max_threshold", th(0)));
+        rows.push(leaf("GPU Slowdown Temp", "gpu_temp_slow_threshold", th(1)));
+        rows.push(leaf("GPU Max Operating Temp", "gpu_temp_max_gpu_threshold", th(3)));
+    } else {
+        rows.push(leaf("GPU Shutdown T.Limit Temp", "gpu_temp_max_tlimit_threshold", f.show(193, 0, c)));
+        rows.push(leaf("GPU Slowdown T.Limit Temp", "gpu_temp_slow_tlimit_threshold", f.show(194, 0, c)));
+        rows.push(leaf("GPU Max Operating T.Limit Temp", "gpu_temp_max_gpu_tlimit_threshold", f.show(196, 0, c)));
+    }
+    let target = d.u32_arg("nvmlDeviceGetTemperatureThreshold", 5).or_else(|_| d.u32_arg("nvmlDeviceGetTemperatureThreshold", 7));
+    rows.push(leaf("GPU Target Temperature", "gpu_target_temperature", target.map_or("N/A".into(), |x| format!("{x} C"))));
+    // Any failure of the memory reading prints N/A; the T.Limit maximum shows its own error.
+    let mem_temp = if mem.1.is_some() { mem.show(82, 0, c) } else { mem.ok(82, 0).map_or("N/A".into(), c) };
+    rows.push(leaf("Memory Current Temp", "memory_temp", mem_temp));
+    if absolute {
+        rows.push(leaf("Memory Max Operating Temp", "gpu_temp_max_mem_threshold", th(2)));
+    } else {
+        rows.push(leaf("Memory Max Operating T.Limit Temp", "gpu_temp_max_mem_tlimit_threshold", mem.show(195, 0, c)));
+    }
     vec![
-        sec(
-            "Temperature",
-            "temperature",
-            vec![
-                leaf("GPU Current Temp", "gpu_temp", v(d.temperature(), |x| format!("{x} C"))),
-                leaf("GPU T.Limit Temp", "gpu_temp_tlimit", UNINIT),
-                leaf("GPU Shutdown T.Limit Temp", "gpu_temp_max_tlimit_threshold", f.show(193, 0, c)),
-                leaf("GPU Slowdown T.Limit Temp", "gpu_temp_slow_tlimit_threshold", f.show(194, 0, c)),
-                leaf("GPU Max Operating T.Limit Temp", "gpu_temp_max_gpu_tlimit_threshold", f.show(196, 0, c)),
-                leaf("GPU Target Temperature", "gpu_target_temperature", th(5)),
-                leaf("Memory Current Temp", "memory_temp", f.show(82, 0, c)),
-                leaf("Memory Max Operating T.Limit Temp", "gpu_temp_max_mem_tlimit_threshold", f.show(195, 0, c)),
-            ],
-        )
-        .s("TEMPERATURE"),
+        sec("Temperature", "temperature", rows).s("TEMPERATURE"),
         sec(
             "Supported GPU Target Temp",
             "supported_gpu_target_temp",
@@ -903,7 +939,12 @@ fn clocks(d: &Device) -> Vec<Node> {
             ],
         )
         .s("CLOCK"),
-        sec("Deferred Clocks", "deferred_clocks", vec![leaf("Memory", "mem_clock", UNINIT)]).s("CLOCK"),
+        sec(
+            "Deferred Clocks",
+            "deferred_clocks",
+            vec![leaf("Memory", "mem_clock", v(d.slot_u32(export_table::DEFERRED_MEMORY_CLOCK), |x| format!("{x} MHz")))],
+        )
+        .s("CLOCK"),
         sec(
             "Max Clocks",
             "max_clocks",
@@ -933,18 +974,9 @@ fn clocks(d: &Device) -> Vec<Node> {
     ]
 }
 
-/// `nvmlGpuFabricInfo_t`: clusterUuid[16], status, cliqueId, state.
-#[repr(C)]
-struct FabricInfo {
-    cluster_uuid: [u8; 16],
-    status: u32,
-    clique_id: u32,
-    state: u8,
-}
-
 fn fabric(d: &Device) -> Node {
-    let mut fi = FabricInfo { cluster_uuid: [0; 16], status: 0, clique_id: 0, state: 0 };
-    let r = nv!(d.nvml(), "nvmlDeviceGetGpuFabricInfo", (nvmlDevice_t, *mut FabricInfo), d.raw, &mut fi);
+    let mut fi = nvml_abi::nvmlGpuFabricInfo_t::default();
+    let r = nv!(d.nvml(), "nvmlDeviceGetGpuFabricInfo", (nvmlDevice_t, *mut nvml_abi::nvmlGpuFabricInfo_t), d.raw, &mut fi);
     let state = v(r, |_| ["N/A", "Not Started", "In Progress", "Completed"].get(fi.state as usize).unwrap_or(&"Unknown").to_string());
     let status = match r {
         Ok(()) if fi.state == 3 => (if fi.status == 0 { "Success" } else { err_text(fi.status) }).to_string(),
@@ -970,8 +1002,16 @@ fn supported_clocks(d: &Device) -> Node {
         Ok(mems) => {
             for m in mems {
                 let _ = write!(x, "\t\t\t<supported_mem_clock>\n\t\t\t\t<value>{m} MHz</value>\n");
-                for g in list("nvmlDeviceGetSupportedGraphicsClocks", Some(m)).unwrap_or_default() {
-                    let _ = writeln!(x, "\t\t\t\t<supported_graphics_clock>{g} MHz</supported_graphics_clock>");
+                match list("nvmlDeviceGetSupportedGraphicsClocks", Some(m)) {
+                    Ok(clocks) => {
+                        for g in clocks {
+                            let _ = writeln!(x, "\t\t\t\t<supported_graphics_clock>{g} MHz</supported_graphics_clock>");
+                        }
+                    }
+                    // NVIDIA prints the error in place of the list (more than 256 clocks: Unknown Error).
+                    Err(e) => {
+                        let _ = writeln!(x, "\t\t\t\t<supported_graphics_clock>{}</supported_graphics_clock>", err_text(e));
+                    }
                 }
                 x.push_str("\t\t\t</supported_mem_clock>\n");
             }

@@ -51,6 +51,18 @@ def expected_buses(p, n):
     return [(0, layout[i]) for i in range(n)]
 
 
+def supported_graphics_clocks(name):
+    """The supported graphics clocks the profile implies (model/src/board.rs): multiples of the
+    board's step truncated to MHz where the maximum is on that grid, else counting down from it."""
+    p = profile(name)
+    lo, hi = p["clocks"]["idle"]["graphics_mhz"] * 1000, p["clocks"]["max"]["graphics_mhz"] * 1000
+    step = (p.get("board", {}).get("graphics_clock_step_khz") or 15000)
+    k_hi = (hi + 999) // step
+    if k_hi * step // 1000 == hi // 1000:
+        return [k * step // 1000 for k in range(k_hi, -(-lo // step) - 1, -1)]
+    return [c // 1000 for c in range(hi, lo - 1, -step)]
+
+
 def env_for(name, n=None, node=NODE, **extra):
     env = {k: v for k, v in os.environ.items() if not k.startswith("FAKEGPU_") or k in ("FAKEGPU_CACHE",)}
     env.update(LD_LIBRARY_PATH=str(LIB_DIR), FAKEGPU_PROFILE=name, FAKEGPU_GPUS=str(n or gpu_count(name)),

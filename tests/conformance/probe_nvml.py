@@ -88,7 +88,7 @@ def probe_device(h, handles):
         "nvmlDeviceGetSupportedPerformanceStates", "nvmlDeviceGetSupportedMemoryClocks",
         "nvmlDeviceGetCurrentClocksThrottleReasons", "nvmlDeviceGetCurrentClocksEventReasons",
         "nvmlDeviceGetSupportedClocksThrottleReasons", "nvmlDeviceGetSupportedClocksEventReasons",
-        "nvmlDeviceGetSupportedEventTypes", "nvmlDeviceGetModuleId",
+        "nvmlDeviceGetSupportedEventTypes", "nvmlDeviceGetModuleId", "nvmlDeviceGetRowRemapperHistogram",
     ]:
         rec(name, getattr(N, name))
 
@@ -127,6 +127,15 @@ def probe_device(h, handles):
     for src in (0, 1):
         d[f"nvmlDeviceGetRetiredPages.{src}"] = call(N.nvmlDeviceGetRetiredPages, h, src)
         d[f"nvmlDeviceGetRetiredPages_v2.{src}"] = call(N.nvmlDeviceGetRetiredPages_v2, h, src)
+    fabric = N.c_nvmlGpuFabricInfo_t()
+    d["nvmlDeviceGetGpuFabricInfo"] = call(lambda: N.nvmlDeviceGetGpuFabricInfo(h, ctypes.byref(fabric)) and None or fabric)
+    for link in (0, 17):
+        d[f"nvmlDeviceGetNvLinkState.{link}"] = call(N.nvmlDeviceGetNvLinkState, h, link)
+        d[f"nvmlDeviceGetNvLinkVersion.{link}"] = call(N.nvmlDeviceGetNvLinkVersion, h, link)
+        d[f"nvmlDeviceGetNvLinkCapability.{link}.0"] = call(N.nvmlDeviceGetNvLinkCapability, h, link, 0)
+        d[f"nvmlDeviceGetNvLinkRemoteDeviceType.{link}"] = call(N.nvmlDeviceGetNvLinkRemoteDeviceType, h, link)
+        # pynvml binds nvmlDeviceGetNvLinkRemotePciInfo_v2; the v1 symbol takes the same struct.
+        d[f"nvmlDeviceGetNvLinkRemotePciInfo_v2.{link}"] = call(N.nvmlDeviceGetNvLinkRemotePciInfo, h, link)
     d["nvmlDeviceGetAccountingStats.1"] = call(N.nvmlDeviceGetAccountingStats, h, 1)
     d["nvmlDeviceGetMigDeviceHandleByIndex.0"] = call(N.nvmlDeviceGetMigDeviceHandleByIndex, h, 0)
     d["nvmlDeviceGetDeviceHandleFromMigDeviceHandle"] = call(N.nvmlDeviceGetDeviceHandleFromMigDeviceHandle, h)

@@ -4,7 +4,7 @@
 use std::ffi::c_uint;
 
 use nvml_abi::consts::*;
-use nvml_abi::{nvmlDevice_t, nvmlEccErrorCounts_t, nvmlReturn_t, ret};
+use nvml_abi::{nvmlDevice_t, nvmlEccErrorCounts_t, nvmlReturn_t, nvmlRowRemapperHistogramValues_t, ret};
 
 use crate::device::Device;
 use crate::ffi::{guard, put, put_list, NvmlResult};
@@ -154,5 +154,21 @@ pub unsafe extern "C" fn nvmlDeviceGetRemappedRows(
         let r = d.faults().remapped_rows;
         (*corrRows, *uncRows, *isPending, *failureOccurred) = (r.correctable, r.uncorrectable, r.pending as c_uint, r.failure as c_uint);
         Ok(())
+    })
+}
+
+/// Banks by remap availability: a healthy board has every bank at maximum; each remapped row
+/// takes one bank from maximum to high availability.
+#[no_mangle]
+pub unsafe extern "C" fn nvmlDeviceGetRowRemapperHistogram(
+    dev: nvmlDevice_t,
+    values: *mut nvmlRowRemapperHistogramValues_t,
+) -> nvmlReturn_t {
+    guard("nvmlDeviceGetRowRemapperHistogram", || {
+        let d = device(dev)?;
+        let banks = d.profile.board.remap_banks.filter(|_| d.remaps_rows()).ok_or(ret::NOT_SUPPORTED)?;
+        let r = d.faults().remapped_rows;
+        let used = r.correctable.saturating_add(r.uncorrectable).min(banks);
+        put(values, nvmlRowRemapperHistogramValues_t { max: banks - used, high: used, partial: 0, low: 0, none: 0 })
     })
 }

@@ -28,6 +28,8 @@ fn read_field(d: &Device, id: u32, scope: u32) -> Result<Value, nvmlReturn_t> {
             Err(ret::NOT_SUPPORTED)
         }
     };
+    // Module (superchip) limits, where the board is part of one.
+    let module = p.board.module_power.filter(|_| scope == field::POWER_SCOPE_MODULE);
     let ecc = |error_type, counter_type| {
         if d.ecc() {
             Ok(Value::Ull(injected_ecc(d, error_type, counter_type)))
@@ -70,19 +72,29 @@ fn read_field(d: &Device, id: u32, scope: u32) -> Result<Value, nvmlReturn_t> {
         field::MEMORY_TEMP => Value::Uint(d.readings().memory_temp_c.ok_or(ret::NOT_SUPPORTED)?),
         field::TOTAL_ENERGY_CONSUMPTION => Value::Ull(total_energy_mj(d)),
         field::PCIE_REPLAY_COUNTER | field::PCIE_REPLAY_ROLLOVER_COUNTER => Value::Uint(0),
+        field::NVLINK_LINK_COUNT => Value::Uint(p.board.nvlink.map(|n| n.links).ok_or(ret::NOT_SUPPORTED)?),
         field::POWER_AVERAGE | field::POWER_INSTANT => {
             power_gpu_scope()?;
             Value::Uint(d.readings().power_mw)
         }
         field::POWER_MIN_LIMIT => {
+            if let Some(m) = module {
+                return Ok(Value::Uint(m.min_limit_mw));
+            }
             power_gpu_scope()?;
             Value::Uint(p.power.min_limit_mw)
         }
         field::POWER_MAX_LIMIT => {
+            if let Some(m) = module {
+                return Ok(Value::Uint(m.max_limit_mw));
+            }
             power_gpu_scope()?;
             Value::Uint(p.power.max_limit_mw)
         }
         field::POWER_DEFAULT_LIMIT | field::POWER_CURRENT_LIMIT | field::POWER_REQUESTED_LIMIT => {
+            if let Some(m) = module {
+                return Ok(Value::Uint(m.default_limit_mw));
+            }
             power_gpu_scope()?;
             Value::Uint(p.power.default_limit_mw)
         }

@@ -46,10 +46,10 @@ pub unsafe extern "C" fn nvmlDeviceGetComputeMode(dev: nvmlDevice_t, mode: *mut 
     setting("nvmlDeviceGetComputeMode", dev, mode, |_| Ok(NVML_COMPUTEMODE_DEFAULT))
 }
 
-/// Data-center boards drive no display.
+/// Whether a display could be initialized (the profile's `board.display_mode`); none is active.
 #[no_mangle]
 pub unsafe extern "C" fn nvmlDeviceGetDisplayMode(dev: nvmlDevice_t, display: *mut c_uint) -> nvmlReturn_t {
-    setting("nvmlDeviceGetDisplayMode", dev, display, |_| Ok(NVML_FEATURE_DISABLED))
+    setting("nvmlDeviceGetDisplayMode", dev, display, |d| Ok(d.profile.board.display_mode as c_uint))
 }
 
 #[no_mangle]

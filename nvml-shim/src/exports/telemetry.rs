@@ -3,6 +3,7 @@
 
 use std::ffi::c_uint;
 
+use fakegpu_model::board::{supported_graphics_clocks, GRAPHICS_CLOCK_STEP_KHZ};
 use fakegpu_model::profile::ClockSet;
 use nvml_abi::consts::*;
 use nvml_abi::{
@@ -379,7 +380,7 @@ pub unsafe extern "C" fn nvmlDeviceGetSupportedMemoryClocks(dev: nvmlDevice_t, c
 }
 
 /// Graphics clocks a memory clock allows: from the maximum down to the idle clock in the
-/// 15 MHz steps NVIDIA boards use.
+/// board's steps (15 MHz, 7.5 MHz on Blackwell; `fakegpu_model::board`).
 #[no_mangle]
 pub unsafe extern "C" fn nvmlDeviceGetSupportedGraphicsClocks(
     dev: nvmlDevice_t,
@@ -388,11 +389,13 @@ pub unsafe extern "C" fn nvmlDeviceGetSupportedGraphicsClocks(
     clocksMHz: *mut c_uint,
 ) -> nvmlReturn_t {
     guard("nvmlDeviceGetSupportedGraphicsClocks", || {
-        let clocks = &device(dev)?.profile.clocks;
+        let d = device(dev)?;
+        let clocks = &d.profile.clocks;
         if memoryClockMHz != clocks.max.memory_mhz && memoryClockMHz != clocks.idle.memory_mhz {
             return Err(ret::NOT_FOUND);
         }
-        let supported: Vec<c_uint> = (clocks.idle.graphics_mhz..=clocks.max.graphics_mhz).rev().step_by(15).collect();
+        let step = d.profile.board.graphics_clock_step_khz.unwrap_or(GRAPHICS_CLOCK_STEP_KHZ);
+        let supported = supported_graphics_clocks(clocks.idle.graphics_mhz, clocks.max.graphics_mhz, step);
         put_list(count, clocksMHz, &supported)
     })
 }
