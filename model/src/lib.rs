@@ -9,6 +9,7 @@ pub mod builtin;
 pub mod config;
 pub mod dynamics;
 pub mod error;
+pub mod file;
 pub mod identity;
 pub mod mig;
 pub mod node;

@@ -1,10 +1,16 @@
 //! The C boundary: every export runs its body through [`guard`], which stops panics
 //! from unwinding into C and traces the call when `FAKEGPU_LOG=debug`. The helpers
 //! turn caller pointers into references only after checking them.
+//!
+//! A panic inside an export is a bug of ours, not the host's business: the panic hook
+//! (installed once, and only ever silent for panics inside [`guard`]) keeps Rust's message
+//! and backtrace off the host's stderr; the boundary prints one line of its own.
 
+use std::cell::Cell;
 use std::ffi::{c_char, c_uint, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Once;
 
 use nvml_abi::{nvmlReturn_t, ret};
 
@@ -37,14 +43,45 @@ pub(crate) fn trace(name: &str, code: nvmlReturn_t) {
     }
 }
 
+thread_local! {
+    /// Whether this thread is inside an export body (plain data: no TLS destructor, which
+    /// would keep the library from being unloaded).
+    static IN_GUARD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Installs the panic hook that is silent inside [`guard`] and defers to the previous
+/// hook everywhere else (the rlib linked into a Rust program shares its hook).
+fn install_panic_hook() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !IN_GUARD.with(Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// Removes the hook (the library is being unloaded; its code is about to go away).
+pub(crate) fn remove_panic_hook() {
+    drop(std::panic::take_hook());
+}
+
 /// Runs an export body, converting its result (or a panic) into an NVML return code.
 #[inline]
 pub(crate) fn guard(name: &'static str, body: impl FnOnce() -> NvmlResult) -> nvmlReturn_t {
-    let code = match catch_unwind(AssertUnwindSafe(body)) {
+    install_panic_hook();
+    let outer = IN_GUARD.with(|g| g.replace(true));
+    let result = catch_unwind(AssertUnwindSafe(body));
+    IN_GUARD.with(|g| g.set(outer));
+    let code = match result {
         Ok(Ok(())) => ret::SUCCESS,
         Ok(Err(code)) => code,
-        Err(_) => {
-            eprintln!("[fakegpu-nvml] internal error in {name}; returning NVML_ERROR_UNKNOWN");
+        Err(payload) => {
+            let what = payload.downcast_ref::<&str>().copied().or_else(|| payload.downcast_ref::<String>().map(String::as_str));
+            let what = what.unwrap_or("unknown cause").replace('\n', " ");
+            eprintln!("[fakegpu-nvml] internal error in {name} ({what}); returning NVML_ERROR_UNKNOWN");
             ret::UNKNOWN
         }
     };

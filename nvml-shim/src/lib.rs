@@ -29,6 +29,17 @@ pub mod exports {
     pub mod topology;
 }
 
+#[doc(hidden)]
+pub mod test_hooks {
+    //! For the library's own tests only.
+
+    /// Holds the node's load lock for `d`, as a slow first `nvmlInit` does.
+    pub fn hold_load_lock(d: std::time::Duration) {
+        let _held = crate::runtime::lock_load();
+        std::thread::sleep(d);
+    }
+}
+
 mod stubs {
     //! Every other function of the 535 library: present, and answering NOT_SUPPORTED.
     use nvml_abi::{nvmlReturn_t, ret};
