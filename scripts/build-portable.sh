@@ -8,7 +8,7 @@
 #   scripts/build-portable.sh            # prints the output directory
 #   PORTABLE_PROFILE=debug scripts/build-portable.sh
 #
-# Output ($OUT_DIR, default target/portable/<profile>):
+# Output ($PORTABLE_OUT, default target/portable/<profile>):
 #   lib/libnvidia-ml.so.1   bin/nvidia-smi   (+ any crate added to CRATES below)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,7 +40,7 @@ fi
 export PATH="$cache/bin:$PATH"
 
 target_dir=${CARGO_TARGET_DIR:-$PWD/target}
-out=${OUT_DIR:-$target_dir/portable/$PROFILE}
+out=${PORTABLE_OUT:-$target_dir/portable/$PROFILE}
 flag=(); [ "$PROFILE" = release ] && flag=(--release)
 packages=()
 for line in "${CRATES[@]}"; do
@@ -75,9 +75,15 @@ for root, _, files in os.walk(sys.argv[2]):
         top = max(versions, default=(0,))
         print(f"{os.path.relpath(path, sys.argv[2])}: highest GLIBC symbol version {'.'.join(map(str, top))}")
         if top > floor:
-            bad = sorted(set(re.findall(r"(\S+)\s+\(?GLIBC_(\d+\.\d+(?:\.\d+)?)\)?\s*$", syms, re.M)))
             worst.append(f"{path} needs GLIBC_{'.'.join(map(str, top))} > {sys.argv[1]}")
 if worst:
     sys.exit("\n".join(worst))
 PY
+# The two run together: our nvidia-smi lists the fake NVML's GPUs.
+listed=$(env -u LD_PRELOAD LD_LIBRARY_PATH="$out/lib" FAKEGPU_PROFILE=t4 FAKEGPU_GPUS=2 FAKEGPU_NODE=portable "$out/bin/nvidia-smi" -L)
+if [ "$(grep -c '^GPU [01]: Tesla T4 (UUID: GPU-' <<<"$listed")" != 2 ]; then
+  echo "portable nvidia-smi -L over the portable libnvidia-ml.so.1 printed:" >&2
+  echo "$listed" >&2
+  exit 1
+fi
 echo "$out"
