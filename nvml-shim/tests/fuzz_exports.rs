@@ -296,7 +296,9 @@ fn child() {
 }
 
 fn shim_so() -> PathBuf {
-    let so = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("libnvidia_ml.so");
+    // The cdylib that this test build produced, beside the test binary (target/<profile>/deps);
+    // target/<profile>/libnvidia_ml.so is only refreshed by `cargo build`.
+    let so = std::env::current_exe().unwrap().parent().unwrap().join("libnvidia_ml.so");
     assert!(so.exists(), "{} is built with the tests (cdylib)", so.display());
     so
 }

@@ -261,7 +261,9 @@ fn non_utf8_variables_fail_init_naming_the_variable() {
 
 #[test]
 fn dlopen_dlclose_cycles_leak_nothing() {
-    let so = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("libnvidia_ml.so");
+    // The cdylib that this test build produced, beside the test binary (target/<profile>/deps);
+    // target/<profile>/libnvidia_ml.so is only refreshed by `cargo build`.
+    let so = std::env::current_exe().unwrap().parent().unwrap().join("libnvidia_ml.so");
     assert!(so.exists(), "{} is built with the tests (cdylib)", so.display());
     let dir = scratch_dir("dlopen");
     let state = dir.join("state.json");
