@@ -157,7 +157,7 @@ fn budget() -> Duration {
 }
 
 fn seed() -> u64 {
-    std::env::var("FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x0f00_d5ee_d)
+    std::env::var("FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0xf00d_5eed)
 }
 
 thread_local! {

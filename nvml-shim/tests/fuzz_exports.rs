@@ -58,7 +58,7 @@ fn signatures() -> BTreeMap<String, Vec<Param>> {
             .map(str::trim)
             .filter(|p| !p.is_empty() && *p != "void")
             .map(|p| {
-                let name = p.rsplit(|c: char| c == ' ' || c == '*').next().unwrap_or("").to_ascii_lowercase();
+                let name = p.rsplit([' ', '*']).next().unwrap_or("").to_ascii_lowercase();
                 if p.contains('*') {
                     Param::Pointer
                 } else if p.starts_with("nvmlDevice_t") {
