@@ -324,6 +324,34 @@ mod tests {
     }
 
     #[test]
+    fn writers_refuse_what_readers_would_refuse() {
+        let dir = temp_dir("refuse");
+        let path = dir.join("s.json");
+        let spec = crate::NodeSpec::builtin("h100", Some(2), "n").unwrap();
+        update(&path, &spec, |s| state::set(s, &spec, 0, &SetRequest { gpu_util: Some(10), ..Default::default() }, now())).unwrap();
+        let before = std::fs::read(&path).unwrap();
+        // A change that bypasses the operations' own checks is still refused before the write.
+        let r = update(&path, &spec, |s| {
+            s.gpu_mut(&spec, 1, now())?.utilization.gpu = 1000;
+            Ok::<_, state::StateError>(())
+        });
+        assert!(matches!(&r, Err(UpdateError::Invalid(e)) if e.to_string().contains("gpus.1.utilization.gpu")), "{r:?}");
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        let mut bad = NodeState::default();
+        bad.gpus.insert("9".into(), Default::default());
+        assert!(matches!(reset(&path, &spec, &bad), Err(UpdateError::Invalid(_))));
+        // A file another program wrote with an impossible value is corrupt for readers and writers.
+        std::fs::write(&path, br#"{"version":1,"gpus":{"0":{"temperature_c":{"value":65535,"at_unix_ms":0}}}}"#).unwrap();
+        assert!(matches!(read_checked(&path, &spec), Err(StateFileError::Corrupt { .. })));
+        assert!(matches!(update(&path, &spec, |_| Ok::<_, state::StateError>(())), Err(UpdateError::File(_))));
+        // Not a regular file: refused, and no `.seq` beside it.
+        assert!(read(Path::new("/dev/zero")).is_err());
+        assert!(Generation::open(&dir, true).is_err());
+        assert!(!seq_path(&dir).exists());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
     fn a_waiter_is_woken_by_a_write() {
         let dir = temp_dir("wake");
         let path = dir.join("s.json");

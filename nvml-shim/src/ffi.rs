@@ -3,10 +3,9 @@
 //! turn caller pointers into references only after checking them.
 //!
 //! A panic inside an export is a bug of ours, not the host's business: the panic hook
-//! (installed once, and only ever silent for panics inside [`guard`]) keeps Rust's message
-//! and backtrace off the host's stderr; the boundary prints one line of its own.
+//! (installed once, silent only for panics raised in the library's own code) keeps Rust's
+//! message and backtrace off the host's stderr; the boundary prints one line of its own.
 
-use std::cell::Cell;
 use std::ffi::{c_char, c_uint, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -43,20 +42,27 @@ pub(crate) fn trace(name: &str, code: nvmlReturn_t) {
     }
 }
 
-thread_local! {
-    /// Whether this thread is inside an export body (plain data: no TLS destructor, which
-    /// would keep the library from being unloaded).
-    static IN_GUARD: Cell<bool> = const { Cell::new(false) };
+/// Whether a panic at `file` was raised by the library: its own crates' sources, or the
+/// standard library and dependencies it was compiled with. `#[track_caller]` makes `unwrap`,
+/// indexing and overflow panics report the calling line, so a host program's own panics
+/// (possible only when it links the rlib and so shares the hook) keep their location.
+fn raised_by_library(file: &str) -> bool {
+    const OURS: [&str; 3] = ["nvml-shim/src/", "model/src/", "nvml-abi/src/"];
+    OURS.iter().any(|dir| file.starts_with(dir) || file.contains(&format!("/{dir}")))
+        || file.starts_with("/rustc/")
+        || file.contains("/registry/src/")
+        || file.contains("/git/checkouts/")
 }
 
-/// Installs the panic hook that is silent inside [`guard`] and defers to the previous
-/// hook everywhere else (the rlib linked into a Rust program shares its hook).
+/// Installs the panic hook that is silent for the library's panics (the boundary reports
+/// them) and defers to the previous hook for anything else. Checking the location rather
+/// than marking each call keeps the exports free of thread-local accesses.
 fn install_panic_hook() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            if !IN_GUARD.with(Cell::get) {
+            if !info.location().is_some_and(|l| raised_by_library(l.file())) {
                 previous(info);
             }
         }));
@@ -72,10 +78,7 @@ pub(crate) fn remove_panic_hook() {
 #[inline]
 pub(crate) fn guard(name: &'static str, body: impl FnOnce() -> NvmlResult) -> nvmlReturn_t {
     install_panic_hook();
-    let outer = IN_GUARD.with(|g| g.replace(true));
-    let result = catch_unwind(AssertUnwindSafe(body));
-    IN_GUARD.with(|g| g.set(outer));
-    let code = match result {
+    let code = match catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(())) => ret::SUCCESS,
         Ok(Err(code)) => code,
         Err(payload) => {

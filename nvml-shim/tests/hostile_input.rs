@@ -114,6 +114,7 @@ fn child() {
         "init" => case_init(),
         "mig" => case_mig(),
         "dlopen" => case_dlopen(),
+        "panic" => println!("rc={}", nvidia_ml::test_hooks::panic_inside_an_export()),
         other => panic!("unknown case {other}"),
     }
 }
@@ -238,6 +239,17 @@ fn impossible_mig_state_is_refused_at_load_without_panic_text() {
         // not UNKNOWN (a caught panic).
         assert_eq!(r.value("codes").as_deref(), Some("[2, 2, 2, 2, 2, 2, 2, 2]"), "{what}: {}", r.describe());
     }
+}
+
+#[test]
+fn a_panic_inside_an_export_prints_one_line_of_ours_and_no_rust_panic_text() {
+    let r = run("panic", &[], Duration::from_secs(5));
+    assert!(r.ok, "{}", r.describe());
+    assert_eq!(r.value("rc").as_deref(), Some("999"), "{}", r.describe());
+    let lines: Vec<&str> = r.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "RUST_BACKTRACE=1 and still one line: {}", r.describe());
+    assert!(lines[0].starts_with("[fakegpu-nvml] internal error in panic_inside_an_export (index out of bounds"), "{}", r.describe());
+    assert!(!r.stderr.contains("panicked") && !r.stderr.contains("backtrace"), "{}", r.describe());
 }
 
 #[test]
