@@ -6,15 +6,21 @@
 #   docker build -t ghcr.io/fake-gpu-operator/fake-gpu-operator:0.1.0 .
 #
 # Build stage: the workspace in release mode (rust:1-bookworm: current stable, the same glibc as the runtime).
+# What the plugins inject into GPU containers (the fake NVML, nvidia-smi) is built by
+# scripts/build-portable.sh against glibc 2.17, so that it runs in old and slim images too.
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p fake-gpu-operator -p nvml-shim -p nvidia-smi \
+    --mount=type=cache,target=/root/.cache/fake-gpu-operator \
+    apt-get update && apt-get install -y --no-install-recommends python3-venv binutils \
+ && cargo build --release --locked -p fake-gpu-operator \
+ && PORTABLE_OUT=/src/target/portable/release scripts/build-portable.sh \
  && mkdir -p /out/bin /out/lib \
- && cp target/release/fake-gpu-operator target/release/nvidia-smi /out/bin/ \
- && cp target/release/libnvidia_ml.so /out/lib/libnvidia-ml.so.1 \
+ && cp target/release/fake-gpu-operator /out/bin/ \
+ && cp target/portable/release/bin/nvidia-smi /out/bin/ \
+ && cp target/portable/release/lib/libnvidia-ml.so.1 /out/lib/libnvidia-ml.so.1 \
  && strip /out/bin/* /out/lib/libnvidia-ml.so.1
 
 # Runtime: Debian slim (glibc for the NVML cdylib, /bin/sh for the plugins' host-file init

@@ -28,6 +28,8 @@ step dockerfile python3 tests/docker/check_dockerfile.py
 step clippy cargo clippy --workspace --all-targets -q -- -D warnings
 # Binaries that tests run as programs (node_files_e2e: our nvidia-smi over the fake NVML).
 step build cargo build -q -p nvidia-smi -p nvml-shim
+# What GPU containers get (fake NVML, nvidia-smi) built for glibc >= 2.17; fails if any needs a newer GLIBC symbol.
+step portable scripts/build-portable.sh
 # Tests that need Kubernetes run against a real control plane started for the whole run;
 # without one they fail under CI=true and skip locally.
 if [ -z "${SKIP_CLUSTER:-}" ] || [ "${CI:-}" = true ]; then

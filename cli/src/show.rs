@@ -52,7 +52,8 @@ impl NodeArgs {
 
     pub fn resolve(&self) -> Result<SimulatedNode> {
         let overrides = self.env_overrides();
-        let lookup = |key: &str| overrides.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone()).or_else(|| std::env::var(key).ok());
+        let env = config::process_env()?;
+        let lookup = |key: &str| overrides.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone()).or_else(|| env(key));
         Ok(SimulatedNode::new(config::resolve(&lookup, &host_name())?))
     }
 }

@@ -163,10 +163,10 @@ impl StateArgs {
 }
 
 /// Runs one change; a refusal is reported as `fakegpu: <reason>` with exit code 2.
-fn change(path: &std::path::Path, f: impl FnOnce(&mut NodeState) -> std::result::Result<(), StateError>) -> Result<i32> {
-    match state_file::update(path, f) {
+fn change(path: &std::path::Path, spec: &NodeSpec, f: impl FnOnce(&mut NodeState) -> std::result::Result<(), StateError>) -> Result<i32> {
+    match state_file::update(path, spec, f) {
         Ok(()) => Ok(0),
-        Err(UpdateError::Rejected(e)) => {
+        Err(UpdateError::Rejected(e) | UpdateError::Invalid(e)) => {
             eprintln!("fakegpu: {e} (state unchanged)");
             Ok(2)
         }
@@ -210,22 +210,22 @@ pub fn run_state(cmd: &StateCmd) -> Result<i32> {
                 memory_used_bytes,
                 pattern,
             };
-            change(&path, |s| state::set(s, &spec, *gpu, &req, state_file::now()))
+            change(&path, &spec, |s| state::set(s, &spec, *gpu, &req, state_file::now()))
         }
         StateCmd::Process(ProcessCmd::Add { args, gpu, pid, name, mem, kind, gi, ci }) => {
             let (spec, path) = args.resolve()?;
             let used_memory_bytes = state::parse_size(mem).map_err(|e| anyhow!("--mem: {e}"))?;
             let kind = ProcessType::parse(kind).ok_or_else(|| anyhow!("--type `{kind}`: use C, G, C+G or M+C"))?;
             let p = Process { pid: *pid, name: name.clone(), used_memory_bytes, kind, gpu_instance_id: *gi, compute_instance_id: *ci };
-            change(&path, |s| state::add_process(s, &spec, *gpu, p, state_file::now()))
+            change(&path, &spec, |s| state::add_process(s, &spec, *gpu, p, state_file::now()))
         }
         StateCmd::Process(ProcessCmd::Rm { args, gpu, pid }) => {
             let (spec, path) = args.resolve()?;
-            change(&path, |s| state::remove_process(s, &spec, *gpu, *pid, state_file::now()))
+            change(&path, &spec, |s| state::remove_process(s, &spec, *gpu, *pid, state_file::now()))
         }
         StateCmd::Reset { args } => {
-            let (_, path) = args.resolve()?;
-            state_file::reset(&path, &NodeState::default())?;
+            let (spec, path) = args.resolve()?;
+            state_file::reset(&path, &spec, &NodeState::default())?;
             Ok(0)
         }
     }
@@ -249,18 +249,18 @@ pub fn run_fault(cmd: &FaultCmd) -> Result<i32> {
             } else {
                 bail!("say which fault: --xid N, --ecc-sbe N, --ecc-dbe N, --lost or --throttle REASON");
             };
-            change(&path, |s| state::inject(s, &spec, *gpu, &fault, state_file::now()))
+            change(&path, &spec, |s| state::inject(s, &spec, *gpu, &fault, state_file::now()))
         }
         FaultCmd::Clear { args, gpu } => {
             let (spec, path) = args.resolve()?;
-            change(&path, |s| state::clear_faults(s, &spec, *gpu, state_file::now()))
+            change(&path, &spec, |s| state::clear_faults(s, &spec, *gpu, state_file::now()))
         }
     }
 }
 
 fn show(args: &StateArgs, json: bool) -> Result<i32> {
     let (spec, path) = args.resolve()?;
-    let st = state_file::read(&path)?;
+    let st = state_file::read_checked(&path, &spec)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&st)?);
         return Ok(0);

@@ -135,8 +135,13 @@ fn resolve_with(
 
     let gpu_count = match env(ENV_GPUS) {
         Some(text) => {
-            let count =
-                text.trim().parse::<u32>().map_err(|_| ConfigError::invalid(ENV_GPUS, "", format!("`{text}` is not a whole number")))?;
+            let count = parse_decimal(&text).ok_or_else(|| {
+                ConfigError::invalid(
+                    ENV_GPUS,
+                    "",
+                    format!("`{text}` is not a whole number in canonical decimal (digits only, no sign, space or leading zero)"),
+                )
+            })?;
             check_gpu_count(count, ENV_GPUS, "")?;
             count
         }
@@ -155,17 +160,42 @@ fn resolve_with(
         .unwrap_or_else(|| default_node.to_string());
 
     let driver_version = file_cfg.driver_version.clone().unwrap_or_else(|| DEFAULT_DRIVER_VERSION.into());
-    if driver_version.is_empty() || driver_version.len() > 79 {
-        return Err(ConfigError::invalid(&file_origin, "driver_version", "must be 1 to 79 bytes"));
+    if driver_version.is_empty() || driver_version.len() > 79 || driver_version.contains('\0') {
+        return Err(ConfigError::invalid(&file_origin, "driver_version", "must be 1 to 79 bytes without NUL"));
+    }
+    if node_name.contains('\0') || node_name.len() > 253 {
+        let origin = if env(ENV_NODE).is_some_and(|n| !n.is_empty()) { ENV_NODE.to_string() } else { file_origin.clone() };
+        let key = if origin == ENV_NODE { "" } else { "node" };
+        return Err(ConfigError::invalid(&origin, key, "a node name is at most 253 bytes, without NUL"));
     }
     let cuda_driver_version = file_cfg.cuda_driver_version.unwrap_or(DEFAULT_CUDA_DRIVER_VERSION);
     Ok(NodeSpec { node_name, profile, gpu_count, driver_version, cuda_driver_version })
 }
 
+/// A number written as plain decimal digits with no sign, space or leading zero (`8`, not
+/// `+8`, ` 8` or `08`): what a count in a variable must look like.
+pub fn parse_decimal(text: &str) -> Option<u32> {
+    let canonical = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) && (text == "0" || !text.starts_with('0'));
+    canonical.then(|| text.parse().ok()).flatten()
+}
+
+/// The process environment as [`resolve`] reads it. Every `FAKEGPU_*` variable must be
+/// UTF-8: one that is not is an error naming it (never treated as unset).
+pub fn process_env() -> Result<impl Fn(&str) -> Option<String>, ConfigError> {
+    for (key, value) in std::env::vars_os() {
+        let Some(key) = key.to_str().filter(|k| k.starts_with("FAKEGPU_")) else { continue };
+        if value.to_str().is_none() {
+            return Err(ConfigError::invalid(key, "", format!("value {value:?} is not valid UTF-8")));
+        }
+    }
+    Ok(|key: &str| std::env::var(key).ok())
+}
+
 /// Reads and parses a node config file.
 pub fn read_config_file(path: &Path) -> Result<NodeConfigFile, ConfigError> {
     let origin = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read { origin: origin.clone(), reason: e.to_string() })?;
+    let text = crate::file::read_text(path, crate::file::MAX_CONFIG_BYTES)
+        .map_err(|e| ConfigError::Read { origin: origin.clone(), reason: e.to_string() })?;
     parse_config(&text, &origin)
 }
 
@@ -259,7 +289,7 @@ mod tests {
 
     #[test]
     fn gpu_count_bounds_are_enforced() {
-        for bad in ["0", "257", "-1", "eight", ""] {
+        for bad in ["0", "257", "-1", "eight", "", " 8", "+8", "08", "8 ", "0x8"] {
             let err = resolve(&env_of(&[(ENV_GPUS, bad)]), "h").unwrap_err();
             assert!(err.to_string().starts_with(ENV_GPUS), "{err}");
         }

@@ -50,7 +50,7 @@ pub fn utilization(gpu: &GpuState, now: Now) -> Utilization {
         }
         PatternKind::Range => {
             let (lo, hi) = (p.min.min(base.gpu), base.gpu);
-            let draw = lo + (window_draw(p.seed, now, period_ms) % u64::from(hi - lo + 1)) as u32;
+            let draw = lo + (window_draw(p.seed, now, period_ms) % (u64::from(hi - lo) + 1)) as u32;
             range_at(base, draw)
         }
     }
@@ -78,7 +78,7 @@ pub fn mean_utilization(gpu: &GpuState) -> Utilization {
         Some(p) if p.kind == PatternKind::Burst => scale(gpu.utilization, |v| v / 2),
         Some(p) if p.kind == PatternKind::Range => {
             let hi = gpu.utilization.gpu;
-            range_at(gpu.utilization, (p.min.min(hi) + hi) / 2)
+            range_at(gpu.utilization, midpoint(p.min.min(hi), hi))
         }
         _ => gpu.utilization,
     }
@@ -86,7 +86,7 @@ pub fn mean_utilization(gpu: &GpuState) -> Utilization {
 
 /// Framebuffer in use: the larger of the set amount and the processes' sum.
 pub fn memory_used(gpu: &GpuState) -> u64 {
-    let procs: u64 = gpu.processes.iter().map(|p| p.used_memory_bytes).sum();
+    let procs = gpu.processes.iter().fold(0u64, |sum, p| sum.saturating_add(p.used_memory_bytes));
     gpu.memory_used_bytes.max(procs)
 }
 
@@ -122,7 +122,7 @@ pub fn energy_mj(profile: &Profile, gpu: &GpuState, now: Now) -> u64 {
     let power = telemetry::readings(profile, &load(gpu, mean_utilization(gpu))).power_mw;
     match gpu.energy_mj {
         None => telemetry::energy_mj(profile.power.idle_draw_mw, now.boot_ms),
-        Some(mark) => mark.value + telemetry::energy_mj(power, now.unix_ms.saturating_sub(mark.at_unix_ms)),
+        Some(mark) => mark.value.saturating_add(telemetry::energy_mj(power, now.unix_ms.saturating_sub(mark.at_unix_ms))),
     }
 }
 
@@ -138,6 +138,11 @@ pub fn clock_event_reasons(gpu: Option<&GpuState>, gpu_util: u32) -> u64 {
     idle | injected
 }
 
+/// Half way between `a` and `b`, without overflow.
+fn midpoint(a: u32, b: u32) -> u32 {
+    ((u64::from(a) + u64::from(b)) / 2) as u32
+}
+
 /// Everything that moves, at `now`.
 pub fn readings(profile: &Profile, gpu: &GpuState, now: Now) -> Readings {
     let u = utilization(gpu, now);
@@ -146,8 +151,8 @@ pub fn readings(profile: &Profile, gpu: &GpuState, now: Now) -> Readings {
     if gpu.faults.clock_event_reasons & clock_reason::SLOWING != 0 {
         // A slowdown holds graphics/SM clocks at most half way between idle and maximum.
         let (idle, max) = (profile.clocks.idle, profile.clocks.max);
-        r.clocks.graphics_mhz = r.clocks.graphics_mhz.min((idle.graphics_mhz + max.graphics_mhz) / 2);
-        r.clocks.sm_mhz = r.clocks.sm_mhz.min((idle.sm_mhz + max.sm_mhz) / 2);
+        r.clocks.graphics_mhz = r.clocks.graphics_mhz.min(midpoint(idle.graphics_mhz, max.graphics_mhz));
+        r.clocks.sm_mhz = r.clocks.sm_mhz.min(midpoint(idle.sm_mhz, max.sm_mhz));
         if r.pstate == 0 && u.gpu > 0 {
             r.pstate = 2;
         }

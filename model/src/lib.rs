@@ -11,6 +11,7 @@ pub mod config;
 pub mod dynamics;
 pub mod error;
 pub mod fabric;
+pub mod file;
 pub mod identity;
 pub mod mig;
 pub mod node;

@@ -581,11 +581,22 @@ pub fn validate_layout(profile: &Profile, layout: &MigLayout) -> Result<(), MigE
             return Err(MigError::NoSuchInstance(g.id));
         }
         for c in &g.compute_instances {
-            create_compute_instance(profile, &mut rebuilt, g.id, c.profile, Some(c.placement.start))?;
+            let ci = create_compute_instance(profile, &mut rebuilt, g.id, c.profile, Some(c.placement.start))?;
+            if ci != c.id {
+                return Err(MigError::NoSuchInstance(c.id));
+            }
         }
     }
     if !layout.current && !layout.gpu_instances.is_empty() {
         return Err(MigError::NotEnabled);
+    }
+    // Sizes and ids are derived from profile and start: the file's must be exactly those.
+    let mut given = layout.gpu_instances.clone();
+    given.sort_by_key(|g| g.id);
+    given.iter_mut().for_each(|g| g.compute_instances.sort_by_key(|c| c.id));
+    rebuilt.gpu_instances.iter_mut().for_each(|g| g.compute_instances.sort_by_key(|c| c.id));
+    if let Some((g, _)) = given.iter().zip(&rebuilt.gpu_instances).find(|(g, r)| g != r) {
+        return Err(MigError::BadPlacement { profile: g.profile, start: g.placement.start, size: g.placement.size });
     }
     Ok(())
 }

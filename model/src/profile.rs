@@ -67,6 +67,32 @@ pub struct Profile {
     pub sources: Vec<String>,
 }
 
+/// Plausibility bounds of profile values (no board comes near them).
+pub mod limits {
+    /// 4 TiB of framebuffer, in MiB.
+    pub const MAX_MEMORY_MIB: u64 = 4 << 20;
+    /// 10 kW.
+    pub const MAX_POWER_MW: u64 = 10_000_000;
+    /// 20 GHz.
+    pub const MAX_CLOCK_MHZ: u64 = 20_000;
+    pub const MAX_TEMPERATURE_C: u64 = 200;
+    pub const MAX_MULTIPROCESSORS: u64 = 10_000;
+    pub const MAX_CUDA_CORES: u64 = 1_000_000;
+    pub const MAX_PCIE_GEN: u64 = 8;
+    pub const MAX_PCIE_WIDTH: u64 = 32;
+}
+
+/// The JSON path of the first string under `value` that holds a NUL byte.
+fn string_with_nul(value: &serde_json::Value, path: &str) -> Option<String> {
+    let join = |k: &str| if path.is_empty() { k.to_string() } else { format!("{path}.{k}") };
+    match value {
+        serde_json::Value::String(s) => s.contains('\0').then(|| path.to_string()),
+        serde_json::Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| string_with_nul(v, &format!("{path}[{i}]"))),
+        serde_json::Value::Object(map) => map.iter().find_map(|(k, v)| string_with_nul(v, &join(k))),
+        _ => None,
+    }
+}
+
 fn yes() -> bool {
     true
 }
@@ -338,13 +364,21 @@ impl Profile {
     /// Reads a profile file.
     pub fn from_path(path: &Path) -> Result<Profile, ProfileError> {
         let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ProfileError::Read { origin: origin.clone(), reason: e.to_string() })?;
+        let text = crate::file::read_text(path, crate::file::MAX_CONFIG_BYTES)
+            .map_err(|e| ProfileError::Read { origin: origin.clone(), reason: e.to_string() })?;
         Profile::from_json(&text, &origin)
     }
 
-    /// Checks the relations between fields that the types alone cannot express.
+    /// Checks the relations between fields that the types alone cannot express, and that no
+    /// value is beyond what any GPU has (see [`limits`]), so that every computation on a
+    /// profile value stays in range.
     pub fn validate(&self, origin: &str) -> Result<(), ProfileError> {
         let invalid = |key: &str, reason: String| ProfileError::Invalid { origin: origin.to_string(), key: key.to_string(), reason };
+        let json = serde_json::to_value(self).expect("profiles serialize");
+        if let Some(path) = string_with_nul(&json, "") {
+            return Err(invalid(&path, "contains a NUL byte (C strings would end there)".into()));
+        }
+        self.check_limits().map_err(|(key, reason)| invalid(&key, reason))?;
         if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
             return Err(invalid("name", format!("`{}` must be non-empty ASCII letters, digits and '-'", self.name)));
         }
@@ -427,6 +461,92 @@ impl Profile {
         Ok(())
     }
 
+    /// Upper bounds no board reaches, so that products and sums of profile values never
+    /// overflow and no reading is absurd.
+    fn check_limits(&self) -> Result<(), (String, String)> {
+        use limits::*;
+        let over = |key: &str, value: u64, max: u64| -> Result<(), (String, String)> {
+            if value > max {
+                Err((key.to_string(), format!("{value} is above the plausible maximum {max}")))
+            } else {
+                Ok(())
+            }
+        };
+        let nonzero = |key: &str, value: Option<u32>| -> Result<(), (String, String)> {
+            if value == Some(0) {
+                Err((key.to_string(), "must be at least 1 (or null when unknown)".to_string()))
+            } else {
+                Ok(())
+            }
+        };
+        nonzero("multiprocessor_count", self.multiprocessor_count)?;
+        nonzero("cuda_cores", self.cuda_cores)?;
+        over("multiprocessor_count", self.multiprocessor_count.unwrap_or(0).into(), MAX_MULTIPROCESSORS)?;
+        over("cuda_cores", self.cuda_cores.unwrap_or(0).into(), MAX_CUDA_CORES)?;
+        over("compute_capability.major", self.compute_capability.major.into(), 99)?;
+        over("compute_capability.minor", self.compute_capability.minor.into(), 99)?;
+        let m = &self.memory;
+        over("memory.total_mib", m.total_mib, MAX_MEMORY_MIB)?;
+        over("memory.bar1_total_mib", m.bar1_total_mib, MAX_MEMORY_MIB)?;
+        over("memory.bus_width_bits", m.bus_width_bits.unwrap_or(0).into(), 16_384)?;
+        let p = &self.power;
+        for (key, v) in [
+            ("power.idle_draw_mw", p.idle_draw_mw),
+            ("power.default_limit_mw", p.default_limit_mw),
+            ("power.min_limit_mw", p.min_limit_mw),
+            ("power.max_limit_mw", p.max_limit_mw),
+        ] {
+            over(key, v.into(), MAX_POWER_MW)?;
+        }
+        let c = &self.clocks;
+        for (set, s) in [("idle", c.idle), ("max", c.max)] {
+            for (name, v) in
+                [("graphics_mhz", s.graphics_mhz), ("sm_mhz", s.sm_mhz), ("memory_mhz", s.memory_mhz), ("video_mhz", s.video_mhz)]
+            {
+                over(&format!("clocks.{set}.{name}"), v.into(), MAX_CLOCK_MHZ)?;
+            }
+        }
+        for (set, a) in [("applications", c.applications), ("default_applications", c.default_applications)] {
+            if let Some(a) = a {
+                over(&format!("clocks.{set}.graphics_mhz"), a.graphics_mhz.into(), MAX_CLOCK_MHZ)?;
+                over(&format!("clocks.{set}.memory_mhz"), a.memory_mhz.into(), MAX_CLOCK_MHZ)?;
+            }
+        }
+        over("clocks.max_customer_boost_mhz", c.max_customer_boost_mhz.unwrap_or(0).into(), MAX_CLOCK_MHZ)?;
+        let t = &self.thermal;
+        for (key, v) in [
+            ("thermal.idle_gpu_c", Some(t.idle_gpu_c)),
+            ("thermal.idle_memory_c", t.idle_memory_c),
+            ("thermal.shutdown_c", Some(t.shutdown_c)),
+            ("thermal.slowdown_c", Some(t.slowdown_c)),
+            ("thermal.gpu_max_c", t.gpu_max_c),
+            ("thermal.memory_max_c", t.memory_max_c),
+        ] {
+            over(key, v.unwrap_or(0).into(), MAX_TEMPERATURE_C)?;
+        }
+        if let Some(tl) = t.tlimit {
+            for (key, v) in [
+                ("thermal.tlimit.shutdown_c", Some(tl.shutdown_c)),
+                ("thermal.tlimit.slowdown_c", Some(tl.slowdown_c)),
+                ("thermal.tlimit.gpu_max_c", Some(tl.gpu_max_c)),
+                ("thermal.tlimit.memory_max_c", tl.memory_max_c),
+            ] {
+                over(key, v.unwrap_or(0).unsigned_abs().into(), MAX_TEMPERATURE_C)?;
+            }
+        }
+        let pci = &self.pci;
+        for (key, v, max) in [
+            ("pci.max_link_gen", pci.max_link_gen, MAX_PCIE_GEN),
+            ("pci.gpu_max_link_gen", pci.gpu_max_link_gen, MAX_PCIE_GEN),
+            ("pci.current_link_gen", pci.current_link_gen, MAX_PCIE_GEN),
+            ("pci.max_link_width", pci.max_link_width, MAX_PCIE_WIDTH),
+            ("pci.current_link_width", pci.current_link_width, MAX_PCIE_WIDTH),
+        ] {
+            over(key, v.into(), max)?;
+        }
+        Ok(())
+    }
+
     /// Whether `key` selects this profile (name or alias, case-insensitive).
     pub fn matches(&self, key: &str) -> bool {
         self.name.eq_ignore_ascii_case(key) || self.aliases.iter().any(|a| a.eq_ignore_ascii_case(key))
@@ -436,5 +556,49 @@ impl Profile {
     pub fn json_schema() -> String {
         let schema = schemars::schema_for!(Profile);
         serde_json::to_string_pretty(&schema).expect("schema serializes") + "\n"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::builtin::find_builtin;
+
+    /// The h100 profile with `patch` merged in (JSON merge patch), validated.
+    fn patched(patch: serde_json::Value) -> Result<Profile, crate::ConfigError> {
+        crate::config::apply_overrides(find_builtin("h100").unwrap(), &patch, "test.json")
+    }
+
+    #[test]
+    fn absurd_values_are_refused_with_their_path() {
+        use serde_json::json;
+        for (patch, path) in [
+            (json!({"power": {"max_limit_mw": u32::MAX, "default_limit_mw": u32::MAX}}), "power.default_limit_mw"),
+            (json!({"memory": {"total_mib": u64::MAX}}), "memory.total_mib"),
+            (json!({"clocks": {"max": {"graphics_mhz": u32::MAX}}}), "clocks.max.graphics_mhz"),
+            (json!({"clocks": {"max_customer_boost_mhz": u32::MAX}}), "clocks.max_customer_boost_mhz"),
+            (json!({"multiprocessor_count": 0}), "multiprocessor_count"),
+            (json!({"cuda_cores": 0}), "cuda_cores"),
+            (json!({"product_name": "NVIDIA H100\u{0}X"}), "product_name"),
+            (json!({"vbios_version": "96.00\u{0}"}), "vbios_version"),
+            (json!({"inforom": {"oem": "2.1\u{0}"}}), "inforom.oem"),
+            (json!({"aliases": ["ok", "b\u{0}d"]}), "aliases[1]"),
+            (json!({"thermal": {"shutdown_c": 65535}}), "thermal.shutdown_c"),
+            (json!({"pci": {"max_link_width": 4096, "current_link_width": 4096}}), "pci.max_link_width"),
+        ] {
+            let err = patched(patch.clone()).unwrap_err().to_string();
+            assert!(err.contains(&format!("key `{path}`")), "{patch}: {err}");
+        }
+        for p in crate::builtin_profiles().unwrap() {
+            p.validate(&p.name).unwrap();
+        }
+    }
+
+    #[test]
+    fn full_load_power_stays_below_the_limit_for_the_largest_allowed_limit() {
+        let p = patched(serde_json::json!({"power": {"max_limit_mw": limits::MAX_POWER_MW, "default_limit_mw": limits::MAX_POWER_MW}}))
+            .unwrap();
+        let r = crate::telemetry::readings(&p, &crate::telemetry::Load { gpu_util: 100, ..Default::default() });
+        assert_eq!(u64::from(r.power_mw), limits::MAX_POWER_MW * 9 / 10);
     }
 }

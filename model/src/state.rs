@@ -405,7 +405,7 @@ impl NodeState {
     /// Adds an event to GPU `index`'s log (trimmed to [`MAX_EVENTS_PER_GPU`]).
     pub fn push_event(&mut self, index: u32, event_type: u64, data: u64, gi: u32, ci: u32, now: Now) {
         let seq = self.next_event_seq;
-        self.next_event_seq += 1;
+        self.next_event_seq = seq.saturating_add(1);
         let gpu = self.gpus.entry(index.to_string()).or_default();
         gpu.events.push(Event { seq, event_type, data, gpu_instance_id: gi, compute_instance_id: ci, at_unix_ms: now.unix_ms });
         let excess = gpu.events.len().saturating_sub(MAX_EVENTS_PER_GPU);
@@ -438,7 +438,7 @@ fn percent(name: &str, value: Option<u32>) -> Result<Option<u32>, StateError> {
 }
 
 fn usable_memory(profile: &Profile) -> u64 {
-    (profile.memory.total_mib - profile.memory.reserved_mib) * crate::telemetry::MIB
+    profile.memory.total_mib.saturating_sub(profile.memory.reserved_mib).saturating_mul(crate::telemetry::MIB)
 }
 
 /// `fakegpu state set`: changes utilization, memory use and the pattern of one GPU.
@@ -527,9 +527,12 @@ pub fn add_process(state: &mut NodeState, spec: &NodeSpec, index: u32, process: 
         }
         _ => return Err(StateError::Invalid("--gi and --ci go together".into())),
     }
-    let used: u64 = existing.processes.iter().map(|p| p.used_memory_bytes).sum();
+    if existing.processes.len() >= limits::MAX_PROCESSES_PER_GPU {
+        return Err(StateError::InsufficientResources(format!("GPU {index} already lists {} processes", limits::MAX_PROCESSES_PER_GPU)));
+    }
+    let used = existing.processes.iter().fold(0u64, |sum, p| sum.saturating_add(p.used_memory_bytes));
     let usable = usable_memory(&spec.profile);
-    if used + process.used_memory_bytes > usable {
+    if used.saturating_add(process.used_memory_bytes) > usable {
         return Err(StateError::InsufficientResources(format!(
             "GPU {index} has {} MiB free for processes; the process asks for {} MiB",
             usable.saturating_sub(used) / crate::telemetry::MIB,
@@ -588,33 +591,34 @@ pub fn inject(state: &mut NodeState, spec: &NodeSpec, index: u32, fault: &Fault,
     let mut events = Vec::new();
     match *fault {
         Fault::Xid(xid) => {
-            f.xids.push(xid);
+            push_xid(f, xid);
             events.push((event_type::XID_CRITICAL_ERROR, u64::from(xid)));
         }
         Fault::EccSbe(n) => {
-            f.ecc_volatile.sbe += u64::from(n);
-            f.ecc_aggregate.sbe += u64::from(n);
+            f.ecc_volatile.sbe = add_count(f.ecc_volatile.sbe, n);
+            f.ecc_aggregate.sbe = add_count(f.ecc_aggregate.sbe, n);
             events.push((event_type::SINGLE_BIT_ECC_ERROR, 0));
         }
         Fault::EccDbe(n) => {
-            f.ecc_volatile.dbe += u64::from(n);
-            f.ecc_aggregate.dbe += u64::from(n);
+            f.ecc_volatile.dbe = add_count(f.ecc_volatile.dbe, n);
+            f.ecc_aggregate.dbe = add_count(f.ecc_aggregate.dbe, n);
             if remaps {
-                f.remapped_rows.uncorrectable += n;
+                f.remapped_rows.uncorrectable = f.remapped_rows.uncorrectable.saturating_add(n);
                 f.remapped_rows.pending = true;
             } else {
                 let base = 0x1_0000_0000u64 + (u64::from(index) << 24);
                 let start = f.retired_pages_dbe.len() as u64;
-                f.retired_pages_dbe.extend((start..start + u64::from(n)).map(|k| base + k * 0x1000));
+                let room = limits::MAX_RETIRED_PAGES.saturating_sub(f.retired_pages_dbe.len()) as u64;
+                f.retired_pages_dbe.extend((start..start + u64::from(n).min(room)).map(|k| base + k * 0x1000));
             }
             events.push((event_type::DOUBLE_BIT_ECC_ERROR, 0));
             // An uncorrectable error is also reported as XID 48 (DBE) by the driver.
-            f.xids.push(48);
+            push_xid(f, 48);
             events.push((event_type::XID_CRITICAL_ERROR, 48));
         }
         Fault::Lost => {
             f.lost = true;
-            f.xids.push(79);
+            push_xid(f, 79);
             events.push((event_type::XID_CRITICAL_ERROR, 79));
         }
         Fault::Throttle(bits) => {
@@ -626,6 +630,18 @@ pub fn inject(state: &mut NodeState, spec: &NodeSpec, index: u32, fault: &Fault,
         state.push_event(index, t, data, NO_INSTANCE, NO_INSTANCE, now);
     }
     Ok(())
+}
+
+/// Records an XID, dropping the oldest beyond [`limits::MAX_XIDS`].
+fn push_xid(f: &mut Faults, xid: u32) {
+    f.xids.push(xid);
+    let excess = f.xids.len().saturating_sub(limits::MAX_XIDS);
+    f.xids.drain(..excess);
+}
+
+/// An ECC counter plus `n`, held at [`limits::MAX_ECC_COUNT`].
+fn add_count(count: u64, n: u32) -> u64 {
+    count.saturating_add(u64::from(n)).min(limits::MAX_ECC_COUNT)
 }
 
 /// `fakegpu fault clear`: clears the faults of one GPU or of all.
@@ -644,25 +660,140 @@ pub fn clear_faults(state: &mut NodeState, spec: &NodeSpec, index: Option<u32>, 
     Ok(())
 }
 
-/// Checks a state read from a file against the node, as the operator must before writing it.
+/// Bounds of live state values: what no GPU reaches, so that a file holding more is corrupt.
+pub mod limits {
+    /// Processes listed per GPU.
+    pub const MAX_PROCESSES_PER_GPU: usize = 1024;
+    /// Bytes of a process name.
+    pub const MAX_PROCESS_NAME: usize = 1024;
+    /// Energy counter (mJ): 10 kW for over 200 years.
+    pub const MAX_ENERGY_MJ: u64 = 1 << 56;
+    /// XIDs and retired pages kept per GPU (older XIDs are dropped on injection).
+    pub const MAX_XIDS: usize = 1024;
+    pub const MAX_RETIRED_PAGES: usize = 4096;
+    /// ECC error counters.
+    pub const MAX_ECC_COUNT: u64 = 1 << 48;
+    /// Event sequence numbers.
+    pub const MAX_EVENT_SEQ: u64 = 1 << 62;
+    /// A pattern's period: one day.
+    pub const MAX_PERIOD_S: u32 = 86_400;
+}
+
+/// Checks a state against the node (its GPU count, profile and MIG tables): every value a
+/// GPU can have and nothing else. Readers call it on every load (a file that fails is
+/// corrupt: they keep the last good state) and writers before every write, so a writer
+/// never stores what a reader would refuse. Errors name the value's JSON path.
 pub fn validate(state: &NodeState, spec: &NodeSpec) -> Result<(), StateError> {
+    use limits::*;
+    let invalid = |path: String, reason: String| Err(StateError::Invalid(format!("{path}: {reason}")));
     state.check()?;
+    if state.next_event_seq > MAX_EVENT_SEQ {
+        return invalid("next_event_seq".into(), format!("{} is above {MAX_EVENT_SEQ}", state.next_event_seq));
+    }
+    let usable = usable_memory(&spec.profile);
     for (key, gpu) in &state.gpus {
-        let index: u32 = key.parse().map_err(|_| StateError::Invalid(format!("GPU key `{key}` is not an index")))?;
+        let at = |field: &str| format!("gpus.{key}.{field}");
+        let index = crate::config::parse_decimal(key)
+            .ok_or_else(|| StateError::Invalid(format!("gpus: key `{key}` is not a GPU index in canonical decimal")))?;
         if index >= spec.gpu_count {
-            return Err(StateError::UnknownGpu { index, count: spec.gpu_count });
+            return invalid(format!("gpus.{key}"), format!("GPU {index} does not exist (the node has {} GPUs)", spec.gpu_count));
         }
         let u = gpu.utilization;
         for (name, v) in [("gpu", u.gpu), ("memory", u.memory), ("encoder", u.encoder), ("decoder", u.decoder)] {
             if v > 100 {
-                return Err(StateError::Invalid(format!("gpus.{key}.utilization.{name} = {v} is above 100")));
+                return invalid(at(&format!("utilization.{name}")), format!("{v} is above 100"));
             }
         }
-        if let Some(p) = gpu.pattern.filter(|p| p.min > 100) {
-            return Err(StateError::Invalid(format!("gpus.{key}.pattern.min = {} is above 100", p.min)));
+        if let Some(p) = gpu.pattern {
+            if p.min > 100 {
+                return invalid(at("pattern.min"), format!("{} is above 100", p.min));
+            }
+            if !(1..=MAX_PERIOD_S).contains(&p.period_s) {
+                return invalid(at("pattern.period_s"), format!("{} is outside 1..={MAX_PERIOD_S}", p.period_s));
+            }
         }
-        if gpu.mig.current || !gpu.mig.gpu_instances.is_empty() {
-            mig::validate_layout(&spec.profile, &gpu.mig).map_err(|e| StateError::Invalid(format!("gpus.{key}.mig: {e}")))?;
+        if gpu.memory_used_bytes > usable {
+            return invalid(at("memory_used_bytes"), format!("{} is above the {usable} bytes the GPU can hand out", gpu.memory_used_bytes));
+        }
+        check_processes(gpu, usable, &at)?;
+        if gpu.mig.current || gpu.mig.pending || !gpu.mig.gpu_instances.is_empty() {
+            if !spec.profile.mig_capable {
+                return invalid(at("mig"), format!("{} does not support MIG", spec.profile.product_name));
+            }
+            mig::validate_layout(&spec.profile, &gpu.mig).map_err(|e| StateError::Invalid(format!("{}: {e}", at("mig"))))?;
+        }
+        let f = &gpu.faults;
+        if f.xids.len() > MAX_XIDS {
+            return invalid(at("faults.xids"), format!("{} entries, above {MAX_XIDS}", f.xids.len()));
+        }
+        for (name, pages) in [("retired_pages_sbe", &f.retired_pages_sbe), ("retired_pages_dbe", &f.retired_pages_dbe)] {
+            if pages.len() > MAX_RETIRED_PAGES {
+                return invalid(at(&format!("faults.{name}")), format!("{} entries, above {MAX_RETIRED_PAGES}", pages.len()));
+            }
+        }
+        for (name, v) in [
+            ("ecc_volatile.sbe", f.ecc_volatile.sbe),
+            ("ecc_volatile.dbe", f.ecc_volatile.dbe),
+            ("ecc_aggregate.sbe", f.ecc_aggregate.sbe),
+            ("ecc_aggregate.dbe", f.ecc_aggregate.dbe),
+        ] {
+            if v > MAX_ECC_COUNT {
+                return invalid(at(&format!("faults.{name}")), format!("{v} is above {MAX_ECC_COUNT}"));
+            }
+        }
+        if gpu.events.len() > MAX_EVENTS_PER_GPU {
+            return invalid(at("events"), format!("{} entries, above {MAX_EVENTS_PER_GPU}", gpu.events.len()));
+        }
+        if let Some(e) = gpu.events.iter().find(|e| e.seq >= state.next_event_seq) {
+            return invalid(at("events"), format!("event {} is not below next_event_seq {}", e.seq, state.next_event_seq));
+        }
+        if let Some(m) = gpu.energy_mj.filter(|m| m.value > MAX_ENERGY_MJ) {
+            return invalid(at("energy_mj.value"), format!("{} is above {MAX_ENERGY_MJ}", m.value));
+        }
+        let max_temp = crate::profile::limits::MAX_TEMPERATURE_C;
+        if let Some(m) = gpu.temperature_c.filter(|m| m.value > max_temp) {
+            return invalid(at("temperature_c.value"), format!("{} °C is above {max_temp} °C", m.value));
+        }
+    }
+    Ok(())
+}
+
+/// The process list of one GPU: real pids, each once, with names, on existing MIG
+/// instances, and together within the GPU's memory.
+fn check_processes(gpu: &GpuState, usable: u64, at: &dyn Fn(&str) -> String) -> Result<(), StateError> {
+    use limits::*;
+    let invalid = |path: String, reason: String| Err(StateError::Invalid(format!("{path}: {reason}")));
+    if gpu.processes.len() > MAX_PROCESSES_PER_GPU {
+        return invalid(at("processes"), format!("{} entries, above {MAX_PROCESSES_PER_GPU}", gpu.processes.len()));
+    }
+    let mut pids = std::collections::BTreeSet::new();
+    let mut sum = 0u64;
+    for (i, p) in gpu.processes.iter().enumerate() {
+        let at = |field: &str| at(&format!("processes[{i}].{field}"));
+        if p.pid == 0 || !pids.insert(p.pid) {
+            return invalid(at("pid"), format!("{} is zero or listed twice", p.pid));
+        }
+        if p.name.is_empty() || p.name.len() > MAX_PROCESS_NAME || p.name.contains('\0') {
+            return invalid(at("name"), format!("must be 1 to {MAX_PROCESS_NAME} bytes without NUL"));
+        }
+        sum = match sum.checked_add(p.used_memory_bytes) {
+            Some(s) if s <= usable => s,
+            _ => {
+                return invalid(
+                    at("used_memory_bytes"),
+                    format!("the processes' memory adds up to more than the {usable} bytes the GPU can hand out"),
+                )
+            }
+        };
+        match (p.gpu_instance_id, p.compute_instance_id) {
+            (None, None) if !gpu.mig.current => {}
+            (Some(gi), Some(ci)) if gpu.mig.current => {
+                let on = gpu.mig.gpu_instances.iter().find(|g| g.id == gi).is_some_and(|g| g.compute_instances.iter().any(|c| c.id == ci));
+                if !on {
+                    return invalid(at("gpu_instance_id"), format!("no compute instance {gi}/{ci} on this GPU"));
+                }
+            }
+            _ => return invalid(at("gpu_instance_id"), "a process has a GPU and a compute instance exactly when MIG is on".into()),
         }
     }
     Ok(())
@@ -832,5 +963,60 @@ mod tests {
         let req =
             SetRequest { pattern: Some(Some(Pattern { kind: PatternKind::Range, seed: 0, period_s: 5, min: 101 })), ..Default::default() };
         assert!(matches!(set(&mut st, &s, 0, &req, T0), Err(StateError::Invalid(_))));
+    }
+
+    /// Each impossible value of issue 18, rejected with its JSON path.
+    #[test]
+    fn impossible_values_are_refused_with_their_path() {
+        let s = spec("a100-40gb", 2);
+        let p = |pid: u32, bytes: u64| format!(r#"{{"pid":{pid},"name":"p","used_memory_bytes":{bytes}}}"#);
+        let many: Vec<String> = (1..=10_000).map(|pid| p(pid, 1 << 30)).collect();
+        let gi = |id: u32, start: u32| format!(r#"{{"id":{id},"profile":0,"placement":{{"start":{start},"size":1}}}}"#);
+        let cases = [
+            (r#"{"gpus":{"0":{"utilization":{"gpu":1000}}}}"#.to_string(), "gpus.0.utilization.gpu"),
+            (r#"{"gpus":{"0":{"memory_used_bytes":1000000000000000}}}"#.to_string(), "gpus.0.memory_used_bytes"),
+            (format!(r#"{{"gpus":{{"0":{{"processes":[{}]}}}}}}"#, many.join(",")), "gpus.0.processes"),
+            (
+                format!(r#"{{"gpus":{{"0":{{"processes":[{},{}]}}}}}}"#, p(1, 1 << 63), p(2, 1 << 63)),
+                "gpus.0.processes[0].used_memory_bytes",
+            ),
+            (format!(r#"{{"gpus":{{"0":{{"processes":[{},{}]}}}}}}"#, p(7, 1), p(7, 1)), "gpus.0.processes[1].pid"),
+            (r#"{"gpus":{"2":{}}}"#.to_string(), "gpus.2"),
+            (r#"{"gpus":{"zero":{}}}"#.to_string(), "key `zero`"),
+            (r#"{"gpus":{"01":{}}}"#.to_string(), "key `01`"),
+            (r#"{"gpus":{"0":{"energy_mj":{"value":18446744073709551000,"at_unix_ms":0}}}}"#.to_string(), "gpus.0.energy_mj.value"),
+            (r#"{"gpus":{"0":{"temperature_c":{"value":65535,"at_unix_ms":0}}}}"#.to_string(), "gpus.0.temperature_c.value"),
+            (r#"{"gpus":{"0":{"pattern":{"kind":"sine","period_s":0}}}}"#.to_string(), "gpus.0.pattern.period_s"),
+            (r#"{"next_event_seq":18446744073709551615}"#.to_string(), "next_event_seq"),
+            (format!(r#"{{"gpus":{{"0":{{"mig":{{"current":true,"pending":true,"gpu_instances":[{}]}}}}}}}}"#, gi(842, 0)), "gpus.0.mig"),
+            (
+                format!(r#"{{"gpus":{{"0":{{"mig":{{"current":true,"pending":true,"gpu_instances":[{},{}]}}}}}}}}"#, gi(7, 0), gi(7, 0)),
+                "gpus.0.mig",
+            ),
+        ];
+        for (text, path) in cases {
+            let st: NodeState = serde_json::from_str(&text).unwrap();
+            let err = validate(&st, &s).expect_err(path).to_string();
+            assert!(err.contains(path), "{path}: {err}");
+        }
+        // A layout the writers produce passes.
+        let mut st = NodeState::default();
+        st.gpu_mut(&s, 0, T0).unwrap().mig = mig::named_layout(&s.profile, "all-1g.5gb").unwrap();
+        validate(&st, &s).unwrap();
+    }
+
+    #[test]
+    fn counters_saturate_instead_of_wrapping() {
+        let s = spec("h100", 1);
+        let mut st: NodeState =
+            serde_json::from_str(&format!(r#"{{"gpus":{{"0":{{"faults":{{"ecc_volatile":{{"sbe":{}}}}}}}}}}}"#, limits::MAX_ECC_COUNT))
+                .unwrap();
+        inject(&mut st, &s, 0, &Fault::EccSbe(u32::MAX), T0).unwrap();
+        assert_eq!(st.gpu(0).unwrap().faults.ecc_volatile.sbe, limits::MAX_ECC_COUNT);
+        for k in 0..(limits::MAX_XIDS + 10) {
+            inject(&mut st, &s, 0, &Fault::Xid(k as u32 + 1), T0).unwrap();
+        }
+        assert_eq!(st.gpu(0).unwrap().faults.xids.len(), limits::MAX_XIDS);
+        validate(&st, &s).unwrap();
     }
 }

@@ -18,7 +18,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use crate::state::{NodeState, Now};
+use crate::config::NodeSpec;
+use crate::file::{self, ReadError};
+use crate::state::{self as node_state, NodeState, Now, StateError};
 
 pub const ENV_STATE: &str = "FAKEGPU_STATE";
 /// File name of the state beside the node config.
@@ -56,7 +58,8 @@ fn io_err(path: &Path, e: impl std::fmt::Display) -> StateFileError {
     StateFileError::Io { path: path.display().to_string(), reason: e.to_string() }
 }
 
-/// Parses state file contents (empty = no state yet).
+/// Parses state file contents (empty = no state yet). Checks the format only; see
+/// [`parse_checked`] for the values.
 pub fn parse(path: &Path, bytes: &[u8]) -> Result<NodeState, StateFileError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(NodeState::default());
@@ -67,13 +70,31 @@ pub fn parse(path: &Path, bytes: &[u8]) -> Result<NodeState, StateFileError> {
     Ok(state)
 }
 
-/// Reads the state; a missing file is the empty state.
-pub fn read(path: &Path) -> Result<NodeState, StateFileError> {
-    match std::fs::read(path) {
-        Ok(bytes) => parse(path, &bytes),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(NodeState::default()),
+/// Parses state file contents and checks every value against the node
+/// ([`crate::state::validate`]): an impossible value makes the file corrupt.
+pub fn parse_checked(path: &Path, bytes: &[u8], spec: &NodeSpec) -> Result<NodeState, StateFileError> {
+    let state = parse(path, bytes)?;
+    node_state::validate(&state, spec).map_err(|e| StateFileError::Corrupt { path: path.display().to_string(), reason: e.to_string() })?;
+    Ok(state)
+}
+
+/// The file's bytes (never blocking, at most [`file::MAX_STATE_BYTES`]); `None` when missing.
+fn read_bytes(path: &Path) -> Result<Option<Vec<u8>>, StateFileError> {
+    match file::read_capped(path, file::MAX_STATE_BYTES) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(ReadError::NotFound) => Ok(None),
         Err(e) => Err(io_err(path, e)),
     }
+}
+
+/// Reads the state (format checked only); a missing file is the empty state.
+pub fn read(path: &Path) -> Result<NodeState, StateFileError> {
+    read_bytes(path)?.map_or_else(|| Ok(NodeState::default()), |bytes| parse(path, &bytes))
+}
+
+/// Reads the state and checks its values against the node; a missing file is the empty state.
+pub fn read_checked(path: &Path, spec: &NodeSpec) -> Result<NodeState, StateFileError> {
+    read_bytes(path)?.map_or_else(|| Ok(NodeState::default()), |bytes| parse_checked(path, &bytes, spec))
 }
 
 pub fn seq_path(path: &Path) -> PathBuf {
@@ -93,19 +114,36 @@ unsafe impl Send for Generation {}
 unsafe impl Sync for Generation {}
 
 impl Generation {
-    /// Maps `<state>.seq`, creating it when `create` (writers, and readers that may).
+    /// Maps `<state>.seq`, creating it when `create` (writers, and readers that may). The
+    /// companion exists only beside a regular state file (or one not written yet): a path
+    /// naming a device, FIFO or directory is refused, and so is a `.seq` that is not a
+    /// regular file.
     pub fn open(state: &Path, create: bool) -> Result<Generation, StateFileError> {
+        match file::check_regular(state) {
+            Ok(()) | Err(ReadError::NotFound) => {}
+            Err(e) => return Err(io_err(state, e)),
+        }
         let path = seq_path(state);
+        let nonblock = libc::O_NONBLOCK | libc::O_CLOEXEC;
         let file = if create {
             if let Some(dir) = state.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
             }
-            OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o666).open(&path)
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o666).custom_flags(nonblock).open(&path)
         } else {
-            OpenOptions::new().read(true).write(true).open(&path).or_else(|_| File::open(&path))
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(nonblock)
+                .open(&path)
+                .or_else(|_| OpenOptions::new().read(true).custom_flags(nonblock).open(&path))
         }
         .map_err(|e| io_err(&path, e))?;
-        let len = file.metadata().map_err(|e| io_err(&path, e))?.len();
+        let meta = file.metadata().map_err(|e| io_err(&path, e))?;
+        if !meta.file_type().is_file() {
+            return Err(io_err(&path, "is not a regular file"));
+        }
+        let len = meta.len();
         if (len as usize) < SEQ_LEN {
             file.set_len(SEQ_LEN as u64).map_err(|e| io_err(&path, e))?;
         }
@@ -176,13 +214,16 @@ impl Drop for Locked<'_> {
     }
 }
 
-/// Why an update did not happen: the file, or the change itself (`E`).
+/// Why an update did not happen: the file, the change itself (`E`), or a result that
+/// readers would refuse.
 #[derive(Debug, thiserror::Error)]
 pub enum UpdateError<E: std::error::Error> {
     #[error(transparent)]
     File(#[from] StateFileError),
     #[error(transparent)]
     Rejected(E),
+    #[error("refused: the new state would be invalid: {0}")]
+    Invalid(StateError),
 }
 
 /// Writes `state` to `path` through a temporary file and a rename.
@@ -203,16 +244,22 @@ fn replace(path: &Path, state: &NodeState) -> Result<(), StateFileError> {
     })
 }
 
-/// Serialized read-modify-write of the state at `path`. `change` returns `Err` to leave the
-/// file untouched; the state it sees is never a torn one. A corrupt file is an error (the
-/// writer does not guess); [`reset`] replaces it.
-pub fn update<T, E: std::error::Error>(path: &Path, change: impl FnOnce(&mut NodeState) -> Result<T, E>) -> Result<T, UpdateError<E>> {
+/// Serialized read-modify-write of the state of the node `spec` at `path`. `change` returns
+/// `Err` to leave the file untouched; the state it sees is never a torn one and always valid
+/// for the node. A corrupt file is an error (the writer does not guess); [`reset`] replaces
+/// it. A change whose result readers would refuse is not written.
+pub fn update<T, E: std::error::Error>(
+    path: &Path,
+    spec: &NodeSpec,
+    change: impl FnOnce(&mut NodeState) -> Result<T, E>,
+) -> Result<T, UpdateError<E>> {
     let generation = Generation::open(path, true)?;
     let _locked = generation.lock(path)?;
-    let mut state = read(path)?;
+    let mut state = read_checked(path, spec)?;
     let before = state.clone();
     let out = change(&mut state).map_err(UpdateError::Rejected)?;
     if state != before {
+        node_state::validate(&state, spec).map_err(UpdateError::Invalid)?;
         replace(path, &state)?;
         generation.bump().map_err(|e| io_err(&seq_path(path), e))?;
     }
@@ -220,11 +267,13 @@ pub fn update<T, E: std::error::Error>(path: &Path, change: impl FnOnce(&mut Nod
 }
 
 /// Replaces the state with `state` whatever the file holds (used to recover a corrupt file).
-pub fn reset(path: &Path, state: &NodeState) -> Result<(), StateFileError> {
+/// `state` must be valid for the node `spec`, as every write.
+pub fn reset(path: &Path, spec: &NodeSpec, state: &NodeState) -> Result<(), UpdateError<StateError>> {
+    node_state::validate(state, spec).map_err(UpdateError::Invalid)?;
     let generation = Generation::open(path, true)?;
     let _locked = generation.lock(path)?;
     replace(path, state)?;
-    generation.bump().map_err(|e| io_err(&seq_path(path), e))
+    Ok(generation.bump().map_err(|e| io_err(&seq_path(path), e))?)
 }
 
 #[cfg(test)]
@@ -258,19 +307,47 @@ mod tests {
         let spec = crate::NodeSpec::builtin("h100", Some(2), "n").unwrap();
         let reader = Generation::open(&path, true).unwrap();
         let g0 = reader.load();
-        update(&path, |s| state::set(s, &spec, 1, &SetRequest { gpu_util: Some(70), ..Default::default() }, now())).unwrap();
+        update(&path, &spec, |s| state::set(s, &spec, 1, &SetRequest { gpu_util: Some(70), ..Default::default() }, now())).unwrap();
         assert_eq!(reader.load(), g0.wrapping_add(1));
         assert_eq!(read(&path).unwrap().gpu(1).unwrap().utilization.gpu, 70);
         let before = std::fs::read(&path).unwrap();
-        let r = update(&path, |s| state::set(s, &spec, 5, &SetRequest::default(), now()));
+        let r = update(&path, &spec, |s| state::set(s, &spec, 5, &SetRequest::default(), now()));
         assert!(matches!(r, Err(UpdateError::Rejected(_))));
         assert_eq!(std::fs::read(&path).unwrap(), before);
         assert_eq!(reader.load(), g0.wrapping_add(1));
         std::fs::write(&path, b"{not json").unwrap();
         assert!(matches!(read(&path), Err(StateFileError::Corrupt { .. })));
-        assert!(matches!(update(&path, |_| Ok::<_, state::StateError>(())), Err(UpdateError::File(_))));
-        reset(&path, &NodeState::default()).unwrap();
+        assert!(matches!(update(&path, &spec, |_| Ok::<_, state::StateError>(())), Err(UpdateError::File(_))));
+        reset(&path, &spec, &NodeState::default()).unwrap();
         assert_eq!(read(&path).unwrap(), NodeState::default());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn writers_refuse_what_readers_would_refuse() {
+        let dir = temp_dir("refuse");
+        let path = dir.join("s.json");
+        let spec = crate::NodeSpec::builtin("h100", Some(2), "n").unwrap();
+        update(&path, &spec, |s| state::set(s, &spec, 0, &SetRequest { gpu_util: Some(10), ..Default::default() }, now())).unwrap();
+        let before = std::fs::read(&path).unwrap();
+        // A change that bypasses the operations' own checks is still refused before the write.
+        let r = update(&path, &spec, |s| {
+            s.gpu_mut(&spec, 1, now())?.utilization.gpu = 1000;
+            Ok::<_, state::StateError>(())
+        });
+        assert!(matches!(&r, Err(UpdateError::Invalid(e)) if e.to_string().contains("gpus.1.utilization.gpu")), "{r:?}");
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        let mut bad = NodeState::default();
+        bad.gpus.insert("9".into(), Default::default());
+        assert!(matches!(reset(&path, &spec, &bad), Err(UpdateError::Invalid(_))));
+        // A file another program wrote with an impossible value is corrupt for readers and writers.
+        std::fs::write(&path, br#"{"version":1,"gpus":{"0":{"temperature_c":{"value":65535,"at_unix_ms":0}}}}"#).unwrap();
+        assert!(matches!(read_checked(&path, &spec), Err(StateFileError::Corrupt { .. })));
+        assert!(matches!(update(&path, &spec, |_| Ok::<_, state::StateError>(())), Err(UpdateError::File(_))));
+        // Not a regular file: refused, and no `.seq` beside it.
+        assert!(read(Path::new("/dev/zero")).is_err());
+        assert!(Generation::open(&dir, true).is_err());
+        assert!(!seq_path(&dir).exists());
         let _ = std::fs::remove_dir_all(dir);
     }
 
@@ -284,7 +361,7 @@ mod tests {
         let p2 = path.clone();
         let writer = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(50));
-            update(&p2, |s| state::inject(s, &spec, 0, &state::Fault::Xid(79), now())).unwrap();
+            update(&p2, &spec, |s| state::inject(s, &spec, 0, &state::Fault::Xid(79), now())).unwrap();
         });
         let start = std::time::Instant::now();
         while gen.load() == seen && start.elapsed() < Duration::from_secs(5) {
@@ -305,7 +382,7 @@ mod tests {
                 let (path, spec) = (path.clone(), spec.clone());
                 std::thread::spawn(move || {
                     for k in 0..25 {
-                        update(&path, |s| state::inject(s, &spec, 0, &state::Fault::Xid(t * 100 + k + 1), now())).unwrap();
+                        update(&path, &spec, |s| state::inject(s, &spec, 0, &state::Fault::Xid(t * 100 + k + 1), now())).unwrap();
                     }
                 })
             })

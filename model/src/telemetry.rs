@@ -63,8 +63,10 @@ fn lerp(idle: u32, busy: u32, percent: u32) -> u32 {
 /// Steady-state readings of `profile` under `load`.
 pub fn readings(profile: &Profile, load: &Load) -> Readings {
     let util = load.gpu_util.min(100);
-    let total = profile.memory.total_mib * MIB;
-    let reserved = profile.memory.reserved_mib * MIB;
+    // Profiles are validated (memory at most 4 TiB), but a reading must never wrap whatever
+    // it is handed: saturate instead.
+    let total = profile.memory.total_mib.saturating_mul(MIB);
+    let reserved = profile.memory.reserved_mib.saturating_mul(MIB).min(total);
     let used = load.memory_used_bytes.min(total - reserved);
     let busy_temp = profile.thermal.slowdown_c.saturating_sub(15).max(profile.thermal.idle_gpu_c);
     let (idle_clk, max_clk) = (profile.clocks.idle, profile.clocks.max);
@@ -73,9 +75,9 @@ pub fn readings(profile: &Profile, load: &Load) -> Readings {
         memory_util: load.memory_util.min(100),
         encoder_util: load.encoder_util.min(100),
         decoder_util: load.decoder_util.min(100),
-        power_mw: lerp(profile.power.idle_draw_mw, profile.power.default_limit_mw * 9 / 10, util),
+        power_mw: lerp(profile.power.idle_draw_mw, (u64::from(profile.power.default_limit_mw) * 9 / 10) as u32, util),
         gpu_temp_c: lerp(profile.thermal.idle_gpu_c, busy_temp, util),
-        memory_temp_c: profile.thermal.idle_memory_c.map(|t| lerp(t, t + 20, util)),
+        memory_temp_c: profile.thermal.idle_memory_c.map(|t| lerp(t, t.saturating_add(20), util)),
         clocks: ClockSet {
             graphics_mhz: lerp(idle_clk.graphics_mhz, max_clk.graphics_mhz, util),
             sm_mhz: lerp(idle_clk.sm_mhz, max_clk.sm_mhz, util),
@@ -84,13 +86,13 @@ pub fn readings(profile: &Profile, load: &Load) -> Readings {
         },
         pstate: if util > 0 { 0 } else { profile.idle_pstate },
         memory: MemoryUsage { total, reserved, used, free: total - reserved - used },
-        bar1_used_bytes: profile.memory.bar1_used_mib * MIB,
+        bar1_used_bytes: profile.memory.bar1_used_mib.saturating_mul(MIB),
     }
 }
 
 /// Energy in millijoules a GPU drawing `power_mw` has used over `elapsed_ms`.
 pub fn energy_mj(power_mw: u32, elapsed_ms: u64) -> u64 {
-    u64::from(power_mw) * elapsed_ms / 1000
+    (u128::from(power_mw) * u128::from(elapsed_ms) / 1000).min(u128::from(u64::MAX)) as u64
 }
 
 /// The "GPU T.Limit Temp" reading: how many degrees the GPU at `gpu_temp_c` is below its T.Limit

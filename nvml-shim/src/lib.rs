@@ -30,6 +30,27 @@ pub mod exports {
     pub mod topology;
 }
 
+#[doc(hidden)]
+pub mod test_hooks {
+    //! For the library's own tests only.
+
+    /// An export body that panics (a bug of ours, as the boundary sees it).
+    pub fn panic_inside_an_export() -> nvml_abi::nvmlReturn_t {
+        crate::ffi::guard("panic_inside_an_export", || {
+            let table = [1u32, 2, 3];
+            let index = std::hint::black_box(842usize);
+            let _ = table[index];
+            Ok(())
+        })
+    }
+
+    /// Holds the node's load lock for `d`, as a slow first `nvmlInit` does.
+    pub fn hold_load_lock(d: std::time::Duration) {
+        let _held = crate::runtime::lock_load();
+        std::thread::sleep(d);
+    }
+}
+
 mod stubs {
     //! Every other function of the 535 library: present, and answering NOT_SUPPORTED.
     use nvml_abi::{nvmlReturn_t, ret};

@@ -10,14 +10,13 @@
 //! per process until a good one is read again.
 
 use std::path::PathBuf;
-use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use fakegpu_model::state::{Faults, GpuState, Mark, NodeState, Now, Pattern, Utilization};
 use fakegpu_model::state_file::{self, Generation};
 use fakegpu_model::telemetry::Readings;
-use fakegpu_model::Profile;
+use fakegpu_model::{NodeSpec, Profile};
 
 /// One parsed state, indexed by GPU.
 pub(crate) struct Snapshot {
@@ -165,6 +164,7 @@ pub(crate) struct Live {
     pub path: Option<PathBuf>,
     pub generation: Option<Generation>,
     gpu_count: usize,
+    spec: NodeSpec,
     profile: Profile,
     /// Bit i of word i/64: GPU i is lost (read without the seqlock by every handle check).
     lost: Box<[AtomicU64]>,
@@ -177,11 +177,37 @@ pub(crate) struct Live {
     warned: AtomicBool,
 }
 
-static LIVE: OnceLock<Live> = OnceLock::new();
+/// The live state: null, or a leaked `Box<Live>` that only [`free`] frees.
+static LIVE_PTR: AtomicPtr<Live> = AtomicPtr::new(std::ptr::null_mut());
 
-/// Sets up the live state for a node of `gpu_count` GPUs (once per process).
-pub(crate) fn init(gpu_count: usize, profile: &Profile) {
-    LIVE.get_or_init(|| {
+/// Reads of [`LIVE_PTR`], as the `OnceLock` it replaces was read.
+struct LiveCell;
+static LIVE: LiveCell = LiveCell;
+
+impl LiveCell {
+    #[inline]
+    fn get(&self) -> Option<&'static Live> {
+        // SAFETY: non-null is a live Box that only `free` releases, at unload with no user left.
+        unsafe { LIVE_PTR.load(Ordering::Acquire).as_ref() }
+    }
+}
+
+/// Frees the live state (its mapping and descriptor): the library is being unloaded.
+pub(crate) fn free() {
+    let ptr = LIVE_PTR.swap(std::ptr::null_mut(), Ordering::AcqRel);
+    if !ptr.is_null() {
+        // SAFETY: `ptr` came from Box::into_raw in `init` and was just unpublished.
+        drop(unsafe { Box::from_raw(ptr) });
+    }
+}
+
+/// Sets up the live state for the node `spec` (once per process; the caller holds the load lock).
+pub(crate) fn init(spec: &NodeSpec) {
+    if LIVE.get().is_some() {
+        return;
+    }
+    let (gpu_count, profile) = (spec.gpu_count as usize, &spec.profile);
+    let live = {
         let path = state_file::state_path(&|k| std::env::var(k).ok());
         let generation = path.as_ref().and_then(|p| match Generation::open(p, true).or_else(|_| Generation::open(p, false)) {
             Ok(g) => Some(g),
@@ -194,6 +220,7 @@ pub(crate) fn init(gpu_count: usize, profile: &Profile) {
             path,
             generation,
             gpu_count,
+            spec: spec.clone(),
             profile: profile.clone(),
             lost: (0..gpu_count.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
             seen: AtomicU32::new(0),
@@ -202,7 +229,8 @@ pub(crate) fn init(gpu_count: usize, profile: &Profile) {
             snapshot: Mutex::new(Arc::new(Snapshot::new(&NodeState::default(), gpu_count))),
             warned: AtomicBool::new(false),
         }
-    });
+    };
+    LIVE_PTR.store(Box::into_raw(Box::new(live)), Ordering::Release);
 }
 
 pub(crate) fn live() -> Option<&'static Live> {
@@ -227,7 +255,7 @@ impl Live {
             return; // another thread did it
         }
         let Some(path) = &self.path else { return };
-        match state_file::read(path) {
+        match state_file::read_checked(path, &self.spec) {
             Ok(state) => {
                 let next = Snapshot::new(&state, self.gpu_count);
                 for (i, (slot, g)) in self.hot.iter().zip(&next.gpus).enumerate() {

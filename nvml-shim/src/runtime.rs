@@ -1,13 +1,16 @@
 //! Process-wide state: the init reference count and the simulated node, loaded on the
-//! first successful init and kept for the life of the process so that device handles
-//! stay valid across shutdown and re-init (they point into it).
+//! first successful init and kept while the library is loaded so that device handles
+//! stay valid across shutdown and re-init (they point into it). When the library is
+//! unloaded (`dlclose`) after its last `nvmlShutdown`, a destructor frees the node, the
+//! live state (its mapping and descriptor) and every event set, so that a host that loads
+//! and unloads NVML repeatedly does not leak.
 //!
-//! The getters' hot path is one atomic load of the reference count plus a `OnceLock` read;
-//! nothing here takes a lock after loading. The load lock is fork-safe (see `fork`).
+//! The getters' hot path is one atomic load of the reference count plus one of the node
+//! pointer; nothing here takes a lock after loading. The load lock is fork-safe (see `fork`).
 
 use std::ffi::CString;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+use std::sync::Mutex;
 
 use fakegpu_model::{config, ConfigError, SimulatedNode};
 use nvml_abi::{nvmlDevice_t, nvmlReturn_t, ret};
@@ -23,21 +26,22 @@ pub(crate) struct Runtime {
     pub nvml_version: CString,
 }
 
-static LOADED: OnceLock<Runtime> = OnceLock::new();
+/// The loaded node: null, or a leaked `Box<Runtime>` that only [`unload`] frees.
+static LOADED: AtomicPtr<Runtime> = AtomicPtr::new(std::ptr::null_mut());
 static INIT_COUNT: AtomicU32 = AtomicU32::new(0);
 static LOAD_LOCK: Mutex<()> = Mutex::new(());
 
 /// `nvmlInit*`: loads the node on first use, then counts one more user.
 pub(crate) fn init() -> Result<(), nvmlReturn_t> {
-    if LOADED.get().is_none() {
+    if LOADED.load(Ordering::Acquire).is_null() {
         crate::fork::register();
         let _serialized = lock_load();
-        if LOADED.get().is_none() {
+        if LOADED.load(Ordering::Acquire).is_null() {
             let runtime = Runtime::load().map_err(|err| {
                 eprintln!("fakegpu: nvmlInit failed: {err}");
                 init_error_code(&err)
             })?;
-            let _ = LOADED.set(runtime);
+            LOADED.store(Box::into_raw(Box::new(runtime)), Ordering::Release);
         }
     }
     INIT_COUNT.fetch_add(1, Ordering::AcqRel);
@@ -60,8 +64,36 @@ pub(crate) fn runtime() -> Result<&'static Runtime, nvmlReturn_t> {
     if INIT_COUNT.load(Ordering::Acquire) == 0 {
         return Err(ret::UNINITIALIZED);
     }
-    LOADED.get().ok_or(ret::UNINITIALIZED)
+    let ptr = LOADED.load(Ordering::Acquire);
+    // SAFETY: a non-null pointer is a live Box that only `unload` frees, and `unload` runs
+    // only when the library is being unmapped with no user left (count 0).
+    unsafe { ptr.as_ref() }.ok_or(ret::UNINITIALIZED)
 }
+
+/// Frees everything the library allocated, when it is unloaded after its last shutdown.
+/// With users left (a host exiting with NVML still initialized, other threads possibly
+/// still inside it) nothing is freed: the process is ending and reclaims it anyway.
+extern "C" fn unload() {
+    if INIT_COUNT.load(Ordering::Acquire) != 0 {
+        return;
+    }
+    let _serialized = lock_load();
+    crate::exports::events::clear_registry();
+    crate::live::free();
+    crate::ffi::remove_panic_hook();
+    let ptr = LOADED.swap(std::ptr::null_mut(), Ordering::AcqRel);
+    if !ptr.is_null() {
+        // SAFETY: `ptr` came from Box::into_raw in `init` and was just unpublished.
+        drop(unsafe { Box::from_raw(ptr) });
+    }
+    // SAFETY: the library keeps no reference to a built-in profile (the node holds clones).
+    unsafe { fakegpu_model::builtin::release_builtin_profiles() };
+}
+
+/// Runs `unload` when the shared library is unloaded (`dlclose`) or the process exits.
+#[used]
+#[link_section = ".fini_array"]
+static UNLOAD: extern "C" fn() = unload;
 
 /// A caller's device handle as one of our devices. Handles are addresses inside the
 /// device table; anything else (NULL, stale, foreign) is INVALID_ARGUMENT and is never
@@ -85,7 +117,7 @@ pub(crate) fn device(handle: nvmlDevice_t) -> Result<&'static Device, nvmlReturn
 
 impl Runtime {
     fn load() -> Result<Runtime, ConfigError> {
-        let spec = config::resolve(&|key| std::env::var(key).ok(), &host_name())?;
+        let spec = config::resolve(&config::process_env()?, &host_name())?;
         let node = SimulatedNode::new(spec);
         // As in a container: only the GPUs NVIDIA_VISIBLE_DEVICES names, renumbered from 0.
         // `node.gpus` keeps every GPU with its host index (find a device's by its UUID).
@@ -100,7 +132,14 @@ impl Runtime {
                 device
             })
             .collect();
-        crate::live::init(node.gpus.len(), &node.spec.profile);
+        if let Some(path) = fakegpu_model::state_file::state_path(&|k| std::env::var(k).ok()) {
+            // A FIFO or device as the state would block or flood every reader: refuse it.
+            if let Err(fakegpu_model::file::ReadError::Refused(reason)) = fakegpu_model::file::check_regular(&path) {
+                let origin = path.display().to_string();
+                return Err(ConfigError::Invalid { origin, key: String::new(), reason: format!("live state file {reason}") });
+            }
+        }
+        crate::live::init(&node.spec);
         let mig = crate::exports::mig::MigSlots::new(&node.spec);
         Ok(Runtime {
             mig,

@@ -1105,21 +1105,18 @@ fn case_fork() {
     expect(nvmlShutdown(), ret::SUCCESS, "shutdown");
 }
 
-/// A fork while another thread is inside the first `nvmlInit` (loading the node, holding the
-/// load lock): the child must still be able to init. The load is held up by a config path that
-/// is a FIFO, released by a writer thread a moment after the fork was started.
+/// A fork while another thread holds the load lock (as the first `nvmlInit` does while it
+/// loads the node): the child must still be able to init. The lock is held by the test hook
+/// for half a second (config paths can no longer block: FIFOs are refused).
 fn case_fork_during_init() {
-    let fifo = std::env::var("FAKEGPU_CONFIG").unwrap();
+    let holder = std::thread::spawn(|| nvidia_ml::test_hooks::hold_load_lock(std::time::Duration::from_millis(500)));
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    // The first init waits for the lock, inside the load.
     let loader = std::thread::spawn(|| nvmlInit_v2());
-    // Let the loader block in the FIFO's open, inside the load lock.
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    let writer = std::thread::spawn(move || {
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        std::fs::write(&fifo, br#"{"profile": "t4", "gpus": 3}"#).expect("write the config FIFO");
-    });
+    std::thread::sleep(std::time::Duration::from_millis(100));
     let status = in_fork(|| forked_child_queries("Tesla T4", 3));
     assert_eq!(status, 0, "child forked during the parent's first init: wait status {status}");
-    writer.join().expect("writer");
+    holder.join().expect("holder");
     expect(loader.join().expect("loader"), ret::SUCCESS, "the parent's own init");
     expect(nvmlShutdown(), ret::SUCCESS, "shutdown");
 }
@@ -1250,11 +1247,7 @@ fn forked_children_can_init_and_query() {
 
 #[test]
 fn a_fork_during_the_first_init_does_not_hang_the_child() {
-    let fifo = scratch_dir("fork-init").join("config.fifo");
-    let _ = std::fs::remove_file(&fifo);
-    let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0, "mkfifo");
-    run_case("fork_during_init", &[("FAKEGPU_CONFIG", fifo.to_str().unwrap())]).assert_ok();
+    run_case("fork_during_init", &[("FAKEGPU_PROFILE", "t4"), ("FAKEGPU_GPUS", "3")]).assert_ok();
 }
 
 /// Every function under src/exports/ is in a table here or has a case of its own, so a

@@ -114,7 +114,7 @@ impl NodeFiles {
         let path = self.state();
         let targets = crate::node_state::targets(topology);
         let now = state_file::now();
-        match state_file::update(&path, |st| crate::node_state::apply(st, spec, &targets, now)) {
+        match state_file::update(&path, spec, |st| crate::node_state::apply(st, spec, &targets, now)) {
             Ok(()) => Ok(()),
             Err(UpdateError::Rejected(e)) => {
                 // E.g. a GPU a user marked lost: leave their state alone.
@@ -126,7 +126,7 @@ impl NodeFiles {
                 tracing::warn!(path = %path.display(), error = %e, "node state unusable; resetting it");
                 let mut st = NodeState::default();
                 crate::node_state::apply(&mut st, spec, &targets, now).map_err(|e| Error::Other(e.to_string()))?;
-                state_file::reset(&path, &st).map_err(|e| Error::Other(e.to_string()))
+                state_file::reset(&path, spec, &st).map_err(|e| Error::Other(e.to_string()))
             }
         }
     }
@@ -225,7 +225,8 @@ mod tests {
             gpu_instance_id: None,
             compute_instance_id: None,
         };
-        state_file::update(&files.state(), |st| state::add_process(st, &v.spec, held[0], proc.clone(), state_file::now())).unwrap();
+        state_file::update(&files.state(), &v.spec, |st| state::add_process(st, &v.spec, held[0], proc.clone(), state_file::now()))
+            .unwrap();
         files.write(&text, &v.spec, &v.topology).unwrap();
         assert_eq!(inode(files.config()), before, "unchanged config is not rewritten");
         assert_eq!(state_file::read(&files.state()).unwrap().gpu(held[0]).unwrap().processes, vec![proc]);

@@ -137,7 +137,7 @@ async fn register_list_allocate_fault_and_reregister() {
 
     // Injected fault → Unhealthy in ListAndWatch.
     let spec = node.spec.clone();
-    state_file::update(&s.files.state(), |st| state::inject(st, &spec, 3, &Fault::Lost, state_file::now())).unwrap();
+    state_file::update(&s.files.state(), &spec, |st| state::inject(st, &spec, 3, &Fault::Lost, state_file::now())).unwrap();
     let changed = tokio::time::timeout(Duration::from_secs(5), stream.next()).await.expect("health update within 5 s").unwrap().unwrap();
     assert_eq!(changed.devices[3].health, "Unhealthy");
     assert_eq!(changed.devices.iter().filter(|d| d.health == "Unhealthy").count(), 1);

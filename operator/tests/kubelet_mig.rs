@@ -46,7 +46,7 @@ fn setup(tmp: &Path) -> (NodeFiles, Arc<SimulatedNode>) {
 
 fn set_layout(files: &NodeFiles, node: &SimulatedNode, gpu: u32, config: &str) {
     let layout = mig::named_layout(&node.spec.profile, config).unwrap();
-    state_file::update(&files.state(), |st: &mut NodeState| -> Result<(), StateError> {
+    state_file::update(&files.state(), &node.spec, |st: &mut NodeState| -> Result<(), StateError> {
         st.gpu_mut(&node.spec, gpu, state_file::now())?.mig = layout;
         Ok(())
     })
@@ -160,13 +160,13 @@ async fn mixed_strategy_serves_mig_resources_with_the_models_uuids() {
 
     // A fault on GPU 0 makes its seven MIG devices Unhealthy.
     let spec = node.spec.clone();
-    state_file::update(&files.state(), |st| state::inject(st, &spec, 0, &Fault::Lost, state_file::now())).unwrap();
+    state_file::update(&files.state(), &spec, |st| state::inject(st, &spec, 0, &Fault::Lost, state_file::now())).unwrap();
     let changed =
         tokio::time::timeout(Duration::from_secs(5), mig_stream.next()).await.expect("health update within 5 s").unwrap().unwrap();
     assert!(changed.devices.iter().all(|d| d.health == "Unhealthy"), "{:?}", changed.devices);
 
     // GPU 1 leaves MIG mode: its 3g.40gb resource goes, nvidia.com/gpu gains it; re-registered.
-    state_file::update(&files.state(), |st: &mut NodeState| -> Result<(), StateError> {
+    state_file::update(&files.state(), &node.spec, |st: &mut NodeState| -> Result<(), StateError> {
         st.gpu_mut(&node.spec, 1, state_file::now())?.mig = Default::default();
         Ok(())
     })

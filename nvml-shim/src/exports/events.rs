@@ -33,6 +33,11 @@ fn registry() -> MutexGuard<'static, BTreeMap<usize, Arc<EventSet>>> {
     SETS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Drops every event set (the library is being unloaded).
+pub(crate) fn clear_registry() {
+    registry().clear();
+}
+
 fn lookup(set: nvmlEventSet_t) -> Result<Arc<EventSet>, nvmlReturn_t> {
     registry().get(&(set as usize)).cloned().ok_or(ret::INVALID_ARGUMENT)
 }

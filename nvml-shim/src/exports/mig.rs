@@ -101,7 +101,7 @@ fn update<T>(d: &Device, change: impl FnOnce(&NodeSpec, &mut MigLayout, bool) ->
     };
     let spec = &rt.node.spec;
     let index = d.host_index;
-    let result = state_file::update(&path, |state: &mut NodeState| -> Result<T, MigChange> {
+    let result = state_file::update(&path, spec, |state: &mut NodeState| -> Result<T, MigChange> {
         let now = state_file::now();
         let busy = state.gpu(index).is_some_and(|g| !g.processes.is_empty());
         let before = state.gpu(index).map(|g| g.mig.clone()).unwrap_or_default();
@@ -116,6 +116,10 @@ fn update<T>(d: &Device, change: impl FnOnce(&NodeSpec, &mut MigLayout, bool) ->
     match result {
         Ok(v) => Ok(v),
         Err(state_file::UpdateError::Rejected(MigChange(e))) => Err(code(e)),
+        Err(state_file::UpdateError::Invalid(e)) => {
+            eprintln!("fakegpu: {e}");
+            Err(ret::INVALID_ARGUMENT)
+        }
         Err(state_file::UpdateError::File(e)) => {
             eprintln!("fakegpu: {e}");
             Err(ret::UNKNOWN)

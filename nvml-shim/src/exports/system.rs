@@ -1,7 +1,7 @@
 //! Library lifecycle and system-wide queries: init/shutdown, error strings, versions,
 //! process names, units (none) and excluded devices (none).
 
-use std::ffi::{c_char, c_int, c_uint, CString};
+use std::ffi::{c_char, c_int, c_uint};
 use std::sync::OnceLock;
 
 use nvml_abi::{error_string, nvmlDevice_t, nvmlReturn_t, nvmlUnit_t, ret};
@@ -33,11 +33,20 @@ pub extern "C" fn nvmlShutdown() -> nvmlReturn_t {
 /// Static, NUL-terminated texts for every code; never NULL.
 #[no_mangle]
 pub extern "C" fn nvmlErrorString(result: nvmlReturn_t) -> *const c_char {
-    static TEXTS: OnceLock<Vec<(nvmlReturn_t, CString)>> = OnceLock::new();
-    let texts =
-        TEXTS.get_or_init(|| (0..=30).chain([ret::UNKNOWN]).map(|code| (code, CString::new(error_string(code)).unwrap())).collect());
-    let unknown = &texts.last().expect("table is not empty").1;
-    texts.iter().find(|(code, _)| *code == result).map_or(unknown, |(_, text)| text).as_ptr()
+    // Inline buffers, not heap strings: nothing to free when the library is unloaded.
+    const LEN: usize = 64;
+    const CODES: usize = 32;
+    static TEXTS: OnceLock<[[c_char; LEN]; CODES]> = OnceLock::new();
+    let code_at = |slot: usize| if slot < CODES - 1 { slot as nvmlReturn_t } else { ret::UNKNOWN };
+    let texts = TEXTS.get_or_init(|| {
+        let mut table = [[0 as c_char; LEN]; CODES];
+        for (slot, text) in table.iter_mut().enumerate() {
+            crate::ffi::fill_chars(text, error_string(code_at(slot)));
+        }
+        table
+    });
+    let slot = (0..CODES).find(|&s| code_at(s) == result).unwrap_or(CODES - 1);
+    texts[slot].as_ptr()
 }
 
 #[no_mangle]

@@ -40,7 +40,7 @@ fn write_node_files(dir: &Path, ix: &Index, now: Now) {
     std::fs::create_dir_all(&node_dir).unwrap();
     std::fs::write(node_dir.join("config.json"), serde_json::to_string_pretty(&v.config_file).unwrap()).unwrap();
     let targets = node_state::targets(&v.topology);
-    state_file::update(&node_dir.join(state_file::DEFAULT_FILE_NAME), |st| node_state::apply(st, &v.spec, &targets, now)).unwrap();
+    state_file::update(&node_dir.join(state_file::DEFAULT_FILE_NAME), &v.spec, |st| node_state::apply(st, &v.spec, &targets, now)).unwrap();
 }
 
 /// The node as the fake NVML on it sees it (`FAKEGPU_CONFIG` pointing at the node config).

@@ -82,7 +82,8 @@ impl Node {
         if self.file.as_ref().is_some_and(|f| f.stamp == stamp) {
             return;
         }
-        self.file = match state_file::read(&path) {
+        // Checked against the node as the fake NVML checks it: both refuse the same files.
+        self.file = match state_file::read_checked(&path, &node_spec(&self.view)) {
             Ok(state) => Some(StateFile { stamp, state }),
             Err(e) => {
                 tracing::warn!(node = %self.view.name, error = %e, "node state file unusable; using the topology");
