@@ -7,6 +7,7 @@
 
 pub mod builtin;
 pub mod config;
+pub mod cuda;
 pub mod dynamics;
 pub mod error;
 pub mod identity;
@@ -16,6 +17,7 @@ pub mod profile;
 pub mod state;
 pub mod state_file;
 pub mod telemetry;
+pub mod visibility;
 
 pub use builtin::{builtin_profiles, find_builtin};
 pub use config::{resolve, NodeConfigFile, NodeSpec};
