@@ -1,6 +1,8 @@
 """Real driver-API clients from PyPI over the fake libcuda (and NVML): numba-cuda, NVIDIA's
 cuda-bindings and Ray, on the nodes the issue names."""
 import json
+import shutil
+import tempfile
 
 import pytest
 
@@ -97,16 +99,24 @@ def test_cuda_bindings_discovery_context_and_memory(name, n, tmp_path):
 
 
 @pytest.mark.parametrize("name,n", NODES)
-def test_ray_reports_gpus_and_accelerator_type(name, n, tmp_path):
-    env = env_for(name, n, RAY_USAGE_STATS_ENABLED="0", RAY_DISABLE_DOCKER_CPU_WARNING="1", TMPDIR=str(tmp_path))
-    code = """
+def test_ray_reports_gpus_and_accelerator_type(name, n):
+    # Ray's session sockets must fit AF_UNIX's 107 bytes: a short private directory.
+    short = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    env = env_for(name, n, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled", RAY_DISABLE_DOCKER_CPU_WARNING="1")
+    code = f"""
 import json, ray
-ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, _temp_dir={short!r})
 print("JSON" + json.dumps(ray.cluster_resources()))
 ray.shutdown()
 """
-    resources = json.loads(python(code, env, timeout=300).stdout.split("JSON", 1)[1])
+    try:
+        resources = json.loads(python(code, env, timeout=300).stdout.split("JSON", 1)[1])
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
     assert resources.get("GPU") == n
-    accel = [k for k in resources if k.startswith("accelerator_type:")]
-    assert len(accel) == 1, resources
-    return accel
+    # Ray names the accelerator from NVML's product name (e.g. "H100", "A100", "L4").
+    accel = [k.split(":", 1)[1] for k in resources if k.startswith("accelerator_type:")]
+    assert accel == [RAY_ACCELERATOR[name]], resources
+
+
+RAY_ACCELERATOR = {"h100": "H100", "a100-40gb": "A100", "l4": "L4"}
