@@ -107,6 +107,7 @@ async fn register_prepare_restart_unprepare() {
     let paths = Paths::new(&dirs, &cdi_root);
     let host = HostFiles {
         nvml_lib: fake_kubelet::fake_nvml(),
+        cuda_lib: fake_kubelet::fake_cuda(),
         nvidia_smi: fake_kubelet::nvidia_smi(),
         node_dir: files.dir.clone(),
         node_name: NODE.into(),

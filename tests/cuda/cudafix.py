@@ -15,6 +15,7 @@ VENV = Path(os.environ.get("FAKEGPU_VENV_CUDA", CACHE / "venv-cuda"))
 PYTHON = VENV / "bin/python"
 PROBE = Path(os.environ.get("FAKEGPU_CUDA_PROBE", REPO / "target/debug/cuda-probe"))
 NVIDIA_SMI = NVIDIA_ROOT / "usr/lib/nvidia/current/nvidia-smi"
+FAKEGPU = Path(os.environ.get("FAKEGPU_BIN", REPO / "target/debug/fakegpu"))
 OUR_SMI = Path(os.environ.get("FAKEGPU_OUR_SMI", REPO / "target/debug/nvidia-smi"))
 REAL_LIBCUDA = CUDA_ROOT / "usr/lib/x86_64-linux-gnu/nvidia/current/libcuda.so.535.261.03"
 MIB = 1024 * 1024

@@ -67,6 +67,23 @@ def test_visible_devices_container_then_cuda():
     assert devices == []
 
 
+def test_fakegpu_exec_puts_both_libraries_in_front():
+    code = (
+        "import ctypes\n"
+        "n = ctypes.c_int(-1)\n"
+        "cuda = ctypes.CDLL('libcuda.so.1')\n"
+        "assert cuda.cuInit(0) == 0 and cuda.cuDeviceGetCount(ctypes.byref(n)) == 0\n"
+        "nvml = ctypes.CDLL('libnvidia-ml.so.1')\n"
+        "m = ctypes.c_uint(0)\n"
+        "assert nvml.nvmlInit_v2() == 0 and nvml.nvmlDeviceGetCount_v2(ctypes.byref(m)) == 0\n"
+        "print(n.value, m.value)\n"
+    )
+    env = {k: v for k, v in env_for("a100-40gb", 4).items() if k not in ("LD_LIBRARY_PATH", "FAKEGPU_PROFILE", "FAKEGPU_GPUS")}
+    for flags in ([], ["--preload"]):
+        p = run([cudafix.FAKEGPU, "exec", "--profile", "a100-40gb", "--gpus", "3", *flags, "--", cudafix.PYTHON, "-c", code], env)
+        assert p.stdout.split() == ["3", "3"], p.stdout + p.stderr
+
+
 def test_bad_config_fails_cuinit_with_a_line_naming_the_problem():
     p = run([cudafix.PROBE, "discover"], env_for("h900", 1), check=False)
     assert p.returncode != 0
