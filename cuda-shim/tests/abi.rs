@@ -256,7 +256,7 @@ fn every_exported_name_resolves_through_get_proc_address() {
             assert!(!pfn.is_null() && status == 0, "{name}");
         }
         // Not found: NOT_FOUND with status SYMBOL_NOT_FOUND and a NULL pointer.
-        let (mut pfn, mut status) = (1 as *mut c_void, -1);
+        let (mut pfn, mut status) = (std::ptr::dangling_mut::<c_void>(), -1);
         assert_eq!(cuGetProcAddress_v2(c"cuNotAFunction".as_ptr(), &mut pfn, 12020, 0, &mut status), CUDA_ERROR_NOT_FOUND);
         assert!(pfn.is_null() && status == 1);
         // A stub found this way answers NOT_SUPPORTED.
