@@ -21,7 +21,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
  && cp target/release/fake-gpu-operator /out/bin/ \
  && cp target/portable/release/bin/nvidia-smi /out/bin/ \
  && cp target/portable/release/lib/libnvidia-ml.so.1 /out/lib/libnvidia-ml.so.1 \
- && strip /out/bin/* /out/lib/libnvidia-ml.so.1
+ && cp target/portable/release/lib/libcuda.so.1 /out/lib/libcuda.so.1 \
+ && strip /out/bin/* /out/lib/libnvidia-ml.so.1 /out/lib/libcuda.so.1
 
 # Runtime: Debian slim (glibc for the NVML cdylib, /bin/sh for the plugins' host-file init
 # container), CA certificates for the API server, a non-root user by default. Components that
@@ -35,7 +36,9 @@ RUN apt-get update \
 COPY --from=build /out/bin/fake-gpu-operator /usr/local/bin/fake-gpu-operator
 COPY --from=build /out/bin/nvidia-smi /usr/local/bin/nvidia-smi
 COPY --from=build /out/lib/libnvidia-ml.so.1 /usr/local/lib/fake-gpu-operator/libnvidia-ml.so.1
+COPY --from=build /out/lib/libcuda.so.1 /usr/local/lib/fake-gpu-operator/libcuda.so.1
 RUN ln -s libnvidia-ml.so.1 /usr/local/lib/fake-gpu-operator/libnvidia-ml.so \
+ && ln -s libcuda.so.1 /usr/local/lib/fake-gpu-operator/libcuda.so \
  && echo /usr/local/lib/fake-gpu-operator > /etc/ld.so.conf.d/fake-gpu-operator.conf \
  && ldconfig
 USER 65532:65532

@@ -24,6 +24,7 @@ PROFILE=${PORTABLE_PROFILE:-release}
 CRATES=(
   "nvml-shim   libnvidia_ml.so  lib/libnvidia-ml.so.1"
   "nvidia-smi  nvidia-smi       bin/nvidia-smi"
+  "cuda-shim   libcuda.so       lib/libcuda.so.1"
 )
 
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/fake-gpu-operator/zigbuild-$ZIGBUILD_VERSION-zig-$ZIG_VERSION

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 profile=${1:-h100}
 gpus=${2:-8}
 scripts/ensure-toolchain.sh
-cargo build --release -q -p nvml-shim -p fakegpu
+cargo build --release -q -p nvml-shim -p cuda-shim -p fakegpu
 root=$(scripts/fetch-nvidia.sh)
 smi=$root/usr/lib/nvidia/current/nvidia-smi
 fakegpu=target/release/fakegpu

@@ -27,7 +27,7 @@ step fmt cargo fmt --all -- --check
 step dockerfile python3 tests/docker/check_dockerfile.py
 step clippy cargo clippy --workspace --all-targets -q -- -D warnings
 # Binaries that tests run as programs (node_files_e2e: our nvidia-smi over the fake NVML).
-step build cargo build -q -p nvidia-smi -p nvml-shim
+step build cargo build -q -p nvidia-smi -p nvml-shim -p cuda-shim
 # What GPU containers get (fake NVML, nvidia-smi) built for glibc >= 2.17; fails if any needs a newer GLIBC symbol.
 step portable scripts/build-portable.sh
 # Tests that need Kubernetes run against a real control plane started for the whole run;
@@ -43,6 +43,7 @@ fi
 [ -x tests/go-nvml/run.sh ] && step go-nvml tests/go-nvml/run.sh
 [ -x tests/live-state/run.sh ] && step live-state tests/live-state/run.sh
 [ -x tests/smi-golden/run.sh ] && step smi-golden tests/smi-golden/run.sh
+[ -x tests/cuda/run.sh ] && step cuda tests/cuda/run.sh
 
 echo
 if [ ${#failed[@]} -gt 0 ]; then

@@ -1,5 +1,6 @@
-//! `fakegpu exec`: runs a program with the fake NVML in place of libnvidia-ml.so.1 and
-//! the node selected by the flags, passing its exit code through.
+//! `fakegpu exec`: runs a program with the fake NVML in place of libnvidia-ml.so.1 and the
+//! fake CUDA driver in place of libcuda.so.1, on the node selected by the flags, passing its
+//! exit code through.
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
@@ -14,8 +15,8 @@ use crate::show::NodeArgs;
 pub struct ExecArgs {
     #[command(flatten)]
     node: NodeArgs,
-    /// Load the library with LD_PRELOAD instead of putting it first on LD_LIBRARY_PATH
-    /// (for programs that load NVML by absolute path).
+    /// Load the libraries with LD_PRELOAD as well as putting them first on LD_LIBRARY_PATH
+    /// (for programs that load NVML or libcuda by absolute path).
     #[arg(long)]
     preload: bool,
     /// The program and its arguments.
@@ -32,10 +33,10 @@ pub fn exec(args: &ExecArgs) -> Result<i32> {
     let mut cmd = Command::new(program);
     cmd.args(rest).envs(args.node.env_overrides());
     if args.preload {
-        let lib = dir.join("libnvidia-ml.so.1");
+        let libs = format!("{}:{}", dir.join("libnvidia-ml.so.1").display(), dir.join("libcuda.so.1").display());
         let preload = match std::env::var("LD_PRELOAD") {
-            Ok(existing) if !existing.is_empty() => format!("{}:{existing}", lib.display()),
-            _ => lib.display().to_string(),
+            Ok(existing) if !existing.is_empty() => format!("{libs}:{existing}"),
+            _ => libs,
         };
         cmd.env("LD_PRELOAD", preload);
     }

@@ -216,7 +216,15 @@ pub fn run_state(cmd: &StateCmd) -> Result<i32> {
             let (spec, path) = args.resolve()?;
             let used_memory_bytes = state::parse_size(mem).map_err(|e| anyhow!("--mem: {e}"))?;
             let kind = ProcessType::parse(kind).ok_or_else(|| anyhow!("--type `{kind}`: use C, G, C+G or M+C"))?;
-            let p = Process { pid: *pid, name: name.clone(), used_memory_bytes, kind, gpu_instance_id: *gi, compute_instance_id: *ci };
+            let p = Process {
+                pid: *pid,
+                name: name.clone(),
+                used_memory_bytes,
+                kind,
+                gpu_instance_id: *gi,
+                compute_instance_id: *ci,
+                pid_namespace: None,
+            };
             change(&path, &spec, |s| state::add_process(s, &spec, *gpu, p, state_file::now()))
         }
         StateCmd::Process(ProcessCmd::Rm { args, gpu, pid }) => {

@@ -93,6 +93,11 @@ fn exec_sets_the_environment_and_passes_the_exit_code() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("libnvidia-ml.so.1"), "{out}");
     assert!(out.lines().any(|l| l == "libnvidia-ml.so"), "{out}");
+    // The fake CUDA driver is in front too, under every name CUDA clients load.
+    assert!(out.lines().next().is_some_and(|l| l.contains("libnvidia-ml.so.1") && l.contains("libcuda.so.1")), "{out}");
+    for name in ["libcuda.so.1", "libcuda.so", "libcuda.so.535.261.03"] {
+        assert!(out.lines().any(|l| l == name), "{name} missing: {out}");
+    }
 
     let (code, _, err) = run(&["exec", "--", "/nonexistent/program"]);
     assert_eq!(code, 2);

@@ -191,6 +191,24 @@ pub fn process_env() -> Result<impl Fn(&str) -> Option<String>, ConfigError> {
     Ok(|key: &str| std::env::var(key).ok())
 }
 
+/// Resolves the node of this process: its environment and its host name. Both fake
+/// libraries (NVML and CUDA) load their node through this one function.
+pub fn resolve_for_process() -> Result<NodeSpec, ConfigError> {
+    resolve(&process_env()?, &host_name())
+}
+
+/// The host name (`localhost` when the system does not say).
+pub fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it or truncates.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len() - 1) };
+    if rc != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
 /// Reads and parses a node config file.
 pub fn read_config_file(path: &Path) -> Result<NodeConfigFile, ConfigError> {
     let origin = path.display().to_string();

@@ -8,6 +8,7 @@
 pub mod board;
 pub mod builtin;
 pub mod config;
+pub mod cuda;
 pub mod dynamics;
 pub mod error;
 pub mod fabric;
@@ -19,6 +20,7 @@ pub mod profile;
 pub mod state;
 pub mod state_file;
 pub mod telemetry;
+pub mod visibility;
 
 pub use builtin::{builtin_profiles, find_builtin};
 pub use config::{resolve, NodeConfigFile, NodeSpec};

@@ -63,6 +63,8 @@ pub struct Profile {
     /// Whether the board supports MIG; the partition tables are defined elsewhere.
     #[serde(default)]
     pub mig_capable: bool,
+    /// What the CUDA driver API reports beyond the fields above (`cuDeviceGetAttribute`).
+    pub cuda: Cuda,
     /// Where the values come from: captures, datasheets.
     pub sources: Vec<String>,
 }
@@ -218,6 +220,33 @@ impl VirtualizationMode {
 pub struct ComputeCapability {
     pub major: u32,
     pub minor: u32,
+}
+
+/// The CUDA device attributes a board fixes (`CUdevice_attribute`), beyond the SM count,
+/// clocks, bus width and compute capability stated elsewhere in the profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Cuda {
+    /// `CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE`, bytes.
+    pub l2_cache_bytes: u32,
+    /// `CU_DEVICE_ATTRIBUTE_MAX_PERSISTING_L2_CACHE_SIZE`, bytes (0 before Ampere).
+    pub max_persisting_l2_cache_bytes: u32,
+    /// `CU_DEVICE_ATTRIBUTE_MAX_ACCESS_POLICY_WINDOW_SIZE`, bytes (0 before Ampere).
+    pub max_access_policy_window_bytes: u32,
+    /// `CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_MULTIPROCESSOR`.
+    pub max_threads_per_multiprocessor: u32,
+    /// `CU_DEVICE_ATTRIBUTE_MAX_BLOCKS_PER_MULTIPROCESSOR`.
+    pub max_blocks_per_multiprocessor: u32,
+    /// `CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_MULTIPROCESSOR`, bytes.
+    pub shared_memory_per_multiprocessor_bytes: u32,
+    /// `CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN`, bytes.
+    pub shared_memory_per_block_optin_bytes: u32,
+    /// `CU_DEVICE_ATTRIBUTE_MAX_REGISTERS_PER_MULTIPROCESSOR` (32-bit registers).
+    pub registers_per_multiprocessor: u32,
+    /// `CU_DEVICE_ATTRIBUTE_ASYNC_ENGINE_COUNT`: copy engines.
+    pub async_engine_count: u32,
+    /// `CU_DEVICE_ATTRIBUTE_SINGLE_TO_DOUBLE_PRECISION_PERF_RATIO`.
+    pub single_to_double_precision_perf_ratio: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -455,6 +484,19 @@ impl Profile {
             return Err(invalid("gpu_part_number", "must be 1 to 79 bytes".into()));
         }
         self.board.validate(self.pci.bus_ids.len()).map_err(|(key, reason)| invalid(key, reason))?;
+        let c = &self.cuda;
+        if c.max_persisting_l2_cache_bytes > c.l2_cache_bytes {
+            return Err(invalid("cuda.max_persisting_l2_cache_bytes", "exceeds cuda.l2_cache_bytes".into()));
+        }
+        if c.shared_memory_per_block_optin_bytes > c.shared_memory_per_multiprocessor_bytes {
+            return Err(invalid("cuda.shared_memory_per_block_optin_bytes", "exceeds cuda.shared_memory_per_multiprocessor_bytes".into()));
+        }
+        if c.max_threads_per_multiprocessor == 0 || c.max_blocks_per_multiprocessor == 0 || c.l2_cache_bytes == 0 {
+            return Err(invalid("cuda", "per-multiprocessor limits and the L2 size must be positive".into()));
+        }
+        if self.multiprocessor_count.is_none_or(|n| n == 0) {
+            return Err(invalid("multiprocessor_count", "CUDA needs the SM count (CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)".into()));
+        }
         if self.sources.is_empty() {
             return Err(invalid("sources", "cite at least one source".into()));
         }

@@ -196,6 +196,11 @@ pub struct Process {
     pub gpu_instance_id: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compute_instance_id: Option<u32>,
+    /// Set for a real process of this host that registered itself (the fake libcuda, for its
+    /// contexts): the inode of its pid namespace. Such an entry is swept once the process is
+    /// gone ([`sweep_exited`]); entries without it are simulated and stay until removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_namespace: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -564,6 +569,73 @@ pub fn remove_process(state: &mut NodeState, spec: &NodeSpec, index: Option<u32>
     Ok(())
 }
 
+/// Records that the real process `pid` (of pid namespace `pid_namespace`) holds a context on
+/// GPU `index` with `used_bytes` of memory allocated, replacing what it recorded before. The
+/// GPU's memory use must stay within what it can hand out ([`StateError::InsufficientResources`]
+/// otherwise: CUDA's out-of-memory).
+#[allow(clippy::too_many_arguments)]
+pub fn set_live_process(
+    state: &mut NodeState,
+    spec: &NodeSpec,
+    index: u32,
+    pid: u32,
+    name: &str,
+    pid_namespace: u64,
+    used_bytes: u64,
+    now: Now,
+) -> Result<(), StateError> {
+    check_live(state, index)?;
+    let existing = state.gpu(index).cloned().unwrap_or_default();
+    let others: u64 = existing.processes.iter().filter(|p| p.pid != pid).map(|p| p.used_memory_bytes).sum();
+    let before = existing.processes.iter().find(|p| p.pid == pid).map_or(0, |p| p.used_memory_bytes);
+    let usable = usable_memory(&spec.profile);
+    // Growing past the free memory fails; shrinking always succeeds.
+    if used_bytes > before && existing.memory_used_bytes.max(others) + used_bytes > usable {
+        return Err(StateError::InsufficientResources(format!(
+            "GPU {index} has {} MiB free; process {pid} asks for {} MiB in all",
+            usable.saturating_sub(existing.memory_used_bytes.max(others) + before) / crate::telemetry::MIB,
+            used_bytes.div_ceil(crate::telemetry::MIB)
+        )));
+    }
+    let gpu = state.gpu_mut(spec, index, now)?;
+    match gpu.processes.iter_mut().find(|p| p.pid == pid) {
+        Some(p) => {
+            p.used_memory_bytes = used_bytes;
+            p.pid_namespace = Some(pid_namespace);
+        }
+        None => gpu.processes.push(Process {
+            pid,
+            name: name.chars().filter(|c| *c != '\0').take(1024).collect(),
+            used_memory_bytes: used_bytes,
+            kind: ProcessType::Compute,
+            gpu_instance_id: None,
+            compute_instance_id: None,
+            pid_namespace: Some(pid_namespace),
+        }),
+    }
+    Ok(())
+}
+
+/// Removes the registered process `pid` from GPU `index` (its last context there is gone).
+pub fn remove_live_process(state: &mut NodeState, spec: &NodeSpec, index: u32, pid: u32, now: Now) -> Result<(), StateError> {
+    if state.gpu(index).is_some_and(|g| g.processes.iter().any(|p| p.pid == pid && p.pid_namespace.is_some())) {
+        state.gpu_mut(spec, index, now)?.processes.retain(|p| p.pid != pid || p.pid_namespace.is_none());
+    }
+    Ok(())
+}
+
+/// Removes every registered process that `exited` says is gone (`exited(pid, namespace)`);
+/// returns whether anything was removed. Simulated processes are never touched.
+pub fn sweep_exited(state: &mut NodeState, exited: &dyn Fn(u32, u64) -> bool) -> bool {
+    let mut removed = false;
+    for gpu in state.gpus.values_mut() {
+        let before = gpu.processes.len();
+        gpu.processes.retain(|p| !p.pid_namespace.is_some_and(|ns| exited(p.pid, ns)));
+        removed |= gpu.processes.len() != before;
+    }
+    removed
+}
+
 /// A fault to inject.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fault {
@@ -855,6 +927,7 @@ mod tests {
             kind: ProcessType::Compute,
             gpu_instance_id: None,
             compute_instance_id: None,
+            pid_namespace: None,
         };
         add_process(&mut st, &s, 0, p.clone(), T0).unwrap();
         assert!(matches!(add_process(&mut st, &s, 0, p.clone(), T0), Err(StateError::AlreadyExists(_))));
@@ -1018,5 +1091,42 @@ mod tests {
         }
         assert_eq!(st.gpu(0).unwrap().faults.xids.len(), limits::MAX_XIDS);
         validate(&st, &s).unwrap();
+    }
+
+    #[test]
+    fn live_processes_grow_within_free_memory_and_are_swept_once_exited() {
+        let s = spec("l4", 1);
+        let mut st = NodeState::default();
+        let usable = usable_memory(&s.profile);
+        set_live_process(&mut st, &s, 0, 100, "/usr/bin/python3", 7, 3 << 30, T0).unwrap();
+        set_live_process(&mut st, &s, 0, 101, "other", 7, 1 << 30, T0).unwrap();
+        // Growth past the free memory is refused and changes nothing.
+        let err = set_live_process(&mut st, &s, 0, 100, "/usr/bin/python3", 7, usable, T0).unwrap_err();
+        assert!(matches!(err, StateError::InsufficientResources(_)), "{err}");
+        assert_eq!(dynamics::memory_used(st.gpu(0).unwrap()), 4 << 30);
+        // A simulated process (no namespace) is never swept.
+        add_process(
+            &mut st,
+            &s,
+            0,
+            Process {
+                pid: 5,
+                name: "sim".into(),
+                used_memory_bytes: 0,
+                kind: ProcessType::Compute,
+                gpu_instance_id: None,
+                compute_instance_id: None,
+                pid_namespace: None,
+            },
+            T0,
+        )
+        .unwrap();
+        assert!(sweep_exited(&mut st, &|pid, ns| pid == 100 && ns == 7));
+        let pids: Vec<u32> = st.gpu(0).unwrap().processes.iter().map(|p| p.pid).collect();
+        assert_eq!(pids, vec![101, 5]);
+        assert!(!sweep_exited(&mut st, &|pid, _| pid == 5));
+        remove_live_process(&mut st, &s, 0, 101, T0).unwrap();
+        remove_live_process(&mut st, &s, 0, 5, T0).unwrap();
+        assert_eq!(st.gpu(0).unwrap().processes.len(), 1, "remove_live_process leaves simulated processes alone");
     }
 }

@@ -46,6 +46,37 @@ pub fn now() -> Now {
     Now { unix_ms, boot_ms: ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000 }
 }
 
+/// The inode of this process's pid namespace (`/proc/self/ns/pid`); 0 when it cannot be read.
+pub fn pid_namespace() -> u64 {
+    std::fs::read_link("/proc/self/ns/pid")
+        .ok()
+        .and_then(|l| l.to_str()?.strip_prefix("pid:[")?.strip_suffix(']')?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Whether the registered process `pid` of pid namespace `namespace` is gone. Only a process of
+/// this process's own namespace can be checked; any other counts as running.
+pub fn process_exited(pid: u32, namespace: u64) -> bool {
+    if namespace != pid_namespace() || pid == 0 || pid > i32::MAX as u32 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks that the process exists.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
+    rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+}
+
+/// Removes the registered processes that have exited (see [`crate::state::sweep_exited`]);
+/// writes the file only when one was found.
+pub fn sweep_exited(path: &Path, spec: &NodeSpec) -> Result<bool, UpdateError<std::convert::Infallible>> {
+    let ns = pid_namespace();
+    let state = read(path)?;
+    let any_gone = state.gpus.values().flat_map(|g| &g.processes).any(|p| p.pid_namespace == Some(ns) && process_exited(p.pid, ns));
+    if !any_gone {
+        return Ok(false);
+    }
+    update(path, spec, |s| Ok(crate::state::sweep_exited(s, &process_exited)))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StateFileError {
     #[error("{path}: {reason}")]

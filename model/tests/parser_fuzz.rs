@@ -299,6 +299,7 @@ fn state_seeds(spec: &NodeSpec) -> Vec<Value> {
         kind: ProcessType::Compute,
         gpu_instance_id: None,
         compute_instance_id: None,
+        pid_namespace: None,
     };
     state::add_process(&mut st, spec, 1, p.clone(), T0).unwrap();
     state::inject(&mut st, spec, 1, &Fault::EccDbe(2), T0).unwrap();

@@ -42,6 +42,8 @@ impl Snapshot {
 pub(crate) struct Hot {
     /// Anything but the idle defaults (else the static readings apply).
     pub active: bool,
+    /// Some process on the GPU is a real one that registered itself (swept when it exits).
+    pub registered: bool,
     pub lost: bool,
     pub utilization: Utilization,
     pub pattern: Option<Pattern>,
@@ -70,6 +72,7 @@ impl Hot {
         Hot {
             base: None,
             active: *g != GpuState::default(),
+            registered: g.processes.iter().any(|p| p.pid_namespace.is_some()),
             lost: g.faults.lost,
             utilization: g.utilization,
             pattern: g.pattern,
@@ -316,6 +319,27 @@ pub(crate) fn readings(index: u32, profile: &Profile, now: Now) -> Option<Readin
         slot.temp_cache.store(key | (u64::from(r.gpu_temp_c.min(0xFFFF)) << 32), Ordering::Relaxed);
     }
     Some(r)
+}
+
+/// Removes registered processes of GPU `index` that exited without unregistering (kill -9)
+/// from the state file, so that the process lists and memory use no longer count them. Costs
+/// one atomic load unless such a process is on the GPU (then a `kill(pid, 0)` per process).
+pub(crate) fn sweep_exited(index: u32) {
+    let Some(live) = LIVE.get() else { return };
+    if !hot(index).is_some_and(|h| h.registered) {
+        return;
+    }
+    let Some(path) = &live.path else { return };
+    let gone = snapshot()
+        .gpus
+        .get(index as usize)
+        .is_some_and(|g| g.processes.iter().any(|p| p.pid_namespace.is_some_and(|ns| state_file::process_exited(p.pid, ns))));
+    if gone {
+        if let Err(e) = state_file::sweep_exited(path, &live.spec) {
+            eprintln!("fakegpu: could not sweep exited processes: {e}");
+        }
+        live.fresh();
+    }
 }
 
 /// Whether GPU `index` fell off the bus.

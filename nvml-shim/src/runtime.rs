@@ -12,7 +12,7 @@ use std::ffi::CString;
 use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 use std::sync::Mutex;
 
-use fakegpu_model::{config, ConfigError, SimulatedNode};
+use fakegpu_model::{config, visibility, ConfigError, SimulatedNode};
 use nvml_abi::{nvmlDevice_t, nvmlReturn_t, ret};
 
 use crate::device::Device;
@@ -117,11 +117,15 @@ pub(crate) fn device(handle: nvmlDevice_t) -> Result<&'static Device, nvmlReturn
 
 impl Runtime {
     fn load() -> Result<Runtime, ConfigError> {
-        let spec = config::resolve(&config::process_env()?, &host_name())?;
+        let spec = config::resolve_for_process()?;
         let node = SimulatedNode::new(spec);
         // As in a container: only the GPUs NVIDIA_VISIBLE_DEVICES names, renumbered from 0.
         // `node.gpus` keeps every GPU with its host index (find a device's by its UUID).
-        let visible = visible_devices(std::env::var(ENV_VISIBLE_DEVICES).ok().as_deref(), &node.spec.node_name, &node.gpus);
+        let visible = visibility::container_view(
+            std::env::var(visibility::ENV_NVIDIA_VISIBLE_DEVICES).ok().as_deref(),
+            &node.spec.node_name,
+            &node.gpus,
+        );
         let devices = visible
             .into_iter()
             .enumerate()
@@ -155,55 +159,6 @@ impl Runtime {
     }
 }
 
-/// The variable the NVIDIA container runtime reads to pick a container's GPUs.
-pub(crate) const ENV_VISIBLE_DEVICES: &str = "NVIDIA_VISIBLE_DEVICES";
-
-/// One GPU `NVIDIA_VISIBLE_DEVICES` makes visible.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Visible {
-    /// Host index.
-    pub host: usize,
-    /// None: the whole GPU with all its MIG devices; Some: named only through MIG UUIDs,
-    /// so only those MIG devices (GI id, CI id) show, as the container runtime exposes them.
-    pub mig: Option<Vec<(u32, u32)>>,
-}
-
-/// The GPUs `NVIDIA_VISIBLE_DEVICES` makes visible, in the order it names them: unset, empty
-/// or `all` = every GPU; `none`/`void` = none; otherwise a comma list of UUIDs (`GPU-…` or
-/// `MIG-…`, any case) or indices. A MIG UUID brings its parent GPU with only that MIG device
-/// (the parent's place is where it is first named); naming the GPU itself shows all of them.
-/// Entries naming nothing on `node` are skipped, duplicates kept once.
-pub(crate) fn visible_devices(value: Option<&str>, node: &str, gpus: &[fakegpu_model::GpuIdentity]) -> Vec<Visible> {
-    let value = value.map(str::trim).unwrap_or("");
-    match value {
-        "" | "all" => return (0..gpus.len()).map(|host| Visible { host, mig: None }).collect(),
-        "none" | "void" => return Vec::new(),
-        _ => {}
-    }
-    let mut picked: Vec<Visible> = Vec::new();
-    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        let found = match entry.parse::<usize>() {
-            Ok(index) => (index < gpus.len()).then_some((index, None)),
-            Err(_) => gpus.iter().position(|g| g.uuid.eq_ignore_ascii_case(entry)).map(|h| (h, None)).or_else(|| {
-                gpus.iter()
-                    .enumerate()
-                    .find_map(|(h, g)| fakegpu_model::mig::instance_of_uuid(node, &g.uuid, entry).map(|instance| (h, Some(instance))))
-            }),
-        };
-        let Some((host, instance)) = found else { continue };
-        match (picked.iter_mut().find(|v| v.host == host), instance) {
-            (None, instance) => picked.push(Visible { host, mig: instance.map(|i| vec![i]) }),
-            (Some(v), None) => v.mig = None,
-            (Some(v), Some(i)) => {
-                if let Some(list) = v.mig.as_mut().filter(|l| !l.contains(&i)) {
-                    list.push(i);
-                }
-            }
-        }
-    }
-    picked
-}
-
 /// Unreadable files mean there is no driver to talk to; contents that are wrong are an
 /// invalid argument. Both come with a stderr line that names the file, key and reason.
 fn init_error_code(err: &ConfigError) -> nvmlReturn_t {
@@ -215,38 +170,4 @@ fn init_error_code(err: &ConfigError) -> nvmlReturn_t {
 
 pub(crate) fn cstring(text: &str) -> CString {
     CString::new(text.replace('\0', "")).expect("NULs removed")
-}
-
-fn host_name() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it or truncates.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len() - 1) };
-    if rc != 0 {
-        return "localhost".into();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use fakegpu_model::{mig, NodeSpec};
-
-    #[test]
-    fn mig_uuids_bring_their_parent_with_only_those_mig_devices() {
-        let node = SimulatedNode::new(NodeSpec::builtin("h100", Some(4), "vis-node").unwrap());
-        let g = &node.gpus;
-        let m = |gpu: usize, gi: u32, ci: u32| mig::mig_uuid("vis-node", &g[gpu].uuid, gi, ci);
-        let value = format!("{},{},{},{}", m(2, 7, 0), g[1].uuid, m(2, 9, 0).to_uppercase(), m(2, 7, 0));
-        let v = visible_devices(Some(&value), "vis-node", g);
-        assert_eq!(v, vec![Visible { host: 2, mig: Some(vec![(7, 0), (9, 0)]) }, Visible { host: 1, mig: None }]);
-        // The GPU named as well: all its MIG devices show.
-        let v = visible_devices(Some(&format!("{},{}", m(3, 1, 0), g[3].uuid)), "vis-node", g);
-        assert_eq!(v, vec![Visible { host: 3, mig: None }]);
-        // Another node's MIG UUID names nothing here.
-        let other = mig::mig_uuid("elsewhere", &g[0].uuid, 7, 0);
-        assert!(visible_devices(Some(&other), "vis-node", g).is_empty());
-        assert_eq!(visible_devices(None, "vis-node", g).len(), 4);
-    }
 }

@@ -224,6 +224,7 @@ mod tests {
             kind: Default::default(),
             gpu_instance_id: None,
             compute_instance_id: None,
+            pid_namespace: None,
         };
         state_file::update(&files.state(), &v.spec, |st| state::add_process(st, &v.spec, held[0], proc.clone(), state_file::now()))
             .unwrap();

@@ -189,7 +189,7 @@ async fn device_plugin_grant_is_what_the_topology_and_metrics_record() {
         device_plugins_dir: dp_dir.clone(),
         resource_name: "nvidia.com/gpu".into(),
         socket_name: device_plugin::PLUGIN_SOCKET.into(),
-        files: HostFiles { nvml_lib: None, nvidia_smi: None, node_dir: files.dir.clone(), node_name: node.clone() },
+        files: HostFiles { nvml_lib: None, cuda_lib: None, nvidia_smi: None, node_dir: files.dir.clone(), node_name: node.clone() },
         state_path: files.state(),
         health_interval: Duration::from_millis(500),
         grants: Some(GrantConfig {

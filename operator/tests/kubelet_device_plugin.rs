@@ -51,6 +51,7 @@ async fn register_list_allocate_fault_and_reregister() {
     let mut kubelet = Kubelet::start(&s.dp_dir);
     let host = HostFiles {
         nvml_lib: fake_kubelet::fake_nvml().or(Some("/nonexistent/libnvidia_ml.so".into())),
+        cuda_lib: fake_kubelet::fake_cuda().or(Some("/nonexistent/libcuda.so".into())),
         nvidia_smi: fake_kubelet::nvidia_smi(),
         node_dir: s.files.dir.clone(),
         node_name: NODE.into(),
@@ -112,6 +113,9 @@ async fn register_list_allocate_fault_and_reregister() {
     assert_eq!(c.envs.get("NODE_NAME").map(String::as_str), Some(NODE), "NODE_NAME injected: {:?}", c.envs);
     let lib = c.mounts.iter().find(|m| m.container_path == "/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1").expect("NVML mount");
     assert!(lib.read_only);
+    // The fake CUDA driver goes next to it, so CUDA discovery in the pod sees the same GPUs.
+    let cuda = c.mounts.iter().find(|m| m.container_path == "/usr/lib/x86_64-linux-gnu/libcuda.so.1").expect("CUDA mount");
+    assert!(cuda.read_only && cuda.host_path.ends_with("libcuda.so"));
     let node_mount = c.mounts.iter().find(|m| m.host_path == s.files.dir.display().to_string()).expect("node dir mount");
     assert!(node_mount.read_only);
     assert!(client
@@ -120,8 +124,8 @@ async fn register_list_allocate_fault_and_reregister() {
         .is_err());
 
     // In-pod view: NVIDIA's nvidia-smi over the fake NVML with exactly these edits.
-    match (fake_kubelet::fake_nvml(), fake_kubelet::nvidia_smi()) {
-        (Some(_), Some(smi)) => {
+    match (fake_kubelet::fake_nvml(), fake_kubelet::fake_cuda(), fake_kubelet::nvidia_smi()) {
+        (Some(_), Some(_), Some(smi)) => {
             let mounts: Vec<(String, String)> = c.mounts.iter().map(|m| (m.host_path.clone(), m.container_path.clone())).collect();
             let env = c.envs.clone().into_iter().collect();
             let container = Container::new(&s.root.join("rootfs"), env, &mounts);
@@ -132,7 +136,7 @@ async fn register_list_allocate_fault_and_reregister() {
             assert_eq!(listed, vec![granted[0].as_str(), granted[1].as_str()], "nvidia-smi -L:\n{text}");
             assert!(text.starts_with("GPU 0: NVIDIA A100"), "{text}");
         }
-        _ => eprintln!("SKIP in-pod view: build nvml-shim and run scripts/fetch-nvidia.sh"),
+        _ => eprintln!("SKIP in-pod view: build nvml-shim and cuda-shim and run scripts/fetch-nvidia.sh"),
     }
 
     // Injected fault → Unhealthy in ListAndWatch.
@@ -221,7 +225,7 @@ async fn allocate_is_annotated_on_the_pod_found_through_podresources() {
         device_plugins_dir: s.dp_dir.clone(),
         resource_name: "nvidia.com/gpu".into(),
         socket_name: device_plugin::PLUGIN_SOCKET.into(),
-        files: HostFiles { nvml_lib: None, nvidia_smi: None, node_dir: s.files.dir.clone(), node_name: NODE.into() },
+        files: HostFiles { nvml_lib: None, cuda_lib: None, nvidia_smi: None, node_dir: s.files.dir.clone(), node_name: NODE.into() },
         state_path: s.files.state(),
         health_interval: Duration::from_millis(100),
         grants: Some(GrantConfig {

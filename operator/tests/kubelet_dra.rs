@@ -107,6 +107,7 @@ async fn register_prepare_restart_unprepare() {
     let paths = Paths::new(&dirs, &cdi_root);
     let host = HostFiles {
         nvml_lib: fake_kubelet::fake_nvml(),
+        cuda_lib: fake_kubelet::fake_cuda(),
         nvidia_smi: fake_kubelet::nvidia_smi(),
         node_dir: files.dir.clone(),
         node_name: NODE.into(),
@@ -239,7 +240,7 @@ async fn grpc_health_follows_the_plugin_sockets() {
         plugins: tmp.path().join("plugins"),
     };
     let paths = Paths::new(&dirs, &tmp.path().join("cdi"));
-    let host = HostFiles { nvml_lib: None, nvidia_smi: None, node_dir: files.dir.clone(), node_name: NODE.into() };
+    let host = HostFiles { nvml_lib: None, cuda_lib: None, nvidia_smi: None, node_dir: files.dir.clone(), node_name: NODE.into() };
     let (stop, task) = start(&paths, node, host, Arc::new(Claims::default()));
     wait_for(&paths.plugin_socket).await;
     wait_for(&paths.registration_socket).await;

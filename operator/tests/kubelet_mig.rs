@@ -60,6 +60,7 @@ fn live_migs(files: &NodeFiles, node: &SimulatedNode, gpu: u32) -> Vec<MigDevice
 fn host_files(files: &NodeFiles) -> HostFiles {
     HostFiles {
         nvml_lib: fake_kubelet::fake_nvml(),
+        cuda_lib: fake_kubelet::fake_cuda(),
         nvidia_smi: fake_kubelet::nvidia_smi(),
         node_dir: files.dir.clone(),
         node_name: NODE.into(),

@@ -51,10 +51,12 @@ KUBECTL="$CP_BIN/kubectl"
 cargo build -q -p fakegpu-cluster --bin fakegpu-cluster || die "cargo build -p fakegpu-cluster failed"
 CLUSTER="$ROOT/target/debug/fakegpu-cluster"
 if [ "$PROFILE" = release ]; then
-  cargo build -q --release -p fake-gpu-operator -p nvml-shim -p nvidia-smi || die "release build failed"
+  cargo build -q --release -p fake-gpu-operator || die "release build failed"
 else
-  cargo build -q -p fake-gpu-operator -p nvml-shim -p nvidia-smi || die "debug build failed"
+  cargo build -q -p fake-gpu-operator || die "debug build failed"
 fi
+# What GPU containers get (fake NVML, fake CUDA, nvidia-smi): the glibc 2.17 builds.
+scripts/build-portable.sh >/dev/null || die "portable build failed"
 
 echo "== images: OCI archives without Docker, reproducible"
 t0=$(ms)

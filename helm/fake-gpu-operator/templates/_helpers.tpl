@@ -196,7 +196,7 @@ subjects:
 {{- end }}
 {{- end -}}
 
-{{/* Init container copying the fake NVML and nvidia-smi onto the node, for GPU containers. */}}
+{{/* Init container copying the fake NVML, the fake CUDA driver and nvidia-smi onto the node, for GPU containers. */}}
 {{- define "fgo.installHostFiles" -}}
 - name: install-host-files
   image: {{ include "fgo.image" (dict "ctx" .ctx "image" .image) }}
@@ -207,6 +207,9 @@ subjects:
       mkdir -p /host/lib /host/bin
       cp -f /usr/local/lib/fake-gpu-operator/libnvidia-ml.so.1 /host/lib/libnvidia-ml.so.1.tmp
       mv -f /host/lib/libnvidia-ml.so.1.tmp /host/lib/libnvidia-ml.so.1
+      cp -f /usr/local/lib/fake-gpu-operator/libcuda.so.1 /host/lib/libcuda.so.1.tmp
+      chmod 0755 /host/lib/libcuda.so.1.tmp
+      mv -f /host/lib/libcuda.so.1.tmp /host/lib/libcuda.so.1
       cp -f /usr/local/bin/nvidia-smi /host/bin/nvidia-smi.tmp
       chmod 0755 /host/bin/nvidia-smi.tmp /host/lib/libnvidia-ml.so.1
       mv -f /host/bin/nvidia-smi.tmp /host/bin/nvidia-smi
@@ -220,6 +223,8 @@ subjects:
 {{- define "fgo.hostFileEnv" -}}
 - name: FAKEGPU_NVML_LIB
   value: /var/lib/fake-gpu-operator/lib/libnvidia-ml.so.1
+- name: FAKEGPU_CUDA_LIB
+  value: /var/lib/fake-gpu-operator/lib/libcuda.so.1
 - name: FAKEGPU_NVIDIA_SMI
   value: /var/lib/fake-gpu-operator/bin/nvidia-smi
 - name: FAKEGPU_NODE_DIR

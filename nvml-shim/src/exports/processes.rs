@@ -24,6 +24,7 @@ pub(crate) enum Kind {
 
 /// The processes of `kind` running on the device, from the live node state.
 pub(crate) fn processes(d: &Device, kind: Kind) -> Vec<nvmlProcessInfo_t> {
+    crate::live::sweep_exited(d.host_index);
     crate::live::with_gpu(d.host_index, |g| {
         g.processes
             .iter()

@@ -21,7 +21,9 @@ pub unsafe extern "C" fn nvmlDeviceGetMemoryInfo(dev: nvmlDevice_t, memory: *mut
         if crate::exports::mig::is_mig_handle(dev) {
             return crate::exports::mig::mig_get_memory(dev, memory);
         }
-        let m = device(dev)?.readings().memory;
+        let d = device(dev)?;
+        crate::live::sweep_exited(d.host_index);
+        let m = d.readings().memory;
         put(memory, nvmlMemory_t { total: m.total, free: m.free, used: m.used_v1() })
     })
 }
@@ -32,7 +34,9 @@ pub unsafe extern "C" fn nvmlDeviceGetMemoryInfo_v2(dev: nvmlDevice_t, memory: *
         if crate::exports::mig::is_mig_handle(dev) {
             return crate::exports::mig::mig_get_memory_v2(dev, memory);
         }
-        let m = device(dev)?.readings().memory;
+        let d = device(dev)?;
+        crate::live::sweep_exited(d.host_index);
+        let m = d.readings().memory;
         let memory = out(memory)?;
         if memory.version != nvmlMemory_v2 {
             return Err(ret::ARGUMENT_VERSION_MISMATCH);

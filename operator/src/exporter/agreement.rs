@@ -123,5 +123,23 @@ fn exporter_and_fake_nvml_agree_on_a_node_with_a_state_file() {
     for k in 0..10 {
         assert_eq!(check(&mut e, &dir, at(113_000 + k * 7_000)), [0, 0, 0, 0]);
     }
+
+    // A CUDA process (the fake libcuda's registration) holds 3 GiB on GPU 1: FB_USED counts it;
+    // once it has died without unregistering (kill -9), the next scrape sweeps it.
+    let state = dir.join(NODE).join(state_file::DEFAULT_FILE_NAME);
+    let mut child = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+    let (pid, ns) = (child.id(), state_file::pid_namespace());
+    let spec = library_spec(&dir);
+    state_file::update(&state, &spec, |st| {
+        fakegpu_model::state::set_live_process(st, &spec, 1, pid, "/usr/bin/python3", ns, 3 << 30, at(190_000))
+    })
+    .unwrap();
+    let text = e.scrape(at(191_000), &|_| None);
+    assert_eq!(value(&text, "DCGM_FI_DEV_FB_USED", 1), 3072.0);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let text = e.scrape(at(192_000), &|_| None);
+    assert_eq!(value(&text, "DCGM_FI_DEV_FB_USED", 1), 0.0, "the dead process is swept");
+    assert!(state_file::read(&state).unwrap().gpu(1).unwrap().processes.is_empty());
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -74,6 +74,14 @@ impl Node {
     fn refresh_file(&mut self, dir: &Path) {
         use std::os::unix::fs::MetadataExt;
         let path = dir.join(&self.view.name).join(state_file::DEFAULT_FILE_NAME);
+        // A CUDA process that died without cleaning up (kill -9) leaves its entry behind; sweep
+        // it so that FB_USED follows (a rewrite changes the stamp and is read below).
+        let registered = |f: &StateFile| f.state.gpus.values().flat_map(|g| &g.processes).any(|p| p.pid_namespace.is_some());
+        if self.file.as_ref().is_some_and(registered) {
+            if let Err(e) = state_file::sweep_exited(&path, &node_spec(&self.view)) {
+                tracing::debug!(node = %self.view.name, error = %e, "could not sweep exited processes");
+            }
+        }
         let Ok(meta) = std::fs::metadata(&path) else {
             self.file = None;
             return;

@@ -26,6 +26,9 @@ pub struct NodeArgs {
     /// Host path of the fake NVML to mount into GPU containers as libnvidia-ml.so.1.
     #[arg(long, env = "FAKEGPU_NVML_LIB")]
     pub nvml_lib: Option<PathBuf>,
+    /// Host path of the fake CUDA driver to mount into GPU containers as libcuda.so.1.
+    #[arg(long, env = "FAKEGPU_CUDA_LIB")]
+    pub cuda_lib: Option<PathBuf>,
     /// Host path of nvidia-smi to mount into GPU containers.
     #[arg(long, env = "FAKEGPU_NVIDIA_SMI")]
     pub nvidia_smi: Option<PathBuf>,
@@ -47,6 +50,7 @@ impl NodeArgs {
         let nf = NodeFiles::new(&self.node_dir, &self.node_name);
         let hf = HostFiles {
             nvml_lib: self.nvml_lib.clone(),
+            cuda_lib: self.cuda_lib.clone(),
             nvidia_smi: self.nvidia_smi.clone(),
             node_dir: nf.dir.clone(),
             node_name: self.node_name.clone(),

@@ -1,6 +1,7 @@
-//! What a container needs so that its NVML view is the simulated node's, restricted to the
-//! GPUs it was given: `NVIDIA_VISIBLE_DEVICES`, the fake NVML mounted as
-//! `libnvidia-ml.so.1`, the node's config/state directory read-only, and nvidia-smi.
+//! What a container needs so that its NVML and CUDA view is the simulated node's, restricted
+//! to the GPUs it was given: `NVIDIA_VISIBLE_DEVICES`, the fake NVML mounted as
+//! `libnvidia-ml.so.1` and the fake CUDA driver next to it as `libcuda.so.1`, the node's
+//! config/state directory read-only, and nvidia-smi.
 //! Shared by the device plugin's Allocate response and the DRA plugin's CDI specs.
 
 use std::collections::BTreeMap;
@@ -8,6 +9,9 @@ use std::path::PathBuf;
 
 /// Where the fake NVML appears in the container (the path the NVIDIA container runtime uses on Debian/Ubuntu).
 pub const CONTAINER_NVML: &str = "/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1";
+/// Where the fake CUDA driver appears in the container: next to the NVML, as the NVIDIA
+/// container runtime places the driver's libcuda.
+pub const CONTAINER_CUDA: &str = "/usr/lib/x86_64-linux-gnu/libcuda.so.1";
 /// Where nvidia-smi appears in the container.
 pub const CONTAINER_NVIDIA_SMI: &str = "/usr/bin/nvidia-smi";
 /// Where the node directory (config and live state) appears in the container, read-only.
@@ -18,6 +22,8 @@ pub const CONTAINER_NODE_DIR: &str = "/var/lib/fake-gpu-operator/node";
 pub struct HostFiles {
     /// The fake NVML (`libnvidia_ml.so` built from nvml-shim); not mounted when None.
     pub nvml_lib: Option<PathBuf>,
+    /// The fake CUDA driver (`libcuda.so` built from cuda-shim); not mounted when None.
+    pub cuda_lib: Option<PathBuf>,
     /// The project's nvidia-smi; not mounted when None.
     pub nvidia_smi: Option<PathBuf>,
     /// The node directory holding `config.json` and the live state (`fakegpu-state.json`).
@@ -57,6 +63,9 @@ pub fn container_edits(files: &HostFiles, uuids: &[String]) -> ContainerEdits {
     if let Some(lib) = &files.nvml_lib {
         mounts.push(Mount { host_path: lib.clone(), container_path: CONTAINER_NVML.into(), read_only: true });
     }
+    if let Some(lib) = &files.cuda_lib {
+        mounts.push(Mount { host_path: lib.clone(), container_path: CONTAINER_CUDA.into(), read_only: true });
+    }
     if let Some(smi) = &files.nvidia_smi {
         mounts.push(Mount { host_path: smi.clone(), container_path: CONTAINER_NVIDIA_SMI.into(), read_only: true });
     }
@@ -71,6 +80,7 @@ mod tests {
     fn edits_name_the_gpus_and_mount_the_node_read_only() {
         let files = HostFiles {
             nvml_lib: Some("/opt/fgo/libnvidia-ml.so.1".into()),
+            cuda_lib: Some("/opt/fgo/libcuda.so.1".into()),
             nvidia_smi: None,
             node_dir: "/var/lib/fake-gpu-operator/nodes/n1".into(),
             node_name: "n1".into(),
@@ -79,7 +89,8 @@ mod tests {
         assert_eq!(e.env["NVIDIA_VISIBLE_DEVICES"], "GPU-b,GPU-a");
         assert_eq!(e.env["FAKEGPU_CONFIG"], "/var/lib/fake-gpu-operator/node/config.json");
         assert_eq!(e.env["FAKEGPU_NODE"], "n1");
-        assert_eq!(e.mounts.len(), 2);
+        assert_eq!(e.mounts.len(), 3);
+        assert!(e.mounts.iter().any(|m| m.container_path == CONTAINER_CUDA && m.host_path.ends_with("libcuda.so.1")));
         assert!(e.mounts.iter().all(|m| m.read_only));
         assert_eq!(container_edits(&files, &[]).env["NVIDIA_VISIBLE_DEVICES"], "void");
     }

@@ -259,6 +259,12 @@ pub fn fake_nvml() -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
+/// The fake CUDA driver built by `cargo build -p cuda-shim`, if present.
+pub fn fake_cuda() -> Option<PathBuf> {
+    let p = workspace().join("target/debug/libcuda.so");
+    p.exists().then_some(p)
+}
+
 /// NVIDIA's nvidia-smi unpacked by scripts/fetch-nvidia.sh, if present.
 pub fn nvidia_smi() -> Option<PathBuf> {
     let cache = std::env::var("FAKEGPU_CACHE")

@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
 # Writes the real node's images as OCI archives with scripts/oci-image.py (no Docker, no
 # registry, no base image): the pod sandbox (pause), a minimal GPU-pod image (busybox + the host's
-# glibc) and the operator image (the same files the Dockerfile's runtime stage holds: our three
-# binaries, CA certificates, user 65532; busybox + glibc stand in for debian:bookworm-slim).
+# glibc) and the operator image (the same files the Dockerfile's runtime stage holds: the operator,
+# and the glibc 2.17 builds of nvidia-smi, the fake NVML and the fake CUDA library that the plugins
+# inject into GPU containers; CA certificates, user 65532; busybox + glibc stand in for
+# debian:bookworm-slim).
 #
 #   tests/real-node/images/build.sh [OUT_DIR]          # default target/images
 #   FAKEGPU_IMAGE_PROFILE=debug ...                     # binaries from target/debug (default release)
 #   FAKEGPU_IMAGES="pause gpu-pod"                      # only these (default: pause gpu-pod operator)
 #
-# The cargo build of the binaries is the caller's (CI: cargo build --release -p fake-gpu-operator
-# -p nvml-shim -p nvidia-smi). Prints one line per archive: name, digest, size.
+# The builds are the caller's: cargo build --release -p fake-gpu-operator, and
+# scripts/build-portable.sh for what is injected (FAKEGPU_INJECT_DIR, default target/portable/release).
+# Prints one line per archive: name, digest, size.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)"
 OUT="${1:-$ROOT/target/images}"
 PROFILE="${FAKEGPU_IMAGE_PROFILE:-release}"
 BIN="$ROOT/target/$PROFILE"
+INJ="${FAKEGPU_INJECT_DIR:-$ROOT/target/portable/release}"
 IMAGES="${FAKEGPU_IMAGES:-pause gpu-pod operator}"
 VERSION="$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$ROOT/helm/fake-gpu-operator/Chart.yaml")"
 OCI=(python3 "$ROOT/scripts/oci-image.py")
@@ -44,7 +48,13 @@ busybox_args() {
 
 need_bin() {
   for f in "$@"; do
-    [ -f "$BIN/$f" ] || { echo "images: $BIN/$f is missing; run cargo build --${PROFILE/debug/profile=dev} -p fake-gpu-operator -p nvml-shim -p nvidia-smi" >&2; exit 1; }
+    [ -f "$BIN/$f" ] || { echo "images: $BIN/$f is missing; run cargo build --${PROFILE/debug/profile=dev} -p fake-gpu-operator" >&2; exit 1; }
+  done
+}
+
+need_injected() {
+  for f in bin/nvidia-smi lib/libnvidia-ml.so.1 lib/libcuda.so.1; do
+    [ -f "$INJ/$f" ] || { echo "images: $INJ/$f is missing; run scripts/build-portable.sh" >&2; exit 1; }
   done
 }
 
@@ -57,25 +67,28 @@ for image in $IMAGES; do
         --file "$WORK/pause:/pause:0755" --entrypoint '["/pause"]' --user 65535:65535)
       ;;
     gpu-pod)
-      need_busybox; need_bin nvidia-smi libnvidia_ml.so
+      need_busybox; need_injected
       mapfile -t bb < <(busybox_args)
-      # glibc from this host, as the injected nvidia-smi and libnvidia-ml.so.1 need it today.
-      # When they are built for glibc 2.17 (issue 11, point 5), the same --libs-of lines pick
-      # up exactly what those builds load.
+      # libc only: exactly what the injected (glibc 2.17) binaries load, from this host.
       d=$("${OCI[@]}" --name localhost/fakegpu/gpu-pod:1 --out "$OUT/gpu-pod.tar" "${bb[@]}" \
-        --libs-of "$BIN/nvidia-smi" --libs-of "$BIN/libnvidia_ml.so" --dir /tmp:1777 \
+        --libs-of "$INJ/bin/nvidia-smi" --libs-of "$INJ/lib/libnvidia-ml.so.1" --libs-of "$INJ/lib/libcuda.so.1" --dir /tmp:1777 \
         --text "/etc/passwd:root:x:0:0:root:/root:/bin/sh\n" --text "/etc/group:root:x:0:\n" \
         --entrypoint '["/bin/sh"]')
       ;;
     operator)
-      need_busybox; need_bin fake-gpu-operator nvidia-smi libnvidia_ml.so
-      for f in fake-gpu-operator nvidia-smi libnvidia_ml.so; do strip -o "$WORK/$f" "$BIN/$f"; done
+      need_busybox; need_bin fake-gpu-operator; need_injected
+      strip -o "$WORK/fake-gpu-operator" "$BIN/fake-gpu-operator"
+      strip -o "$WORK/nvidia-smi" "$INJ/bin/nvidia-smi"
+      strip -o "$WORK/libnvidia_ml.so" "$INJ/lib/libnvidia-ml.so.1"
+      strip -o "$WORK/libcuda.so" "$INJ/lib/libcuda.so.1"
       d=$("${OCI[@]}" --name "ghcr.io/fake-gpu-operator/fake-gpu-operator:$VERSION" --out "$OUT/operator.tar" \
         --file /bin/busybox:/bin/busybox:0755 --symlink /bin/sh:busybox \
         --file "$WORK/fake-gpu-operator:/usr/local/bin/fake-gpu-operator:0755" \
         --file "$WORK/nvidia-smi:/usr/local/bin/nvidia-smi:0755" \
         --file "$WORK/libnvidia_ml.so:/usr/local/lib/fake-gpu-operator/libnvidia-ml.so.1:0755" \
         --symlink /usr/local/lib/fake-gpu-operator/libnvidia-ml.so:libnvidia-ml.so.1 \
+        --file "$WORK/libcuda.so:/usr/local/lib/fake-gpu-operator/libcuda.so.1:0755" \
+        --symlink /usr/local/lib/fake-gpu-operator/libcuda.so:libcuda.so.1 \
         --text "/etc/ld.so.conf.d/fake-gpu-operator.conf:/usr/local/lib/fake-gpu-operator\n" \
         --libs-of "$WORK/fake-gpu-operator" --libs-of "$WORK/nvidia-smi" \
         --file /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:0644 \
