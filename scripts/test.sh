@@ -41,6 +41,8 @@ fi
 [ -x tests/real-node/run.sh ] && step real-node tests/real-node/run.sh
 [ -x tests/conformance/run.sh ] && step conformance tests/conformance/run.sh
 [ -x tests/go-nvml/run.sh ] && step go-nvml tests/go-nvml/run.sh
+# grpc-go (the kubelet's client) with the socket path as :authority against the DRA plugin sockets.
+[ -x tests/grpc-authority/run.sh ] && step grpc-authority tests/grpc-authority/run.sh
 [ -x tests/live-state/run.sh ] && step live-state tests/live-state/run.sh
 [ -x tests/smi-golden/run.sh ] && step smi-golden tests/smi-golden/run.sh
 [ -x tests/cuda/run.sh ] && step cuda tests/cuda/run.sh

@@ -137,13 +137,8 @@ dra_ds=$(k -n "$NS" get ds -o name | grep -e kubeletplugin -e dra | cut -d/ -f2 
 [ -n "$dra_ds" ] || bad "no DRA plugin DaemonSet after the upgrade"
 check "every workload Ready with the DRA plugin ($dra_ds)" workloads_ready "device-plugin nvidia-dcgm-exporter $dra_ds"
 
-# Off by default until the DRA plugin registers with a real kubelet: the kubelet 1.37 plugin
-# watcher's GetInfo call sends the socket path as HTTP/2 :authority, which the plugin's tonic/h2
-# server rejects (RST_STREAM PROTOCOL_ERROR; kubelet log "RegisterPlugin error"), so the kubelet
-# reports "DRA driver gpu.nvidia.com is not registered". REAL_NODE_DRA_CLAIM=1 runs it.
-if [ -z "${REAL_NODE_DRA_CLAIM:-}" ]; then
-  echo "skip a ResourceClaim pod through CDI (REAL_NODE_DRA_CLAIM=1; known: the DRA plugin cannot register with a real kubelet yet)"
-else
+# The kubelet's plugin watcher sends the socket path as HTTP/2 :authority; the plugin's servers
+# rewrite it (operator/src/kubelet/authority.rs) so h2 accepts the call and the driver registers.
 echo "== a ResourceClaim pod gets its GPU through CDI"
 cat <<EOF | k apply -f - >/dev/null
 apiVersion: resource.k8s.io/v1
@@ -186,7 +181,6 @@ check "its UUID is one of the node's topology ConfigMap" sh -c "[ -n '$dra_id' ]
 check "its UUID is one of the node-local exporter's series" sh -c "[ -n '$dra_id' ] && echo '$exp_ids' | grep -qx '$dra_id'"
 k delete pod dra-gpu --wait=true --timeout=60s >/dev/null 2>&1
 k delete resourceclaimtemplate one-gpu >/dev/null 2>&1
-fi
 
 echo "== helm uninstall"
 k delete pod --all -n default --wait=true --timeout=60s >/dev/null 2>&1

@@ -5,9 +5,12 @@
 //! Pure decision modules ([`devices`], [`allocation`], [`pod_view`], [`health`], [`dra::slices`],
 //! [`dra::prepare`], [`dra::cdi`], the planning halves of [`grant`] and [`podresources`]) are
 //! tested without sockets or a cluster; [`device_plugin`], [`granter`], [`dra::plugin`],
-//! [`dra::publish`] and [`dra::kwok`] are the thin tonic / kube-rs edges.
+//! [`dra::publish`] and [`dra::kwok`] are the thin tonic / kube-rs edges. Every plugin server
+//! connection passes through [`authority`] (with [`hpack`]), which turns the kubelet's
+//! socket-path `:authority` into one h2 accepts.
 
 pub mod allocation;
+pub mod authority;
 pub mod cli;
 pub mod device_plugin;
 pub mod devices;
@@ -15,6 +18,7 @@ pub mod dra;
 pub mod grant;
 pub mod granter;
 pub mod health;
+pub mod hpack;
 pub mod pod_view;
 pub mod podresources;
 pub mod proto;

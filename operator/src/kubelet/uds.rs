@@ -1,17 +1,22 @@
 //! gRPC over unix sockets: binding a server socket (replacing a stale one) and dialing one.
+//! Every server connection goes through [`FixAuthority`]: the kubelet sends the socket path as
+//! `:authority`, which h2 would refuse.
 
 use std::path::{Path, PathBuf};
 
 use hyper_util::rt::TokioIo;
 use tokio::net::{UnixListener, UnixStream};
 use tokio_stream::wrappers::UnixListenerStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::transport::{Channel, Endpoint, Uri};
+
+use super::authority::FixAuthority;
 
 /// Binds `path`, replacing whatever socket file was there (a previous run's). The socket is
 /// bound and listening under a temporary name and then renamed into place: the kubelet dials a
 /// plugin socket as soon as the file appears, and `bind` creates the file before `listen`, so a
 /// socket bound in place can refuse that first connection.
-pub fn bind(path: &Path) -> std::io::Result<UnixListenerStream> {
+pub fn bind(path: &Path) -> std::io::Result<impl Stream<Item = std::io::Result<FixAuthority<UnixStream>>> + Unpin + Send + 'static> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let name = path.file_name().ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "socket path has no file name"))?;
@@ -22,7 +27,7 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListenerStream> {
         let _ = std::fs::remove_file(&staging);
         return Err(e);
     }
-    Ok(UnixListenerStream::new(listener))
+    Ok(UnixListenerStream::new(listener).map(|conn| conn.map(FixAuthority::new)))
 }
 
 /// A channel that dials `path` (the URI is a placeholder tonic requires).
