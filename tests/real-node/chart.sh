@@ -182,6 +182,70 @@ check "its UUID is one of the node-local exporter's series" sh -c "[ -n '$dra_id
 k delete pod dra-gpu --wait=true --timeout=60s >/dev/null 2>&1
 k delete resourceclaimtemplate one-gpu >/dev/null 2>&1
 
+echo "== compute domains: the compute-domain.nvidia.com node plugin on the real node"
+k label node "$NODE" nvidia.com/gpu.deploy.compute-domain-dra-plugin=true --overwrite >/dev/null
+t0=$(ms)
+if "$HELM" upgrade fgo "$ROOT/helm/fake-gpu-operator" -n "$NS" --reuse-values --set computeDomainDraPlugin.enabled=true --wait --timeout 180s >"$OUT/helm-upgrade-cd.txt" 2>&1; then
+  ok "helm upgrade --set computeDomainDraPlugin.enabled=true --wait in $(($(ms) - t0)) ms"
+else
+  bad "helm upgrade (compute domains): $(tail -3 "$OUT/helm-upgrade-cd.txt")"
+fi
+cd_ds=$(k -n "$NS" get ds -o name | grep compute-domain | cut -d/ -f2 | tr '\n' ' ')
+[ -n "$cd_ds" ] || bad "no compute-domain plugin DaemonSet after the upgrade"
+check "the controller and the compute-domain plugin Ready on the real node ($cd_ds)" workloads_ready "$cd_ds"
+cat <<EOF | k apply -f - >/dev/null
+apiVersion: resource.nvidia.com/v1beta1
+kind: ComputeDomain
+metadata: {name: real-cd, namespace: default}
+spec:
+  numNodes: 1
+  channel:
+    resourceClaimTemplate: {name: real-cd-channel}
+    allocationMode: Single
+EOF
+t=0
+until k get resourceclaimtemplate real-cd-channel >/dev/null 2>&1; do
+  t=$((t + 1)); [ $t -gt 60 ] && break; sleep 1
+done
+check "the controller created the domain's ResourceClaimTemplate" sh -c "$KUBECTL get resourceclaimtemplate real-cd-channel >/dev/null"
+cat <<EOF | k apply -f - >/dev/null
+apiVersion: v1
+kind: Pod
+metadata: {name: cd-pod, namespace: default}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  nodeSelector: {kubernetes.io/hostname: $NODE}
+  resourceClaims:
+  - {name: imex, resourceClaimTemplateName: real-cd-channel}
+  containers:
+  - name: main
+    image: localhost/fakegpu/gpu-pod:1
+    imagePullPolicy: Never
+    # Stays running: a finished pod's claim is deallocated, and the domain's status follows the
+    # allocated claims.
+    command: ["/bin/sh", "-c", "ls /dev/nvidia-caps-imex-channels && test -c /dev/nvidia-caps-imex-channels/channel\$IMEX_CHANNELS && echo IMEX_CHANNELS=\$IMEX_CHANNELS NODE=\$KUBERNETES_NODE_NAME; exec sleep 600"]
+    resources: {claims: [{name: imex}]}
+EOF
+t=0
+until log=$(k logs cd-pod 2>/dev/null) && grep -q '^IMEX_CHANNELS=' <<<"$log"; do
+  t=$((t + 1)); [ $t -gt 90 ] && break; sleep 1
+done
+log=$(k logs cd-pod 2>&1)
+echo "$log" | sed 's/^/   | /'
+phase=$(k get pod cd-pod -o jsonpath='{.status.phase}')
+check "the channel pod runs (phase $phase)" test "$phase" = Running
+check "its IMEX channel is a character device at NVIDIA's path, with the node's name" grep -q "^IMEX_CHANNELS=[0-9]* NODE=$NODE\$" <<<"$log"
+t=0
+until [ "$(k get computedomain real-cd -o jsonpath='{.status.status}')" = Ready ]; do
+  t=$((t + 1)); [ $t -gt 60 ] && break; sleep 1
+done
+cd_status=$(k get computedomain real-cd -o jsonpath='{.status.status} {.status.nodes[0].name}')
+check "the ComputeDomain is Ready with the real node (status: $cd_status)" test "$cd_status" = "Ready $NODE"
+k delete pod cd-pod --wait=true --timeout=60s >/dev/null 2>&1
+k delete computedomain real-cd --wait=true --timeout=60s >/dev/null 2>&1
+check "deleting the domain removes its template" sh -c "! $KUBECTL get resourceclaimtemplate real-cd-channel >/dev/null 2>&1"
+
 echo "== helm uninstall"
 k delete pod --all -n default --wait=true --timeout=60s >/dev/null 2>&1
 "$HELM" uninstall fgo -n "$NS" --wait --timeout 120s >/dev/null || bad "helm uninstall"
