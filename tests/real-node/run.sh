@@ -82,6 +82,8 @@ done
 
 check "the operator image holds what the Dockerfile's runtime stage holds" \
   python3 tests/real-node/image_matches_dockerfile.py "$OUT/images/operator.tar"
+check "podman loads every archive, as a Docker archive (docker load's path) and as an OCI layout" \
+  tests/real-node/images/podman-load.sh "$OUT/images"
 
 # Host state that the node may touch; `down` must bring every line back.
 snapshot() {
