@@ -101,7 +101,7 @@ async fn grpc_go_client_with_socket_path_authority() {
     let listener = tokio::net::UnixListener::bind(&plain_path).unwrap();
     let plain = tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(DraPluginServer::new(new_service()))
+            .add_service(DraPluginServer::new(plugin::ClaimServer(new_service())))
             .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener)),
     );
     let out = run_grpc_info(&["prepare", &plain_path.display().to_string()]).await;

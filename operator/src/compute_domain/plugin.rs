@@ -5,20 +5,18 @@
 //! CDI spec and checkpoints; a repeated prepare (plugin or kubelet restart) answers from the
 //! checkpoint without the API. Errors stay in the failing claim's entry.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
-use tonic::{Request, Response, Status};
 
 use super::channels;
 use super::DRIVER;
 use crate::kubelet::dra::cdi;
-use crate::kubelet::dra::plugin::{ClaimSource, Paths};
+use crate::kubelet::dra::plugin::{ClaimHandler, ClaimSource, Paths};
 use crate::kubelet::proto::dra as pb;
-use crate::kubelet::proto::dra::dra_plugin_server::DraPlugin;
 use crate::kubelet::KubeletDirs;
 
 /// The plugin's paths: the kubelet's sockets, the CDI root, the checkpoint and the directory
@@ -143,7 +141,7 @@ impl ChannelService {
         Ok(())
     }
 
-    async fn prepare_one(&self, claim: &pb::Claim) -> Result<pb::NodePrepareResourceResponse, String> {
+    async fn prepare_claim(&self, claim: &pb::Claim) -> Result<pb::NodePrepareResourceResponse, String> {
         if claim.uid.is_empty() || claim.name.is_empty() || claim.namespace.is_empty() {
             return Err(format!("malformed claim reference (namespace {:?}, name {:?}, uid {:?})", claim.namespace, claim.name, claim.uid));
         }
@@ -187,7 +185,7 @@ impl ChannelService {
         Ok(Self::reply(&record))
     }
 
-    async fn unprepare_one(&self, claim: &pb::Claim) -> Result<(), String> {
+    async fn unprepare_claim(&self, claim: &pb::Claim) -> Result<(), String> {
         if claim.uid.is_empty() {
             return Err("malformed claim reference: empty uid".into());
         }
@@ -201,32 +199,13 @@ impl ChannelService {
 }
 
 #[tonic::async_trait]
-impl DraPlugin for ChannelService {
-    async fn node_prepare_resources(
-        &self,
-        request: Request<pb::NodePrepareResourcesRequest>,
-    ) -> Result<Response<pb::NodePrepareResourcesResponse>, Status> {
-        let mut claims = HashMap::new();
-        for claim in request.into_inner().claims {
-            let entry = self.prepare_one(&claim).await.unwrap_or_else(|error| {
-                tracing::warn!(claim = %claim.uid, "prepare failed: {error}");
-                pb::NodePrepareResourceResponse { devices: vec![], error }
-            });
-            claims.insert(claim.uid.clone(), entry);
-        }
-        Ok(Response::new(pb::NodePrepareResourcesResponse { claims }))
+impl ClaimHandler for ChannelService {
+    async fn prepare_one(&self, claim: &pb::Claim) -> Result<pb::NodePrepareResourceResponse, String> {
+        self.prepare_claim(claim).await
     }
 
-    async fn node_unprepare_resources(
-        &self,
-        request: Request<pb::NodeUnprepareResourcesRequest>,
-    ) -> Result<Response<pb::NodeUnprepareResourcesResponse>, Status> {
-        let mut claims = HashMap::new();
-        for claim in request.into_inner().claims {
-            let error = self.unprepare_one(&claim).await.err().unwrap_or_default();
-            claims.insert(claim.uid.clone(), pb::NodeUnprepareResourceResponse { error });
-        }
-        Ok(Response::new(pb::NodeUnprepareResourcesResponse { claims }))
+    async fn unprepare_one(&self, claim: &pb::Claim) -> Result<(), String> {
+        self.unprepare_claim(claim).await
     }
 }
 

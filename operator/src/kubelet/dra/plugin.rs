@@ -146,7 +146,7 @@ impl DraService {
         }
     }
 
-    async fn prepare_one(&self, claim: &pb::Claim) -> Result<pb::NodePrepareResourceResponse, String> {
+    async fn prepare_claim(&self, claim: &pb::Claim) -> Result<pb::NodePrepareResourceResponse, String> {
         if claim.uid.is_empty() || claim.name.is_empty() || claim.namespace.is_empty() {
             return Err(format!("malformed claim reference (namespace {:?}, name {:?}, uid {:?})", claim.namespace, claim.name, claim.uid));
         }
@@ -189,7 +189,7 @@ impl DraService {
         Ok(Self::reply(&record))
     }
 
-    async fn unprepare_one(&self, claim: &pb::Claim) -> Result<(), String> {
+    async fn unprepare_claim(&self, claim: &pb::Claim) -> Result<(), String> {
         if claim.uid.is_empty() {
             return Err("malformed claim reference: empty uid".into());
         }
@@ -203,14 +203,37 @@ impl DraService {
 }
 
 #[tonic::async_trait]
-impl DraPlugin for DraService {
+impl ClaimHandler for DraService {
+    async fn prepare_one(&self, claim: &pb::Claim) -> Result<pb::NodePrepareResourceResponse, String> {
+        self.prepare_claim(claim).await
+    }
+
+    async fn unprepare_one(&self, claim: &pb::Claim) -> Result<(), String> {
+        self.unprepare_claim(claim).await
+    }
+}
+
+/// One claim's preparation and its undoing: what a DRA driver decides. [`ClaimServer`] answers
+/// the kubelet's batched calls with it, so every driver reports a failed claim in that claim's
+/// entry and goes on with the rest.
+#[tonic::async_trait]
+pub trait ClaimHandler: Send + Sync + 'static {
+    async fn prepare_one(&self, claim: &pb::Claim) -> Result<pb::NodePrepareResourceResponse, String>;
+    async fn unprepare_one(&self, claim: &pb::Claim) -> Result<(), String>;
+}
+
+/// The kubelet's DRA service over a [`ClaimHandler`].
+pub struct ClaimServer<H>(pub H);
+
+#[tonic::async_trait]
+impl<H: ClaimHandler> DraPlugin for ClaimServer<H> {
     async fn node_prepare_resources(
         &self,
         request: Request<pb::NodePrepareResourcesRequest>,
     ) -> Result<Response<pb::NodePrepareResourcesResponse>, Status> {
         let mut claims = HashMap::new();
         for claim in request.into_inner().claims {
-            let entry = self.prepare_one(&claim).await.unwrap_or_else(|error| {
+            let entry = self.0.prepare_one(&claim).await.unwrap_or_else(|error| {
                 tracing::warn!(claim = %claim.uid, "prepare failed: {error}");
                 pb::NodePrepareResourceResponse { devices: vec![], error }
             });
@@ -225,7 +248,7 @@ impl DraPlugin for DraService {
     ) -> Result<Response<pb::NodeUnprepareResourcesResponse>, Status> {
         let mut claims = HashMap::new();
         for claim in request.into_inner().claims {
-            let error = self.unprepare_one(&claim).await.err().unwrap_or_default();
+            let error = self.0.unprepare_one(&claim).await.err().unwrap_or_default();
             claims.insert(claim.uid.clone(), pb::NodeUnprepareResourceResponse { error });
         }
         Ok(Response::new(pb::NodeUnprepareResourcesResponse { claims }))
@@ -243,10 +266,10 @@ pub async fn serve(
 
 /// Serves the registration socket of `driver` and `service` on the plugin socket until
 /// `shutdown` resolves.
-pub async fn serve_driver<S: DraPlugin>(
+pub async fn serve_driver<H: ClaimHandler>(
     paths: &Paths,
     driver: &str,
-    service: S,
+    handler: H,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     let reg_incoming = uds::bind(&paths.registration_socket).map_err(|e| format!("{}: {e}", paths.registration_socket.display()))?;
@@ -254,12 +277,14 @@ pub async fn serve_driver<S: DraPlugin>(
     let (tx, rx) = tokio::sync::watch::channel(false);
     let mut rx2 = rx.clone();
     let mut rx1 = rx;
-    let dra = tokio::spawn(tonic::transport::Server::builder().add_service(DraPluginServer::new(service)).serve_with_incoming_shutdown(
-        dra_incoming,
-        async move {
-            let _ = rx1.changed().await;
-        },
-    ));
+    let dra = tokio::spawn(
+        tonic::transport::Server::builder().add_service(DraPluginServer::new(ClaimServer(handler))).serve_with_incoming_shutdown(
+            dra_incoming,
+            async move {
+                let _ = rx1.changed().await;
+            },
+        ),
+    );
     let registration = RegistrationService { driver: driver.to_string(), endpoint: paths.plugin_socket.display().to_string() };
     let reg =
         tokio::spawn(tonic::transport::Server::builder().add_service(RegistrationServer::new(registration)).serve_with_incoming_shutdown(
