@@ -49,7 +49,10 @@ export FAKEGPU_OPERATOR_BIN="$ROOT/target/debug/fake-gpu-operator"
 
 echo "== cluster up"
 "${CLUSTER[@]}" down >/dev/null 2>&1 || true # a run dir left by a killed earlier run
-"${CLUSTER[@]}" up --nodes "${FAKEGPU_CLUSTER_NODES:-2}"
+# The audit log lets tests count what a component wrote (operator_e2e: no duplicate writes).
+export FAKEGPU_AUDIT_LOG="$OUT/audit.log"
+rm -f "$FAKEGPU_AUDIT_LOG"
+"${CLUSTER[@]}" up --nodes "${FAKEGPU_CLUSTER_NODES:-2}" --audit-log "$FAKEGPU_AUDIT_LOG"
 export FAKEGPU_KUBECONFIG="$FAKEGPU_RUN_DIR/kubeconfig"
 
 if [ $# -gt 0 ]; then

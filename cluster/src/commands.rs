@@ -230,6 +230,12 @@ async fn start_all(
     if node.is_some() {
         api_args.extend(components::apiserver_kubelet_client(&pki));
     }
+    if let Some(log) = &args.audit_log {
+        let policy = run_dir.join("audit-policy.yaml");
+        std::fs::write(&policy, components::AUDIT_POLICY).map_err(ClusterError::io(format!("writing {}", policy.display())))?;
+        let log = std::path::absolute(log).map_err(ClusterError::io(format!("resolving {}", log.display())))?;
+        api_args.extend(components::apiserver_audit(&policy, &log));
+    }
     let api = s.spawn(run_dir, "kube-apiserver", api_args)?;
     let admin = crate::kubeconfig::client_config(&kc).await?;
     let client = kube::Client::try_from(admin.clone())?;

@@ -93,6 +93,24 @@ pub fn apiserver(pki: &Pki, p: &Ports) -> Vec<String> {
     ]
 }
 
+/// An audit policy that records every request's metadata (who, verb, resource, user agent) once,
+/// when its response is complete.
+pub const AUDIT_POLICY: &str =
+    "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived, ResponseStarted]\nrules:\n  - level: Metadata\n";
+
+/// API server flags that write the audit log as JSON lines to `log` (`up --audit-log`).
+pub fn apiserver_audit(policy: &Path, log: &Path) -> Vec<String> {
+    vec![
+        format!("--audit-policy-file={}", policy.display()),
+        format!("--audit-log-path={}", log.display()),
+        s("--audit-log-format=json"),
+        // Written before the response (the default "blocking" mode): a reader that saw a
+        // response finds its line.
+        s("--audit-log-mode=blocking"),
+        s("--audit-log-maxsize=0"),
+    ]
+}
+
 /// API server flags for a real node: it verifies the kubelet's serving certificate and presents
 /// the admin certificate to it, so logs/exec pass the kubelet's webhook authn/authz.
 pub fn apiserver_kubelet_client(pki: &Pki) -> Vec<String> {

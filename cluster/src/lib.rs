@@ -72,6 +72,10 @@ pub struct UpArgs {
     /// installing the ComputeDomain CRD (docs/compute-domains.md).
     #[arg(long)]
     pub compute_domains: bool,
+    /// Write the API server's audit log (metadata of every request, JSON lines) to this file:
+    /// what each client (its User-Agent) asked for, e.g. for scripts/bench-operator.sh.
+    #[arg(long)]
+    pub audit_log: Option<std::path::PathBuf>,
 }
 
 /// Runs one `fakegpu cluster` subcommand and returns the process exit code.

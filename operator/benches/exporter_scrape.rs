@@ -62,6 +62,12 @@ fn main() {
         times[times.len() - 1],
         size as f64 / 1_048_576.0,
     );
+    let body = e.scrape(at(410_000), &|_| None);
+    let t = Instant::now();
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut enc, body.as_bytes()).unwrap();
+    let packed = enc.finish().unwrap();
+    println!("gzip (level 1) of that body: {:.1} ms, {:.2} MiB", t.elapsed().as_secs_f64() * 1000.0, packed.len() as f64 / 1_048_576.0);
     over_http(e);
 }
 
@@ -74,21 +80,49 @@ fn over_http(e: Exporter) {
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let addr = listener.local_addr().unwrap();
     let round = std::sync::atomic::AtomicU64::new(0);
-    let scrape: fake_gpu_operator::exporter::server::Scrape = Arc::new(move |out: &mut String| {
+    let scrape: fake_gpu_operator::exporter::server::Scrape = Arc::new(move |out| {
         let r = round.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        exporter.lock().unwrap().scrape_into(out, at(500_000 + r * 10_000), &|_| None)
+        exporter.lock().unwrap().scrape_out(out, at(500_000 + r * 10_000), &|_| None)
     });
-    rt.spawn(fake_gpu_operator::exporter::server::serve(listener, scrape, std::future::pending()));
-    let mut times = Vec::new();
-    for _ in 0..10 {
+    rt.spawn(fake_gpu_operator::exporter::server::serve(listener, scrape, Default::default(), std::future::pending()));
+    let get = |gzip: bool| {
         let t = Instant::now();
         let mut conn = std::net::TcpStream::connect(addr).unwrap();
-        conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n").unwrap();
+        let accept = if gzip { "Accept-Encoding: gzip\r\n" } else { "" };
+        conn.write_all(format!("GET /metrics HTTP/1.0\r\nHost: bench\r\n{accept}\r\n").as_bytes()).unwrap();
         let mut response = Vec::new();
         conn.read_to_end(&mut response).unwrap();
         assert!(response.starts_with(b"HTTP/1.") && response[8..13] == *b" 200 ", "not a 200 response");
-        times.push(t.elapsed().as_secs_f64() * 1000.0);
+        (t.elapsed().as_secs_f64() * 1000.0, response)
+    };
+    let mut times: Vec<f64> = (0..10).map(|_| get(false).0).collect();
+    // A Prometheus-like scraper: gzip, every second. The first two requests render on the
+    // request (the interval is not known yet); from the third on the body was rendered ahead.
+    let mut gz_times = Vec::new();
+    let mut gz_size = 0;
+    let mut inflate_ms = 0.0;
+    for i in 0..12 {
+        let (ms, response) = get(true);
+        if i >= 2 {
+            gz_times.push(ms);
+        }
+        let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        gz_size = response.len() - split;
+        let t = Instant::now();
+        let mut text = Vec::new();
+        flate2::read::GzDecoder::new(&response[split..]).read_to_end(&mut text).unwrap();
+        inflate_ms = t.elapsed().as_secs_f64() * 1000.0;
+        std::thread::sleep(std::time::Duration::from_secs(1));
     }
+    gz_times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!(
+        "gzip over HTTP, scraped every 1 s: min {:.1} ms, median {:.1} ms, max {:.1} ms; body {:.2} MiB (inflating it: {:.0} ms in the client)",
+        gz_times[0],
+        gz_times[gz_times.len() / 2],
+        gz_times[gz_times.len() - 1],
+        gz_size as f64 / 1_048_576.0,
+        inflate_ms
+    );
     times.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let mib = |key: &str| {

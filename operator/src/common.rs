@@ -31,6 +31,38 @@ pub enum Error {
     Other(String),
 }
 
+/// The component this process runs (its subcommand), named in the `User-Agent` of its API
+/// requests so that the API server's audit log tells the components apart.
+static COMPONENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Names this process's component (once, at start).
+pub fn set_component(name: &str) {
+    let _ = COMPONENT.set(name.to_string());
+}
+
+/// `fake-gpu-operator/<version> (<component>)`.
+pub fn user_agent() -> String {
+    let component = COMPONENT.get().map(String::as_str).unwrap_or("library");
+    format!("fake-gpu-operator/{} ({component})", env!("CARGO_PKG_VERSION"))
+}
+
+/// An API client from a kubeconfig file, else kube's defaults ($KUBECONFIG, ~/.kube/config,
+/// in-cluster), sending [`user_agent`].
+pub async fn api_client(kubeconfig: Option<&std::path::Path>) -> Result<Client, Error> {
+    let mut cfg = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| Error::Other(format!("{}: {e}", path.display())))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| Error::Other(format!("{}: {e}", path.display())))?
+        }
+        None => kube::Config::infer().await.map_err(|e| Error::Other(format!("no API server configuration: {e}")))?,
+    };
+    let agent = http::HeaderValue::from_str(&user_agent()).map_err(|e| Error::Other(format!("user agent: {e}")))?;
+    cfg.headers.push((http::header::USER_AGENT, agent));
+    Ok(Client::try_from(cfg)?)
+}
+
 /// Where the topology ConfigMaps live.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TopologyArgs {
@@ -48,16 +80,7 @@ pub struct TopologyArgs {
 impl TopologyArgs {
     /// A client from `--kubeconfig`, else kube's defaults.
     pub async fn client(&self) -> Result<Client, Error> {
-        match &self.kubeconfig {
-            Some(path) => {
-                let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| Error::Other(format!("{}: {e}", path.display())))?;
-                let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                    .await
-                    .map_err(|e| Error::Other(format!("{}: {e}", path.display())))?;
-                Ok(Client::try_from(cfg)?)
-            }
-            None => Ok(Client::try_default().await?),
-        }
+        api_client(self.kubeconfig.as_deref()).await
     }
 
     pub fn namespace(&self) -> String {

@@ -14,11 +14,12 @@ use kube::runtime::watcher::{self, Event as WEvent};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, ResourceExt};
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 
 use crate::common::{self, Error, TopologyArgs};
 use crate::config::GPU_RESOURCE;
 use crate::topology::{NodeTopology, KWOK_NODE_ANNOTATION, NODE_NAME_LABEL, NODE_TOPOLOGY_LABEL, TOPOLOGY_KEY};
+use crate::work_queue::WorkQueue;
 
 /// Node annotation: the extended resources this component set (comma-separated).
 pub const MANAGED_RESOURCES_ANNOTATION: &str = "fake-gpu-operator.run.ai/kwok-resources";
@@ -110,7 +111,6 @@ enum Msg {
 struct State {
     nodes: HashMap<String, KwokNode>,
     topo: HashMap<String, BTreeMap<String, u64>>,
-    dirty: BTreeSet<String>,
 }
 
 pub async fn run(args: Args) -> Result<(), Error> {
@@ -122,8 +122,8 @@ pub async fn run(args: Args) -> Result<(), Error> {
     tokio::spawn(watch_topologies(client.clone(), ns.clone(), tx));
     let me = ns.clone();
     let state = Arc::new(Mutex::new(State::default()));
-    let notify = Arc::new(Notify::new());
-    tokio::spawn(writer(client.clone(), ns, state.clone(), notify.clone(), args.concurrency.max(1)));
+    let queue = Arc::new(WorkQueue::default());
+    tokio::spawn(writer(client.clone(), ns, state.clone(), queue.clone(), args.concurrency));
     let loop_ = async {
         while let Some(msg) = rx.recv().await {
             let mut st = state.lock().expect("state lock");
@@ -144,8 +144,8 @@ pub async fn run(args: Args) -> Result<(), Error> {
                     name
                 }
             };
-            if st.nodes.get(&name).is_some_and(|n| plan(n, st.topo.get(&name), &me).is_some()) && st.dirty.insert(name) {
-                notify.notify_one();
+            if st.nodes.get(&name).is_some_and(|n| plan(n, st.topo.get(&name), &me).is_some()) {
+                queue.mark([name]);
             }
         }
     };
@@ -156,53 +156,32 @@ pub async fn run(args: Args) -> Result<(), Error> {
     Ok(())
 }
 
-/// Drains the dirty set in batches; a node appears at most once per batch, so two patches of
-/// one node never race. Each plan is made from the latest state when its batch starts.
-async fn writer(client: Client, me: String, state: Arc<Mutex<State>>, notify: Arc<Notify>, concurrency: usize) {
+/// Patches each node the queue hands out, planned from the latest state when its turn comes, in
+/// one write: the status subresource of a node takes its metadata too, so the capacity and the
+/// annotation that records it change together (a crash cannot leave one without the other).
+async fn writer(client: Client, me: String, state: Arc<Mutex<State>>, queue: Arc<WorkQueue>, width: usize) {
     let api: Api<Node> = Api::all(client);
-    loop {
-        notify.notified().await;
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        let jobs: Vec<(String, Value, BTreeSet<String>)> = {
-            let mut st = state.lock().expect("state lock");
-            let dirty = std::mem::take(&mut st.dirty);
-            dirty
-                .into_iter()
-                .filter_map(|n| st.nodes.get(&n).and_then(|node| plan(node, st.topo.get(&n), &me)).map(|(p, m)| (n, p, m)))
-                .collect()
-        };
-        let failed: Vec<String> = futures::stream::iter(jobs.into_iter().map(|(name, patch, managed)| {
-            let api = api.clone();
-            let me = me.clone();
+    queue
+        .run(width, std::time::Duration::from_millis(500), move |name| {
+            let job = {
+                let st = state.lock().expect("state lock");
+                st.nodes.get(&name).and_then(|node| plan(node, st.topo.get(&name), &me))
+            };
+            let (api, me) = (api.clone(), me.clone());
             async move {
+                let Some((mut patch, managed)) = job else { return Ok(()) };
                 let names: Vec<&str> = managed.iter().map(String::as_str).collect();
                 let owner = if managed.is_empty() { Value::Null } else { json!(me) };
-                let ann = json!({"metadata": {"annotations": {MANAGED_RESOURCES_ANNOTATION: names.join(","), OWNER_ANNOTATION: owner}}});
-                // Annotation first: a crash between the two leaves a superset recorded, never a subset.
-                let r = async {
-                    api.patch(&name, &PatchParams::default(), &Patch::Merge(&ann)).await?;
-                    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await
-                }
-                .await;
-                match r {
-                    Ok(_) => None,
-                    Err(e) => {
-                        tracing::warn!(node = %name, error = %e, "capacity patch failed; retrying");
-                        Some(name)
-                    }
+                patch["metadata"] = json!({"annotations": {MANAGED_RESOURCES_ANNOTATION: names.join(","), OWNER_ANNOTATION: owner}});
+                match api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                    Ok(_) => Ok(()),
+                    // Deleted meanwhile: its watch event says so.
+                    Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+                    Err(e) => Err(e),
                 }
             }
-        }))
-        .buffer_unordered(concurrency)
-        .filter_map(|x| async move { x })
-        .collect()
-        .await;
-        if !failed.is_empty() {
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            state.lock().expect("state lock").dirty.extend(failed);
-            notify.notify_one();
-        }
-    }
+        })
+        .await
 }
 
 async fn watch_nodes(client: Client, tx: mpsc::Sender<Msg>) {

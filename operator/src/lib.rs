@@ -20,3 +20,4 @@ pub mod runai_rule;
 pub mod status_updater;
 pub mod topology;
 pub mod topology_server;
+pub mod work_queue;

@@ -41,7 +41,11 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().component {
+    let cli = Cli::parse();
+    if let Some(name) = cli.component_name() {
+        fake_gpu_operator::common::set_component(name);
+    }
+    match cli.component {
         Component::Version => {
             println!("fake-gpu-operator {}", env!("CARGO_PKG_VERSION"));
             Ok(())
@@ -56,6 +60,25 @@ fn main() -> anyhow::Result<()> {
         Component::ComputeDomainController(args) => fake_gpu_operator::compute_domain::cli::controller(args),
         Component::ComputeDomainDraPlugin(args) => fake_gpu_operator::compute_domain::cli::node_plugin(args),
         Component::KwokComputeDomainDraPlugin(args) => fake_gpu_operator::compute_domain::cli::kwok_plugin(args),
+    }
+}
+
+impl Cli {
+    /// The subcommand as typed (`status-updater`, …).
+    fn component_name(&self) -> Option<&'static str> {
+        Some(match self.component {
+            Component::Version => return None,
+            Component::DevicePlugin(_) => "device-plugin",
+            Component::DraPlugin(_) => "dra-plugin",
+            Component::KwokDraPlugin(_) => "kwok-dra-plugin",
+            Component::StatusExporter(_) => "status-exporter",
+            Component::StatusUpdater(_) => "status-updater",
+            Component::KwokGpuDevicePlugin(_) => "kwok-gpu-device-plugin",
+            Component::TopologyServer(_) => "topology-server",
+            Component::ComputeDomainController(_) => "compute-domain-controller",
+            Component::ComputeDomainDraPlugin(_) => "compute-domain-dra-plugin",
+            Component::KwokComputeDomainDraPlugin(_) => "kwok-compute-domain-dra-plugin",
+        })
     }
 }
 

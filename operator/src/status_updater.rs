@@ -34,6 +34,7 @@ use crate::node_files::NodeFiles;
 use crate::pod::{PodInfo, DEFAULT_RESERVATION_NAMESPACE};
 use crate::resolve::Profiles;
 use crate::topology::{node_cm_name, NodeTopology, NODE_NAME_LABEL, NODE_TOPOLOGY_LABEL, TOPOLOGY_KEY};
+use crate::work_queue::WorkQueue;
 
 /// Flags of `fake-gpu-operator status-updater`.
 #[derive(Debug, Clone, clap::Args)]
@@ -130,8 +131,8 @@ impl Claims {
 
 struct Shared {
     index: Mutex<Index>,
-    dirty: Mutex<BTreeSet<String>>,
-    notify: Notify,
+    /// Nodes whose view changed.
+    queue: Arc<WorkQueue>,
     /// `SYNCED_*` bits; the writer starts at `SYNCED_ALL`.
     synced: std::sync::atomic::AtomicU8,
     ready: Notify,
@@ -146,12 +147,7 @@ impl Shared {
     }
 
     fn mark<I: IntoIterator<Item = String>>(&self, nodes: I) {
-        let mut d = self.dirty.lock().expect("dirty lock");
-        let before = d.len();
-        d.extend(nodes);
-        if d.len() != before {
-            self.notify.notify_one();
-        }
+        self.queue.mark(nodes);
     }
 }
 
@@ -189,13 +185,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
             Index::new(ClusterConfig::default(), Profiles::default(), opts)?
         }
     };
-    let shared = Arc::new(Shared {
-        index: Mutex::new(index),
-        dirty: Mutex::new(BTreeSet::new()),
-        notify: Notify::new(),
-        synced: Default::default(),
-        ready: Notify::new(),
-    });
+    let shared = Arc::new(Shared { index: Mutex::new(index), queue: Arc::default(), synced: Default::default(), ready: Notify::new() });
 
     // Restart: what the ConfigMaps recorded.
     let existing = cms.list(&ListParams::default().labels(&format!("{NODE_TOPOLOGY_LABEL}=true"))).await?;
@@ -207,7 +197,9 @@ pub async fn run(args: Args) -> Result<(), Error> {
             if let Some(t) = cm.data.as_ref().and_then(|d| d.get(TOPOLOGY_KEY)).and_then(|t| NodeTopology::from_yaml(t).ok()) {
                 ix.seed_recorded(&node, &t);
             }
-            written.insert(node, String::new());
+            // What it holds, so that a ConfigMap already right is not written again.
+            let data = cm.data.iter().flatten().map(|(k, v)| (k.as_str(), v.as_str()));
+            written.insert(node, cm_fingerprint(data, cm.annotations().get(crate::topology::KWOK_NODE_ANNOTATION).map(String::as_str)));
         }
     }
     tracing::info!(namespace = %ns, seeded = existing.items.len(), "status-updater starting");
@@ -577,7 +569,7 @@ struct Writer {
     client: Client,
     ns: String,
     args: Args,
-    /// Per node: the last `topology.yml` + annotation written (empty: exists, content unknown).
+    /// Per node: what its ConfigMap holds, as last written or as read at start ([`cm_fingerprint`]).
     written: Arc<Mutex<HashMap<String, String>>>,
     /// Per node: pod annotations patched (or refused) that the pod watch has not shown yet, so
     /// they are not patched again on every reconcile meanwhile.
@@ -593,58 +585,20 @@ impl Writer {
         // Nodes whose ConfigMap exists from before: reconcile them once (deletes stale ones).
         let initial: Vec<String> = self.written.lock().expect("written lock").keys().cloned().collect();
         shared.mark(initial);
-        // A work queue: a dirty node is written as soon as a slot is free, at most one write per
-        // node at a time; changes that arrive while its write is in flight leave it dirty, so
-        // they coalesce into the next write. No batch barrier: one slow write delays only its node.
-        let limit = self.args.concurrency.max(1);
-        let mut running: tokio::task::JoinSet<(String, Result<(), Error>)> = tokio::task::JoinSet::new();
-        let mut in_flight: HashMap<tokio::task::Id, String> = HashMap::new();
-        loop {
-            let ready: Vec<String> = {
-                let mut dirty = shared.dirty.lock().expect("dirty lock");
-                let busy: HashSet<&String> = in_flight.values().collect();
-                let ready: Vec<String> = dirty.iter().filter(|n| !busy.contains(n)).take(limit - running.len()).cloned().collect();
-                for n in &ready {
-                    dirty.remove(n);
-                }
-                ready
-            };
-            for node in ready {
-                let view = shared.index.lock().expect("index lock").view(&node);
-                let labels = shared.index.lock().expect("index lock").node_labels(&node);
+        // One write per node in flight; changes arriving meanwhile coalesce into its next write.
+        let index = shared.clone();
+        shared
+            .queue
+            .clone()
+            .run(self.args.concurrency, Duration::from_millis(500), move |node| {
+                let (view, labels) = {
+                    let ix = index.index.lock().expect("index lock");
+                    (ix.view(&node), ix.node_labels(&node))
+                };
                 let w = self.clone();
-                let name = node.clone();
-                let task = running.spawn(async move {
-                    let r = w.reconcile(&node, view, labels).await;
-                    (node, r)
-                });
-                in_flight.insert(task.id(), name);
-            }
-            tokio::select! {
-                _ = shared.notify.notified() => {}
-                Some(done) = running.join_next_with_id(), if !running.is_empty() => {
-                    let (node, result) = match done {
-                        Ok((id, (node, result))) => {
-                            in_flight.remove(&id);
-                            (node, result)
-                        }
-                        Err(e) => {
-                            let node = in_flight.remove(&e.id()).unwrap_or_default();
-                            (node, Err(Error::Other(format!("reconcile task failed: {e}"))))
-                        }
-                    };
-                    if let Err(e) = result {
-                        // Error policy: retry the node after a short pause.
-                        tracing::warn!(node = %node, error = %e, "reconcile failed; retrying");
-                        let s = shared.clone();
-                        tokio::spawn(async move {
-                            tokio::time::sleep(Duration::from_millis(500)).await;
-                            s.mark([node]);
-                        });
-                    }
-                }
-            }
-        }
+                async move { w.reconcile(&node, view, labels).await }
+            })
+            .await;
     }
 
     /// Applies one node's view, or removes what we wrote when it is in no pool (or gone).
@@ -655,9 +609,13 @@ impl Writer {
         match view {
             Some(v) => {
                 let data = crate::node_files::configmap_data(&v);
-                let fingerprint = format!("{data:?}|{:?}", v.kwok_annotation);
+                let fingerprint = cm_fingerprint(data.iter().map(|(k, v)| (*k, v.as_str())), v.kwok_annotation.as_deref());
                 let unchanged = self.written.lock().expect("written lock").get(node) == Some(&fingerprint);
-                if !unchanged {
+                // The ConfigMap and the node's labels are independent objects: written together.
+                let write_cm = async {
+                    if unchanged {
+                        return Ok(());
+                    }
                     let mut annotations = BTreeMap::new();
                     if let Some(a) = &v.kwok_annotation {
                         annotations.insert(crate::topology::KWOK_NODE_ANNOTATION.to_string(), a.clone());
@@ -670,14 +628,17 @@ impl Writer {
                         "data": data,
                     });
                     cms.patch(&cm_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&cm)).await?;
-                    self.written.lock().expect("written lock").insert(node.to_string(), fingerprint);
-                }
-                if let Some(cur) = current_labels {
-                    let p = labels::patch(&cur, &v.labels);
+                    self.written.lock().expect("written lock").insert(node.to_string(), fingerprint.clone());
+                    Ok::<(), Error>(())
+                };
+                let write_labels = async {
+                    let p = current_labels.as_ref().map(|cur| labels::patch(cur, &v.labels)).unwrap_or_default();
                     if !p.is_empty() {
                         nodes.patch(node, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": p}}))).await?;
                     }
-                }
+                    Ok::<(), Error>(())
+                };
+                tokio::try_join!(write_cm, write_labels)?;
                 if !self.args.no_node_files && (!v.kwok || self.args.node_files_for_kwok) {
                     let text = &data[crate::node_files::CONFIG_KEY];
                     NodeFiles::new(&self.args.node_dir, node).write(text, &v.spec, &v.topology)?;
@@ -743,6 +704,13 @@ impl Writer {
         }
         Ok(())
     }
+}
+
+/// Identifies what a node's ConfigMap holds: its data (in key order) and the KWOK annotation.
+fn cm_fingerprint<'a>(data: impl Iterator<Item = (&'a str, &'a str)>, kwok_annotation: Option<&str>) -> String {
+    let mut entries: Vec<(&str, &str)> = data.collect();
+    entries.sort_unstable();
+    serde_json::to_string(&(entries, kwok_annotation)).expect("strings serialize")
 }
 
 fn is_not_found(e: &kube::Error) -> bool {

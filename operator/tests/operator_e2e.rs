@@ -10,7 +10,7 @@
 
 mod components;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -203,6 +203,167 @@ async fn pool_labelling_allocation_release_and_switch() {
         assert!(Instant::now() < deadline, "node topology ConfigMap not deleted");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The status-updaters' writes to this test's ConfigMaps and nodes that the API server received at
+/// or after `since`, from its audit log: (verb, resource, name).
+fn updater_writes_since(since: chrono_free::Stamp, ns: &str, node_prefix: &str) -> Vec<(String, String, String)> {
+    let log = std::env::var("FAKEGPU_AUDIT_LOG").expect("FAKEGPU_AUDIT_LOG");
+    let text = std::fs::read_to_string(&log).expect("audit log");
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["userAgent"].as_str().is_some_and(|a| a.contains("(status-updater)")))
+        .filter(|e| matches!(e["verb"].as_str(), Some("create" | "update" | "patch" | "delete")))
+        .filter(|e| e["requestReceivedTimestamp"].as_str().and_then(chrono_free::parse).is_some_and(|t| t >= since))
+        .filter_map(|e| {
+            let r = &e["objectRef"];
+            let (resource, name) = (r["resource"].as_str()?.to_string(), r["name"].as_str()?.to_string());
+            let ours = match resource.as_str() {
+                "configmaps" => r["namespace"].as_str() == Some(ns),
+                "nodes" => name.starts_with(node_prefix),
+                _ => false,
+            };
+            ours.then(|| (e["verb"].as_str().unwrap_or_default().to_string(), resource, name))
+        })
+        .collect()
+}
+
+/// RFC 3339 timestamps (`2026-12-04T22:01:02.123456Z`, as the audit log writes them) as
+/// microseconds since the epoch, without a date crate.
+mod chrono_free {
+    pub type Stamp = i64;
+
+    pub fn now() -> Stamp {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as i64
+    }
+
+    pub fn parse(s: &str) -> Option<Stamp> {
+        let (date, time) = s.strip_suffix('Z')?.split_once('T')?;
+        let mut d = date.split('-').map(|v| v.parse::<i64>());
+        let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+        let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+        let mut t = hms.split(':').map(|v| v.parse::<i64>());
+        let (h, min, sec) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
+        let micros = format!("{frac:0<6}")[..6].parse::<i64>().ok()?;
+        // Days from the civil date (Howard Hinnant's algorithm).
+        let y = if m <= 2 { y - 1 } else { y };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = era * 146_097 + doe - 719_468;
+        Some(((days * 86_400 + h * 3_600 + min * 60 + sec) * 1_000_000) + micros)
+    }
+
+    #[test]
+    fn parses_audit_timestamps() {
+        assert_eq!(parse("1970-01-01T00:00:00.000001Z"), Some(1));
+        assert_eq!(parse("2026-12-04T22:01:02.5Z"), Some(1_796_421_662_500_000));
+        assert_eq!(parse("2000-03-01T00:00:00Z"), Some(951_868_800_000_000));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_convergence_a_restart_finishes_without_rewriting_what_is_right() {
+    let Some(cluster) = cluster_or_skip("killed_mid_convergence_a_restart_finishes_without_rewriting_what_is_right").await else { return };
+    if std::env::var_os("FAKEGPU_AUDIT_LOG").is_none() {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "FAKEGPU_AUDIT_LOG unset: scripts/cluster-ci.sh writes the audit log");
+        eprintln!("skipped: needs the cluster's audit log (FAKEGPU_AUDIT_LOG; scripts/cluster-ci.sh)");
+        return;
+    }
+    let ns = cluster.namespace("op-kill").await;
+    let key = format!("{}.fgo.test/pool", ns.name);
+    put_config(&ns, &format!("nodePoolLabelKey: {key}\nmigStrategy: none\nnodePools:\n  p:\n    gpu:\n      profile: h100\n      overrides: {{device_count: 8}}\n")).await;
+    // Nodes in the pool before the status-updater starts: its cold start.
+    const N: usize = 120;
+    let nodes: Api<Node> = Api::all(ns.client.clone());
+    let names: Vec<String> = (0..N).map(|i| ns.prefixed(&format!("k{i}"))).collect();
+    for name in &names {
+        nodes.create(&PostParams::default(), &test_node(name, &ns.name, &[(key.as_str(), "p")])).await.expect("create node");
+        ns.track::<Node>(name);
+    }
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("operator-e2e").join(&ns.name);
+    std::fs::create_dir_all(&dir).expect("log dir");
+    let cms: Api<ConfigMap> = ns.api();
+    let topology_cms = || async {
+        let list = cms.list(&ListParams::default().labels("node-topology=true")).await.expect("list ConfigMaps");
+        list.items
+            .into_iter()
+            .filter(|c| {
+                c.data
+                    .as_ref()
+                    .and_then(|d| d.get(TOPOLOGY_KEY))
+                    .and_then(|t| NodeTopology::from_yaml(t).ok())
+                    .is_some_and(|t| t.gpus.len() == 8)
+            })
+            .map(|c| c.metadata.name.unwrap_or_default())
+            .collect::<BTreeSet<String>>()
+    };
+    // Killed (SIGKILL) once a part of the nodes is written.
+    let mut updater = start_updater(&ns, &dir);
+    let start = Instant::now();
+    let written_before = loop {
+        let done = topology_cms().await;
+        if done.len() >= N / 4 {
+            updater.kill();
+            // Requests the API server had received before the kill complete meanwhile.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            break topology_cms().await;
+        }
+        assert!(start.elapsed() < T, "the status-updater wrote {} of {N} ConfigMaps in {T:?}", done.len());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(written_before.len() < N, "killed too late to test anything: all {N} written");
+    let labels_of = |n: &Node| {
+        n.metadata.labels.clone().unwrap_or_default().into_iter().filter(|(k, _)| k.starts_with("nvidia.com/")).collect::<BTreeMap<_, _>>()
+    };
+    let before: BTreeMap<String, BTreeMap<String, String>> = {
+        let list = nodes
+            .list(&ListParams::default().labels(&format!("{}={}", fakegpu_cluster_support::objects::TEST_LABEL, ns.name)))
+            .await
+            .unwrap();
+        list.items.iter().map(|n| (n.metadata.name.clone().unwrap_or_default(), labels_of(n))).collect()
+    };
+    let restarted = chrono_free::now();
+    let _updater = start_updater(&ns, &dir);
+
+    // Every node right in the end.
+    let start = Instant::now();
+    loop {
+        let done = topology_cms().await;
+        let list = nodes
+            .list(&ListParams::default().labels(&format!("{}={}", fakegpu_cluster_support::objects::TEST_LABEL, ns.name)))
+            .await
+            .unwrap();
+        let labelled = list.items.iter().filter(|n| label(n, "nvidia.com/gpu.count") == Some("8")).count();
+        if done.len() == N && labelled == N {
+            break;
+        }
+        assert!(start.elapsed() < T, "after the restart: {} ConfigMaps, {labelled} labelled nodes of {N}", done.len());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after: BTreeMap<String, BTreeMap<String, String>> = {
+        let list = nodes
+            .list(&ListParams::default().labels(&format!("{}={}", fakegpu_cluster_support::objects::TEST_LABEL, ns.name)))
+            .await
+            .unwrap();
+        list.items.iter().map(|n| (n.metadata.name.clone().unwrap_or_default(), labels_of(n))).collect()
+    };
+    // The restarted status-updater wrote only what was not right yet: no ConfigMap that was
+    // complete before, no node whose labels were already right; and nothing twice.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let writes = updater_writes_since(restarted, &ns.name, &ns.prefixed("k"));
+    let mut seen = BTreeSet::new();
+    for (verb, resource, name) in &writes {
+        assert!(seen.insert((resource.clone(), name.clone())), "{verb} {resource}/{name} written twice after the restart: {writes:?}");
+        match resource.as_str() {
+            "configmaps" => assert!(!written_before.contains(name), "{verb} of ConfigMap {name}, which was right before the restart"),
+            _ => assert_ne!(before.get(name), after.get(name), "{verb} of node {name}, whose labels were right before the restart"),
+        }
+    }
+    let cm_writes = writes.iter().filter(|w| w.1 == "configmaps").count();
+    assert_eq!(cm_writes, N - written_before.len(), "one write per missing ConfigMap: {writes:?}");
+    eprintln!("killed after {} of {N} ConfigMaps; the restart wrote {} objects", written_before.len(), writes.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -110,14 +110,14 @@ async fn request_rate_becomes_utilization() {
     let rates: Arc<Mutex<Option<u32>>> = Arc::default();
     let scrape: Scrape = {
         let (exporter, rates) = (exporter.clone(), rates.clone());
-        Arc::new(move |out: &mut String| {
+        Arc::new(move |out| {
             let r = *rates.lock().unwrap();
-            exporter.lock().unwrap().scrape_into(out, fakegpu_model::state_file::now(), &|uid| if uid == UID { r } else { None })
+            exporter.lock().unwrap().scrape_out(out, fakegpu_model::state_file::now(), &|uid| if uid == UID { r } else { None })
         })
     };
     let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let metrics_addr = metrics.local_addr().unwrap();
-    tokio::spawn(serve(metrics, scrape, std::future::pending()));
+    tokio::spawn(serve(metrics, scrape, Default::default(), std::future::pending()));
 
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("prometheus.yml");

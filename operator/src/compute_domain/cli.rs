@@ -22,14 +22,7 @@ pub struct ApiArgs {
 
 impl ApiArgs {
     async fn client(&self) -> anyhow::Result<kube::Client> {
-        let Some(path) = &self.kubeconfig else {
-            return kube::Client::try_default().await.context("connecting to the API server");
-        };
-        let kc = kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
-        let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-            .await
-            .with_context(|| format!("using {}", path.display()))?;
-        Ok(kube::Client::try_from(cfg)?)
+        Ok(crate::common::api_client(self.kubeconfig.as_deref()).await?)
     }
 }
 
@@ -124,7 +117,7 @@ pub fn kwok_plugin(args: KwokPluginArgs) -> anyhow::Result<()> {
 
 pub fn node_plugin(args: NodePluginArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
-        let client = kube::Client::try_default().await.context("connecting to the API server")?;
+        let client = crate::common::api_client(None).await.context("connecting to the API server")?;
         let (nf, _) = args.node.files();
         let node = args.node.node(&nf).await?;
         let name = args.node.node_name.clone();

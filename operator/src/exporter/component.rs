@@ -22,7 +22,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::Api;
 
 use super::node::HostnameLabel;
-use super::server::{bind_and_serve, Scrape};
+use super::server::{bind_and_serve, GzipOptions, Scrape};
 use super::topology_view::node_view;
 use super::Exporter;
 use crate::common::profiles_from;
@@ -77,6 +77,10 @@ pub struct Args {
     /// status-updater does where its node dir is the nodes' disk.
     #[arg(long, env = "FAKEGPU_WRITE_NODE_FILES")]
     pub write_node_files: bool,
+    /// Gzip scrapes (Prometheus) are served from a body rendered ahead of the scraper's next
+    /// request while it is at most this old, milliseconds (docs/metrics.md).
+    #[arg(long, env = "METRICS_GZIP_MAX_AGE_MS", default_value_t = 5000)]
+    pub gzip_max_age_ms: u64,
 }
 
 /// Which ConfigMaps an exporter serves.
@@ -333,11 +337,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let every = Duration::from_secs(args.inference_refresh_seconds.max(1));
     tokio::spawn(refresh_inference(prom, args.inference_full_scale_rps, every, exporter.clone(), rates.clone()));
 
-    let scrape: Scrape = Arc::new(move |out: &mut String| {
+    let scrape: Scrape = Arc::new(move |out| {
         let rates = rates.lock().expect("rates lock").clone();
-        exporter.lock().expect("exporter lock").scrape_into(out, fakegpu_model::state_file::now(), &|uid| rates.get(uid).copied())
+        exporter.lock().expect("exporter lock").scrape_out(out, fakegpu_model::state_file::now(), &|uid| rates.get(uid).copied())
     });
-    bind_and_serve(args.listen, scrape, shutdown_signal()).await?;
+    let gzip = GzipOptions { max_age: Duration::from_millis(args.gzip_max_age_ms) };
+    bind_and_serve(args.listen, scrape, gzip, shutdown_signal()).await?;
     Ok(())
 }
 

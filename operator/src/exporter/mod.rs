@@ -195,6 +195,11 @@ impl Exporter {
 
     /// [`Self::scrape`], appended to `out` (a buffer the caller reuses).
     pub fn scrape_into(&mut self, out: &mut String, now: Now, knative: &dyn Fn(&str) -> Option<u32>) {
+        self.scrape_out(ScrapeOut::Text(out), now, knative)
+    }
+
+    /// [`Self::scrape`] into a buffer or, a family at a time, into a sink.
+    pub fn scrape_out(&mut self, out: ScrapeOut<'_>, now: Now, knative: &dyn Fn(&str) -> Option<u32>) {
         let Exporter { nodes, node_dir, inference, .. } = self;
         let seen = std::cell::RefCell::new(HashMap::new());
         let knative_now = |uid: &str| {
@@ -246,8 +251,19 @@ impl Exporter {
                 series.push(render::Series { labels, values: sample::values(&node.view.profile, g.unwrap_or(&idle), now) });
             }
         }
-        render::render_into(out, &series);
+        match out {
+            ScrapeOut::Text(text) => render::render_into(text, &series),
+            ScrapeOut::Chunks(sink) => render::render_chunks(&series, sink),
+        }
     }
+}
+
+/// Where a scrape's text goes.
+pub enum ScrapeOut<'a> {
+    /// Appended to a string.
+    Text(&'a mut String),
+    /// Handed over in pieces (a family at a time), in order.
+    Chunks(&'a mut dyn FnMut(&str)),
 }
 
 #[cfg(test)]

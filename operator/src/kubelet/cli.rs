@@ -136,7 +136,7 @@ pub fn device_plugin(args: DevicePluginArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         let (nf, hf) = args.node.files();
         let node = Arc::new(args.node.node(&nf).await?);
-        let grants = match kube::Client::try_default().await {
+        let grants = match crate::common::api_client(None).await {
             Ok(client) => Some(GrantConfig {
                 pod_resources_socket: args
                     .pod_resources_socket
@@ -169,7 +169,7 @@ pub fn device_plugin(args: DevicePluginArgs) -> anyhow::Result<()> {
 
 pub fn dra_plugin(args: DraPluginArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
-        let client = kube::Client::try_default().await.context("connecting to the API server")?;
+        let client = crate::common::api_client(None).await.context("connecting to the API server")?;
         let (nf, hf) = args.node.files();
         let node = Arc::new(args.node.node(&nf).await?);
         let paths = plugin::Paths::new(&args.node.dirs(), &args.cdi_root);
