@@ -419,6 +419,23 @@ def test_mig_lifecycle_across_processes(node):
     mig_lines = re.findall(r"  MIG (\S+)\s+Device\s+(\d): \(UUID: (MIG-[0-9a-f-]{36})\)", listing)
     assert [(n, d) for n, d, _ in mig_lines] == [("3g.20gb", "0"), ("2g.10gb", "1")], listing
     assert node.smi("-L").stdout == listing, "MIG UUIDs are deterministic"
+    # A MIG UUID opens that MIG device (NVIDIA's device plugin checks MIG health this way).
+    code = (
+        "import pynvml, sys\n"
+        "pynvml.nvmlInit()\n"
+        "for u in sys.argv[1:]:\n"
+        "    h = pynvml.nvmlDeviceGetHandleByUUID(u)\n"
+        "    mig = pynvml.nvmlDeviceIsMigDeviceHandle(h)\n"
+        "    print(getattr(mig, 'value', mig), pynvml.nvmlDeviceGetUUID(h), pynvml.nvmlDeviceGetName(h))\n"
+        "try:\n"
+        "    pynvml.nvmlDeviceGetHandleByUUID('MIG-00000000-0000-0000-0000-000000000000')\n"
+        "except pynvml.NVMLError_NotFound:\n"
+        "    print('unknown: not found')\n"
+    )
+    uuids = [u for _, _, u in mig_lines]
+    out = node.run([PY, "-c", code, *[u.upper() if i else u for i, u in enumerate(uuids)]]).stdout.splitlines()
+    assert out[:2] == [f"1 {uuids[0]} NVIDIA A100-SXM4-40GB MIG 3g.20gb", f"1 {uuids[1]} NVIDIA A100-SXM4-40GB MIG 2g.10gb"], out
+    assert out[2] == "unknown: not found", out
     lgi = node.smi("mig", "-lgi").stdout
     assert re.search(r"MIG 3g.20gb\s+9\s+2\s+4:4", lgi) and re.search(r"MIG 2g.10gb\s+14\s+4\s+2:2", lgi), lgi
     lci = node.smi("mig", "-lci").stdout

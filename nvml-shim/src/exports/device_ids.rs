@@ -63,6 +63,13 @@ pub unsafe extern "C" fn nvmlDeviceGetHandleByUUID(uuid: *const c_char, device: 
     guard("nvmlDeviceGetHandleByUUID", || {
         runtime()?;
         let uuid = arg_str(uuid)?;
+        // A MIG device's UUID opens the MIG device, as NVIDIA's library does (the device
+        // plugin's health check and `nvidia-ctk cdi generate` look MIG devices up this way).
+        if uuid.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("MIG-")) {
+            let slot = out(device)?;
+            *slot = crate::exports::mig::mig_handle_by_uuid(uuid)?.ok_or(ret::NOT_FOUND)?;
+            return Ok(());
+        }
         handle_where(device, |d| d.id.uuid.eq_ignore_ascii_case(uuid))
     })
 }

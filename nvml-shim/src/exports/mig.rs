@@ -709,6 +709,22 @@ pub(crate) fn is_mig_handle(handle: nvmlDevice_t) -> bool {
     runtime().is_ok_and(|rt| rt.mig.device(handle).is_some())
 }
 
+/// The handle of the MIG device whose UUID is `uuid` (case-insensitive), among those this
+/// process may see; `None` when no such MIG device exists now.
+pub(crate) fn mig_handle_by_uuid(uuid: &str) -> Result<Option<nvmlDevice_t>, nvmlReturn_t> {
+    let rt = runtime()?;
+    for d in rt.devices.iter().filter(|d| d.profile.mig_capable) {
+        let l = layout(d);
+        if !l.current {
+            continue;
+        }
+        if let Some((gi, ci)) = visible_mig_devices(d, &l).into_iter().find(|(gi, ci)| mig_uuid(d, *gi, *ci).eq_ignore_ascii_case(uuid)) {
+            return Ok(Some(rt.mig.dev_handle(table_index(rt, d), gi, ci)));
+        }
+    }
+    Ok(None)
+}
+
 /// `MIG-<uuid>`: the model's, so the kubelet plugins hand pods the UUIDs this library reports.
 pub(crate) fn mig_uuid(d: &Device, gi: u32, ci: u32) -> String {
     let rt = runtime().ok();
