@@ -53,6 +53,8 @@ pub struct KwokNode {
     pub allocatable: BTreeMap<String, String>,
     pub managed: BTreeSet<String>,
     pub owner: Option<String>,
+    /// The object's resourceVersion, when it is a number (as etcd's are).
+    pub version: Option<u64>,
 }
 
 impl KwokNode {
@@ -71,7 +73,14 @@ impl KwokNode {
                 .map(|v| v.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect())
                 .unwrap_or_default(),
             owner: n.annotations().get(OWNER_ANNOTATION).cloned(),
+            version: n.metadata.resource_version.as_deref().and_then(|v| v.parse().ok()),
         }
+    }
+
+    /// Whether this is an older version of the node than `known` (a watch event delivered
+    /// after the response to our own patch): it would make the node look unpatched.
+    pub fn older_than(&self, known: &KwokNode) -> bool {
+        matches!((self.version, known.version), (Some(mine), Some(theirs)) if mine < theirs)
     }
 }
 
@@ -129,6 +138,9 @@ pub async fn run(args: Args) -> Result<(), Error> {
             let mut st = state.lock().expect("state lock");
             let name = match msg {
                 Msg::Node(name, n) => {
+                    if st.nodes.get(&name).is_some_and(|known| n.older_than(known)) {
+                        continue;
+                    }
                     st.nodes.insert(name.clone(), n);
                     name
                 }
@@ -167,14 +179,23 @@ async fn writer(client: Client, me: String, state: Arc<Mutex<State>>, queue: Arc
                 let st = state.lock().expect("state lock");
                 st.nodes.get(&name).and_then(|node| plan(node, st.topo.get(&name), &me))
             };
-            let (api, me) = (api.clone(), me.clone());
+            let (api, me, state) = (api.clone(), me.clone(), state.clone());
             async move {
                 let Some((mut patch, managed)) = job else { return Ok(()) };
                 let names: Vec<&str> = managed.iter().map(String::as_str).collect();
                 let owner = if managed.is_empty() { Value::Null } else { json!(me) };
                 patch["metadata"] = json!({"annotations": {MANAGED_RESOURCES_ANNOTATION: names.join(","), OWNER_ANNOTATION: owner}});
                 match api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
-                    Ok(_) => Ok(()),
+                    // The node as patched: a watch event of the node from before the patch that
+                    // arrives now must not make it look unpatched (and patched again).
+                    Ok(node) => {
+                        let patched = KwokNode::from_node(&node);
+                        let mut st = state.lock().expect("state lock");
+                        if !st.nodes.get(&name).is_some_and(|known| patched.older_than(known)) {
+                            st.nodes.insert(name, patched);
+                        }
+                        Ok(())
+                    }
                     // Deleted meanwhile: its watch event says so.
                     Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
                     Err(e) => Err(e),
@@ -257,6 +278,7 @@ mod tests {
             allocatable: m,
             managed: managed.iter().map(|s| s.to_string()).collect(),
             owner: (!managed.is_empty()).then(|| "ns".to_string()),
+            version: None,
         }
     }
 
@@ -290,6 +312,17 @@ mod tests {
         let want = BTreeMap::from([("nvidia.com/gpu".to_string(), 2u64)]);
         let (p, _) = plan(&n, Some(&want), "ns").unwrap();
         assert_eq!(p["status"]["capacity"], json!({"nvidia.com/gpu": "2", "x.com/nic": null}));
+    }
+
+    #[test]
+    fn an_older_version_of_a_node_is_recognized() {
+        let at = |v: Option<u64>| KwokNode { version: v, ..node(&[], &[]) };
+        assert!(at(Some(41)).older_than(&at(Some(42))));
+        assert!(!at(Some(42)).older_than(&at(Some(42))));
+        assert!(!at(Some(43)).older_than(&at(Some(42))));
+        // Not numbers: nothing can be said, so the event is taken.
+        assert!(!at(None).older_than(&at(Some(42))));
+        assert!(!at(Some(1)).older_than(&at(None)));
     }
 
     #[test]
