@@ -89,13 +89,14 @@ impl Default for GzipOptions {
     }
 }
 
-/// Scrapes the exporter has compressed. Compressing the 27 MB text of 8,000 GPUs takes several
+/// Scrapes the exporter has compressed. Compressing the 27 MB text of 8,000 GPUs takes many
 /// times as long as rendering it, far more than a scrape may take, so the compressed body is made
 /// ahead: a scraper such as Prometheus comes at a fixed interval, so after each gzip request the
-/// next body is rendered that interval later, less twice what the last rendering took, and the
-/// request finds it ready (dcgm-exporter likewise serves what it collected before the request,
-/// up to 30 s earlier by default). A request that finds no body younger than `max_age` renders
-/// one itself. With no scraper nothing is rendered: an idle exporter costs nothing.
+/// next body is rendered that interval later, less twice what the last rendering took and a
+/// margin, and the request finds it ready (dcgm-exporter likewise serves what it collected
+/// before the request, up to 30 s earlier by default). A request that finds no body younger than
+/// `max_age` waits for the rendering in progress or renders one itself. With no scraper nothing
+/// is rendered: an idle exporter costs nothing.
 struct Gzip {
     options: GzipOptions,
     state: Mutex<GzipState>,
@@ -117,7 +118,11 @@ struct GzipState {
 
 /// A scraper that has not come for this many of its intervals is not rendered for any more.
 const GONE_AFTER_INTERVALS: u32 = 3;
-/// Nor one that scrapes less often than this (a body rendered so far ahead would be too old).
+/// Started this much earlier than twice the last render's time before the expected request, for
+/// a render slowed by other work.
+const RENDER_MARGIN: Duration = Duration::from_millis(200);
+/// A scraper that comes less often than this is not rendered for (a body rendered so far ahead
+/// would be too old).
 const LONGEST_INTERVAL: Duration = Duration::from_secs(600);
 
 impl Gzip {
@@ -141,18 +146,20 @@ impl Gzip {
         };
         let body = match ready {
             Some(b) => b,
-            None => self.render(scrape, Some(arrived)).await,
+            None => self.render(scrape, true).await,
         };
         self.schedule(scrape.clone());
         body
     }
 
-    /// Renders and compresses a body (on a blocking thread) and keeps it. With `fresh_after`,
-    /// a body that another caller rendered after that instant while this one waited is taken instead.
-    async fn render(self: &Arc<Self>, scrape: &Scrape, fresh_after: Option<Instant>) -> Bytes {
+    /// Renders and compresses a body (on a blocking thread) and keeps it. For a request
+    /// (`for_request`), a body that became ready while it waited for the rendering in progress
+    /// (a render ahead that had not finished when it came) is taken if young enough.
+    async fn render(self: &Arc<Self>, scrape: &Scrape, for_request: bool) -> Bytes {
         let _one = self.rendering.lock().await;
-        if let Some(after) = fresh_after {
-            if let Some((_, b)) = self.state().ready.as_ref().filter(|(at, _)| *at >= after) {
+        if for_request {
+            let young = |(at, _): &&(Instant, Bytes)| at.elapsed() <= self.options.max_age;
+            if let Some((_, b)) = self.state().ready.as_ref().filter(young) {
                 return b.clone();
             }
         }
@@ -185,7 +192,7 @@ impl Gzip {
         let (delay, generation) = {
             let st = self.state();
             let Some(interval) = st.interval.filter(|i| *i <= LONGEST_INTERVAL) else { return };
-            (interval.saturating_sub(st.cost * 2), st.generation)
+            (interval.saturating_sub(st.cost * 2 + RENDER_MARGIN), st.generation)
         };
         let me = self.clone();
         tokio::spawn(async move {
@@ -201,7 +208,7 @@ impl Gzip {
                     return;
                 }
             }
-            me.render(&scrape, None).await;
+            me.render(&scrape, false).await;
         });
     }
 }
@@ -366,18 +373,18 @@ mod tests {
         let rt = runtime();
         let (addr, renders) = counting_server(&rt, GzipOptions::default());
         assert_eq!(get_gzip(addr).1, "render 1\n", "the first request renders");
-        std::thread::sleep(Duration::from_millis(400));
-        // 400 ms later: the body of 400 ms ago is young enough, and the interval is now known.
+        std::thread::sleep(Duration::from_millis(800));
+        // 800 ms later: the body of 800 ms ago is young enough, and the interval is now known.
         assert_eq!(get_gzip(addr).1, "render 1\n");
-        // The next body is rendered ahead, about 400 ms after the second request.
+        // The next body is rendered ahead, about 800 - 200 (margin) ms after the second request.
         let asked = Instant::now();
         while renders.load(Ordering::SeqCst) < 2 {
             assert!(asked.elapsed() < Duration::from_secs(5), "nothing rendered ahead");
             std::thread::sleep(Duration::from_millis(10));
         }
         let ahead = asked.elapsed();
-        assert!(ahead >= Duration::from_millis(250), "rendered {ahead:?} after the request, not one interval later");
-        std::thread::sleep(Duration::from_millis(100));
+        assert!(ahead >= Duration::from_millis(450), "rendered {ahead:?} after the request, not one interval later");
+        std::thread::sleep(Duration::from_millis(150));
         assert_eq!(get_gzip(addr).1, "render 2\n", "served the body rendered ahead");
         assert_eq!(renders.load(Ordering::SeqCst), 2, "the request rendered nothing itself");
     }
