@@ -53,15 +53,8 @@ fn main() {
         times.push(t.elapsed().as_secs_f64() * 1000.0);
         size = body.len();
     }
-    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let series = e.scrape(at(400_000), &|_| None).lines().filter(|l| !l.starts_with('#')).count();
-    println!(
-        "exporter scrape, 8000 GPUs: min {:.1} ms, median {:.1} ms, max {:.1} ms; body {:.1} MiB, {series} series",
-        times[0],
-        times[times.len() / 2],
-        times[times.len() - 1],
-        size as f64 / 1_048_576.0,
-    );
+    println!("exporter scrape, 8000 GPUs: {}; body {:.1} MiB, {series} series", spread(&mut times), size as f64 / 1_048_576.0);
     let body = e.scrape(at(410_000), &|_| None);
     let t = Instant::now();
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -114,26 +107,26 @@ fn over_http(e: Exporter) {
         inflate_ms = t.elapsed().as_secs_f64() * 1000.0;
         std::thread::sleep(std::time::Duration::from_secs(1));
     }
-    gz_times.sort_by(|a, b| a.partial_cmp(b).unwrap());
     println!(
-        "gzip over HTTP, scraped every 1 s: min {:.1} ms, median {:.1} ms, max {:.1} ms; body {:.2} MiB (inflating it: {:.0} ms in the client)",
-        gz_times[0],
-        gz_times[gz_times.len() / 2],
-        gz_times[gz_times.len() - 1],
+        "gzip over HTTP, scraped every 1 s: {}; body {:.2} MiB (inflating it: {:.0} ms in the client)",
+        spread(&mut gz_times),
         gz_size as f64 / 1_048_576.0,
         inflate_ms
     );
-    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let mib = |key: &str| {
         status.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()).unwrap_or(0.0) / 1024.0
     };
     println!(
-        "over HTTP on loopback: min {:.1} ms, median {:.1} ms, max {:.1} ms; process RSS {:.1} MiB after, peak {:.1} MiB (the bench's own copies included)",
-        times[0],
-        times[times.len() / 2],
-        times[times.len() - 1],
+        "over HTTP on loopback: {}; process RSS {:.1} MiB after, peak {:.1} MiB (the bench's own copies included)",
+        spread(&mut times),
         mib("VmRSS"),
         mib("VmHWM")
     );
+}
+
+/// `min … ms, median … ms, max … ms` of `times` (milliseconds; sorted in place).
+fn spread(times: &mut [f64]) -> String {
+    times.sort_by(f64::total_cmp);
+    format!("min {:.1} ms, median {:.1} ms, max {:.1} ms", times[0], times[times.len() / 2], times[times.len() - 1])
 }

@@ -1,7 +1,7 @@
 //! `fake-gpu-operator`: one binary, one subcommand per component. Thin: parse the
 //! command line, set up logging, hand over to the component's `run`.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "fake-gpu-operator", version, about = "Simulated NVIDIA GPU nodes for Kubernetes")]
@@ -42,8 +42,9 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
-    if let Some(name) = cli.component_name() {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Some(name) = matches.subcommand_name().filter(|n| *n != "version") {
         fake_gpu_operator::common::set_component(name);
     }
     match cli.component {
@@ -61,25 +62,6 @@ fn main() -> anyhow::Result<()> {
         Component::ComputeDomainController(args) => fake_gpu_operator::compute_domain::cli::controller(args),
         Component::ComputeDomainDraPlugin(args) => fake_gpu_operator::compute_domain::cli::node_plugin(args),
         Component::KwokComputeDomainDraPlugin(args) => fake_gpu_operator::compute_domain::cli::kwok_plugin(args),
-    }
-}
-
-impl Cli {
-    /// The subcommand as typed (`status-updater`, …).
-    fn component_name(&self) -> Option<&'static str> {
-        Some(match self.component {
-            Component::Version => return None,
-            Component::DevicePlugin(_) => "device-plugin",
-            Component::DraPlugin(_) => "dra-plugin",
-            Component::KwokDraPlugin(_) => "kwok-dra-plugin",
-            Component::StatusExporter(_) => "status-exporter",
-            Component::StatusUpdater(_) => "status-updater",
-            Component::KwokGpuDevicePlugin(_) => "kwok-gpu-device-plugin",
-            Component::TopologyServer(_) => "topology-server",
-            Component::ComputeDomainController(_) => "compute-domain-controller",
-            Component::ComputeDomainDraPlugin(_) => "compute-domain-dra-plugin",
-            Component::KwokComputeDomainDraPlugin(_) => "kwok-compute-domain-dra-plugin",
-        })
     }
 }
 

@@ -314,16 +314,17 @@ async fn killed_mid_convergence_a_restart_finishes_without_rewriting_what_is_rig
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(written_before.len() < N, "killed too late to test anything: all {N} written");
-    let labels_of = |n: &Node| {
-        n.metadata.labels.clone().unwrap_or_default().into_iter().filter(|(k, _)| k.starts_with("nvidia.com/")).collect::<BTreeMap<_, _>>()
+    let test_nodes = || async {
+        let selector = format!("{}={}", fakegpu_cluster_support::objects::TEST_LABEL, ns.name);
+        nodes.list(&ListParams::default().labels(&selector)).await.expect("list nodes").items
     };
-    let before: BTreeMap<String, BTreeMap<String, String>> = {
-        let list = nodes
-            .list(&ListParams::default().labels(&format!("{}={}", fakegpu_cluster_support::objects::TEST_LABEL, ns.name)))
-            .await
-            .unwrap();
-        list.items.iter().map(|n| (n.metadata.name.clone().unwrap_or_default(), labels_of(n))).collect()
+    // Node → its nvidia.com/ labels.
+    let gpu_labels = |list: &[Node]| -> BTreeMap<String, BTreeMap<String, String>> {
+        let ours =
+            |n: &Node| n.metadata.labels.clone().unwrap_or_default().into_iter().filter(|(k, _)| k.starts_with("nvidia.com/")).collect();
+        list.iter().map(|n| (n.metadata.name.clone().unwrap_or_default(), ours(n))).collect()
     };
+    let before = gpu_labels(&test_nodes().await);
     let restarted = chrono_free::now();
     let _updater = start_updater(&ns, &dir);
 
@@ -331,24 +332,14 @@ async fn killed_mid_convergence_a_restart_finishes_without_rewriting_what_is_rig
     let start = Instant::now();
     loop {
         let done = topology_cms().await;
-        let list = nodes
-            .list(&ListParams::default().labels(&format!("{}={}", fakegpu_cluster_support::objects::TEST_LABEL, ns.name)))
-            .await
-            .unwrap();
-        let labelled = list.items.iter().filter(|n| label(n, "nvidia.com/gpu.count") == Some("8")).count();
+        let labelled = test_nodes().await.iter().filter(|n| label(n, "nvidia.com/gpu.count") == Some("8")).count();
         if done.len() == N && labelled == N {
             break;
         }
         assert!(start.elapsed() < T, "after the restart: {} ConfigMaps, {labelled} labelled nodes of {N}", done.len());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let after: BTreeMap<String, BTreeMap<String, String>> = {
-        let list = nodes
-            .list(&ListParams::default().labels(&format!("{}={}", fakegpu_cluster_support::objects::TEST_LABEL, ns.name)))
-            .await
-            .unwrap();
-        list.items.iter().map(|n| (n.metadata.name.clone().unwrap_or_default(), labels_of(n))).collect()
-    };
+    let after = gpu_labels(&test_nodes().await);
     // The restarted status-updater wrote only what was not right yet: no ConfigMap that was
     // complete before, no node whose labels were already right; and nothing twice.
     tokio::time::sleep(Duration::from_secs(1)).await;
