@@ -8,6 +8,8 @@
 #
 # A cache of its own (not scripts/fetch-nvidia.sh's), so that cache's key stays as it is.
 set -euo pipefail
+# shellcheck source=lib/debian-nonfree.sh
+. "$(dirname "$0")/lib/debian-nonfree.sh"
 
 NVIDIA_VERSION=535.261.03-1
 CUDA_DEV_VERSION=11.8.89~11.8.0-5~deb12u1
@@ -21,21 +23,7 @@ if [ -f "$ROOT/$LIB" ] && [ -f "$ROOT/usr/include/cuda.h" ]; then
   exit 0
 fi
 
-command -v apt-get >/dev/null || { echo "fetch-cuda: apt-get is required (Debian/Ubuntu)" >&2; exit 1; }
-command -v dpkg-deb >/dev/null || { echo "fetch-cuda: dpkg-deb is required" >&2; exit 1; }
-
-APT=$DEST/apt
-mkdir -p "$APT/lists/partial" "$APT/archives/partial" "$DEST/debs"
-cat > "$APT/sources.list" <<SOURCES
-deb http://deb.debian.org/debian bookworm main contrib non-free
-deb http://deb.debian.org/debian bookworm-updates main contrib non-free
-deb http://deb.debian.org/debian-security bookworm-security main contrib non-free
-SOURCES
-opts=(-o "Dir::Etc::SourceList=$APT/sources.list" -o Dir::Etc::SourceParts=/dev/null
-      -o "Dir::State::Lists=$APT/lists" -o "Dir::Cache::Archives=$APT/archives"
-      -o APT::Sandbox::User=root -q)
-apt-get "${opts[@]}" update >&2
-(cd "$DEST/debs" && apt-get "${opts[@]}" download "libcuda1=$NVIDIA_VERSION" "nvidia-cuda-dev=$CUDA_DEV_VERSION" >&2)
+debian_nonfree_download fetch-cuda "$DEST" "libcuda1=$NVIDIA_VERSION" "nvidia-cuda-dev=$CUDA_DEV_VERSION"
 rm -rf "$ROOT.tmp" && mkdir -p "$ROOT.tmp"
 dpkg-deb -x "$DEST"/debs/libcuda1_*.deb "$ROOT.tmp"
 # Headers only: the driver API's cuda.h and what it includes.

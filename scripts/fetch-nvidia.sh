@@ -7,6 +7,8 @@
 # Uses a private APT configuration with contrib and non-free enabled, so the machine's own
 # sources stay untouched.
 set -euo pipefail
+# shellcheck source=lib/debian-nonfree.sh
+. "$(dirname "$0")/lib/debian-nonfree.sh"
 
 NVIDIA_VERSION=535.261.03-1
 NVML_DEV_VERSION=11.8.86~11.8.0-5~deb12u1
@@ -19,22 +21,7 @@ if [ -x "$ROOT/usr/lib/nvidia/current/nvidia-smi" ] && [ -f "$ROOT/usr/include/n
   exit 0
 fi
 
-command -v apt-get >/dev/null || { echo "fetch-nvidia: apt-get is required (Debian/Ubuntu)" >&2; exit 1; }
-command -v dpkg-deb >/dev/null || { echo "fetch-nvidia: dpkg-deb is required" >&2; exit 1; }
-
-APT=$DEST/apt
-mkdir -p "$APT/lists/partial" "$APT/archives/partial" "$DEST/debs"
-cat > "$APT/sources.list" <<SOURCES
-deb http://deb.debian.org/debian bookworm main contrib non-free
-deb http://deb.debian.org/debian bookworm-updates main contrib non-free
-deb http://deb.debian.org/debian-security bookworm-security main contrib non-free
-SOURCES
-opts=(-o "Dir::Etc::SourceList=$APT/sources.list" -o Dir::Etc::SourceParts=/dev/null
-      -o "Dir::State::Lists=$APT/lists" -o "Dir::Cache::Archives=$APT/archives"
-      -o APT::Sandbox::User=root -q)
-apt-get "${opts[@]}" update >&2
-(cd "$DEST/debs" && apt-get "${opts[@]}" download \
-    "nvidia-smi=$NVIDIA_VERSION" "libnvidia-ml1=$NVIDIA_VERSION" "libnvidia-ml-dev=$NVML_DEV_VERSION" >&2)
+debian_nonfree_download fetch-nvidia "$DEST" "nvidia-smi=$NVIDIA_VERSION" "libnvidia-ml1=$NVIDIA_VERSION" "libnvidia-ml-dev=$NVML_DEV_VERSION"
 rm -rf "$ROOT.tmp" && mkdir -p "$ROOT.tmp"
 for deb in "$DEST"/debs/*.deb; do dpkg-deb -x "$deb" "$ROOT.tmp"; done
 rm -rf "$ROOT" && mv "$ROOT.tmp" "$ROOT"
