@@ -4,34 +4,15 @@
 
 use std::ffi::{c_char, c_int, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU8, Ordering};
 
 use crate::types::{result_text, CUresult, CUDA_ERROR_INVALID_VALUE, CUDA_ERROR_UNKNOWN, CUDA_SUCCESS};
 
 /// What an export body returns: `Err` carries the CUDA result code.
 pub(crate) type CuResult<T = ()> = Result<T, CUresult>;
 
-const LOG_UNKNOWN: u8 = 0;
-const LOG_OFF: u8 = 1;
-const LOG_ON: u8 = 2;
-static LOG_STATE: AtomicU8 = AtomicU8::new(LOG_UNKNOWN);
-
-fn debug_enabled() -> bool {
-    match LOG_STATE.load(Ordering::Relaxed) {
-        LOG_ON => true,
-        LOG_OFF => false,
-        _ => {
-            // Read once: an environment lookup per call would dominate the getters' cost.
-            let on = std::env::var("FAKEGPU_LOG").is_ok_and(|v| v.eq_ignore_ascii_case("debug") || v.eq_ignore_ascii_case("trace"));
-            LOG_STATE.store(if on { LOG_ON } else { LOG_OFF }, Ordering::Relaxed);
-            on
-        }
-    }
-}
-
 /// Writes one trace line to stderr when tracing is on (the host owns its logging).
 pub(crate) fn trace(name: &str, code: CUresult) {
-    if debug_enabled() {
+    if fakegpu_model::log::debug_enabled() {
         let text = result_text(code).map_or("?", |(n, _)| n.trim_end_matches('\0'));
         eprintln!("[fakegpu-cuda] {name} -> {code} ({text})");
     }

@@ -14,6 +14,7 @@ pub mod error;
 pub mod fabric;
 pub mod file;
 pub mod identity;
+pub mod log;
 pub mod mig;
 pub mod node;
 pub mod profile;

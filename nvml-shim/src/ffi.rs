@@ -8,7 +8,6 @@
 
 use std::ffi::{c_char, c_uint, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Once;
 
 use nvml_abi::{nvmlReturn_t, ret};
@@ -16,28 +15,10 @@ use nvml_abi::{nvmlReturn_t, ret};
 /// What an export body returns: `Err` carries the NVML error code.
 pub(crate) type NvmlResult = Result<(), nvmlReturn_t>;
 
-const LOG_UNKNOWN: u8 = 0;
-const LOG_OFF: u8 = 1;
-const LOG_ON: u8 = 2;
-static LOG_STATE: AtomicU8 = AtomicU8::new(LOG_UNKNOWN);
-
-fn debug_enabled() -> bool {
-    match LOG_STATE.load(Ordering::Relaxed) {
-        LOG_ON => true,
-        LOG_OFF => false,
-        _ => {
-            // Read once: an environment lookup per call would dominate the getters' cost.
-            let on = std::env::var("FAKEGPU_LOG").is_ok_and(|v| v.eq_ignore_ascii_case("debug") || v.eq_ignore_ascii_case("trace"));
-            LOG_STATE.store(if on { LOG_ON } else { LOG_OFF }, Ordering::Relaxed);
-            on
-        }
-    }
-}
-
 /// Writes one trace line to stderr when tracing is on. A host process owns its own
 /// logging, so the library does not install a subscriber of any kind.
 pub(crate) fn trace(name: &str, code: nvmlReturn_t) {
-    if debug_enabled() {
+    if fakegpu_model::log::debug_enabled() {
         eprintln!("[fakegpu-nvml] {name} -> {code} ({})", nvml_abi::error_string(code));
     }
 }
