@@ -46,7 +46,8 @@ pub fn components(kubeconfig: &Path, run_dir: &Path, ports: Ports) -> Vec<(&'sta
     };
     let node_dir = run_dir.join("nodes").display().to_string();
     let mut updater = common("status-updater");
-    updater.extend(["--node-dir".into(), node_dir.clone(), "--node-files-for-kwok".into()]);
+    // The kwok plugin runs beside it: a KWOK node's capacity comes with its labels.
+    updater.extend(["--node-dir".into(), node_dir.clone(), "--node-files-for-kwok".into(), "--kwok-capacity".into()]);
     let mut exporter = common("status-exporter");
     exporter.extend(["--listen".into(), format!("127.0.0.1:{}", ports.metrics), "--node-dir".into(), node_dir]);
     let mut server = common("topology-server");
@@ -80,7 +81,7 @@ mod tests {
             c.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
             ["status-updater", "kwok-gpu-device-plugin", "status-exporter", "topology-server"]
         );
-        assert!(c[0].1.join(" ").contains("--node-dir /r/nodes --node-files-for-kwok"));
+        assert!(c[0].1.join(" ").contains("--node-dir /r/nodes --node-files-for-kwok --kwok-capacity"));
         assert!(c[2].1.join(" ").ends_with("--listen 127.0.0.1:5678 --node-dir /r/nodes"));
         assert!(c[3].1.join(" ").ends_with("--listen 127.0.0.1:1234"));
         assert!(c.iter().all(|(n, a)| a[0] == *n && a.join(" ").contains("--kubeconfig /r/kubeconfig --namespace gpu-operator")));

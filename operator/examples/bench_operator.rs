@@ -117,9 +117,9 @@ fn cpu_seconds(pid: u32) -> f64 {
 
 /// The audit log read from a byte offset on: requests by client (User-Agent up to the first
 /// space or slash-version) → (reads, writes), and the new offset.
-fn audit_counts(log: &Path, from: u64) -> (BTreeMap<String, (u64, u64)>, u64) {
+fn audit_counts(log: &Path, from: u64) -> (BTreeMap<String, (u64, u64, u64)>, u64) {
     use std::io::{BufRead, Seek};
-    let mut counts: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let mut counts: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
     let Ok(mut f) = std::fs::File::open(log) else { return (counts, from) };
     let _ = f.seek(std::io::SeekFrom::Start(from));
     let mut reader = std::io::BufReader::new(f);
@@ -141,7 +141,10 @@ fn audit_counts(log: &Path, from: u64) -> (BTreeMap<String, (u64, u64)>, u64) {
                 .unwrap_or_else(|| agent.split(['/', ' ']).next().unwrap_or("").to_string());
             let write = matches!(ev["verb"].as_str(), Some("create" | "update" | "patch" | "delete" | "deletecollection"));
             let e = counts.entry(if client.is_empty() { "(none)".into() } else { client }).or_default();
-            if write {
+            // A write refused on its precondition (409) changed nothing: counted apart.
+            if write && ev["responseStatus"]["code"].as_u64() == Some(409) {
+                e.2 += 1;
+            } else if write {
                 e.1 += 1;
             } else {
                 e.0 += 1;
@@ -161,8 +164,9 @@ fn report_costs(c: &Components, before: &[(&'static str, f64)], audit: Option<&P
     println!("  CPU seconds: {total:.2} ({})", each.join(", "));
     let Some(log) = audit else { return offset };
     let (counts, next) = audit_counts(log, offset);
-    let line: Vec<String> = counts.iter().map(|(k, (r, w))| format!("{k} {r}r/{w}w")).collect();
-    println!("  API requests (reads/writes) by client: {}", line.join(", "));
+    let line: Vec<String> =
+        counts.iter().map(|(k, (r, w, c))| if *c > 0 { format!("{k} {r}r/{w}w/{c}c") } else { format!("{k} {r}r/{w}w") }).collect();
+    println!("  API requests (reads/writes/conflicts: writes refused, nothing changed) by client: {}", line.join(", "));
     next
 }
 

@@ -29,6 +29,7 @@ use tokio::sync::{mpsc, Notify};
 use crate::common::{self, Error, TopologyArgs, FIELD_MANAGER};
 use crate::config::ClusterConfig;
 use crate::index::{Index, IndexOptions, NodeInfo, NodeView, PodAnnotation};
+use crate::kwok_device_plugin::{self, KwokNode};
 use crate::labels;
 use crate::node_files::NodeFiles;
 use crate::pod::{PodInfo, DEFAULT_RESERVATION_NAMESPACE};
@@ -57,6 +58,11 @@ pub struct Args {
     /// API writes in flight.
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
+    /// Set a KWOK node's capacity (as the kwok-gpu-device-plugin of the same namespace would)
+    /// in the same write as its labels, before its ConfigMap: one node write instead of two.
+    /// The chart sets it when that plugin runs; it keeps fixing what drifts.
+    #[arg(long, env = "FAKEGPU_KWOK_CAPACITY")]
+    pub kwok_capacity: bool,
     /// Namespace of the reservation pods that hold shared (fractional) GPUs.
     #[arg(long, env = "RESOURCE_RESERVATION_NAMESPACE", default_value = DEFAULT_RESERVATION_NAMESPACE)]
     pub reservation_namespace: String,
@@ -131,6 +137,8 @@ impl Claims {
 
 struct Shared {
     index: Mutex<Index>,
+    /// KWOK nodes' capacity as the kwok-gpu-device-plugin records it (with `--kwok-capacity`).
+    kwok_nodes: Mutex<HashMap<String, KwokNode>>,
     /// Nodes whose view changed.
     queue: Arc<WorkQueue>,
     /// `SYNCED_*` bits; the writer starts at `SYNCED_ALL`.
@@ -143,6 +151,15 @@ impl Shared {
         let before = self.synced.fetch_or(bit, std::sync::atomic::Ordering::SeqCst);
         if before | bit == SYNCED_ALL && before != SYNCED_ALL {
             self.ready.notify_one();
+        }
+    }
+
+    /// Keeps a KWOK node's recorded capacity, unless it is older than the one known (a watch
+    /// event from before our own patch, whose response came first).
+    fn record_kwok(&self, name: &str, node: KwokNode) {
+        let mut known = self.kwok_nodes.lock().expect("kwok nodes lock");
+        if !known.get(name).is_some_and(|k| node.older_than(k)) {
+            known.insert(name.to_string(), node);
         }
     }
 
@@ -185,7 +202,13 @@ pub async fn run(args: Args) -> Result<(), Error> {
             Index::new(ClusterConfig::default(), Profiles::default(), opts)?
         }
     };
-    let shared = Arc::new(Shared { index: Mutex::new(index), queue: Arc::default(), synced: Default::default(), ready: Notify::new() });
+    let shared = Arc::new(Shared {
+        index: Mutex::new(index),
+        kwok_nodes: Mutex::default(),
+        queue: Arc::default(),
+        synced: Default::default(),
+        ready: Notify::new(),
+    });
 
     // Restart: what the ConfigMaps recorded.
     let existing = cms.list(&ListParams::default().labels(&format!("{NODE_TOPOLOGY_LABEL}=true"))).await?;
@@ -229,7 +252,8 @@ pub async fn run(args: Args) -> Result<(), Error> {
         annotated: Arc::new(Mutex::new(HashMap::new())),
     };
     tokio::spawn(writer.run(shared.clone()));
-    let apply = tokio::spawn(apply_loop(client.clone(), ns.clone(), args.topology.topology_cm.clone(), shared.clone(), rx));
+    let apply =
+        tokio::spawn(apply_loop(client.clone(), ns.clone(), args.topology.topology_cm.clone(), args.kwok_capacity, shared.clone(), rx));
     tokio::select! {
         _ = common::shutdown_signal() => tracing::info!("shutting down"),
         r = apply => tracing::error!(?r, "event loop ended"),
@@ -429,7 +453,7 @@ async fn watch_configmaps(client: Client, ns: String, tx: mpsc::Sender<Msg>) {
     }
 }
 
-async fn apply_loop(client: Client, ns: String, cm_name: String, shared: Arc<Shared>, mut rx: mpsc::Receiver<Msg>) {
+async fn apply_loop(client: Client, ns: String, cm_name: String, kwok_capacity: bool, shared: Arc<Shared>, mut rx: mpsc::Receiver<Msg>) {
     let mut last_config_text: Option<Option<String>> = None;
     let mut last_error: Option<String> = None;
     let mut claims = Claims::default();
@@ -484,6 +508,9 @@ async fn apply_loop(client: Client, ns: String, cm_name: String, shared: Arc<Sha
             Msg::Node(n) => {
                 let info = NodeInfo::from_node(&n);
                 let name = info.name.clone();
+                if kwok_capacity && info.is_kwok() {
+                    shared.record_kwok(&name, KwokNode::from_node(&n));
+                }
                 let mut ix = shared.index.lock().expect("index lock");
                 if ix.upsert_node(info) {
                     if let Some(e) = ix.node_error(&name) {
@@ -493,6 +520,7 @@ async fn apply_loop(client: Client, ns: String, cm_name: String, shared: Arc<Sha
                 }
             }
             Msg::NodeGone(name) => {
+                shared.kwok_nodes.lock().expect("kwok nodes lock").remove(&name);
                 shared.index.lock().expect("index lock").remove_node(&name);
                 dirty.push(name);
             }
@@ -595,23 +623,33 @@ impl Writer {
                     let ix = index.index.lock().expect("index lock");
                     (ix.view(&node), ix.node_labels(&node))
                 };
+                let kwok = index.kwok_nodes.lock().expect("kwok nodes lock").get(&node).cloned();
                 let w = self.clone();
-                async move { w.reconcile(&node, view, labels).await }
+                let shared = index.clone();
+                async move { w.reconcile(&node, view, labels, kwok, &shared).await }
             })
             .await;
     }
 
     /// Applies one node's view, or removes what we wrote when it is in no pool (or gone).
-    async fn reconcile(&self, node: &str, view: Option<NodeView>, current_labels: Option<BTreeMap<String, String>>) -> Result<(), Error> {
+    /// `kwok`: the node's capacity as recorded, when this writer sets KWOK capacity.
+    async fn reconcile(
+        &self,
+        node: &str,
+        view: Option<NodeView>,
+        current_labels: Option<BTreeMap<String, String>>,
+        kwok: Option<KwokNode>,
+        shared: &Shared,
+    ) -> Result<(), Error> {
         let cms: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.ns);
         let nodes: Api<Node> = Api::all(self.client.clone());
         let cm_name = node_cm_name(&self.args.topology.topology_cm, node);
+        let kwok = kwok.filter(|_| self.args.kwok_capacity);
         match view {
             Some(v) => {
                 let data = crate::node_files::configmap_data(&v);
                 let fingerprint = cm_fingerprint(data.iter().map(|(k, v)| (*k, v.as_str())), v.kwok_annotation.as_deref());
                 let unchanged = self.written.lock().expect("written lock").get(node) == Some(&fingerprint);
-                // The ConfigMap and the node's labels are independent objects: written together.
                 let write_cm = async {
                     if unchanged {
                         return Ok(());
@@ -631,14 +669,33 @@ impl Writer {
                     self.written.lock().expect("written lock").insert(node.to_string(), fingerprint);
                     Ok::<(), Error>(())
                 };
-                let write_labels = async {
-                    let p = current_labels.as_ref().map(|cur| labels::patch(cur, &v.labels)).unwrap_or_default();
-                    if !p.is_empty() {
-                        nodes.patch(node, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": p}}))).await?;
+                let label_patch = current_labels.as_ref().map(|cur| labels::patch(cur, &v.labels)).unwrap_or_default();
+                let desired = kwok_device_plugin::desired_resources(&v.topology);
+                let capacity = kwok
+                    .as_ref()
+                    .filter(|_| !label_patch.is_empty())
+                    .and_then(|k| kwok_device_plugin::status_patch(k, Some(&desired), &self.ns));
+                match capacity {
+                    // The node (labels and capacity in one write) before its ConfigMap: the
+                    // kwok plugin, seeing the ConfigMap, finds the node right already.
+                    Some(mut patch) => {
+                        patch["metadata"]["labels"] = json!(label_patch);
+                        self.patch_kwok_node(&nodes, node, &patch, shared).await?;
+                        write_cm.await?;
                     }
-                    Ok::<(), Error>(())
-                };
-                tokio::try_join!(write_cm, write_labels)?;
+                    // Otherwise the ConfigMap and the labels are independent: written together.
+                    None => {
+                        let write_labels = async {
+                            if !label_patch.is_empty() {
+                                nodes
+                                    .patch(node, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": label_patch}})))
+                                    .await?;
+                            }
+                            Ok::<(), Error>(())
+                        };
+                        tokio::try_join!(write_cm, write_labels)?;
+                    }
+                }
                 if !self.args.no_node_files && (!v.kwok || self.args.node_files_for_kwok) {
                     let text = &data[crate::node_files::CONFIG_KEY];
                     NodeFiles::new(&self.args.node_dir, node).write(text, &v.spec, &v.topology)?;
@@ -647,8 +704,22 @@ impl Writer {
             }
             None => {
                 self.annotated.lock().expect("annotated lock").remove(node);
-                let had = self.written.lock().expect("written lock").remove(node).is_some();
+                let had = self.written.lock().expect("written lock").contains_key(node);
+                // Only a node whose ConfigMap we had loses our labels: a node that was never in
+                // our pools may carry labels another operator instance (other namespace) wrote.
+                let label_patch = current_labels.filter(|_| had).map(|cur| labels::patch(&cur, &BTreeMap::new())).unwrap_or_default();
+                let capacity = kwok.as_ref().and_then(|k| kwok_device_plugin::status_patch(k, None, &self.ns));
+                // As when it was set: the node first, so that the kwok plugin, seeing the
+                // ConfigMap go, finds nothing of ours left on it.
+                if let Some(mut patch) = capacity.clone() {
+                    patch["metadata"]["labels"] = json!(label_patch);
+                    match self.patch_kwok_node(&nodes, node, &patch, shared).await {
+                        Err(Error::Kube(e)) if is_not_found(&e) => {}
+                        r => r?,
+                    }
+                }
                 if had {
+                    self.written.lock().expect("written lock").remove(node);
                     match cms.delete(&cm_name, &DeleteParams::default()).await {
                         Ok(_) => tracing::info!(node, "deleted node topology"),
                         Err(e) if is_not_found(&e) => {}
@@ -661,19 +732,22 @@ impl Writer {
                         NodeFiles::new(&self.args.node_dir, node).remove();
                     }
                 }
-                // Only a node whose ConfigMap we had loses our labels: a node that was never in
-                // our pools may carry labels another operator instance (other namespace) wrote.
-                if let Some(cur) = current_labels.filter(|_| had) {
-                    let p = labels::patch(&cur, &BTreeMap::new());
-                    if !p.is_empty() {
-                        match nodes.patch(node, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": p}}))).await {
-                            Err(e) if !is_not_found(&e) => return Err(e.into()),
-                            _ => {}
-                        }
+                if capacity.is_none() && !label_patch.is_empty() {
+                    match nodes.patch(node, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": label_patch}}))).await {
+                        Err(e) if !is_not_found(&e) => return Err(e.into()),
+                        _ => {}
                     }
                 }
             }
         }
+        Ok(())
+    }
+
+    /// One write of a KWOK node's status subresource (labels, capacity and the kwok plugin's
+    /// annotations); the response is kept as the node's recorded capacity.
+    async fn patch_kwok_node(&self, nodes: &Api<Node>, node: &str, patch: &serde_json::Value, shared: &Shared) -> Result<(), Error> {
+        let patched = nodes.patch_status(node, &PatchParams::default(), &Patch::Merge(patch)).await?;
+        shared.record_kwok(node, KwokNode::from_node(&patched));
         Ok(())
     }
 

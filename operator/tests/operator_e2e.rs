@@ -18,9 +18,11 @@ use components::{node_topology, Component};
 use fake_gpu_operator::topology::{NodeTopology, TOPOLOGY_KEY};
 use fakegpu_cluster_support::objects::{node_ready, pod_running, test_node};
 use fakegpu_cluster_support::{cluster_or_skip, wait_for, TestNamespace};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Node, Pod, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::Api;
 use serde_json::json;
 
@@ -32,29 +34,37 @@ struct Operator {
     dir: PathBuf,
     updater: Component,
     _plugin: Component,
+    updater_flags: &'static [&'static str],
 }
 
 impl Operator {
     async fn start(ns: &TestNamespace, pools: &str) -> Operator {
+        Operator::start_with(ns, pools, &[]).await
+    }
+
+    /// `updater_flags`: extra flags of the status-updater.
+    async fn start_with(ns: &TestNamespace, pools: &str, updater_flags: &'static [&'static str]) -> Operator {
         let key = format!("{}.fgo.test/pool", ns.name);
         put_config(ns, &format!("nodePoolLabelKey: {key}\nmigStrategy: none\nnodePools:\n{pools}")).await;
         // Logs and node files stay for inspection: target/tmp/operator-e2e/<namespace>/.
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("operator-e2e").join(&ns.name);
         std::fs::create_dir_all(&dir).expect("log dir");
-        let updater = start_updater(ns, &dir);
+        let updater = start_updater(ns, &dir, updater_flags);
         let plugin = Component::start("kwok-gpu-device-plugin", &ns.name, &dir, &[]);
-        Operator { key, dir, updater, _plugin: plugin }
+        Operator { key, dir, updater, _plugin: plugin, updater_flags }
     }
 
     fn restart_updater(&mut self, ns: &TestNamespace) {
         self.updater.kill();
-        self.updater = start_updater(ns, &self.dir);
+        self.updater = start_updater(ns, &self.dir, self.updater_flags);
     }
 }
 
-fn start_updater(ns: &TestNamespace, dir: &std::path::Path) -> Component {
+fn start_updater(ns: &TestNamespace, dir: &std::path::Path, flags: &[&str]) -> Component {
     let nodes = dir.join("nodes");
-    Component::start("status-updater", &ns.name, dir, &["--node-dir", nodes.to_str().unwrap(), "--node-files-for-kwok"])
+    let mut args = vec!["--node-dir", nodes.to_str().unwrap(), "--node-files-for-kwok"];
+    args.extend(flags);
+    Component::start("status-updater", &ns.name, dir, &args)
 }
 
 async fn put_config(ns: &TestNamespace, text: &str) {
@@ -111,14 +121,37 @@ const POOLS: &str = "  small:\n    gpu: {profile: k80}\n  big:\n    gpu:\n      
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pool_labelling_allocation_release_and_switch() {
     let Some(cluster) = cluster_or_skip("pool_labelling_allocation_release_and_switch").await else { return };
-    let ns = cluster.namespace("op-pool").await;
-    let op = Operator::start(&ns, POOLS).await;
-    let node = ready_node(&ns, "n").await;
+    labelling_allocation_release_and_switch(&cluster.namespace("op-pool").await, &[]).await;
+}
+
+/// The same with the status-updater setting KWOK capacity with the labels (as the chart runs
+/// it beside the kwok plugin): the plugin then has nothing left to write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_labelling_with_capacity_written_by_the_status_updater() {
+    let Some(cluster) = cluster_or_skip("pool_labelling_with_capacity_written_by_the_status_updater").await else { return };
+    let ns = cluster.namespace("op-cap").await;
+    let since = chrono_free::now();
+    let node = labelling_allocation_release_and_switch(&ns, &["--kwok-capacity"]).await;
+    if std::env::var_os("FAKEGPU_AUDIT_LOG").is_some() {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let plugin = writes_since("kwok-gpu-device-plugin", since, &ns.name, &node);
+        assert!(plugin.iter().all(|w| w.3 == 409), "the kwok plugin wrote {plugin:?}");
+        let updater = writes_since("status-updater", since, &ns.name, &node);
+        let node_writes = updater.iter().filter(|w| w.1 == "nodes").count();
+        // In pool big, then small, then out of every pool: one node write each.
+        assert_eq!(node_writes, 3, "status-updater node writes: {updater:?}");
+    }
+}
+
+/// Labels a node into pools and out again; returns its name.
+async fn labelling_allocation_release_and_switch(ns: &TestNamespace, updater_flags: &'static [&'static str]) -> String {
+    let op = Operator::start_with(ns, POOLS, updater_flags).await;
+    let node = ready_node(ns, "n").await;
     let nodes: Api<Node> = Api::all(ns.client.clone());
 
     // Labelled into a pool: labels, capacity and topology within 2 s.
     let start = Instant::now();
-    set_pool(&ns, &node, &op.key, Some("big")).await;
+    set_pool(ns, &node, &op.key, Some("big")).await;
     wait_for(&nodes, &node, T, "labels and capacity of pool big", |n| {
         label(n, "nvidia.com/gpu.product") == Some("NVIDIA-H100-80GB-HBM3")
             && label(n, "nvidia.com/gpu.count") == Some("4")
@@ -129,7 +162,7 @@ async fn pool_labelling_allocation_release_and_switch() {
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
-    let t = node_topology(&ns, &node, "4 GPUs", |t| t.gpus.len() == 4).await;
+    let t = node_topology(ns, &node, "4 GPUs", |t| t.gpus.len() == 4).await;
     let converged = start.elapsed();
     assert!(converged <= Duration::from_secs(2), "labels, capacity and topology took {converged:?}");
     // The UUIDs are the fake NVML's for this node.
@@ -143,7 +176,7 @@ async fn pool_labelling_allocation_release_and_switch() {
     pods.create(&PostParams::default(), &gpu_pod("train", &node, 2, Some("40-60"))).await.expect("create pod");
     let pod = wait_for(&pods, "train", T, "pod Running", pod_running).await.expect("pod runs");
     let uid = pod.metadata.uid.clone().unwrap();
-    let t = node_topology(&ns, &node, "allocation of train", |t| {
+    let t = node_topology(ns, &node, "allocation of train", |t| {
         held(t, "train").len() == 2
             && t.gpus.iter().any(|g| g.status.pod_gpu_usage_status.get(&uid).is_some_and(|u| u.utilization.max == 60))
     })
@@ -176,10 +209,10 @@ async fn pool_labelling_allocation_release_and_switch() {
 
     // Deleted: released.
     pods.delete("train", &DeleteParams::default().grace_period(0)).await.expect("delete pod");
-    node_topology(&ns, &node, "GPUs released", |t| t.gpus.len() == 4 && holders(t).iter().all(String::is_empty)).await;
+    node_topology(ns, &node, "GPUs released", |t| t.gpus.len() == 4 && holders(t).iter().all(String::is_empty)).await;
 
     // Pool switch: labels, capacity and topology follow; the extra resource goes.
-    set_pool(&ns, &node, &op.key, Some("small")).await;
+    set_pool(ns, &node, &op.key, Some("small")).await;
     wait_for(&nodes, &node, T, "labels and capacity of pool small", |n| {
         label(n, "nvidia.com/gpu.product") == Some("Tesla-K80")
             && label(n, "nvidia.com/gpu.count") == Some("2")
@@ -188,10 +221,10 @@ async fn pool_labelling_allocation_release_and_switch() {
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
-    node_topology(&ns, &node, "2 K80s", |t| t.gpus.len() == 2 && t.gpu_product == "Tesla K80").await;
+    node_topology(ns, &node, "2 K80s", |t| t.gpus.len() == 2 && t.gpu_product == "Tesla K80").await;
 
     // Out of every pool: our labels, capacity and ConfigMap go.
-    set_pool(&ns, &node, &op.key, None).await;
+    set_pool(ns, &node, &op.key, None).await;
     wait_for(&nodes, &node, T, "labels and capacity removed", |n| {
         label(n, "nvidia.com/gpu.product").is_none() && label(n, "run.ai/fake.gpu").is_none() && allocatable(n, "nvidia.com/gpu").is_none()
     })
@@ -203,16 +236,18 @@ async fn pool_labelling_allocation_release_and_switch() {
         assert!(Instant::now() < deadline, "node topology ConfigMap not deleted");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    node
 }
 
-/// The status-updaters' writes to this test's ConfigMaps and nodes that the API server received at
-/// or after `since`, from its audit log: (verb, resource, name).
-fn updater_writes_since(since: chrono_free::Stamp, ns: &str, node_prefix: &str) -> Vec<(String, String, String)> {
+/// A component's writes to this test's ConfigMaps and nodes that the API server received at or
+/// after `since`, from its audit log: (verb, resource, name, response code).
+fn writes_since(component: &str, since: chrono_free::Stamp, ns: &str, node_prefix: &str) -> Vec<(String, String, String, u64)> {
     let log = std::env::var("FAKEGPU_AUDIT_LOG").expect("FAKEGPU_AUDIT_LOG");
     let text = std::fs::read_to_string(&log).expect("audit log");
+    let agent = format!("({component})");
     text.lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|e| e["userAgent"].as_str().is_some_and(|a| a.contains("(status-updater)")))
+        .filter(|e| e["userAgent"].as_str().is_some_and(|a| a.contains(&agent)))
         .filter(|e| matches!(e["verb"].as_str(), Some("create" | "update" | "patch" | "delete")))
         .filter(|e| e["requestReceivedTimestamp"].as_str().and_then(chrono_free::parse).is_some_and(|t| t >= since))
         .filter_map(|e| {
@@ -223,7 +258,8 @@ fn updater_writes_since(since: chrono_free::Stamp, ns: &str, node_prefix: &str) 
                 "nodes" => name.starts_with(node_prefix),
                 _ => false,
             };
-            ours.then(|| (e["verb"].as_str().unwrap_or_default().to_string(), resource, name))
+            let code = e["responseStatus"]["code"].as_u64().unwrap_or(0);
+            ours.then(|| (e["verb"].as_str().unwrap_or_default().to_string(), resource, name, code))
         })
         .collect()
 }
@@ -275,7 +311,7 @@ async fn killed_mid_convergence_a_restart_finishes_without_rewriting_what_is_rig
     let key = format!("{}.fgo.test/pool", ns.name);
     put_config(&ns, &format!("nodePoolLabelKey: {key}\nmigStrategy: none\nnodePools:\n  p:\n    gpu:\n      profile: h100\n      overrides: {{device_count: 8}}\n")).await;
     // Nodes in the pool before the status-updater starts: its cold start.
-    const N: usize = 120;
+    const N: usize = 200;
     let nodes: Api<Node> = Api::all(ns.client.clone());
     let names: Vec<String> = (0..N).map(|i| ns.prefixed(&format!("k{i}"))).collect();
     for name in &names {
@@ -299,20 +335,27 @@ async fn killed_mid_convergence_a_restart_finishes_without_rewriting_what_is_rig
             .map(|c| c.metadata.name.unwrap_or_default())
             .collect::<BTreeSet<String>>()
     };
-    // Killed (SIGKILL) once a part of the nodes is written.
-    let mut updater = start_updater(&ns, &dir);
-    let start = Instant::now();
-    let written_before = loop {
-        let done = topology_cms().await;
-        if done.len() >= N / 4 {
-            updater.kill();
-            // Requests the API server had received before the kill complete meanwhile.
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            break topology_cms().await;
+    // Killed (SIGKILL) once a part of the nodes is written: seen by a watch, since a poll
+    // can miss the whole burst (the nodes are written first, then their ConfigMaps).
+    let mut created = watcher::watcher(cms.clone(), watcher::Config::default().labels("node-topology=true")).applied_objects().boxed();
+    // As the chart runs it beside the kwok plugin: a node's capacity comes with its labels.
+    const FLAGS: &[&str] = &["--kwok-capacity"];
+    let mut updater = start_updater(&ns, &dir, FLAGS);
+    let mut seen = BTreeSet::new();
+    tokio::time::timeout(T, async {
+        while seen.len() < N / 8 {
+            if let Some(Ok(cm)) = created.next().await {
+                seen.insert(cm.metadata.name.unwrap_or_default());
+            }
         }
-        assert!(start.elapsed() < T, "the status-updater wrote {} of {N} ConfigMaps in {T:?}", done.len());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the status-updater wrote {} of {N} ConfigMaps in {T:?}", seen.len()));
+    updater.kill();
+    drop(created);
+    // Requests the API server had received before the kill complete meanwhile.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let written_before = topology_cms().await;
     assert!(written_before.len() < N, "killed too late to test anything: all {N} written");
     let test_nodes = || async {
         let selector = format!("{}={}", fakegpu_cluster_support::objects::TEST_LABEL, ns.name);
@@ -326,26 +369,30 @@ async fn killed_mid_convergence_a_restart_finishes_without_rewriting_what_is_rig
     };
     let before = gpu_labels(&test_nodes().await);
     let restarted = chrono_free::now();
-    let _updater = start_updater(&ns, &dir);
+    let _updater = start_updater(&ns, &dir, FLAGS);
 
     // Every node right in the end.
     let start = Instant::now();
     loop {
         let done = topology_cms().await;
-        let labelled = test_nodes().await.iter().filter(|n| label(n, "nvidia.com/gpu.count") == Some("8")).count();
+        let labelled = test_nodes()
+            .await
+            .iter()
+            .filter(|n| label(n, "nvidia.com/gpu.count") == Some("8") && allocatable(n, "nvidia.com/gpu").as_deref() == Some("8"))
+            .count();
         if done.len() == N && labelled == N {
             break;
         }
-        assert!(start.elapsed() < T, "after the restart: {} ConfigMaps, {labelled} labelled nodes of {N}", done.len());
+        assert!(start.elapsed() < T, "after the restart: {} ConfigMaps, {labelled} labelled nodes with capacity of {N}", done.len());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let after = gpu_labels(&test_nodes().await);
     // The restarted status-updater wrote only what was not right yet: no ConfigMap that was
     // complete before, no node whose labels were already right; and nothing twice.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let writes = updater_writes_since(restarted, &ns.name, &ns.prefixed("k"));
+    let writes = writes_since("status-updater", restarted, &ns.name, &ns.prefixed("k"));
     let mut seen = BTreeSet::new();
-    for (verb, resource, name) in &writes {
+    for (verb, resource, name, _) in &writes {
         assert!(seen.insert((resource.clone(), name.clone())), "{verb} {resource}/{name} written twice after the restart: {writes:?}");
         match resource.as_str() {
             "configmaps" => assert!(!written_before.contains(name), "{verb} of ConfigMap {name}, which was right before the restart"),

@@ -77,6 +77,7 @@ cannot status-exporter get secrets -n "$NS"
 cannot status-exporter patch nodes
 can status-updater create configmaps -n "$NS"
 can status-updater patch nodes
+can status-updater patch nodes --subresource=status
 can status-updater watch pods --all-namespaces
 can status-updater list resourceclaims.resource.k8s.io --all-namespaces
 cannot status-updater create configmaps -n default

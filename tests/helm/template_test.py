@@ -177,9 +177,15 @@ check("status-updater: watches PodGroups (pod types)", all(can(su, NS, "scheduli
 check("status-updater: patches pods (reservation annotation) by default", can(su, NS, "", "pods", "patch"))
 env_su = {e["name"]: e.get("value") for e in by_kind(docs, "Deployment")["status-updater"]["spec"]["template"]["spec"]["containers"][0]["env"]}
 check("status-updater: RESOURCE_RESERVATION_NAMESPACE", env_su.get("RESOURCE_RESERVATION_NAMESPACE") == "runai-reservation", str(env_su))
+check("status-updater: sets KWOK capacity with the labels while the kwok plugin runs",
+      env_su.get("FAKEGPU_KWOK_CAPACITY") == "true" and can(su, NS, "", "nodes/status", "patch"), str(env_su))
 nd = render(sets=["statusUpdater.podPatchRbac.enabled=false", "environment.resourceReservationNamespace=resv"])
 su_nopatch = sa_rules(nd, NS, "status-updater")
 check("podPatchRbac off: status-updater cannot patch pods", not can(su_nopatch, NS, "", "pods", "patch") and can(su_nopatch, NS, "", "pods", "watch"))
+nk = render(sets=["kwokGpuDevicePlugin.enabled=false"])
+env_nk = {e["name"]: e.get("value") for e in by_kind(nk, "Deployment")["status-updater"]["spec"]["template"]["spec"]["containers"][0]["env"]}
+check("kwok plugin off: the status-updater leaves node capacity alone",
+      env_nk.get("FAKEGPU_KWOK_CAPACITY") == "false" and not can(sa_rules(nk, NS, "status-updater"), NS, "", "nodes/status", "patch"), str(env_nk))
 env_nd = {e["name"]: e.get("value") for e in by_kind(nd, "Deployment")["status-updater"]["spec"]["template"]["spec"]["containers"][0]["env"]}
 check("environment.resourceReservationNamespace reaches the status-updater", env_nd.get("RESOURCE_RESERVATION_NAMESPACE") == "resv", str(env_nd))
 kd = g["kwok-gpu-device-plugin"]
