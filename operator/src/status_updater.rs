@@ -649,23 +649,35 @@ impl Writer {
             Some(v) => {
                 let data = crate::node_files::configmap_data(&v);
                 let fingerprint = cm_fingerprint(data.iter().map(|(k, v)| (*k, v.as_str())), v.kwok_annotation.as_deref());
-                let unchanged = self.written.lock().expect("written lock").get(node) == Some(&fingerprint);
+                let known = self.written.lock().expect("written lock").get(node).copied();
                 let write_cm = async {
-                    if unchanged {
+                    if known == Some(fingerprint) {
                         return Ok(());
-                    }
-                    let mut annotations = BTreeMap::new();
-                    if let Some(a) = &v.kwok_annotation {
-                        annotations.insert(crate::topology::KWOK_NODE_ANNOTATION.to_string(), a.clone());
                     }
                     let cm = json!({
                         "apiVersion": "v1", "kind": "ConfigMap",
                         "metadata": {"name": cm_name, "namespace": self.ns,
                                      "labels": {NODE_TOPOLOGY_LABEL: "true", NODE_NAME_LABEL: node},
-                                     "annotations": annotations},
+                                     "annotations": {crate::topology::KWOK_NODE_ANNOTATION: v.kwok_annotation}},
                         "data": data,
                     });
-                    cms.patch(&cm_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&cm)).await?;
+                    // One that exists gets a merge patch of the same fields (a null annotation
+                    // removes it), which costs the API server less than an apply; a new one,
+                    // or one deleted behind our back, is applied.
+                    let merged = match known {
+                        Some(_) => match cms.patch(&cm_name, &PatchParams::default(), &Patch::Merge(&cm)).await {
+                            Err(e) if is_not_found(&e) => false,
+                            r => r.map(|_| true)?,
+                        },
+                        None => false,
+                    };
+                    if !merged {
+                        let mut cm = cm;
+                        if v.kwok_annotation.is_none() {
+                            cm["metadata"]["annotations"] = json!({});
+                        }
+                        cms.patch(&cm_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&cm)).await?;
+                    }
                     self.written.lock().expect("written lock").insert(node.to_string(), fingerprint);
                     Ok::<(), Error>(())
                 };
