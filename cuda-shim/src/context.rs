@@ -33,7 +33,9 @@ struct Registry {
     created: HashSet<usize>,
     /// Live contexts per device ordinal (primary active counts as one).
     per_device: Vec<u32>,
-    /// Every context `cuCtxCreate` made, destroyed ones included; freed at unload.
+    /// Every context `cuCtxCreate` made, destroyed ones included; freed at unload. Boxed so
+    /// that each handle's address stays put while the vector grows.
+    #[allow(clippy::vec_box)]
     owned: Vec<Box<Context>>,
 }
 

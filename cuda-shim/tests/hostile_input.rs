@@ -19,7 +19,7 @@ use std::time::Duration;
 use cuda::exports::context::{cuCtxCreate_v2, cuCtxDestroy_v2};
 use cuda::exports::device::{cuDeviceGet, cuDeviceGetCount};
 use cuda::exports::init::cuInit;
-use cuda::exports::memory::{cuMemAlloc_v2, cuMemFree_v2, cuMemGetInfo_v2};
+use cuda::exports::memory::cuMemGetInfo_v2;
 use cuda::types::*;
 
 use common::{assert_no_leak, current_case, measure_cycles, mkfifo, run_with_deadline as run, scratch_dir};

@@ -22,6 +22,8 @@ struct Event {
 }
 
 #[derive(Default)]
+// Boxed so that each handle's address stays put while the vectors grow.
+#[allow(clippy::vec_box)]
 struct Handles {
     /// Addresses of live streams and events.
     live: HashSet<usize>,
