@@ -3,16 +3,17 @@
 //!
 //! A context handle is the address of a [`Context`]. Handles are checked against the live set
 //! before use, so a destroyed or foreign handle is CUDA_ERROR_INVALID_CONTEXT, never a
-//! dereference. Created contexts are never freed (a destroyed one stays marked dead), so that
-//! a thread holding a stale handle cannot make the library read freed memory.
+//! dereference. Created contexts are freed only when the library is unloaded (a destroyed one
+//! stays marked dead until then), so that a thread holding a stale handle cannot make the
+//! library read freed memory. The primary contexts live in the runtime's table.
 //!
 //! While a process holds any context on a device, it is listed in the node's live state as a
 //! compute process of that GPU (see `memory`), as NVIDIA's driver lists it.
 
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
 use crate::ffi::CuResult;
 use crate::runtime::runtime;
@@ -32,13 +33,74 @@ struct Registry {
     created: HashSet<usize>,
     /// Live contexts per device ordinal (primary active counts as one).
     per_device: Vec<u32>,
+    /// Every context `cuCtxCreate` made, destroyed ones included; freed at unload. Boxed so
+    /// that each handle's address stays put while the vector grows.
+    #[allow(clippy::vec_box)]
+    owned: Vec<Box<Context>>,
 }
 
 static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
-static PRIMARY: OnceLock<Box<[Context]>> = OnceLock::new();
+
+/// Frees every created context (the library is being unloaded).
+pub(crate) fn free_all() {
+    drop(REGISTRY.lock().unwrap_or_else(|e| e.into_inner()).take());
+}
+
+/// Whether any context (primary retained or created) is live on any device.
+pub(crate) fn any_live() -> bool {
+    REGISTRY.lock().unwrap_or_else(|e| e.into_inner()).as_ref().is_some_and(|r| r.per_device.iter().any(|n| *n > 0))
+}
+
+/// The primary contexts of `count` devices (held by the runtime).
+pub(crate) fn primary_table(count: usize) -> Box<[Context]> {
+    (0..count)
+        .map(|ordinal| Context { ordinal, flags: AtomicU32::new(0), primary: true, refs: AtomicU32::new(0), dead: AtomicBool::new(false) })
+        .collect()
+}
 
 thread_local! {
-    static STACK: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+    /// A fixed array, not a `Vec`: a thread-local that needs dropping registers a destructor
+    /// with the C library, which then never unloads the library at `dlclose` (and so never
+    /// frees what it holds).
+    static STACK: Stack = const { Stack { len: Cell::new(0), items: [const { Cell::new(0) }; STACK_DEPTH] } };
+}
+
+/// How deep one thread's context stack may grow (pushing deeper is OUT_OF_MEMORY).
+pub(crate) const STACK_DEPTH: usize = 64;
+
+/// One thread's stack of current contexts (addresses).
+struct Stack {
+    len: Cell<usize>,
+    items: [Cell<usize>; STACK_DEPTH],
+}
+
+impl Stack {
+    fn last(&self) -> Option<usize> {
+        self.len.get().checked_sub(1).map(|i| self.items[i].get())
+    }
+    fn pop(&self) -> Option<usize> {
+        let top = self.last()?;
+        self.len.set(self.len.get() - 1);
+        Some(top)
+    }
+    fn push(&self, addr: usize) -> CuResult {
+        let n = self.len.get();
+        let slot = self.items.get(n).ok_or(CUDA_ERROR_OUT_OF_MEMORY)?;
+        slot.set(addr);
+        self.len.set(n + 1);
+        Ok(())
+    }
+    fn remove_all(&self, addr: usize) {
+        let mut kept = 0;
+        for i in 0..self.len.get() {
+            let a = self.items[i].get();
+            if a != addr {
+                self.items[kept].set(a);
+                kept += 1;
+            }
+        }
+        self.len.set(kept);
+    }
 }
 
 /// Holds the registry lock (around `fork()`).
@@ -49,23 +111,12 @@ pub(crate) fn lock_registry() -> Box<dyn std::any::Any> {
 fn with_registry<R>(f: impl FnOnce(&mut Registry) -> R) -> CuResult<R> {
     let count = runtime()?.devices.len();
     let mut guard = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
-    let reg = guard.get_or_insert_with(|| Registry { created: HashSet::new(), per_device: vec![0; count] });
+    let reg = guard.get_or_insert_with(|| Registry { created: HashSet::new(), per_device: vec![0; count], owned: Vec::new() });
     Ok(f(reg))
 }
 
 fn primaries() -> CuResult<&'static [Context]> {
-    let rt = runtime()?;
-    Ok(PRIMARY.get_or_init(|| {
-        (0..rt.devices.len())
-            .map(|ordinal| Context {
-                ordinal,
-                flags: AtomicU32::new(0),
-                primary: true,
-                refs: AtomicU32::new(0),
-                dead: AtomicBool::new(false),
-            })
-            .collect()
-    }))
+    Ok(&runtime()?.primaries)
 }
 
 /// The primary context of device `ordinal`.
@@ -88,7 +139,7 @@ pub(crate) fn context(handle: CUcontext) -> CuResult<&'static Context> {
         return if ctx.refs.load(Ordering::Acquire) > 0 { Ok(ctx) } else { Err(CUDA_ERROR_CONTEXT_IS_DESTROYED) };
     }
     if with_registry(|r| r.created.contains(&addr))? {
-        // SAFETY: the address is in the live set, so it is a leaked, never-freed Context.
+        // SAFETY: the address is in the live set, so it is a boxed Context that only unload frees.
         Ok(unsafe { &*(addr as *const Context) })
     } else {
         Err(CUDA_ERROR_INVALID_CONTEXT)
@@ -164,16 +215,19 @@ pub(crate) fn reset_primary(ordinal: usize) -> CuResult {
 /// `cuCtxCreate`: a new context, current on this thread.
 pub(crate) fn create(ordinal: usize, flags: u32) -> CuResult<&'static Context> {
     crate::runtime::device(ordinal as CUdevice)?;
+    if STACK.with(|s| s.len.get()) >= STACK_DEPTH {
+        return Err(CUDA_ERROR_OUT_OF_MEMORY);
+    }
     opened(ordinal)?;
-    let ctx: &'static Context = Box::leak(Box::new(Context {
-        ordinal,
-        flags: AtomicU32::new(flags),
-        primary: false,
-        refs: AtomicU32::new(1),
-        dead: AtomicBool::new(false),
-    }));
-    with_registry(|r| r.created.insert(handle(ctx) as usize))?;
-    push(ctx);
+    let boxed =
+        Box::new(Context { ordinal, flags: AtomicU32::new(flags), primary: false, refs: AtomicU32::new(1), dead: AtomicBool::new(false) });
+    // SAFETY: the box is owned by the registry, which only unload drops (no call is inside then).
+    let ctx: &'static Context = unsafe { &*(&*boxed as *const Context) };
+    with_registry(|r| {
+        r.created.insert(handle(ctx) as usize);
+        r.owned.push(boxed);
+    })?;
+    push(ctx)?;
     Ok(ctx)
 }
 
@@ -195,40 +249,39 @@ pub(crate) fn destroy(handle_: CUcontext) -> CuResult {
 
 /// Removes a dead context from this thread's stack (other threads find it dead on use).
 fn forget_everywhere(addr: usize) {
-    STACK.with(|s| s.borrow_mut().retain(|c| *c != addr));
+    STACK.with(|s| s.remove_all(addr));
 }
 
 /// This thread's current context; INVALID_CONTEXT when there is none or it died.
 pub(crate) fn current() -> CuResult<&'static Context> {
-    let top = STACK.with(|s| s.borrow().last().copied()).ok_or(CUDA_ERROR_INVALID_CONTEXT)?;
+    let top = STACK.with(Stack::last).ok_or(CUDA_ERROR_INVALID_CONTEXT)?;
     context(top as CUcontext).map_err(|_| CUDA_ERROR_INVALID_CONTEXT)
 }
 
 /// This thread's current context handle, NULL when none (`cuCtxGetCurrent`).
 pub(crate) fn current_handle() -> CUcontext {
-    STACK.with(|s| s.borrow().last().copied()).unwrap_or(0) as CUcontext
+    STACK.with(Stack::last).unwrap_or(0) as CUcontext
 }
 
 /// `cuCtxSetCurrent`: replaces the top of the stack; NULL pops it.
 pub(crate) fn set_current(handle_: CUcontext) -> CuResult {
     if handle_.is_null() {
-        STACK.with(|s| s.borrow_mut().pop());
+        STACK.with(Stack::pop);
         return Ok(());
     }
     context(handle_)?;
     STACK.with(|s| {
-        let mut s = s.borrow_mut();
         s.pop();
-        s.push(handle_ as usize);
-    });
-    Ok(())
+        s.push(handle_ as usize)
+    })
 }
 
-pub(crate) fn push(ctx: &Context) {
-    STACK.with(|s| s.borrow_mut().push(handle(ctx) as usize));
+/// Makes `ctx` current on this thread; OUT_OF_MEMORY past [`STACK_DEPTH`].
+pub(crate) fn push(ctx: &Context) -> CuResult {
+    STACK.with(|s| s.push(handle(ctx) as usize))
 }
 
 /// `cuCtxPopCurrent`: INVALID_CONTEXT when the stack is empty.
 pub(crate) fn pop() -> CuResult<CUcontext> {
-    STACK.with(|s| s.borrow_mut().pop()).map(|a| a as CUcontext).ok_or(CUDA_ERROR_INVALID_CONTEXT)
+    STACK.with(Stack::pop).map(|a| a as CUcontext).ok_or(CUDA_ERROR_INVALID_CONTEXT)
 }

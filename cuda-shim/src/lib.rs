@@ -30,6 +30,21 @@ pub mod exports {
     pub mod stream;
 }
 
+#[doc(hidden)]
+pub mod test_hooks {
+    //! For the library's own tests only.
+
+    /// An export body that panics (a bug of ours, as the boundary sees it).
+    pub fn panic_inside_an_export() -> crate::types::CUresult {
+        crate::ffi::guard("panic_inside_an_export", || {
+            let table = [1u32, 2, 3];
+            let index = std::hint::black_box(842usize);
+            let _ = table[index];
+            Ok(())
+        })
+    }
+}
+
 mod stubs {
     //! Every other function of the 535 driver: present, and answering CUDA_ERROR_NOT_SUPPORTED.
     use crate::types::{CUresult, CUDA_ERROR_NOT_SUPPORTED};

@@ -37,6 +37,15 @@ struct Registry {
 static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
 static WARNED: AtomicBool = AtomicBool::new(false);
 
+/// Unmaps every allocation (the library is being unloaded).
+pub(crate) fn free_all() {
+    if let Some(reg) = REGISTRY.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        for (p, a) in reg.allocs {
+            unmap(p, a.len);
+        }
+    }
+}
+
 /// Holds the registry lock (around `fork()`).
 pub(crate) fn lock_registry() -> Box<dyn std::any::Any> {
     Box::new(REGISTRY.lock().unwrap_or_else(|e| e.into_inner()))
@@ -108,8 +117,13 @@ pub(crate) fn release_device(ordinal: usize) {
 pub(crate) fn used_on_node(ordinal: usize) -> CuResult<u64> {
     let rt = runtime()?;
     let mine = with(|r| Ok(r.device_bytes[ordinal]))?;
-    let Some(path) = &rt.state_path else { return Ok(mine) };
-    let node = state_file::read(path).ok().and_then(|s| s.gpu(rt.devices[ordinal].host_index).map(dynamics::memory_used)).unwrap_or(0);
+    let Some(state) = &rt.state else { return Ok(mine) };
+    // Validated against the node, as NVML reads it; a corrupt file keeps the last good state.
+    let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(kept) = state.refresh() {
+        eprintln!("fakegpu: {kept}");
+    }
+    let node = state.state().gpu(rt.devices[ordinal].host_index).map(dynamics::memory_used).unwrap_or(0);
     Ok(node.max(mine))
 }
 

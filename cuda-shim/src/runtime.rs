@@ -3,11 +3,18 @@
 //! NVML loads it; the device table is the container's view (`NVIDIA_VISIBLE_DEVICES`) with
 //! `CUDA_VISIBLE_DEVICES` applied on top, in CUDA's order.
 //!
-//! The getters' hot path is one relaxed load of the fork flag and one `OnceLock` read; nothing
-//! here takes a lock after loading.
+//! The getters' hot path is one relaxed load of the fork flag and one atomic pointer load;
+//! nothing here takes a lock after loading.
+//!
+//! CUDA has no shutdown: what `cuInit` loaded lives until the library is unloaded. Then a
+//! destructor frees it all (node, device table, contexts, streams, events, allocations), so
+//! that a host that loads and unloads libcuda repeatedly does not leak — unless a call is in
+//! flight or a context is still live, which means the process is exiting while it uses CUDA:
+//! then nothing is freed (the process reclaims it) so that no other thread reads freed memory.
 
 use std::path::PathBuf;
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::Mutex;
 
 use fakegpu_model::visibility::{self, ENV_CUDA_VISIBLE_DEVICES, ENV_NVIDIA_VISIBLE_DEVICES};
 use fakegpu_model::{config, cuda, mig, state_file, ConfigError, NodeSpec, SimulatedNode};
@@ -26,9 +33,14 @@ pub(crate) struct Runtime {
     pub pid_namespace: u64,
     /// The process name NVML lists (argv[0], as the driver reports it).
     pub process_name: String,
+    /// Each device's primary context (its address is the handle).
+    pub primaries: Box<[crate::context::Context]>,
+    /// The live state as last read and validated (see `state_file::Follower`).
+    pub state: Option<Mutex<state_file::Follower>>,
 }
 
-static LOADED: OnceLock<Runtime> = OnceLock::new();
+/// The loaded node: null, or a leaked `Box<Runtime>` that only [`unload`] frees.
+static LOADED: AtomicPtr<Runtime> = AtomicPtr::new(std::ptr::null_mut());
 static LOAD_LOCK: Mutex<()> = Mutex::new(());
 
 /// `cuInit`: loads the node on first use; later calls succeed at once.
@@ -39,15 +51,15 @@ pub(crate) fn init(flags: u32) -> CuResult {
     if flags != 0 {
         return Err(CUDA_ERROR_INVALID_VALUE);
     }
-    if LOADED.get().is_none() {
+    if LOADED.load(Ordering::Acquire).is_null() {
         crate::fork::register();
         let _serialized = lock_load();
-        if LOADED.get().is_none() {
+        if LOADED.load(Ordering::Acquire).is_null() {
             let runtime = Runtime::load().map_err(|err| {
                 eprintln!("fakegpu: cuInit failed: {err}");
                 init_error_code(&err)
             })?;
-            let _ = LOADED.set(runtime);
+            LOADED.store(Box::into_raw(Box::new(runtime)), Ordering::Release);
         }
     }
     Ok(())
@@ -55,7 +67,7 @@ pub(crate) fn init(flags: u32) -> CuResult {
 
 /// Whether `cuInit` succeeded in this process (or in the parent it was forked from).
 pub(crate) fn initialized() -> bool {
-    LOADED.get().is_some()
+    !LOADED.load(Ordering::Acquire).is_null()
 }
 
 /// The lock that serializes loading the node (also taken around `fork()`).
@@ -69,8 +81,34 @@ pub(crate) fn runtime() -> CuResult<&'static Runtime> {
     if crate::fork::forked_after_init() {
         return Err(CUDA_ERROR_NOT_INITIALIZED);
     }
-    LOADED.get().ok_or(CUDA_ERROR_NOT_INITIALIZED)
+    // SAFETY: a non-null pointer is a live Box that only `unload` frees, with no call in flight.
+    unsafe { LOADED.load(Ordering::Acquire).as_ref() }.ok_or(CUDA_ERROR_NOT_INITIALIZED)
 }
+
+/// Frees everything the library allocated, when it is unloaded (see the module doc for when
+/// it frees nothing).
+extern "C" fn unload() {
+    if !crate::ffi::quiesce() || crate::context::any_live() {
+        return;
+    }
+    let _serialized = lock_load();
+    crate::exports::stream::free_all();
+    crate::memory::free_all();
+    crate::context::free_all();
+    fakegpu_model::boundary::remove_panic_hook();
+    let ptr = LOADED.swap(std::ptr::null_mut(), Ordering::AcqRel);
+    if !ptr.is_null() {
+        // SAFETY: `ptr` came from Box::into_raw in `init` and was just unpublished.
+        drop(unsafe { Box::from_raw(ptr) });
+    }
+    // SAFETY: the library keeps no reference to a built-in profile (the node holds clones).
+    unsafe { fakegpu_model::builtin::release_builtin_profiles() };
+}
+
+/// Runs `unload` when the shared library is unloaded (`dlclose`) or the process exits.
+#[used]
+#[link_section = ".fini_array"]
+static UNLOAD: extern "C" fn() = unload;
 
 /// The device of ordinal `ordinal`; INVALID_DEVICE for anything else.
 #[inline]
@@ -91,15 +129,20 @@ impl Runtime {
         };
         let cuda_visible = std::env::var(ENV_CUDA_VISIBLE_DEVICES).ok();
         let picked = visibility::cuda_view(cuda_visible.as_deref(), &uuids, &mig_parent);
-        let devices = picked
+        let devices: Box<[Device]> = picked
             .iter()
             .enumerate()
             .map(|(ordinal, &pos)| Device::new(&node.spec, node.gpus[container[pos].host].clone(), ordinal))
             .collect();
         let env = |k: &str| std::env::var(k).ok();
+        // A FIFO or device as the state would block or flood every reader: refuse it.
+        let state_path = state_file::checked_state_path(&env)?;
+        let primaries = crate::context::primary_table(devices.len());
         Ok(Runtime {
             driver_version: cuda::driver_version(node.spec.cuda_driver_version),
-            state_path: state_file::state_path(&env),
+            state: state_path.clone().map(|p| Mutex::new(state_file::Follower::new(p, node.spec.clone()))),
+            state_path,
+            primaries,
             pid: std::process::id(),
             pid_namespace: state_file::pid_namespace(),
             process_name: process_name(),

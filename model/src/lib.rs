@@ -6,6 +6,7 @@
 //! how many, which node) → [`node`] with [`identity`] per GPU → [`telemetry`] readings.
 
 pub mod board;
+pub mod boundary;
 pub mod builtin;
 pub mod config;
 pub mod cuda;

@@ -37,6 +37,21 @@ pub fn state_path(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
     Some(config.parent().map_or_else(|| PathBuf::from(DEFAULT_FILE_NAME), |d| d.join(DEFAULT_FILE_NAME)))
 }
 
+/// [`state_path`] for a library loading its node: a path naming a FIFO, a device, a directory
+/// or anything else that is not a regular file (or no file yet) is refused with the reason, so
+/// that no reader blocks on it or floods memory from it. Both fake libraries load through this.
+pub fn checked_state_path(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<PathBuf>, crate::ConfigError> {
+    let Some(path) = state_path(env) else { return Ok(None) };
+    match file::check_regular(&path) {
+        Ok(()) | Err(ReadError::NotFound) => Ok(Some(path)),
+        Err(reason) => Err(crate::ConfigError::Invalid {
+            origin: path.display().to_string(),
+            key: String::new(),
+            reason: format!("live state file {reason}"),
+        }),
+    }
+}
+
 /// The current time on both clocks the state uses.
 pub fn now() -> Now {
     let unix_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
@@ -128,6 +143,56 @@ pub fn read_checked(path: &Path, spec: &NodeSpec) -> Result<NodeState, StateFile
     read_bytes(path)?.map_or_else(|| Ok(NodeState::default()), |bytes| parse_checked(path, &bytes, spec))
 }
 
+/// A state file that cannot be read or is corrupt, seen by a reader that keeps its last good state.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}; keeping the last good state")]
+pub struct KeptLastGood(pub StateFileError);
+
+/// A long-running reader's view of the state file of the node `spec` (the kubelet plugins,
+/// the fake CUDA): the last state that passed [`read_checked`]. An unreadable or corrupt file
+/// keeps that state, and the caller hears of it once per bad spell (one log line, not one per
+/// poll) until a good file is read again. The fake NVML keeps the same rule in its own
+/// lock-free form.
+pub struct Follower {
+    path: PathBuf,
+    spec: NodeSpec,
+    last_good: NodeState,
+    failing: bool,
+}
+
+impl Follower {
+    /// Starts from the empty state (no file yet: every GPU idle and healthy).
+    pub fn new(path: PathBuf, spec: NodeSpec) -> Follower {
+        Follower { path, spec, last_good: NodeState::default(), failing: false }
+    }
+
+    /// Reads the file again. `Some` only for the first failure after a good read (or at start):
+    /// the one line to log.
+    pub fn refresh(&mut self) -> Option<KeptLastGood> {
+        match read_checked(&self.path, &self.spec) {
+            Ok(state) => {
+                self.last_good = state;
+                self.failing = false;
+                None
+            }
+            Err(e) => (!std::mem::replace(&mut self.failing, true)).then_some(KeptLastGood(e)),
+        }
+    }
+
+    /// The last good state.
+    pub fn state(&self) -> &NodeState {
+        &self.last_good
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn spec(&self) -> &NodeSpec {
+        &self.spec
+    }
+}
+
 pub fn seq_path(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(".seq");
@@ -137,53 +202,110 @@ pub fn seq_path(path: &Path) -> PathBuf {
 /// The shared generation word of a state file.
 pub struct Generation {
     word: *const AtomicU32,
-    file: File,
+    /// The `.seq` descriptor: writers lock and bump through it. Readers close it as soon as the
+    /// word is mapped (the mapping keeps the file), so that a reader holds no descriptor.
+    file: Option<File>,
 }
 
 // SAFETY: the mapping is shared memory accessed only through atomics, and lives as long as self.
 unsafe impl Send for Generation {}
 unsafe impl Sync for Generation {}
 
+/// Opens `<state>.seq`, creating it when `create`, as a regular file at least [`SEQ_LEN`] long.
+/// The companion exists only beside a regular state file (or one not written yet): a path
+/// naming a device, FIFO or directory is refused, and so is a `.seq` that is not a regular file.
+fn open_seq(state: &Path, create: bool) -> Result<File, StateFileError> {
+    match file::check_regular(state) {
+        Ok(()) | Err(ReadError::NotFound) => {}
+        Err(e) => return Err(io_err(state, e)),
+    }
+    let path = seq_path(state);
+    let nonblock = libc::O_NONBLOCK | libc::O_CLOEXEC;
+    let file = if create {
+        if let Some(dir) = state.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+        }
+        OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o666).custom_flags(nonblock).open(&path)
+    } else {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(nonblock)
+            .open(&path)
+            .or_else(|_| OpenOptions::new().read(true).custom_flags(nonblock).open(&path))
+    }
+    .map_err(|e| io_err(&path, e))?;
+    let meta = file.metadata().map_err(|e| io_err(&path, e))?;
+    if !meta.file_type().is_file() {
+        return Err(io_err(&path, "is not a regular file"));
+    }
+    if (meta.len() as usize) < SEQ_LEN {
+        file.set_len(SEQ_LEN as u64).map_err(|e| io_err(&path, e))?;
+    }
+    Ok(file)
+}
+
+/// Maps the generation word of `file` at `at` (replacing what is there) or where the kernel picks.
+fn map_seq(file: &File, at: Option<*const AtomicU32>, path: &Path) -> Result<*const AtomicU32, StateFileError> {
+    let (addr, fixed) = at.map_or((std::ptr::null_mut(), 0), |a| (a.cast_mut().cast(), libc::MAP_FIXED));
+    // SAFETY: mapping SEQ_LEN bytes of a file at least that long; with MAP_FIXED, `addr` is a
+    // page this Generation mapped itself. Checked for MAP_FAILED.
+    let ptr = unsafe { libc::mmap(addr, SEQ_LEN, libc::PROT_READ, libc::MAP_SHARED | fixed, file.as_raw_fd(), 0) };
+    if ptr == libc::MAP_FAILED {
+        return Err(io_err(&seq_path(path), std::io::Error::last_os_error()));
+    }
+    Ok(ptr.cast())
+}
+
 impl Generation {
-    /// Maps `<state>.seq`, creating it when `create` (writers, and readers that may). The
-    /// companion exists only beside a regular state file (or one not written yet): a path
-    /// naming a device, FIFO or directory is refused, and so is a `.seq` that is not a
-    /// regular file.
+    /// Maps `<state>.seq`, creating it when `create` (writers, and readers that may); see
+    /// [`open_seq`] for what is refused.
     pub fn open(state: &Path, create: bool) -> Result<Generation, StateFileError> {
-        match file::check_regular(state) {
-            Ok(()) | Err(ReadError::NotFound) => {}
-            Err(e) => return Err(io_err(state, e)),
+        let file = open_seq(state, create)?;
+        let word = map_seq(&file, None, state)?;
+        Ok(Generation { word, file: Some(file) })
+    }
+
+    /// A reader's mapping of `<state>.seq` (created when this process may), holding no descriptor.
+    pub fn open_reader(state: &Path) -> Result<Generation, StateFileError> {
+        let file = open_seq(state, true).or_else(|_| open_seq(state, false))?;
+        let word = map_seq(&file, None, state)?;
+        Ok(Generation { word, file: None })
+    }
+
+    /// Lets go of the `.seq` file without moving the word: every waiter is woken and the
+    /// mapping is replaced by an anonymous zero page at the same address, so that a thread
+    /// still reading the word (a getter racing a shutdown) reads 0 instead of faulting, and
+    /// the file is no longer held. [`Generation::reattach`] maps the file there again.
+    pub fn detach(&self) {
+        self.wake();
+        // SAFETY: replaces exactly the page this Generation mapped; MAP_FIXED swaps it in one
+        // step under the kernel's mapping lock, so no reader sees the address unmapped.
+        unsafe {
+            libc::mmap(
+                self.word.cast_mut().cast(),
+                SEQ_LEN,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                -1,
+                0,
+            )
+        };
+        // A waiter that read the word between the first wake and the swap now waits on the new page.
+        self.wake();
+    }
+
+    /// Maps `<state>.seq` again where [`Generation::detach`] left the zero page.
+    pub fn reattach(&self, state: &Path) -> Result<(), StateFileError> {
+        let file = open_seq(state, true).or_else(|_| open_seq(state, false))?;
+        map_seq(&file, Some(self.word), state).map(|_| ())
+    }
+
+    fn wake(&self) {
+        // SAFETY: FUTEX_WAKE on the shared word wakes waiters in every process.
+        unsafe {
+            libc::syscall(libc::SYS_futex, self.word, libc::FUTEX_WAKE, i32::MAX, 0usize, 0usize, 0u32);
         }
-        let path = seq_path(state);
-        let nonblock = libc::O_NONBLOCK | libc::O_CLOEXEC;
-        let file = if create {
-            if let Some(dir) = state.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
-            }
-            OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o666).custom_flags(nonblock).open(&path)
-        } else {
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .custom_flags(nonblock)
-                .open(&path)
-                .or_else(|_| OpenOptions::new().read(true).custom_flags(nonblock).open(&path))
-        }
-        .map_err(|e| io_err(&path, e))?;
-        let meta = file.metadata().map_err(|e| io_err(&path, e))?;
-        if !meta.file_type().is_file() {
-            return Err(io_err(&path, "is not a regular file"));
-        }
-        let len = meta.len();
-        if (len as usize) < SEQ_LEN {
-            file.set_len(SEQ_LEN as u64).map_err(|e| io_err(&path, e))?;
-        }
-        // SAFETY: mapping SEQ_LEN bytes of a file at least that long; checked for MAP_FAILED.
-        let ptr = unsafe { libc::mmap(std::ptr::null_mut(), SEQ_LEN, libc::PROT_READ, libc::MAP_SHARED, file.as_raw_fd(), 0) };
-        if ptr == libc::MAP_FAILED {
-            return Err(io_err(&path, std::io::Error::last_os_error()));
-        }
-        Ok(Generation { word: ptr.cast(), file })
     }
 
     /// The current generation: one atomic load.
@@ -207,22 +329,21 @@ impl Generation {
     fn bump(&self) -> std::io::Result<()> {
         let next = self.load().wrapping_add(1);
         let bytes = next.to_ne_bytes();
+        let file = self.file.as_ref().ok_or_else(|| std::io::Error::other("a reader's mapping cannot write"))?;
         // pwrite keeps the read-only mapping of this process valid; the page cache is shared.
         // SAFETY: writing 4 bytes from a live buffer at offset 0.
-        let n = unsafe { libc::pwrite(self.file.as_raw_fd(), bytes.as_ptr().cast(), 4, 0) };
+        let n = unsafe { libc::pwrite(file.as_raw_fd(), bytes.as_ptr().cast(), 4, 0) };
         if n != 4 {
             return Err(std::io::Error::last_os_error());
         }
-        // SAFETY: FUTEX_WAKE on the shared word wakes waiters in every process.
-        unsafe {
-            libc::syscall(libc::SYS_futex, self.word, libc::FUTEX_WAKE, i32::MAX, 0usize, 0usize, 0u32);
-        }
+        self.wake();
         Ok(())
     }
 
     fn lock(&self, path: &Path) -> Result<Locked<'_>, StateFileError> {
+        let file = self.file.as_ref().ok_or_else(|| io_err(path, "a reader's mapping cannot lock"))?;
         // SAFETY: flock on an open descriptor.
-        if unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(io_err(path, std::io::Error::last_os_error()));
         }
         Ok(Locked(self))
@@ -240,8 +361,10 @@ struct Locked<'a>(&'a Generation);
 
 impl Drop for Locked<'_> {
     fn drop(&mut self) {
-        // SAFETY: releasing the lock taken in `lock`.
-        unsafe { libc::flock(self.0.file.as_raw_fd(), libc::LOCK_UN) };
+        if let Some(file) = &self.0.file {
+            // SAFETY: releasing the lock taken in `lock`.
+            unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_UN) };
+        }
     }
 }
 
@@ -379,6 +502,62 @@ mod tests {
         assert!(read(Path::new("/dev/zero")).is_err());
         assert!(Generation::open(&dir, true).is_err());
         assert!(!seq_path(&dir).exists());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_follower_keeps_the_last_good_state_and_reports_once_per_bad_spell() {
+        let dir = temp_dir("follower");
+        let path = dir.join("s.json");
+        let spec = crate::NodeSpec::builtin("a100-40gb", Some(2), "n").unwrap();
+        let mut follower = Follower::new(path.clone(), spec.clone());
+        assert!(follower.refresh().is_none(), "no file yet: the empty state");
+        assert_eq!(follower.state(), &NodeState::default());
+        update(&path, &spec, |s| state::set(s, &spec, 1, &SetRequest { gpu_util: Some(40), ..Default::default() }, now())).unwrap();
+        assert!(follower.refresh().is_none());
+        let good = follower.state().clone();
+        assert_eq!(good.gpu(1).unwrap().utilization.gpu, 40);
+        // Valid JSON, impossible for this node (GPU 7 of 2; MIG ids no table has): corrupt.
+        for bad in [
+            r#"{"version":1,"gpus":{"7":{}}}"#,
+            r#"{"version":1,"gpus":{"0":{"mig":{"current":true,"pending":true,"gpu_instances":[{"id":842,"profile":0,"placement":{"start":0,"size":1},"compute_instances":[]}]}}}}"#,
+            "{not json",
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            let first = follower.refresh();
+            let line = first.map(|e| e.to_string()).unwrap_or_default();
+            assert!(line.contains("corrupt state") && line.ends_with("keeping the last good state"), "{bad}: {line}");
+            assert!(line.contains(path.to_str().unwrap()), "{line}");
+            assert!(follower.refresh().is_none(), "one line per bad spell");
+            assert_eq!(follower.state(), &good, "{bad}");
+            // A good file ends the spell.
+            update_raw(&path, &good);
+            assert!(follower.refresh().is_none());
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn update_raw(path: &Path, state: &NodeState) {
+        std::fs::write(path, serde_json::to_vec(state).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_detached_reader_reads_zero_and_sees_writes_again_once_reattached() {
+        let dir = temp_dir("detach");
+        let path = dir.join("s.json");
+        let spec = crate::NodeSpec::builtin("h100", Some(1), "n").unwrap();
+        let reader = Generation::open_reader(&path).unwrap();
+        update(&path, &spec, |s| state::inject(s, &spec, 0, &state::Fault::Xid(79), now())).unwrap();
+        let g = reader.load();
+        assert_ne!(g, 0);
+        reader.detach();
+        assert_eq!(reader.load(), 0, "the zero page, not the file");
+        update(&path, &spec, |s| state::inject(s, &spec, 0, &state::Fault::Xid(48), now())).unwrap();
+        assert_eq!(reader.load(), 0);
+        reader.reattach(&path).unwrap();
+        assert_eq!(reader.load(), g.wrapping_add(1));
+        // A reader cannot write through its mapping (it holds no descriptor).
+        assert!(reader.lock(&path).is_err());
         let _ = std::fs::remove_dir_all(dir);
     }
 

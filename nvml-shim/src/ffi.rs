@@ -2,13 +2,12 @@
 //! from unwinding into C and traces the call when `FAKEGPU_LOG=debug`. The helpers
 //! turn caller pointers into references only after checking them.
 //!
-//! A panic inside an export is a bug of ours, not the host's business: the panic hook
-//! (installed once, silent only for panics raised in the library's own code) keeps Rust's
-//! message and backtrace off the host's stderr; the boundary prints one line of its own.
+//! A panic inside an export is a bug of ours, not the host's business: the panic hook of
+//! `fakegpu_model::boundary` (silent only for panics raised in the library's own code) keeps
+//! Rust's message and backtrace off the host's stderr; the boundary prints one line of its own.
 
 use std::ffi::{c_char, c_uint, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Once;
 
 use nvml_abi::{nvmlReturn_t, ret};
 
@@ -23,48 +22,20 @@ pub(crate) fn trace(name: &str, code: nvmlReturn_t) {
     }
 }
 
-/// Whether a panic at `file` was raised by the library: its own crates' sources, or the
-/// standard library and dependencies it was compiled with. `#[track_caller]` makes `unwrap`,
-/// indexing and overflow panics report the calling line, so a host program's own panics
-/// (possible only when it links the rlib and so shares the hook) keep their location.
-fn raised_by_library(file: &str) -> bool {
-    const OURS: [&str; 3] = ["nvml-shim/src/", "model/src/", "nvml-abi/src/"];
-    OURS.iter().any(|dir| file.starts_with(dir) || file.contains(&format!("/{dir}")))
-        || file.starts_with("/rustc/")
-        || file.contains("/registry/src/")
-        || file.contains("/git/checkouts/")
-}
-
-/// Installs the panic hook that is silent for the library's panics (the boundary reports
-/// them) and defers to the previous hook for anything else. Checking the location rather
-/// than marking each call keeps the exports free of thread-local accesses.
-fn install_panic_hook() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if !info.location().is_some_and(|l| raised_by_library(l.file())) {
-                previous(info);
-            }
-        }));
-    });
-}
-
 /// Removes the hook (the library is being unloaded; its code is about to go away).
 pub(crate) fn remove_panic_hook() {
-    drop(std::panic::take_hook());
+    fakegpu_model::boundary::remove_panic_hook();
 }
 
 /// Runs an export body, converting its result (or a panic) into an NVML return code.
 #[inline]
 pub(crate) fn guard(name: &'static str, body: impl FnOnce() -> NvmlResult) -> nvmlReturn_t {
-    install_panic_hook();
+    fakegpu_model::boundary::install_quiet_panic_hook();
     let code = match catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(())) => ret::SUCCESS,
         Ok(Err(code)) => code,
         Err(payload) => {
-            let what = payload.downcast_ref::<&str>().copied().or_else(|| payload.downcast_ref::<String>().map(String::as_str));
-            let what = what.unwrap_or("unknown cause").replace('\n', " ");
+            let what = fakegpu_model::boundary::panic_text(&*payload);
             eprintln!("[fakegpu-nvml] internal error in {name} ({what}); returning NVML_ERROR_UNKNOWN");
             ret::UNKNOWN
         }

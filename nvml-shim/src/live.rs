@@ -8,6 +8,10 @@
 //! [`Snapshot`] (processes, MIG layout, events, fault details; read by the colder getters).
 //! A file that does not parse leaves the last good state in place, with one stderr line
 //! per process until a good one is read again.
+//!
+//! The last `nvmlShutdown` lets go of the file ([`release`]): the `.seq` mapping becomes a
+//! zero page at the same address and the parsed state is dropped, so that nothing a racing
+//! getter may still touch is unmapped or freed; the next `nvmlInit` maps the file again.
 
 use std::path::PathBuf;
 use std::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
@@ -178,6 +182,9 @@ pub(crate) struct Live {
     /// The full state last read, and the lock that serializes re-reads.
     snapshot: Mutex<Arc<Snapshot>>,
     warned: AtomicBool,
+    /// Cleared by [`release`] at the last `nvmlShutdown`: a getter still racing it must not
+    /// read the file (and so fill the snapshot) again.
+    attached: AtomicBool,
 }
 
 /// The live state: null, or a leaked `Box<Live>` that only [`free`] frees.
@@ -204,36 +211,77 @@ pub(crate) fn free() {
     }
 }
 
-/// Sets up the live state for the node `spec` (once per process; the caller holds the load lock).
-pub(crate) fn init(spec: &NodeSpec) {
+/// Sets up the live state for the node `spec` with the state file at `path` (once per process;
+/// the caller holds the load lock). A reader holds no descriptor: only the `.seq` mapping.
+pub(crate) fn init(spec: &NodeSpec, path: Option<PathBuf>) {
     if LIVE.get().is_some() {
         return;
     }
     let (gpu_count, profile) = (spec.gpu_count as usize, &spec.profile);
-    let live = {
-        let path = state_file::state_path(&|k| std::env::var(k).ok());
-        let generation = path.as_ref().and_then(|p| match Generation::open(p, true).or_else(|_| Generation::open(p, false)) {
-            Ok(g) => Some(g),
-            Err(e) => {
-                eprintln!("fakegpu: live state disabled: {e}");
-                None
-            }
-        });
-        Live {
-            path,
-            generation,
-            gpu_count,
-            spec: spec.clone(),
-            profile: profile.clone(),
-            lost: (0..gpu_count.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
-            seen: AtomicU32::new(0),
-            loaded: AtomicBool::new(false),
-            hot: (0..gpu_count).map(|_| HotSlot::new(Hot::default())).collect(),
-            snapshot: Mutex::new(Arc::new(Snapshot::new(&NodeState::default(), gpu_count))),
-            warned: AtomicBool::new(false),
+    let generation = path.as_ref().and_then(|p| match Generation::open_reader(p) {
+        Ok(g) => Some(g),
+        Err(e) => {
+            eprintln!("fakegpu: live state disabled: {e}");
+            None
         }
+    });
+    let live = Live {
+        path,
+        generation,
+        gpu_count,
+        spec: spec.clone(),
+        profile: profile.clone(),
+        lost: (0..gpu_count.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+        seen: AtomicU32::new(0),
+        loaded: AtomicBool::new(false),
+        hot: (0..gpu_count).map(|_| HotSlot::new(Hot::default())).collect(),
+        snapshot: Mutex::new(Arc::new(Snapshot::new(&NodeState::default(), gpu_count))),
+        warned: AtomicBool::new(false),
+        attached: AtomicBool::new(true),
     };
     LIVE_PTR.store(Box::into_raw(Box::new(live)), Ordering::Release);
+}
+
+/// The last `nvmlShutdown` (the caller holds the load lock): lets go of the state file and of
+/// the state read from it, without freeing anything a getter racing the shutdown may still
+/// touch. The `.seq` mapping becomes a zero page at the same address (see
+/// [`Generation::detach`]); the snapshot (process lists, MIG layouts, events) is dropped, and
+/// the hot records go back to idle. The few fixed-size records stay until unload.
+pub(crate) fn release() {
+    let Some(live) = LIVE.get() else { return };
+    let mut snap = live.snapshot.lock().unwrap_or_else(|e| e.into_inner());
+    live.attached.store(false, Ordering::Release);
+    if let Some(g) = &live.generation {
+        g.detach();
+    }
+    for slot in live.hot.iter() {
+        if slot.load() != Hot::default() {
+            slot.store(Hot::default());
+        }
+    }
+    for word in live.lost.iter() {
+        word.store(0, Ordering::Release);
+    }
+    *snap = Arc::new(Snapshot::new(&NodeState::default(), 0));
+    live.loaded.store(false, Ordering::Release);
+    live.warned.store(false, Ordering::Relaxed);
+}
+
+/// The first `nvmlInit` after the last shutdown (the caller holds the load lock): maps the
+/// state file again; the first getter re-reads it. When the file can no longer be mapped the
+/// GPUs read idle, with one line saying why.
+pub(crate) fn reattach() {
+    let Some(live) = LIVE.get() else { return };
+    let _snap = live.snapshot.lock().unwrap_or_else(|e| e.into_inner());
+    if let (Some(g), Some(path)) = (&live.generation, &live.path) {
+        if let Err(e) = g.reattach(path) {
+            eprintln!("fakegpu: live state disabled: {e}");
+            // The zero page stays: mark it read so that the getters keep their fast path.
+            live.seen.store(g.load(), Ordering::Release);
+            live.loaded.store(true, Ordering::Release);
+        }
+    }
+    live.attached.store(true, Ordering::Release);
 }
 
 pub(crate) fn live() -> Option<&'static Live> {
@@ -256,6 +304,9 @@ impl Live {
         let Ok(mut snap) = self.snapshot.lock() else { return };
         if self.loaded.load(Ordering::Acquire) && self.seen.load(Ordering::Acquire) == gen {
             return; // another thread did it
+        }
+        if !self.attached.load(Ordering::Acquire) {
+            return; // released by the last shutdown, which this getter raced
         }
         let Some(path) = &self.path else { return };
         match state_file::read_checked(path, &self.spec) {

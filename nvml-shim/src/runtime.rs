@@ -1,9 +1,9 @@
 //! Process-wide state: the init reference count and the simulated node, loaded on the
 //! first successful init and kept while the library is loaded so that device handles
-//! stay valid across shutdown and re-init (they point into it). When the library is
-//! unloaded (`dlclose`) after its last `nvmlShutdown`, a destructor frees the node, the
-//! live state (its mapping and descriptor) and every event set, so that a host that loads
-//! and unloads NVML repeatedly does not leak.
+//! stay valid across shutdown and re-init (they point into it). The last `nvmlShutdown`
+//! lets go of the live state file (mapping, parsed state) and the event sets; when the
+//! library is unloaded (`dlclose`) after it, a destructor frees the node and the rest, so
+//! that a host that loads and unloads NVML repeatedly does not leak.
 //!
 //! The getters' hot path is one atomic load of the reference count plus one of the node
 //! pointer; nothing here takes a lock after loading. The load lock is fork-safe (see `fork`).
@@ -31,18 +31,20 @@ static LOADED: AtomicPtr<Runtime> = AtomicPtr::new(std::ptr::null_mut());
 static INIT_COUNT: AtomicU32 = AtomicU32::new(0);
 static LOAD_LOCK: Mutex<()> = Mutex::new(());
 
-/// `nvmlInit*`: loads the node on first use, then counts one more user.
+/// `nvmlInit*`: loads the node on first use, then counts one more user. The count changes only
+/// under the load lock, so that the first init after the last shutdown and that shutdown's
+/// release of the state file never interleave.
 pub(crate) fn init() -> Result<(), nvmlReturn_t> {
+    crate::fork::register();
+    let _serialized = lock_load();
     if LOADED.load(Ordering::Acquire).is_null() {
-        crate::fork::register();
-        let _serialized = lock_load();
-        if LOADED.load(Ordering::Acquire).is_null() {
-            let runtime = Runtime::load().map_err(|err| {
-                eprintln!("fakegpu: nvmlInit failed: {err}");
-                init_error_code(&err)
-            })?;
-            LOADED.store(Box::into_raw(Box::new(runtime)), Ordering::Release);
-        }
+        let runtime = Runtime::load().map_err(|err| {
+            eprintln!("fakegpu: nvmlInit failed: {err}");
+            init_error_code(&err)
+        })?;
+        LOADED.store(Box::into_raw(Box::new(runtime)), Ordering::Release);
+    } else if INIT_COUNT.load(Ordering::Acquire) == 0 {
+        crate::live::reattach();
     }
     INIT_COUNT.fetch_add(1, Ordering::AcqRel);
     Ok(())
@@ -53,9 +55,19 @@ pub(crate) fn lock_load() -> std::sync::MutexGuard<'static, ()> {
     LOAD_LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// `nvmlShutdown`: one user fewer; UNINITIALIZED when nobody initialized.
+/// `nvmlShutdown`: one user fewer; UNINITIALIZED when nobody initialized. The last one frees
+/// what no racing getter can still be using: the state file's mapping and the state read from
+/// it (see `live::release`) and every event set (looked up as `Arc`s). The node tables that
+/// handles point into stay until unload, so that a stale handle is refused, never dereferenced
+/// after a free; they are reused by the next `nvmlInit`, so cycles do not grow memory.
 pub(crate) fn shutdown() -> Result<(), nvmlReturn_t> {
-    INIT_COUNT.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).map(|_| ()).map_err(|_| ret::UNINITIALIZED)
+    let _serialized = lock_load();
+    let before = INIT_COUNT.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).map_err(|_| ret::UNINITIALIZED)?;
+    if before == 1 {
+        crate::live::release();
+        crate::exports::events::clear_registry();
+    }
+    Ok(())
 }
 
 /// The loaded node, or UNINITIALIZED outside an init/shutdown pair.
@@ -136,14 +148,9 @@ impl Runtime {
                 device
             })
             .collect();
-        if let Some(path) = fakegpu_model::state_file::state_path(&|k| std::env::var(k).ok()) {
-            // A FIFO or device as the state would block or flood every reader: refuse it.
-            if let Err(fakegpu_model::file::ReadError::Refused(reason)) = fakegpu_model::file::check_regular(&path) {
-                let origin = path.display().to_string();
-                return Err(ConfigError::Invalid { origin, key: String::new(), reason: format!("live state file {reason}") });
-            }
-        }
-        crate::live::init(&node.spec);
+        // A FIFO or device as the state would block or flood every reader: refuse it.
+        let state_path = fakegpu_model::state_file::checked_state_path(&|k| std::env::var(k).ok())?;
+        crate::live::init(&node.spec, state_path);
         let mig = crate::exports::mig::MigSlots::new(&node.spec);
         Ok(Runtime {
             mig,

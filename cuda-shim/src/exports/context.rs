@@ -142,8 +142,7 @@ pub unsafe extern "C" fn cuCtxSetCurrent(c: CUcontext) -> CUresult {
 unsafe fn push(name: &'static str, c: CUcontext) -> CUresult {
     guard(name, || {
         crate::runtime::runtime()?;
-        ctx::push(ctx::context(c)?);
-        Ok(())
+        ctx::push(ctx::context(c)?)
     })
 }
 

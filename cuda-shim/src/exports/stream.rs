@@ -21,16 +21,36 @@ struct Event {
     recorded_ns: AtomicU64,
 }
 
-/// Addresses of live streams and events (leaked, never freed: stale handles stay harmless).
-static LIVE: Mutex<Option<HashSet<usize>>> = Mutex::new(None);
+#[derive(Default)]
+// Boxed so that each handle's address stays put while the vectors grow.
+#[allow(clippy::vec_box)]
+struct Handles {
+    /// Addresses of live streams and events.
+    live: HashSet<usize>,
+    /// Every stream and event ever made, destroyed ones included: a destroyed handle stays
+    /// harmless (its address is never reused while the library is loaded). Freed at unload.
+    streams: Vec<Box<u8>>,
+    events: Vec<Box<Event>>,
+}
+
+static LIVE: Mutex<Option<Handles>> = Mutex::new(None);
 
 /// Holds the handle registry lock (around `fork()`).
 pub(crate) fn lock_registry() -> Box<dyn std::any::Any> {
     Box::new(LIVE.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
+fn handles<R>(f: impl FnOnce(&mut Handles) -> R) -> R {
+    f(LIVE.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(Handles::default))
+}
+
 fn live<R>(f: impl FnOnce(&mut HashSet<usize>) -> R) -> R {
-    f(LIVE.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert_with(HashSet::new))
+    handles(|h| f(&mut h.live))
+}
+
+/// Frees every stream and event (the library is being unloaded).
+pub(crate) fn free_all() {
+    drop(LIVE.lock().unwrap_or_else(|e| e.into_inner()).take());
 }
 
 fn ready() -> CuResult {
@@ -48,7 +68,7 @@ fn stream(s: CUstream) -> CuResult {
 
 fn event(e: CUevent) -> CuResult<&'static Event> {
     if !e.is_null() && live(|l| l.contains(&(e as usize))) {
-        // SAFETY: a live address is a leaked, never-freed Event.
+        // SAFETY: a live address is a boxed Event that only unload frees.
         Ok(unsafe { &*(e as *const Event) })
     } else {
         Err(CUDA_ERROR_INVALID_HANDLE)
@@ -71,9 +91,12 @@ pub unsafe extern "C" fn cuStreamCreate(ps: *mut CUstream, flags: c_uint) -> CUr
             return Err(CUDA_ERROR_INVALID_VALUE);
         }
         // A distinct address per stream; the byte itself is never read.
-        let s: &'static mut u8 = Box::leak(Box::new(0u8));
-        let addr = s as *mut u8 as usize;
-        live(|l| l.insert(addr));
+        let s = Box::new(0u8);
+        let addr = &*s as *const u8 as usize;
+        handles(|h| {
+            h.live.insert(addr);
+            h.streams.push(s);
+        });
         *out = addr as CUstream;
         Ok(())
     })
@@ -122,9 +145,12 @@ pub unsafe extern "C" fn cuEventCreate(pe: *mut CUevent, flags: c_uint) -> CUres
         if flags & !0x7 != 0 {
             return Err(CUDA_ERROR_INVALID_VALUE);
         }
-        let e: &'static Event = Box::leak(Box::new(Event { flags, recorded_ns: AtomicU64::new(0) }));
-        let addr = e as *const Event as usize;
-        live(|l| l.insert(addr));
+        let e = Box::new(Event { flags, recorded_ns: AtomicU64::new(0) });
+        let addr = &*e as *const Event as usize;
+        handles(|h| {
+            h.live.insert(addr);
+            h.events.push(e);
+        });
         *out = addr as CUevent;
         Ok(())
     })

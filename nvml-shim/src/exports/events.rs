@@ -126,6 +126,8 @@ fn wait(set: nvmlEventSet_t, timeout_ms: c_uint) -> Result<Delivered, nvmlReturn
         return Err(ret::TIMEOUT);
     };
     loop {
+        // The last nvmlShutdown wakes every waiter (see live::release): it returns UNINITIALIZED.
+        runtime()?;
         let seen = generation.load();
         if let Some(event) = next_event(&set) {
             return Ok(event);

@@ -12,7 +12,7 @@ use super::dra::{attributes, plugin, publish};
 use super::grant::ApiAnnotator;
 use super::granter::GrantConfig;
 use super::pod_view::HostFiles;
-use super::{device_plugin, devices, load_node, KubeletDirs, NodeFiles};
+use super::{device_plugin, load_node, KubeletDirs, NodeFiles};
 
 /// Options shared by the node-local plugins.
 #[derive(clap::Args, Debug, Clone)]
@@ -184,25 +184,26 @@ pub fn dra_plugin(args: DraPluginArgs) -> anyhow::Result<()> {
                 // a second; the API server is asked only on a change or at each resync.
                 let resync = Duration::from_secs(args.resync_seconds);
                 let mut published: Option<(Vec<k8s_openapi::api::resource::v1::Device>, tokio::time::Instant)> = None;
+                // Validated against the node like the fake NVML's reads; a corrupt file keeps the
+                // last good state (one warning per bad spell), so the slices do not flap.
+                let mut follower = fakegpu_model::state_file::Follower::new(state_path, node.spec.clone());
                 loop {
-                    match devices::read_state(&state_path) {
-                        Ok(state) => {
-                            let wanted = attributes::pool_devices(&node, &state);
-                            let due = published.as_ref().is_none_or(|(d, at)| *d != wanted || at.elapsed() >= resync);
-                            if due {
-                                match publish::publish_node(&client, &name, wanted.clone()).await {
-                                    Ok(writes) => {
-                                        tracing::info!(writes, devices = wanted.len(), "ResourceSlices published");
-                                        published = Some((wanted, tokio::time::Instant::now()));
-                                    }
-                                    Err(e) => {
-                                        tracing::warn!("publishing ResourceSlices: {e}");
-                                        tokio::time::sleep(Duration::from_secs(9)).await;
-                                    }
-                                }
+                    if let Some(kept) = follower.refresh() {
+                        tracing::warn!("{kept}");
+                    }
+                    let wanted = attributes::pool_devices(&node, follower.state());
+                    let due = published.as_ref().is_none_or(|(d, at)| *d != wanted || at.elapsed() >= resync);
+                    if due {
+                        match publish::publish_node(&client, &name, wanted.clone()).await {
+                            Ok(writes) => {
+                                tracing::info!(writes, devices = wanted.len(), "ResourceSlices published");
+                                published = Some((wanted, tokio::time::Instant::now()));
+                            }
+                            Err(e) => {
+                                tracing::warn!("publishing ResourceSlices: {e}");
+                                tokio::time::sleep(Duration::from_secs(9)).await;
                             }
                         }
-                        Err(e) => tracing::warn!("reading {}: {e}", state_path.display()),
                     }
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }

@@ -170,28 +170,25 @@ impl DevicePlugin for Service {
     }
 }
 
-/// Polls the state file and publishes GPU health and MIG layouts whenever they change.
-pub fn spawn_health_watch(state_path: PathBuf, count: u32, interval: Duration) -> watch::Receiver<Live> {
-    let initial = super::health::read_live(&state_path, count).unwrap_or_else(|_| Live::idle(count));
-    let (tx, rx) = watch::channel(initial);
+/// Polls the state file of the node `spec` and publishes GPU health and MIG layouts whenever
+/// they change; a corrupt file keeps the last good state (one warning per bad spell).
+pub fn spawn_health_watch(state_path: PathBuf, spec: fakegpu_model::NodeSpec, interval: Duration) -> watch::Receiver<Live> {
+    let mut follower = fakegpu_model::state_file::Follower::new(state_path, spec);
+    let (tx, rx) = watch::channel(super::health::poll_live(&mut follower));
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(interval).await;
-            match super::health::read_live(&state_path, count) {
-                Ok(live) => {
-                    tx.send_if_modified(|cur| {
-                        if *cur != live {
-                            let h = &live.health;
-                            tracing::info!(unhealthy = ?h.iter().enumerate().filter(|(_, ok)| !**ok).map(|(i, _)| i).collect::<Vec<_>>(), "GPU health or MIG layout changed");
-                            *cur = live;
-                            true
-                        } else {
-                            false
-                        }
-                    });
+            let live = super::health::poll_live(&mut follower);
+            tx.send_if_modified(|cur| {
+                if *cur != live {
+                    let h = &live.health;
+                    tracing::info!(unhealthy = ?h.iter().enumerate().filter(|(_, ok)| !**ok).map(|(i, _)| i).collect::<Vec<_>>(), "GPU health or MIG layout changed");
+                    *cur = live;
+                    true
+                } else {
+                    false
                 }
-                Err(e) => tracing::warn!("reading GPU health: {e}"),
-            }
+            });
             if tx.is_closed() {
                 return;
             }
@@ -248,7 +245,7 @@ pub async fn run_all(
     node: Arc<SimulatedNode>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), Error> {
-    let mut live = spawn_health_watch(config.state_path.clone(), node.spec.gpu_count, config.health_interval);
+    let mut live = spawn_health_watch(config.state_path.clone(), node.spec.clone(), config.health_interval);
     let names = |eps: &[(Serving, String, String)]| eps.iter().map(|(_, r, s)| (r.clone(), s.clone())).collect::<Vec<_>>();
     tokio::pin!(shutdown);
     loop {
@@ -313,7 +310,7 @@ pub async fn run_serving(
     node: Arc<SimulatedNode>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), Error> {
-    let health = spawn_health_watch(config.state_path.clone(), node.spec.gpu_count, config.health_interval);
+    let health = spawn_health_watch(config.state_path.clone(), node.spec.clone(), config.health_interval);
     let (allocations, granter) = match config.grants.clone() {
         Some(g) => {
             let (tx, rx) = mpsc::channel(64);

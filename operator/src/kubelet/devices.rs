@@ -33,12 +33,11 @@ impl NodeDevice {
     }
 }
 
-/// The live state at `path`; empty (no MIG, all healthy) when the file does not exist yet.
-pub fn read_state(path: &std::path::Path) -> Result<NodeState, fakegpu_model::state_file::StateFileError> {
-    if !path.exists() {
-        return Ok(NodeState::default());
-    }
-    fakegpu_model::state_file::read(path)
+/// The live state at `path`, validated against the node `spec` as the fake NVML validates it
+/// (GPU keys, MIG ids and placements from the profile's tables, every value possible); empty
+/// (no MIG, all healthy) when the file does not exist yet.
+pub fn read_state(path: &std::path::Path, spec: &fakegpu_model::NodeSpec) -> Result<NodeState, fakegpu_model::state_file::StateFileError> {
+    fakegpu_model::state_file::read_checked(path, spec)
 }
 
 /// Whether GPU `index` is in MIG mode now.

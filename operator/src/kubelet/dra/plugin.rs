@@ -159,7 +159,7 @@ impl DraService {
         let object = self.claims.get(&claim.namespace, &claim.name).await?;
         // MIG devices exist as the live state's layout says now (the slices were published from it).
         let state_path = NodeFiles { dir: self.files.node_dir.clone() }.state();
-        let state = devices::read_state(&state_path).map_err(|e| format!("reading {}: {e}", state_path.display()))?;
+        let state = devices::read_state(&state_path, &self.node.spec).map_err(|e| format!("reading {}: {e}", state_path.display()))?;
         let devices = prepare::prepare(&object, &claim.uid, &self.node, &state).map_err(|e| e.to_string())?;
         let spec = cdi::spec(&claim.uid, &devices, &self.files);
         cdi::write(&cdi::spec_path(&self.cdi_root, &claim.uid), &spec).map_err(|e| format!("writing the CDI spec: {e}"))?;
