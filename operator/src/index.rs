@@ -36,6 +36,8 @@ pub struct NodeInfo {
     pub labels: BTreeMap<String, String>,
     /// Annotation `kwok.x-k8s.io/node`, if any (`fake` = KWOK node).
     pub kwok_annotation: Option<String>,
+    /// The object's resourceVersion, when it is a number (as etcd's are).
+    pub version: Option<u64>,
 }
 
 impl NodeInfo {
@@ -44,7 +46,19 @@ impl NodeInfo {
             name: n.metadata.name.clone().unwrap_or_default(),
             labels: n.metadata.labels.clone().unwrap_or_default(),
             kwok_annotation: n.metadata.annotations.as_ref().and_then(|a| a.get(crate::topology::KWOK_NODE_ANNOTATION).cloned()),
+            version: n.metadata.resource_version.as_deref().and_then(|v| v.parse().ok()),
         }
+    }
+
+    /// Whether this is an older version of the node than `known`: a watch event that arrives
+    /// after the response to our own write of the node.
+    pub fn older_than(&self, known: &NodeInfo) -> bool {
+        matches!((self.version, known.version), (Some(mine), Some(theirs)) if mine < theirs)
+    }
+
+    /// The same node as far as the index cares (the version aside).
+    fn same_as(&self, other: &NodeInfo) -> bool {
+        (&self.name, &self.labels, &self.kwok_annotation) == (&other.name, &other.labels, &other.kwok_annotation)
     }
 
     pub fn is_kwok(&self) -> bool {
@@ -181,7 +195,11 @@ impl Index {
         };
         let name = info.name.clone();
         match self.nodes.get_mut(&name) {
-            Some(e) if e.info == info && e.resolved == resolved => return false,
+            Some(e) if info.older_than(&e.info) => return false,
+            Some(e) if e.info.same_as(&info) && e.resolved == resolved => {
+                e.info.version = info.version;
+                return false;
+            }
             Some(e) => {
                 e.info = info;
                 e.resolved = resolved;
@@ -606,7 +624,7 @@ mod tests {
         if let Some(p) = pool {
             labels.insert(POOL_KEY.to_string(), p.to_string());
         }
-        NodeInfo { name: name.into(), labels, kwok_annotation: Some("fake".into()) }
+        NodeInfo { name: name.into(), labels, kwok_annotation: Some("fake".into()), version: None }
     }
 
     fn pod(name: &str, node: &str, gpus: u32, created: i64) -> PodInfo {
@@ -703,6 +721,25 @@ mod tests {
                 assert_eq!(c, info.wanted(), "pod {k:?} holds {c} of {}", info.wanted());
             }
         }
+    }
+
+    #[test]
+    fn an_older_version_of_a_node_changes_nothing() {
+        let mut ix = index();
+        let at = |pool: Option<&str>, v: u64| NodeInfo { version: Some(v), ..node("n1", pool) };
+        assert!(ix.upsert_node(at(Some("k80"), 10)));
+        // Our own write's response came first (version 12); the watch event of version 11 is
+        // older and must not bring back what it showed.
+        let mut written = at(Some("k80"), 12);
+        written.labels.insert("nvidia.com/gpu.count".into(), "2".into());
+        assert!(ix.upsert_node(written.clone()));
+        assert!(!ix.upsert_node(at(Some("k80"), 11)));
+        assert_eq!(ix.node_labels("n1").unwrap().get("nvidia.com/gpu.count").map(String::as_str), Some("2"));
+        // The same node in a newer version: nothing to do, and the version is kept.
+        assert!(!ix.upsert_node(NodeInfo { version: Some(13), ..written }));
+        assert!(!ix.upsert_node(at(Some("k80"), 12)));
+        // Versions that are not numbers: every event is taken.
+        assert!(ix.upsert_node(node("n1", Some("k80"))));
     }
 
     #[test]

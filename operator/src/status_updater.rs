@@ -163,6 +163,14 @@ impl Shared {
         }
     }
 
+    /// Takes a node as our write left it (the response) ahead of its watch event: a reconcile
+    /// before that event must not find the labels unwritten and write them again.
+    fn written_node(&self, node: &Node) {
+        if self.index.lock().expect("index lock").upsert_node(NodeInfo::from_node(node)) {
+            self.mark(node.metadata.name.clone());
+        }
+    }
+
     fn mark<I: IntoIterator<Item = String>>(&self, nodes: I) {
         self.queue.mark(nodes);
     }
@@ -699,9 +707,10 @@ impl Writer {
                     None => {
                         let write_labels = async {
                             if !label_patch.is_empty() {
-                                nodes
+                                let patched = nodes
                                     .patch(node, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": label_patch}})))
                                     .await?;
+                                shared.written_node(&patched);
                             }
                             Ok::<(), Error>(())
                         };
@@ -760,6 +769,7 @@ impl Writer {
     async fn patch_kwok_node(&self, nodes: &Api<Node>, node: &str, patch: &serde_json::Value, shared: &Shared) -> Result<(), Error> {
         let patched = nodes.patch_status(node, &PatchParams::default(), &Patch::Merge(patch)).await?;
         shared.record_kwok(node, KwokNode::from_node(&patched));
+        shared.written_node(&patched);
         Ok(())
     }
 

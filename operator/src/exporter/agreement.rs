@@ -85,7 +85,12 @@ fn exporter_and_fake_nvml_agree_on_a_node_with_a_state_file() {
     let dir = scratch();
     let cfg = ClusterConfig::parse("nodePools:\n  a100:\n    gpu: {profile: a100-80gb, overrides: {device_count: 4}}\n").unwrap();
     let mut ix = Index::new(cfg, Profiles::new(), IndexOptions::default()).unwrap();
-    ix.upsert_node(NodeInfo { name: NODE.into(), labels: BTreeMap::from([(POOL_KEY.into(), "a100".into())]), kwok_annotation: None });
+    ix.upsert_node(NodeInfo {
+        name: NODE.into(),
+        labels: BTreeMap::from([(POOL_KEY.into(), "a100".into())]),
+        kwok_annotation: None,
+        version: None,
+    });
     let mut train = PodInfo {
         uid: "uid-train".into(),
         namespace: "team".into(),
