@@ -15,10 +15,8 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fake_gpu_operator::exporter::server::Scrape;
-use fake_gpu_operator::exporter::topology_view::node_view;
+use fake_gpu_operator::exporter::component::{scrape_fn, tune_malloc, Watched};
 use fake_gpu_operator::exporter::{Exporter, HostnameLabel};
-use fake_gpu_operator::resolve::Profiles;
 use fake_gpu_operator::topology::{ContainerDetails, GpuDetails, GpuUsageStatus, NodeTopology, Range};
 
 struct Counting;
@@ -65,17 +63,19 @@ fn main() {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
+    // As the component does.
+    tune_malloc();
     let pods: usize = std::env::var("PODS").ok().and_then(|v| v.parse().ok()).unwrap_or(5000);
     report("start");
     println!("  size_of GpuState {} B, Profile {} B", std::mem::size_of::<fakegpu_model::state::GpuState>(), std::mem::size_of::<fakegpu_model::profile::Profile>());
-    let profiles = Profiles::new();
     let exporter = Arc::new(Mutex::new(Exporter::new(HostnameLabel::NodeName)));
+    let watched = Watched::new(exporter.clone());
+    // The example's own copy of the topologies (to make the next version of each), not counted.
     let mut topologies: BTreeMap<String, NodeTopology> = BTreeMap::new();
     let mut texts: Vec<String> = Vec::with_capacity(1000);
     let upsert = |topologies: &mut BTreeMap<String, NodeTopology>, node: &str, yaml: &str| {
         let topo = NodeTopology::from_yaml(yaml).expect("topology");
-        let view = node_view(node, &topo, &profiles);
-        exporter.lock().unwrap().upsert(view, fakegpu_model::state_file::now());
+        watched.upsert(node, &topo);
         topologies.insert(node.to_owned(), topo);
     };
     for n in 0..1000 {
@@ -109,23 +109,13 @@ fn main() {
     }
     report(&format!("+ {pods} one-GPU pods"));
     drop(texts);
-    report("(ConfigMap texts of this example dropped)");
-    let topo_heap = {
-        let before = LIVE.load(Ordering::Relaxed);
-        let copy = topologies.clone();
-        let after = LIVE.load(Ordering::Relaxed);
-        drop(copy);
-        after - before
-    };
-    println!("  of which the kept topologies: {:.1} MiB", mib(topo_heap));
+    drop(topologies);
+    report("(this example's ConfigMap texts and topologies dropped)");
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let addr = listener.local_addr().unwrap();
-    let scrape: Scrape = {
-        let exporter = exporter.clone();
-        Arc::new(move |out| exporter.lock().unwrap().scrape_out(out, fakegpu_model::state_file::now(), &|_| None))
-    };
+    let scrape = scrape_fn(exporter.clone(), Arc::default());
     rt.spawn(fake_gpu_operator::exporter::server::serve(listener, scrape, Default::default(), std::future::pending()));
     let get = |gzip: bool| {
         let t = Instant::now();

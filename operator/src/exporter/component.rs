@@ -21,9 +21,11 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::watcher::{self, Event};
 use kube::Api;
 
+use fakegpu_model::profile::Profile;
+
 use super::node::HostnameLabel;
 use super::server::{bind_and_serve, GzipOptions, Scrape};
-use super::topology_view::node_view;
+use super::topology_view::{node_view, ProfileInputs};
 use super::Exporter;
 use crate::common::profiles_from;
 use crate::inference::{PrometheusClient, DEFAULT_FULL_SCALE_RPS};
@@ -116,29 +118,51 @@ pub fn select(
     Some(node)
 }
 
-type Shared<T> = Arc<Mutex<T>>;
+pub type Shared<T> = Arc<Mutex<T>>;
 
-/// What the watchers share: the exporter, the custom profiles, and the topology of every node
-/// served (to resolve its profile again when the profiles change).
+/// What the watchers share: the exporter, the custom profiles, and what decides the profile of
+/// every node served (to resolve it again when the profiles change; not the whole topology,
+/// whose GPUs and pods the node's view holds already).
 #[derive(Clone)]
-struct Watched {
+pub struct Watched {
     exporter: Shared<Exporter>,
     profiles: Shared<Profiles>,
-    topologies: Shared<BTreeMap<String, NodeTopology>>,
+    profile_inputs: Shared<BTreeMap<String, ProfileInputs>>,
+    /// The distinct profiles in use: nodes of one board share one (1,000 nodes, not 1,000 copies).
+    in_use: Shared<Vec<Arc<Profile>>>,
     /// `--write-node-files`: the served node and its files.
     files: Option<Arc<(String, NodeFiles)>>,
 }
 
 impl Watched {
-    fn upsert(&self, node: &str, topo: NodeTopology) {
-        let view = node_view(node, &topo, &self.profiles.lock().expect("profiles lock"));
+    /// Watched state around `exporter`, without custom profiles or node files.
+    pub fn new(exporter: Shared<Exporter>) -> Watched {
+        Watched { exporter, profiles: Arc::default(), profile_inputs: Arc::default(), in_use: Arc::default(), files: None }
+    }
+
+    /// Node `node` as its topology ConfigMap now describes it.
+    pub fn upsert(&self, node: &str, topo: &NodeTopology) {
+        let mut view = node_view(node, topo, &self.profiles.lock().expect("profiles lock"));
+        view.profile = self.shared(view.profile);
         self.exporter.lock().expect("exporter lock").upsert(view, fakegpu_model::state_file::now());
-        self.topologies.lock().expect("topologies lock").insert(node.to_owned(), topo);
+        self.profile_inputs.lock().expect("profile inputs lock").insert(node.to_owned(), ProfileInputs::of(topo));
+    }
+
+    /// The profile in use equal to `profile`, else `profile`, now in use.
+    fn shared(&self, profile: Arc<Profile>) -> Arc<Profile> {
+        let mut in_use = self.in_use.lock().expect("profiles in use lock");
+        // Profiles no node has any more (held here only) go.
+        in_use.retain(|p| Arc::strong_count(p) > 1);
+        if let Some(same) = in_use.iter().find(|p| ***p == *profile) {
+            return same.clone();
+        }
+        in_use.push(profile.clone());
+        profile
     }
 
     fn remove(&self, node: &str) {
         self.exporter.lock().expect("exporter lock").remove(node);
-        self.topologies.lock().expect("topologies lock").remove(node);
+        self.profile_inputs.lock().expect("profile inputs lock").remove(node);
     }
 
     fn retain(&self, keep: &BTreeSet<String>) {
@@ -147,7 +171,7 @@ impl Watched {
             files.remove();
         }
         self.exporter.lock().expect("exporter lock").retain(|n| keep.contains(n));
-        self.topologies.lock().expect("topologies lock").retain(|n, _| keep.contains(n));
+        self.profile_inputs.lock().expect("profile inputs lock").retain(|n, _| keep.contains(n));
     }
 
     /// New custom profiles: every node's profile is resolved again.
@@ -156,9 +180,15 @@ impl Watched {
             return;
         }
         *self.profiles.lock().expect("profiles lock") = profiles;
-        let topologies = self.topologies.lock().expect("topologies lock").clone();
-        for (node, topo) in topologies {
-            self.upsert(&node, topo);
+        let inputs = self.profile_inputs.lock().expect("profile inputs lock").clone();
+        let profiles = self.profiles.lock().expect("profiles lock").clone();
+        for (node, inputs) in inputs {
+            let profile = self.shared(Arc::new(inputs.resolve(&node, &profiles)));
+            let mut exporter = self.exporter.lock().expect("exporter lock");
+            if let Some(mut view) = exporter.view(&node).cloned() {
+                view.profile = profile;
+                exporter.upsert(view, fakegpu_model::state_file::now());
+            }
         }
     }
 }
@@ -181,7 +211,7 @@ fn apply(watched: &Watched, sel: &Selection, cm: &ConfigMap) -> Option<String> {
     if let Some((_, files)) = watched.files.as_deref() {
         write_files(files, &node, cm, &topo);
     }
-    watched.upsert(&node, topo);
+    watched.upsert(&node, &topo);
     Some(node)
 }
 
@@ -297,8 +327,40 @@ async fn refresh_inference(
     }
 }
 
+/// The server's scrape: `exporter` at the time of the request, inference pods at `rates`.
+pub fn scrape_fn(exporter: Shared<Exporter>, rates: Shared<HashMap<String, u32>>) -> Scrape {
+    Arc::new(move |out| {
+        let rates = rates.lock().expect("rates lock").clone();
+        // The values under the lock; the text (and its sending or compressing) after it.
+        let snapshot =
+            exporter.lock().expect("exporter lock").snapshot(fakegpu_model::state_file::now(), &|uid| rates.get(uid).copied());
+        snapshot.render(out);
+    })
+}
+
+/// Large blocks straight from the kernel and back to it when freed. glibc otherwise raises its
+/// mmap threshold to the size of the largest block freed (up to 32 MiB) and serves later large
+/// blocks from its heap, which keeps their pages when they are freed: the gzip body rendered
+/// ahead (6 MB, plus its encoder's buffers) and a ConfigMap listing would stay resident after
+/// each use — 20–40 MiB more than the heap in use, measured with
+/// `cargo run --release -p fake-gpu-operator --example exporter_memory`. A fixed threshold
+/// turns the adjustment off; blocks under it (everything the exporter keeps per node and GPU,
+/// and the 128 KiB plain-text pieces) stay in the heap.
+pub fn tune_malloc() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets an allocator parameter.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+    }
+}
+
+/// See [`tune_malloc`].
+#[cfg(target_env = "gnu")]
+const MMAP_THRESHOLD: libc::c_int = 256 * 1024;
+
 /// Runs the component on its own runtime until SIGTERM/SIGINT (the binary's entry point).
 pub fn run_blocking(args: Args) -> anyhow::Result<()> {
+    tune_malloc();
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?.block_on(run(args))
 }
 
@@ -321,7 +383,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     let exporter: Shared<Exporter> = Arc::new(Mutex::new(Exporter::new(hostname).with_node_dir(args.node_dir.clone())));
     let rates: Shared<HashMap<String, u32>> = Arc::default();
-    let watched = Watched { exporter: exporter.clone(), profiles: Arc::default(), topologies: Arc::default(), files };
+    let watched = Watched { files, ..Watched::new(exporter.clone()) };
 
     let client = args.topology.client().await?;
     let namespace = args.topology.namespace();
@@ -337,10 +399,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let every = Duration::from_secs(args.inference_refresh_seconds.max(1));
     tokio::spawn(refresh_inference(prom, args.inference_full_scale_rps, every, exporter.clone(), rates.clone()));
 
-    let scrape: Scrape = Arc::new(move |out| {
-        let rates = rates.lock().expect("rates lock").clone();
-        exporter.lock().expect("exporter lock").scrape_out(out, fakegpu_model::state_file::now(), &|uid| rates.get(uid).copied())
-    });
+    let scrape = scrape_fn(exporter, rates);
     let gzip = GzipOptions { max_age: Duration::from_millis(args.gzip_max_age_ms) };
     bind_and_serve(args.listen, scrape, gzip, shutdown_signal()).await?;
     Ok(())

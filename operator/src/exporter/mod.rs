@@ -27,6 +27,7 @@ pub mod topology_view;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use fakegpu_model::config::NodeSpec;
 use fakegpu_model::state::{GpuState, NodeState, Now};
@@ -50,7 +51,8 @@ pub struct Exporter {
 #[derive(Debug)]
 struct Node {
     view: NodeView,
-    labels: Vec<String>,
+    /// Shared with the [`Snapshot`]s of scrapes still being sent.
+    labels: Vec<Arc<str>>,
     /// Some GPU is used by an inference pod.
     inference: bool,
     /// The exporter's own state, used while the node has no state file.
@@ -140,7 +142,7 @@ impl Exporter {
             tracing::warn!(node = %view.name, error = %e, "node state not updated");
         }
         let inference = view.gpus.iter().flat_map(|g| &g.usages).any(|u| u.use_knative);
-        let labels = node::label_blocks(&view, self.hostname);
+        let labels = node::label_blocks(&view, self.hostname).into_iter().map(Arc::from).collect();
         self.nodes.insert(view.name.clone(), Node { view, labels, inference, state, file });
     }
 
@@ -152,6 +154,11 @@ impl Exporter {
     /// Keeps only the nodes for which `keep` is true.
     pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
         self.nodes.retain(|n, _| keep(n));
+    }
+
+    /// The view node `name` was last upserted with.
+    pub fn view(&self, name: &str) -> Option<&NodeView> {
+        self.nodes.get(name).map(|n| &n.view)
     }
 
     pub fn node_names(&self) -> impl Iterator<Item = &str> {
@@ -198,8 +205,16 @@ impl Exporter {
         self.scrape_out(ScrapeOut::Text(out), now, knative)
     }
 
-    /// [`Self::scrape`] into a buffer or, a family at a time, into a sink.
+    /// [`Self::scrape`] into a buffer or, in pieces, into a sink.
     pub fn scrape_out(&mut self, out: ScrapeOut<'_>, now: Now, knative: &dyn Fn(&str) -> Option<u32>) {
+        self.snapshot(now, knative).render(out)
+    }
+
+    /// Every series' labels and values at `now`, to be rendered without the exporter: a caller
+    /// that shares the exporter behind a lock takes the snapshot under it (the values, a few ms
+    /// for 8,000 GPUs) and renders and sends the text after releasing it, so that a slow client
+    /// does not hold up the topology watch.
+    pub fn snapshot(&mut self, now: Now, knative: &dyn Fn(&str) -> Option<u32>) -> Snapshot {
         let Exporter { nodes, node_dir, inference, .. } = self;
         let seen = std::cell::RefCell::new(HashMap::new());
         let knative_now = |uid: &str| {
@@ -248,12 +263,30 @@ impl Exporter {
                 }
             }
             for (labels, g) in node.labels.iter().zip(&by_index) {
-                series.push(render::Series { labels, values: sample::values(&node.view.profile, g.unwrap_or(&idle), now) });
+                series.push((labels.clone(), sample::values(&node.view.profile, g.unwrap_or(&idle), now)));
             }
         }
+        Snapshot { series }
+    }
+}
+
+/// The series of one scrape, detached from the [`Exporter`] ([`Exporter::snapshot`]).
+pub struct Snapshot {
+    series: Vec<(Arc<str>, sample::GpuValues)>,
+}
+
+/// Size of the pieces [`ScrapeOut::Chunks`] gets: small enough that a streamed body holds
+/// little (a few pieces rather than the 27 MB text of 8,000 GPUs), large enough that a piece
+/// costs little (a channel send, a chunk header) against the bytes it carries.
+pub const PIECE_BYTES: usize = 128 * 1024;
+
+impl Snapshot {
+    /// The text, in [`families::FAMILIES`] order.
+    pub fn render(&self, out: ScrapeOut<'_>) {
+        let series: Vec<render::Series<'_>> = self.series.iter().map(|(labels, values)| render::Series { labels, values: *values }).collect();
         match out {
             ScrapeOut::Text(text) => render::render_into(text, &series),
-            ScrapeOut::Chunks(sink) => render::render_chunks(&series, sink),
+            ScrapeOut::Chunks(sink) => render::render_pieces(&series, PIECE_BYTES, sink),
         }
     }
 }
@@ -262,7 +295,7 @@ impl Exporter {
 pub enum ScrapeOut<'a> {
     /// Appended to a string.
     Text(&'a mut String),
-    /// Handed over in pieces (a family at a time), in order.
+    /// Handed over in order, in pieces of about [`PIECE_BYTES`] (the last one shorter).
     Chunks(&'a mut dyn FnMut(&str)),
 }
 

@@ -152,6 +152,42 @@ pub fn render_chunks(series: &[Series<'_>], sink: &mut dyn FnMut(&str)) {
     }
 }
 
+/// [`render_into`] in pieces of about `piece` bytes: each goes to `sink` once it holds at least
+/// `piece` bytes (whole lines; the last piece is what remains), so that a consumer that streams
+/// or compresses the text holds one piece of it at a time, whatever the number of GPUs.
+pub fn render_pieces(series: &[Series<'_>], piece: usize, sink: &mut dyn FnMut(&str)) {
+    let mut buf = itoa::Buffer::new();
+    let line: usize = series.first().map_or(0, |s| s.labels.len() + 96);
+    let mut chunk = String::with_capacity(piece + line.max(256));
+    let mut flush_if_full = |chunk: &mut String| {
+        if chunk.len() >= piece {
+            sink(chunk);
+            chunk.clear();
+        }
+    };
+    for family in &FAMILIES {
+        flush_if_full(&mut chunk);
+        let _ = writeln!(chunk, "# HELP {} {}", family.name, family.help);
+        let _ = writeln!(chunk, "# TYPE {} {}", family.name, family.kind.as_str());
+        for s in series {
+            flush_if_full(&mut chunk);
+            let value = value_of(&s.values, family.field);
+            if matches!(value, Value::Absent) {
+                continue;
+            }
+            chunk.push_str(family.name);
+            chunk.push('{');
+            chunk.push_str(s.labels);
+            chunk.push_str("} ");
+            push_value(&mut chunk, value, &mut buf);
+            chunk.push('\n');
+        }
+    }
+    if !chunk.is_empty() {
+        sink(&chunk);
+    }
+}
+
 /// [`render_into`] a new string.
 pub fn render(series: &[Series<'_>]) -> String {
     let mut out = String::new();
@@ -268,6 +304,28 @@ mod tests {
             push_value(&mut out, Value::Micro(m), &mut buf);
             assert_eq!(out, want);
         }
+    }
+
+    #[test]
+    fn pieces_are_bounded_whole_lines_that_concatenate_to_the_text() {
+        let labels: Vec<String> = (0..200).map(|i| format!("gpu=\"{i}\",UUID=\"GPU-{i}\"")).collect();
+        let series: Vec<Series<'_>> = labels.iter().map(|l| Series { labels: l, values: values() }).collect();
+        let text = render(&series);
+        for piece in [1, 100, 4096, 1 << 20] {
+            let mut pieces = Vec::new();
+            render_pieces(&series, piece, &mut |c| pieces.push(c.to_string()));
+            assert_eq!(pieces.concat(), text, "piece size {piece}");
+            assert!(pieces.iter().all(|p| p.ends_with('\n')), "whole lines");
+            // A piece is sent once it reaches the size: it exceeds it by at most its last line,
+            // or a family's HELP and TYPE lines.
+            let longest_line = text.lines().map(|l| l.len() + 1).max().unwrap();
+            assert!(pieces.iter().all(|p| p.len() < piece + 2 * longest_line), "piece size {piece}");
+            let (last, full) = pieces.split_last().unwrap();
+            assert!(full.iter().all(|p| p.len() >= piece) && !last.is_empty(), "piece size {piece}");
+        }
+        let mut one = Vec::new();
+        render_pieces(&series, 1 << 20, &mut |c| one.push(c.len()));
+        assert_eq!(one, [text.len()], "a text shorter than a piece is one piece");
     }
 
     #[test]

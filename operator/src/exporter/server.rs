@@ -1,17 +1,19 @@
 //! The HTTP edge of the exporter: `GET /metrics` (the text a closure renders), `GET /healthz`,
 //! 404 otherwise. HTTP/1.1 over hyper. Besides routing it owns the two ways a body is made: plain
-//! text rendered per request into a reused buffer, and gzip for clients that accept it
-//! (Prometheus does), rendered ahead of the request ([`Gzip`]).
+//! text rendered per request and streamed as it is rendered ([`stream_plain`]), and gzip for
+//! clients that accept it (Prometheus does), rendered ahead of the request ([`Gzip`]).
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::io::Write;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
+use hyper::body::{Bytes, Frame, Incoming, SizeHint};
 use hyper::header::{HeaderValue, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, VARY};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -25,31 +27,119 @@ use super::ScrapeOut;
 /// Renders the body of one scrape: into the (empty) buffer it is given, or in pieces into a sink.
 pub type Scrape = Arc<dyn Fn(ScrapeOut<'_>) + Send + Sync>;
 
-/// The body buffer, reused by the next scrape once the previous response has been sent. The text
-/// for 8,000 GPUs is 27 MB: a fresh buffer per scrape would cost page faults on every scrape and
-/// leave freed 27 MB blocks that the allocator keeps resident.
-#[derive(Default)]
-struct Bodies(Mutex<Arc<String>>);
+/// Pieces of plain text queued for the connection beyond the one hyper is writing and the one
+/// being rendered: the renderer runs ahead of the socket by at most this many.
+const PIECES_QUEUED: usize = 2;
+/// Piece buffers kept for the next pieces and scrapes. A scrape holds at most: the piece being
+/// made, `PIECES_QUEUED` in the channel, and what hyper buffers for the socket (its write buffer
+/// is about 400 KB: up to 4 pieces). Kept, they are reused rather than allocated (and faulted
+/// in) again for each of a scrape's 200 pieces.
+const PIECES_KEPT: usize = 8;
 
-/// A response body that shares the buffer with [`Bodies`] until hyper drops it.
-struct Body(Arc<String>);
+/// Buffers of the streamed plain-text pieces, recycled when hyper has sent a piece.
+#[derive(Default, Clone)]
+struct PiecePool {
+    kept: Arc<Mutex<Vec<Vec<u8>>>>,
+    /// Buffers allocated because none was kept: what the streaming holds at its most.
+    made: Arc<std::sync::atomic::AtomicUsize>,
+}
 
-impl AsRef<[u8]> for Body {
+/// One piece being sent; its buffer goes back to the pool when hyper drops it.
+struct Piece {
+    buf: Vec<u8>,
+    pool: PiecePool,
+}
+
+impl AsRef<[u8]> for Piece {
     fn as_ref(&self) -> &[u8] {
-        self.0.as_bytes()
+        &self.buf
     }
 }
 
-impl Bodies {
-    fn render(&self, scrape: &Scrape) -> Bytes {
-        let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        // Still being sent (a concurrent scrape): render into a new buffer instead.
-        let mut text = Arc::get_mut(&mut last).map(std::mem::take).unwrap_or_default();
-        text.clear();
-        scrape(ScrapeOut::Text(&mut text));
-        *last = Arc::new(text);
-        Bytes::from_owner(Body(last.clone()))
+impl Drop for Piece {
+    fn drop(&mut self) {
+        let mut kept = self.pool.kept.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() < PIECES_KEPT {
+            let mut buf = std::mem::take(&mut self.buf);
+            buf.clear();
+            kept.push(buf);
+        }
     }
+}
+
+impl PiecePool {
+    fn piece(&self, text: &str) -> Bytes {
+        let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut buf = kept.unwrap_or_else(|| {
+            self.made.fetch_add(1, Ordering::Relaxed);
+            Vec::with_capacity(text.len())
+        });
+        buf.extend_from_slice(text.as_bytes());
+        Bytes::from_owner(Piece { buf, pool: self.clone() })
+    }
+}
+
+/// A `/metrics` response body: whole (gzip, short texts) or streamed as it is rendered.
+enum MetricsBody {
+    Whole(Option<Bytes>),
+    Streamed { pieces: tokio::sync::mpsc::Receiver<Bytes>, complete: Arc<AtomicBool> },
+}
+
+impl MetricsBody {
+    fn whole(bytes: Bytes) -> MetricsBody {
+        MetricsBody::Whole(Some(bytes).filter(|b| !b.is_empty()))
+    }
+}
+
+impl hyper::body::Body for MetricsBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        match self.get_mut() {
+            MetricsBody::Whole(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            MetricsBody::Streamed { pieces, complete } => pieces.poll_recv(cx).map(|piece| match piece {
+                Some(b) => Some(Ok(Frame::data(b))),
+                None if complete.load(Ordering::Acquire) => None,
+                // The renderer stopped short (it panicked): an error makes hyper cut the
+                // connection, so the client cannot take the truncated text for the whole.
+                None => Some(Err(std::io::Error::other("rendering the metrics failed"))),
+            }),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, MetricsBody::Whole(None))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            MetricsBody::Whole(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            MetricsBody::Streamed { .. } => SizeHint::default(),
+        }
+    }
+}
+
+/// Plain text for one request, sent as it is rendered: the scrape runs on a blocking thread and
+/// hands its pieces ([`ScrapeOut::Chunks`]) through a channel of [`PIECES_QUEUED`] to the
+/// response body, so that at most a few pieces are held whatever the size of the text (8,000
+/// GPUs: 27 MB, which a whole body would keep resident). Without a length the body goes out with
+/// chunked transfer encoding (HTTP/1.1) or until the connection closes (HTTP/1.0).
+fn stream_plain(scrape: &Scrape, pool: &PiecePool) -> MetricsBody {
+    let (tx, rx) = tokio::sync::mpsc::channel(PIECES_QUEUED);
+    let complete = Arc::new(AtomicBool::new(false));
+    let (scrape, pool, done) = (scrape.clone(), pool.clone(), complete.clone());
+    tokio::task::spawn_blocking(move || {
+        let mut open = true;
+        scrape(ScrapeOut::Chunks(&mut |text: &str| {
+            // A client gone (or a HEAD request, whose body hyper drops): the rest is not sent.
+            if open {
+                open = tx.blocking_send(pool.piece(text)).is_ok();
+            }
+        }));
+        done.store(true, Ordering::Release);
+    });
+    MetricsBody::Streamed { pieces: rx, complete }
 }
 
 /// Whether an `Accept-Encoding` value admits gzip: an explicit `gzip` entry decides by its
@@ -221,17 +311,24 @@ fn gzip(scrape: &Scrape, room: usize) -> Bytes {
     let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(room), flate2::Compression::fast());
     // Writing into a Vec cannot fail.
     scrape(ScrapeOut::Chunks(&mut |chunk: &str| enc.write_all(chunk.as_bytes()).expect("gzip into memory")));
-    Bytes::from(enc.finish().expect("gzip into memory"))
+    let mut body = enc.finish().expect("gzip into memory");
+    // The body is kept until the next one replaces it: not the room reserved beyond it.
+    body.shrink_to_fit();
+    Bytes::from(body)
 }
 
-fn reply(status: StatusCode, ctype: &'static str, body: Bytes) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(body));
+fn reply(status: StatusCode, ctype: &'static str, body: Bytes) -> Response<MetricsBody> {
+    reply_with(status, ctype, MetricsBody::whole(body))
+}
+
+fn reply_with(status: StatusCode, ctype: &'static str, body: MetricsBody) -> Response<MetricsBody> {
+    let mut r = Response::new(body);
     *r.status_mut() = status;
     r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
     r
 }
 
-async fn respond(req: &Request<Incoming>, scrape: &Scrape, bodies: &Bodies, gzip: &Arc<Gzip>) -> Response<Full<Bytes>> {
+async fn respond(req: &Request<Incoming>, scrape: &Scrape, pool: &PiecePool, gzip: &Arc<Gzip>) -> Response<MetricsBody> {
     match (req.method(), req.uri().path()) {
         (&Method::GET | &Method::HEAD, "/metrics") => {
             let mut r = if accepts_gzip(req.headers().get(ACCEPT_ENCODING)) {
@@ -242,7 +339,7 @@ async fn respond(req: &Request<Incoming>, scrape: &Scrape, bodies: &Bodies, gzip
                 r.headers_mut().insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
                 r
             } else {
-                reply(StatusCode::OK, METRICS_CONTENT_TYPE, bodies.render(scrape))
+                reply_with(StatusCode::OK, METRICS_CONTENT_TYPE, stream_plain(scrape, pool))
             };
             r.headers_mut().insert(VARY, HeaderValue::from_static("Accept-Encoding"));
             r
@@ -255,18 +352,18 @@ async fn respond(req: &Request<Incoming>, scrape: &Scrape, bodies: &Bodies, gzip
 /// Serves on `listener` until `shutdown` completes.
 pub async fn serve(listener: TcpListener, scrape: Scrape, gzip: GzipOptions, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
     tokio::pin!(shutdown);
-    let bodies = Arc::new(Bodies::default());
+    let pool = PiecePool::default();
     let gzip = Arc::new(Gzip::new(gzip));
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => accepted?,
             () = &mut shutdown => return Ok(()),
         };
-        let (scrape, bodies, gzip) = (scrape.clone(), bodies.clone(), gzip.clone());
+        let (scrape, pool, gzip) = (scrape.clone(), pool.clone(), gzip.clone());
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
-                let (scrape, bodies, gzip) = (scrape.clone(), bodies.clone(), gzip.clone());
-                async move { Ok::<_, Infallible>(respond(&req, &scrape, &bodies, &gzip).await) }
+                let (scrape, pool, gzip) = (scrape.clone(), pool.clone(), gzip.clone());
+                async move { Ok::<_, Infallible>(respond(&req, &scrape, &pool, &gzip).await) }
             });
             if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await {
                 tracing::debug!(%peer, error = %e, "metrics connection");
@@ -403,33 +500,107 @@ mod tests {
         assert_eq!(renders.load(Ordering::SeqCst), 2);
     }
 
-    #[test]
-    fn a_sent_body_buffer_is_reused_by_the_next_scrape() {
-        let bodies = Bodies::default();
-        // Each scrape reports the capacity of the buffer it was given, then fills 1 MB.
-        let given = Arc::new(AtomicUsize::new(usize::MAX));
+    /// A server whose plain text is `pieces` pieces of [`super::super::PIECE_BYTES`] (each of
+    /// one repeated letter, then a newline), its piece pool, and how many pieces were rendered.
+    fn streaming_server(rt: &tokio::runtime::Runtime, pieces: usize, panic_after: Option<usize>) -> (SocketAddr, PiecePool, Arc<AtomicUsize>) {
+        let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let rendered = Arc::new(AtomicUsize::new(0));
         let scrape: Scrape = {
-            let given = given.clone();
+            let rendered = rendered.clone();
             Arc::new(move |out: ScrapeOut<'_>| {
-                let ScrapeOut::Text(out) = out else { panic!("plain text is rendered into the buffer") };
-                given.store(out.capacity(), Ordering::SeqCst);
-                assert!(out.is_empty(), "the buffer comes cleared");
-                out.push_str(&"x".repeat(1 << 20));
+                let ScrapeOut::Chunks(sink) = out else { panic!("plain text is streamed in pieces") };
+                for i in 0..pieces {
+                    if panic_after == Some(i) {
+                        panic!("render failed");
+                    }
+                    let letter = char::from(b'a' + (i % 26) as u8);
+                    sink(&format!("{}\n", letter.to_string().repeat(super::super::PIECE_BYTES - 1)));
+                    rendered.fetch_add(1, Ordering::SeqCst);
+                }
             })
         };
-        let first = bodies.render(&scrape);
-        assert_eq!(given.load(Ordering::SeqCst), 0, "the first scrape starts from nothing");
-        // While the first body is still being sent, a second scrape gets a buffer of its own.
-        let second = bodies.render(&scrape);
-        assert_eq!(given.load(Ordering::SeqCst), 0, "not the buffer in use");
-        assert_ne!(first.as_ptr(), second.as_ptr());
-        drop(first);
-        // Sent (dropped): the buffer of the last body is reused.
-        let at = second.as_ptr();
-        drop(second);
-        let third = bodies.render(&scrape);
-        assert!(given.load(Ordering::SeqCst) >= 1 << 20, "buffer reused: capacity {}", given.load(Ordering::SeqCst));
-        assert_eq!(third.as_ptr(), at);
-        assert_eq!(third.len(), 1 << 20);
+        let pool = PiecePool::default();
+        let gzip = Arc::new(Gzip::new(GzipOptions::default()));
+        let served = pool.clone();
+        rt.spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let (scrape, pool, gzip) = (scrape.clone(), served.clone(), gzip.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| {
+                        let (scrape, pool, gzip) = (scrape.clone(), pool.clone(), gzip.clone());
+                        async move { Ok::<_, Infallible>(respond(&req, &scrape, &pool, &gzip).await) }
+                    });
+                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                });
+            }
+        });
+        (addr, pool, rendered)
+    }
+
+    /// `GET /metrics` over HTTP/1.1, read `slowly` (a pause per 64 KiB): (headers, raw body).
+    fn get_11(addr: SocketAddr, slowly: bool) -> (String, Vec<u8>) {
+        let mut conn = std::net::TcpStream::connect(addr).unwrap();
+        conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+        let mut raw = Vec::new();
+        let mut buf = vec![0; 64 * 1024];
+        loop {
+            match conn.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => raw.extend_from_slice(&buf[..n]),
+            }
+            if slowly {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("end of headers") + 4;
+        (String::from_utf8(raw[..split].to_vec()).unwrap(), raw[split..].to_vec())
+    }
+
+    /// A chunked HTTP/1.1 body decoded; `None` when it lacks the last (zero) chunk.
+    fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        loop {
+            let eol = raw.windows(2).position(|w| w == b"\r\n")?;
+            let len = usize::from_str_radix(std::str::from_utf8(&raw[..eol]).ok()?, 16).ok()?;
+            if len == 0 {
+                return Some(out);
+            }
+            out.extend_from_slice(raw.get(eol + 2..eol + 2 + len)?);
+            raw = raw.get(eol + 4 + len..)?;
+        }
+    }
+
+    #[test]
+    fn plain_text_is_streamed_holding_a_few_pieces_whatever_its_size() {
+        let rt = runtime();
+        // 160 pieces: a 20 MiB text, as large as 8,000 GPUs' text.
+        let (addr, pool, rendered) = streaming_server(&rt, 160, None);
+        for slowly in [true, false] {
+            let (headers, raw) = get_11(addr, slowly);
+            assert!(headers.starts_with("HTTP/1.1 200"), "{headers}");
+            assert!(headers.to_ascii_lowercase().contains("transfer-encoding: chunked"), "{headers}");
+            let body = dechunk(&raw).expect("a complete chunked body");
+            assert_eq!(body.len(), 160 * super::super::PIECE_BYTES);
+            assert!(body.chunks(super::super::PIECE_BYTES).enumerate().all(|(i, p)| p[0] == b'a' + (i % 26) as u8), "pieces in order");
+        }
+        assert_eq!(rendered.load(Ordering::SeqCst), 320);
+        // However slowly the client read, the whole text was never held: a few piece buffers
+        // were, then reused by the second scrape (made for the first one only).
+        let made = pool.made.load(Ordering::Relaxed);
+        assert!((1..=PIECES_KEPT).contains(&made), "{made} piece buffers for 2 × 160 pieces");
+        assert!(pool.kept.lock().unwrap().len() <= PIECES_KEPT);
+    }
+
+    #[test]
+    fn a_render_that_fails_midway_does_not_end_the_body_as_complete() {
+        let rt = runtime();
+        let (addr, _, rendered) = streaming_server(&rt, 10, Some(3));
+        let (headers, raw) = get_11(addr, false);
+        assert!(headers.starts_with("HTTP/1.1 200"), "{headers}");
+        assert_eq!(rendered.load(Ordering::SeqCst), 3);
+        assert_eq!(dechunk(&raw), None, "cut short: no last chunk");
+        assert!(raw.len() >= 3 * super::super::PIECE_BYTES, "what was rendered was sent: {}", raw.len());
     }
 }

@@ -18,12 +18,32 @@ use crate::topology::NodeTopology;
 /// ConfigMaps `profiles`. When that fails (a custom profile ConfigMap deleted since), the
 /// product decides, and at last the model's default profile.
 pub fn profile_of(node: &str, topo: &NodeTopology, profiles: &Profiles) -> Profile {
-    resolve::topology_profile(topo.profile.as_deref(), &topo.gpu_product, topo.gpu_memory, profiles)
-        .or_else(|e| {
-            tracing::warn!(node, profile = ?topo.profile, error = %e, "profile of the node topology not found; using its product");
-            resolve::topology_profile(None, &topo.gpu_product, topo.gpu_memory, profiles)
-        })
-        .unwrap_or_else(|_| find_builtin(DEFAULT_PROFILE).expect("the default profile is built in").clone())
+    ProfileInputs::of(topo).resolve(node, profiles)
+}
+
+/// What of a topology decides its node's profile: all that is kept of it to resolve the profile
+/// again when the custom profiles change (the rest is in the node's view).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileInputs {
+    pub profile: Option<String>,
+    pub gpu_product: String,
+    pub gpu_memory: u64,
+}
+
+impl ProfileInputs {
+    pub fn of(topo: &NodeTopology) -> ProfileInputs {
+        ProfileInputs { profile: topo.profile.clone(), gpu_product: topo.gpu_product.clone(), gpu_memory: topo.gpu_memory }
+    }
+
+    /// [`profile_of`] the topology these were taken from.
+    pub fn resolve(&self, node: &str, profiles: &Profiles) -> Profile {
+        resolve::topology_profile(self.profile.as_deref(), &self.gpu_product, self.gpu_memory, profiles)
+            .or_else(|e| {
+                tracing::warn!(node, profile = ?self.profile, error = %e, "profile of the node topology not found; using its product");
+                resolve::topology_profile(None, &self.gpu_product, self.gpu_memory, profiles)
+            })
+            .unwrap_or_else(|_| find_builtin(DEFAULT_PROFILE).expect("the default profile is built in").clone())
+    }
 }
 
 /// The view of node `name` described by `topo`.
