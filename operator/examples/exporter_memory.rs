@@ -113,7 +113,8 @@ fn main() {
     report("(this example's ConfigMap texts and topologies dropped)");
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let bind = std::env::var("ADDR").unwrap_or_else(|_| "127.0.0.1:0".into());
+    let listener = rt.block_on(tokio::net::TcpListener::bind(bind.as_str())).unwrap();
     let addr = listener.local_addr().unwrap();
     let scrape = scrape_fn(exporter.clone(), Arc::default());
     rt.spawn(fake_gpu_operator::exporter::server::serve(listener, scrape, Default::default(), std::future::pending()));
@@ -164,6 +165,13 @@ fn main() {
     println!("  plain scrape min / median / max: {:.1} / {:.1} / {:.1} ms", plain[0], plain[plain.len() / 2], plain[plain.len() - 1]);
     std::thread::sleep(Duration::from_secs(6));
     report("6 s later");
+    // SERVE=<seconds>: keep serving on ADDR (default 127.0.0.1:9400 when set) for clients of
+    // other processes (curl), e.g. to time scrapes without this process's client in them.
+    if let Some(secs) = std::env::var("SERVE").ok().and_then(|v| v.parse::<u64>().ok()) {
+        println!("serving on {addr} for {secs} s");
+        std::thread::sleep(Duration::from_secs(secs));
+        report(&format!("after {secs} s of serving"));
+    }
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("load: {}", load.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
 }
