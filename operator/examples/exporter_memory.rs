@@ -48,8 +48,7 @@ fn mib(b: isize) -> f64 {
 
 fn rss() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()).unwrap_or(0.0)
-        / 1024.0
+    status.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()).unwrap_or(0.0) / 1024.0
 }
 
 fn report(step: &str) {
@@ -67,7 +66,11 @@ fn main() {
     tune_malloc();
     let pods: usize = std::env::var("PODS").ok().and_then(|v| v.parse().ok()).unwrap_or(5000);
     report("start");
-    println!("  size_of GpuState {} B, Profile {} B", std::mem::size_of::<fakegpu_model::state::GpuState>(), std::mem::size_of::<fakegpu_model::profile::Profile>());
+    println!(
+        "  size_of GpuState {} B, Profile {} B",
+        std::mem::size_of::<fakegpu_model::state::GpuState>(),
+        std::mem::size_of::<fakegpu_model::profile::Profile>()
+    );
     let exporter = Arc::new(Mutex::new(Exporter::new(HostnameLabel::NodeName)));
     let watched = Watched::new(exporter.clone());
     // The example's own copy of the topologies (to make the next version of each), not counted.
@@ -102,7 +105,9 @@ fn main() {
         let g = &mut topo.gpus[p / 1000];
         g.status.allocated_by = ContainerDetails { namespace: "bench-pods".into(), pod: format!("p-{p}"), container: "c".into() };
         let uid = format!("{:08x}-5e1c-4c4f-9f3a-{:012x}", p * 7919, p * 104_729);
-        g.status.pod_gpu_usage_status.insert(uid, GpuUsageStatus { utilization: Range { min: 40, max: 60 }, fb_used: 0, use_knative_utilization: false });
+        g.status
+            .pod_gpu_usage_status
+            .insert(uid, GpuUsageStatus { utilization: Range { min: 40, max: 60 }, fb_used: 0, use_knative_utilization: false });
         let yaml = topo.to_yaml();
         upsert(&mut topologies, &name, &yaml);
         texts[n] = yaml;

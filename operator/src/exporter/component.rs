@@ -332,8 +332,7 @@ pub fn scrape_fn(exporter: Shared<Exporter>, rates: Shared<HashMap<String, u32>>
     Arc::new(move |out| {
         let rates = rates.lock().expect("rates lock").clone();
         // The values under the lock; the text (and its sending or compressing) after it.
-        let snapshot =
-            exporter.lock().expect("exporter lock").snapshot(fakegpu_model::state_file::now(), &|uid| rates.get(uid).copied());
+        let snapshot = exporter.lock().expect("exporter lock").snapshot(fakegpu_model::state_file::now(), &|uid| rates.get(uid).copied());
         snapshot.render(out);
     })
 }

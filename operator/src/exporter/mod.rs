@@ -283,7 +283,8 @@ pub const PIECE_BYTES: usize = 128 * 1024;
 impl Snapshot {
     /// The text, in [`families::FAMILIES`] order.
     pub fn render(&self, out: ScrapeOut<'_>) {
-        let series: Vec<render::Series<'_>> = self.series.iter().map(|(labels, values)| render::Series { labels, values: *values }).collect();
+        let series: Vec<render::Series<'_>> =
+            self.series.iter().map(|(labels, values)| render::Series { labels, values: *values }).collect();
         match out {
             ScrapeOut::Text(text) => render::render_into(text, &series),
             ScrapeOut::Chunks(sink) => render::render_pieces(&series, PIECE_BYTES, sink),

@@ -519,7 +519,11 @@ mod tests {
 
     /// A server whose plain text is `pieces` pieces of [`super::super::PIECE_BYTES`] (each of
     /// one repeated letter, then a newline), its piece pool, and how many pieces were rendered.
-    fn streaming_server(rt: &tokio::runtime::Runtime, pieces: usize, panic_after: Option<usize>) -> (SocketAddr, PiecePool, Arc<AtomicUsize>) {
+    fn streaming_server(
+        rt: &tokio::runtime::Runtime,
+        pieces: usize,
+        panic_after: Option<usize>,
+    ) -> (SocketAddr, PiecePool, Arc<AtomicUsize>) {
         let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
         let addr = listener.local_addr().unwrap();
         let rendered = Arc::new(AtomicUsize::new(0));
