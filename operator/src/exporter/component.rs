@@ -343,8 +343,8 @@ pub fn scrape_fn(exporter: Shared<Exporter>, rates: Shared<HashMap<String, u32>>
 /// ahead (6 MB, plus its encoder's buffers) and a ConfigMap listing would stay resident after
 /// each use — 20–40 MiB more than the heap in use, measured with
 /// `cargo run --release -p fake-gpu-operator --example exporter_memory`. A fixed threshold
-/// turns the adjustment off; blocks under it (everything the exporter keeps per node and GPU,
-/// and the 128 KiB plain-text pieces) stay in the heap.
+/// turns the adjustment off; blocks under it (everything the exporter keeps per node and GPU)
+/// stay in the heap.
 pub fn tune_malloc() {
     #[cfg(target_env = "gnu")]
     // SAFETY: mallopt only sets an allocator parameter.
