@@ -41,6 +41,10 @@ pub struct NodeConfigFile {
     pub driver_version: Option<String>,
     /// CUDA driver version as NVML encodes it (12020 = 12.2).
     pub cuda_driver_version: Option<u32>,
+    /// NUMA layout of the node's GPUs and CPUs (the pool's `numa` block); absent: the first
+    /// half of the GPUs on NUMA node 0, the rest on node 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub numa: Option<crate::numa::NumaLayout>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -58,9 +62,18 @@ pub struct NodeSpec {
     pub gpu_count: u32,
     pub driver_version: String,
     pub cuda_driver_version: u32,
+    /// NUMA layout; checked against `gpu_count` when resolved. None: the two-halves default.
+    pub numa: Option<crate::numa::NumaLayout>,
 }
 
 impl NodeSpec {
+    /// Where the node's GPUs and CPUs sit. A layout that does not fit the GPU count (only a
+    /// hand-built spec can have one; resolution refuses it) falls back to the default.
+    pub fn numa_placement(&self) -> crate::numa::Placement {
+        crate::numa::Placement::new(self.numa.as_ref(), self.gpu_count)
+            .unwrap_or_else(|_| crate::numa::Placement::two_halves(self.gpu_count))
+    }
+
     /// `nvmlSystemGetNVMLVersion`: the NVML major paired with the driver version.
     pub fn nvml_version(&self) -> String {
         format!("12.{}", self.driver_version)
@@ -77,6 +90,7 @@ impl NodeSpec {
             gpu_count,
             driver_version: DEFAULT_DRIVER_VERSION.into(),
             cuda_driver_version: DEFAULT_CUDA_DRIVER_VERSION,
+            numa: None,
         })
     }
 }
@@ -169,7 +183,15 @@ fn resolve_with(
         return Err(ConfigError::invalid(&origin, key, "a node name is at most 253 bytes, without NUL"));
     }
     let cuda_driver_version = file_cfg.cuda_driver_version.unwrap_or(DEFAULT_CUDA_DRIVER_VERSION);
-    Ok(NodeSpec { node_name, profile, gpu_count, driver_version, cuda_driver_version })
+    let numa = file_cfg.numa.clone();
+    if let Some(layout) = &numa {
+        // The count may come from FAKEGPU_GPUS: name it, since it is what no longer fits.
+        layout.split(gpu_count).map_err(|e| {
+            let origin = if env(ENV_GPUS).is_some() { format!("{file_origin} with {ENV_GPUS}={gpu_count}") } else { file_origin.clone() };
+            ConfigError::invalid(&origin, "numa", e.to_string())
+        })?;
+    }
+    Ok(NodeSpec { node_name, profile, gpu_count, driver_version, cuda_driver_version, numa })
 }
 
 /// A number written as plain decimal digits with no sign, space or leading zero (`8`, not
@@ -352,6 +374,24 @@ mod tests {
 
         let err = resolve(&env_of(&[(ENV_CONFIG, "/nonexistent/node.json")]), "h").unwrap_err().to_string();
         assert!(err.contains("/nonexistent/node.json"), "{err}");
+    }
+
+    #[test]
+    fn numa_layout_is_carried_and_checked() {
+        let path = temp_file("numa.json", r#"{"profile":"h100","gpus":8,"numa":{"zones":4,"gpus_per_zone":[2,2,2,2],"cpus_per_zone":16}}"#);
+        let spec = resolve(&env_of(&[(ENV_CONFIG, path.to_str().unwrap())]), "h").unwrap();
+        let p = spec.numa_placement();
+        assert_eq!(p.gpu_zone, vec![0, 0, 1, 1, 2, 2, 3, 3]);
+        assert_eq!(p.cpus_of(3, 4), 48..64);
+        // The count from the environment no longer fits the explicit list: an error naming both.
+        let err = resolve(&env_of(&[(ENV_CONFIG, path.to_str().unwrap()), (ENV_GPUS, "6")]), "h").unwrap_err().to_string();
+        assert!(err.contains("numa.json") && err.contains("FAKEGPU_GPUS=6") && err.contains("`numa`"), "{err}");
+        let path = temp_file("numa-bad.json", r#"{"profile":"h100","gpus":2,"numa":{"zones":0}}"#);
+        let err = resolve(&env_of(&[(ENV_CONFIG, path.to_str().unwrap())]), "h").unwrap_err().to_string();
+        assert!(err.contains("`numa`") && err.contains("zones"), "{err}");
+        // Without a layout: halves, as before.
+        let spec = resolve(&env_of(&[(ENV_GPUS, "4")]), "h").unwrap();
+        assert_eq!(spec.numa_placement().gpu_zone, vec![0, 0, 1, 1]);
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod identity;
 pub mod log;
 pub mod mig;
 pub mod node;
+pub mod numa;
 pub mod profile;
 pub mod state;
 pub mod state_file;

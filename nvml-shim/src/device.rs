@@ -26,8 +26,11 @@ pub(crate) struct Device {
     pub inforom_image: CString,
     /// GSP firmware version: the driver's, where the board runs GSP firmware.
     pub gsp_version: Option<CString>,
-    /// NUMA node of the GPU: the first half of a node's GPUs on node 0, the rest on 1.
+    /// NUMA node of the GPU, from the node's layout ([`fakegpu_model::numa`]): the pool's
+    /// `numa` zones, else the first half of the GPUs on node 0 and the rest on 1.
     pub numa_node: u32,
+    /// The CPU ids of that NUMA node (its CPU affinity).
+    pub cpus: std::ops::Range<u64>,
     /// The (GI id, CI id) of the MIG devices this process may see; None = all of them.
     pub mig_filter: Option<Vec<(u32, u32)>>,
 }
@@ -35,6 +38,8 @@ pub(crate) struct Device {
 impl Device {
     pub fn new(spec: &NodeSpec, id: GpuIdentity) -> Device {
         let profile = Arc::new(spec.profile.clone());
+        let placement = spec.numa_placement();
+        let numa_node = placement.zone_of(id.index);
         Device {
             host_index: id.index,
             name: cstring(&profile.product_name),
@@ -46,7 +51,8 @@ impl Device {
             board_part_number: cstring(&profile.board_part_number),
             inforom_image: cstring(&profile.inforom.image),
             gsp_version: profile.gsp_firmware.then(|| cstring(&spec.driver_version)),
-            numa_node: if spec.gpu_count > 1 { id.index * 2 / spec.gpu_count } else { 0 },
+            numa_node,
+            cpus: placement.cpus_of(numa_node, online_cpus()),
             mig_filter: None,
             profile,
             id,
@@ -88,5 +94,16 @@ impl Device {
     /// Boards from Ampere on remap rows instead of retiring pages.
     pub fn remaps_rows(&self) -> bool {
         self.profile.architecture.nvml_value() >= fakegpu_model::profile::Architecture::Ampere.nvml_value()
+    }
+}
+
+/// The CPUs of the host this process runs on, as the kernel reports them online.
+fn online_cpus() -> u64 {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    if n > 0 {
+        n as u64
+    } else {
+        1
     }
 }

@@ -579,6 +579,7 @@ pub fn config_file(node: &str, r: &ResolvedPool) -> NodeConfigFile {
         overrides: if r.builtin { r.model_overrides.clone() } else { None },
         driver_version: Some(r.driver_version.clone()),
         cuda_driver_version: Some(r.cuda_driver_version()),
+        numa: r.numa_layout(),
     }
 }
 
@@ -598,6 +599,7 @@ pub fn node_spec(node: &str, r: &ResolvedPool) -> NodeSpec {
         gpu_count: r.gpu_count,
         driver_version: r.driver_version.clone(),
         cuda_driver_version: r.cuda_driver_version(),
+        numa: r.numa_layout(),
     }
 }
 
@@ -766,6 +768,39 @@ mod tests {
         ix.upsert_node(node("n3", Some("nope")));
         assert!(ix.view("n3").is_none());
         assert!(ix.node_error("n3").unwrap().contains("nope"));
+    }
+
+    /// The pool's `numa` block reaches the node config the fake NVML and the DRA plugins read,
+    /// with the zones the NodeResourceTopology publishes for that node; a per-node GPU count
+    /// that no longer fits an explicit list drops the layout for every consumer alike.
+    #[test]
+    fn numa_block_reaches_the_node_config_with_the_nrt_zones() {
+        let cfg = ClusterConfig::parse(
+            "nodePools:\n  numa:\n    gpu: {profile: h100, overrides: {device_count: 8}}\n    numa: {zones: 4, gpusPerZone: [1, 3, 2, 2], cpuPerZone: '12'}\n  plain:\n    gpu: {profile: h100, overrides: {device_count: 4}}\n",
+        )
+        .unwrap();
+        let mut ix = Index::new(cfg.clone(), Profiles::new(), IndexOptions::default()).unwrap();
+        ix.upsert_node(node("n1", Some("numa")));
+        let v = ix.view("n1").unwrap();
+        let layout = v.config_file.numa.clone().expect("layout in the node config");
+        assert_eq!(layout, fakegpu_model::numa::NumaLayout { zones: 4, gpus_per_zone: Some(vec![1, 3, 2, 2]), cpus_per_zone: Some(12) });
+        // What the library resolves from the written text is what the NRT says.
+        let text = crate::node_files::config_text(&v.config_file);
+        let spec = fakegpu_model::config::resolve_config(&fakegpu_model::config::parse_config(&text, "t").unwrap(), "t", "n1").unwrap();
+        let nrt = crate::nrt::build("n1", cfg.node_pools["numa"].numa.as_ref().unwrap(), &v.topology, (0, 0)).unwrap();
+        let nrt_counts: Vec<u32> =
+            nrt["zones"].as_array().unwrap().iter().map(|z| z["resources"][0]["capacity"].as_str().unwrap().parse().unwrap()).collect();
+        let zones = spec.numa_placement().gpu_zone;
+        assert_eq!(zones, vec![0, 1, 1, 1, 2, 2, 3, 3]);
+        assert_eq!((0..4).map(|z| zones.iter().filter(|x| **x == z).count() as u32).collect::<Vec<_>>(), nrt_counts);
+        // No block: no layout.
+        ix.upsert_node(node("n2", Some("plain")));
+        assert_eq!(ix.view("n2").unwrap().config_file.numa, None);
+        // A node labelled to 6 GPUs cannot take [1, 3, 2, 2]: no layout (the NRT reports it).
+        let mut six = node("n3", Some("numa"));
+        six.labels.insert(crate::resolve::NODE_GPUS_LABEL.into(), "6".into());
+        ix.upsert_node(six);
+        assert_eq!(ix.view("n3").unwrap().config_file.numa, None);
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod node_files;
 pub mod node_state;
 pub mod nrt;
 pub mod pod;
+pub mod podresources_server;
 pub mod resolve;
 pub mod runai_rule;
 pub mod status_updater;

@@ -7,6 +7,7 @@
 //! free ones (upstream published capacity as available). Pure: [`NumaConfig::parse`] and
 //! [`build`]; [`publish`] is the kube edge (server-side apply, owner reference to the Node).
 
+use fakegpu_model::numa::{cores_of_millis, NumaLayout};
 use serde_json::{json, Value};
 
 use crate::topology::NodeTopology;
@@ -97,18 +98,23 @@ impl NumaConfig {
         Ok(NumaConfig { zones, gpus_per_zone, policy, scope, cpu_per_zone, mem_per_zone, self_distance, remote_distance })
     }
 
-    /// GPUs per zone for `gpus` GPUs.
+    /// GPUs per zone for `gpus` GPUs: the model's split ([`fakegpu_model::numa::split_gpus`]),
+    /// the one the fake NVML, the DRA attributes and podresources use.
     pub fn split(&self, gpus: u64) -> Result<Vec<u64>, String> {
-        let n = self.zones as u64;
-        match &self.gpus_per_zone {
-            Some(list) => {
-                if list.len() as u64 != n || list.iter().sum::<u64>() != gpus {
-                    return Err(format!("`numa.gpusPerZone` {list:?} must have {n} entries summing to the node's {gpus} GPUs"));
-                }
-                Ok(list.clone())
-            }
-            None => Ok((0..n).map(|z| gpus / n + u64::from(z < gpus % n)).collect()),
-        }
+        let zones = u64::try_from(self.zones).unwrap_or(0);
+        fakegpu_model::numa::split_gpus(zones, self.gpus_per_zone.as_deref(), gpus).map_err(|e| format!("`numa`: {e}"))
+    }
+
+    /// The layout a node of `gpus` GPUs carries in its node config: None when the block
+    /// disables NUMA (`zones` < 1) or does not fit the node (the NodeResourceTopology
+    /// publisher reports why), so that every consumer falls back alike.
+    pub fn layout(&self, gpus: u32) -> Option<NumaLayout> {
+        let split = self.split(u64::from(gpus)).ok()?;
+        Some(NumaLayout {
+            zones: u32::try_from(self.zones).ok()?,
+            gpus_per_zone: self.gpus_per_zone.as_ref().map(|_| split.iter().map(|n| *n as u32).collect()),
+            cpus_per_zone: self.cpu_per_zone.map(cores_of_millis).filter(|c| *c > 0).and_then(|c| u32::try_from(c).ok()),
+        })
     }
 
     /// Upstream's legacy `topologyPolicies` value.

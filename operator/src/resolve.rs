@@ -90,9 +90,18 @@ pub struct ResolvedPool {
     pub builtin: bool,
     /// The patch applied to the base model profile (for the node config's `overrides`).
     pub model_overrides: Option<Value>,
+    /// The pool's `numa` block.
+    pub numa: Option<crate::nrt::NumaConfig>,
 }
 
 impl ResolvedPool {
+    /// The NUMA layout of a node of this pool (after per-node labels set its GPU count), for
+    /// its node config: None without a `numa` block, without GPUs, or when the block does not
+    /// fit the node.
+    pub fn numa_layout(&self) -> Option<fakegpu_model::numa::NumaLayout> {
+        self.numa.as_ref().filter(|_| self.gpu_count > 0).and_then(|n| n.layout(self.gpu_count))
+    }
+
     /// `nvmlSystemGetCudaDriverVersion` encoding of `cuda_version` (12.2 → 12020).
     pub fn cuda_driver_version(&self) -> u32 {
         parse_cuda(&self.cuda_version).unwrap_or(DEFAULT_CUDA_DRIVER_VERSION)
@@ -211,6 +220,7 @@ pub fn resolve_pool(name: &str, pool: &PoolConfig, profiles: &Profiles) -> Resul
         profile,
         builtin,
         model_overrides,
+        numa: pool.numa.clone(),
     })
 }
 

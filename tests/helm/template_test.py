@@ -375,6 +375,35 @@ docs = render()
 check("nodeResourceTopology off: no CRD, no env, no rights", not by_kind(docs, "CustomResourceDefinition")
       and not can(sa_rules(docs, NS, "status-updater"), NS, "topology.node.k8s.io", "noderesourcetopologies", "get"))
 
+# podresources: the node-local exporter serves the socket and the sysfs tree (env, host paths
+# owned by its UID, the rights to read pods and the node); off, none of it.
+def exporter_ds(docs):
+    return by_kind(docs, "DaemonSet")["nvidia-dcgm-exporter"]["spec"]["template"]["spec"]
+
+
+docs = render(sets=["statusExporter.podResources.enabled=true"])
+ds = exporter_ds(docs)
+env_se = {e["name"]: e.get("value") for e in ds["containers"][0]["env"]}
+mounts = {m["name"]: m["mountPath"] for m in ds["containers"][0]["volumeMounts"]}
+vols = {v["name"]: v.get("hostPath", {}).get("path") for v in ds["volumes"]}
+init = " ".join(ds["initContainers"][0]["args"])
+se = sa_rules(docs, NS, "status-exporter")
+check("podResources: env, hostPath mounts, init chown, RBAC",
+      env_se.get("POD_RESOURCES_ENABLED") == "true"
+      and env_se.get("POD_RESOURCES_SOCKET") == "/var/lib/fake-gpu-operator/pod-resources/kubelet.sock"
+      and env_se.get("POD_RESOURCES_SYS_ROOT") == "/var/lib/fake-gpu-operator/sys"
+      and mounts.get("pod-resources") == vols.get("pod-resources") == "/var/lib/fake-gpu-operator/pod-resources"
+      and mounts.get("fake-sys") == vols.get("fake-sys") == "/var/lib/fake-gpu-operator/sys"
+      and "chown 65532:65532" in init and "/var/lib/fake-gpu-operator/pod-resources" in init and "/var/lib/fake-gpu-operator/sys" in init
+      and can(se, "*", "", "pods", "list") and can(se, "*", "", "nodes", "get"),
+      f"{env_se} {mounts} {vols} {init}")
+off = render()
+ds = exporter_ds(off)
+check("podResources off: no env, mounts or pod rights",
+      not any(e["name"].startswith("POD_RESOURCES") for e in ds["containers"][0]["env"])
+      and "pod-resources" not in {v["name"] for v in ds["volumes"]}
+      and not can(sa_rules(off, NS, "status-exporter"), "*", "", "pods", "list"))
+
 a = render()
 b = render(sets=["topology.nodePools.default.gpuCount=4"])
 ck = lambda docs: by_kind(docs, "Deployment")["status-updater"]["spec"]["template"]["metadata"]["annotations"]["checksum/topology"]

@@ -1,6 +1,11 @@
 //! Where GPUs sit: CPU and memory affinity, PCIe common ancestors, nearest GPUs and
-//! peer-to-peer status. A node's GPUs are split in two halves, one per NUMA node, as on
-//! the two-socket servers these boards ship in.
+//! peer-to-peer status. Each GPU's NUMA node and its CPUs come from the node's NUMA layout
+//! (`fakegpu_model::numa`: the pool's `numa` zones, else two halves as on the two-socket
+//! servers these boards ship in), the same layout the operator publishes.
+//!
+//! `nvmlDeviceGetNumaNodeId` is not exported: it is not a function of the 535 library this one
+//! mirrors symbol for symbol, and NVIDIA answers it only where the GPU's memory is itself a NUMA
+//! node (Grace Hopper). A GPU's NUMA node on a PCIe host is `nvmlDeviceGetMemoryAffinity`'s.
 
 use std::ffi::{c_uint, c_ulong};
 
@@ -13,29 +18,17 @@ use crate::runtime::{device, runtime};
 
 const BITS: usize = c_ulong::BITS as usize;
 
-/// The CPUs of the host this process runs on, as the kernel reports them online.
-fn online_cpus() -> usize {
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-    if n > 0 {
-        n as usize
-    } else {
-        1
-    }
-}
-
-/// Sets the bits of `d`'s NUMA half of the host CPUs in a caller bitmask of `words` longs.
+/// Sets the bits of `d`'s NUMA node's CPUs in a caller bitmask of `words` longs (ids beyond
+/// the mask are left out, as NVML truncates to the size asked for).
 unsafe fn write_cpu_mask(d: &Device, words: c_uint, set: *mut c_ulong) -> NvmlResult {
     if set.is_null() || words == 0 {
         return Err(ret::INVALID_ARGUMENT);
     }
     let mask = std::slice::from_raw_parts_mut(set, words as usize);
     mask.fill(0);
-    let cpus = online_cpus();
-    let halves = if cpus > 1 && runtime()?.devices.len() > 1 { 2 } else { 1 };
-    let per_half = cpus / halves;
-    let first = d.numa_node as usize % halves * per_half;
-    for cpu in first..(first + per_half).min(mask.len() * BITS) {
+    let end = d.cpus.end.min((mask.len() * BITS) as u64);
+    for cpu in d.cpus.start..end {
+        let cpu = cpu as usize;
         mask[cpu / BITS] |= 1 << (cpu % BITS);
     }
     Ok(())
@@ -76,13 +69,16 @@ pub unsafe extern "C" fn nvmlDeviceGetMemoryAffinity(
         }
         let mask = std::slice::from_raw_parts_mut(nodeSet, nodeSetSize as usize);
         mask.fill(0);
-        mask[0] = 1 << d.numa_node;
+        let node = d.numa_node as usize;
+        // A node beyond the caller's mask cannot be reported: say the mask is too small.
+        let word = mask.get_mut(node / BITS).ok_or(ret::INSUFFICIENT_SIZE)?;
+        *word = 1 << (node % BITS);
         Ok(())
     })
 }
 
-/// The closest PCIe relation between two GPUs: GPUs of one half share a NUMA node, the
-/// halves meet only across the CPU interconnect.
+/// The closest PCIe relation between two GPUs: GPUs of one zone share a NUMA node, zones
+/// meet only across the CPU interconnect.
 fn common_ancestor(a: &Device, b: &Device) -> c_uint {
     if a.id.index == b.id.index {
         NVML_TOPOLOGY_INTERNAL

@@ -79,6 +79,19 @@ pub struct Args {
     /// status-updater does where its node dir is the nodes' disk.
     #[arg(long, env = "FAKEGPU_WRITE_NODE_FILES")]
     pub write_node_files: bool,
+    /// Node-local mode: serve the fake kubelet podresources socket and the sysfs NUMA tree for
+    /// the node (upstream's `POD_RESOURCES_ENABLED`; `crate::podresources_server`).
+    #[arg(long = "pod-resources", env = "POD_RESOURCES_ENABLED", default_value_t = false)]
+    pub pod_resources: bool,
+    /// The podresources socket.
+    #[arg(long, env = "POD_RESOURCES_SOCKET", default_value = crate::podresources_server::DEFAULT_SOCKET)]
+    pub pod_resources_socket: PathBuf,
+    /// The root of the fake sysfs tree (`<root>/devices/system/node/node<z>/cpulist`).
+    #[arg(long, env = "POD_RESOURCES_SYS_ROOT", default_value = crate::podresources_server::DEFAULT_SYS_ROOT)]
+    pub pod_resources_sys_root: PathBuf,
+    /// How often the podresources answer is rebuilt, seconds (upstream: ≤ 10).
+    #[arg(long, env = "POD_RESOURCES_SECONDS", default_value_t = 5)]
+    pub pod_resources_seconds: u64,
     /// Gzip scrapes (Prometheus) are served from a body rendered ahead of the scraper's next
     /// request while it is at most this old, milliseconds (docs/metrics.md).
     #[arg(long, env = "METRICS_GZIP_MAX_AGE_MS", default_value_t = 5000)]
@@ -386,6 +399,26 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let client = args.topology.client().await?;
     let namespace = args.topology.namespace();
+    if args.pod_resources {
+        let Some(node) = args.node.clone() else { anyhow::bail!("--pod-resources needs node-local mode (--node)") };
+        let (tx, rx) = tokio::sync::watch::channel(Default::default());
+        let socket = args.pod_resources_socket.clone();
+        tracing::info!(socket = %socket.display(), sys_root = %args.pod_resources_sys_root.display(), "serving podresources");
+        tokio::spawn(async move {
+            if let Err(e) = crate::podresources_server::serve(&socket, rx, std::future::pending()).await {
+                tracing::error!("podresources socket: {e}");
+            }
+        });
+        let reconciler = crate::podresources_server::Reconciler::new(
+            client.clone(),
+            namespace.clone(),
+            args.topology.topology_cm.clone(),
+            node,
+            args.pod_resources_sys_root.clone(),
+            tx,
+        );
+        tokio::spawn(reconciler.run(Duration::from_secs(args.pod_resources_seconds.max(1))));
+    }
     let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
     let mut cfg = watcher::Config::default().labels(&format!("{NODE_TOPOLOGY_LABEL}=true"));
     if let Some(node) = &args.node {

@@ -112,6 +112,7 @@ fn node_spec(view: &NodeView) -> NodeSpec {
         gpu_count: view.gpus.len() as u32,
         driver_version: String::new(),
         cuda_driver_version: 0,
+        numa: None,
     }
 }
 
@@ -403,6 +404,7 @@ mod tests {
             gpu_count: 2,
             driver_version: String::new(),
             cuda_driver_version: 0,
+            numa: None,
         };
         e.upsert(busy.clone(), at(0));
         let mut want = NodeState::default();

@@ -1,7 +1,7 @@
 //! Device plugin decisions: which resources a node advertises under NVIDIA's MIG strategies,
 //! their device lists (UUIDs, health, NUMA node) and the preferred allocation. NUMA nodes are
-//! as the fake NVML reports them: the first half of a node's GPUs on NUMA node 0, the rest on
-//! NUMA node 1. On boards with two GPUs per board (`multi_gpu_board`) the pair (2k, 2k+1) is
+//! as the fake NVML reports them, from the node's layout (`NodeSpec::numa_placement`: the pool's
+//! `numa` zones, else the first half of the GPUs on node 0 and the rest on 1). On boards with two GPUs per board (`multi_gpu_board`) the pair (2k, 2k+1) is
 //! the closest NVLink neighbourhood. A MIG device has its parent GPU's health and NUMA node.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -14,15 +14,6 @@ use super::proto::deviceplugin::{Device, NumaNode, TopologyInfo};
 
 pub const HEALTHY: &str = "Healthy";
 pub const UNHEALTHY: &str = "Unhealthy";
-
-/// NUMA node of GPU `index` on a node of `count` GPUs (as nvml-shim's `Device::numa_node`).
-pub fn numa_node(index: u32, count: u32) -> u32 {
-    if count > 1 {
-        index * 2 / count
-    } else {
-        0
-    }
-}
 
 /// NVIDIA's device plugin MIG strategies (`--mig-strategy`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -122,7 +113,7 @@ pub fn devices_of(node: &SimulatedNode, live: &Live, strategy: MigStrategy, kind
 
 /// The ListAndWatch device list; `healthy[i]` is GPU i's health (missing = healthy).
 pub fn devices(node: &SimulatedNode, offered: &[NodeDevice], healthy: &[bool]) -> Vec<Device> {
-    let count = node.spec.gpu_count;
+    let numa = node.spec.numa_placement();
     offered
         .iter()
         .map(|d| {
@@ -130,7 +121,7 @@ pub fn devices(node: &SimulatedNode, offered: &[NodeDevice], healthy: &[bool]) -
             Device {
                 id: d.uuid().to_string(),
                 health: if healthy.get(parent as usize).copied().unwrap_or(true) { HEALTHY } else { UNHEALTHY }.into(),
-                topology: Some(TopologyInfo { nodes: vec![NumaNode { id: i64::from(numa_node(parent, count)) }] }),
+                topology: Some(TopologyInfo { nodes: vec![NumaNode { id: i64::from(numa.zone_of(parent)) }] }),
             }
         })
         .collect()
@@ -178,15 +169,16 @@ pub fn index_of(node: &SimulatedNode, id: &str) -> Option<u32> {
 /// leaving bigger free blocks whole), filling NVLink pairs before splitting one, then the rest by
 /// index. Unknown ids are ignored; the result is in index order.
 pub fn preferred(node: &SimulatedNode, available: &[String], must_include: &[String], size: usize) -> Vec<String> {
-    let count = node.spec.gpu_count;
+    let numa = node.spec.numa_placement();
+    let numa_node = |i: u32| numa.zone_of(i);
     let avail: BTreeSet<u32> = available.iter().filter_map(|id| index_of(node, id)).collect();
     let mut chosen: BTreeSet<u32> = must_include.iter().filter_map(|id| index_of(node, id)).collect();
     let need = size.saturating_sub(chosen.len());
     let free: Vec<u32> = avail.iter().copied().filter(|i| !chosen.contains(i)).collect();
-    let numa_nodes = if count > 1 { 2 } else { 1 };
-    let free_on = |n: u32| free.iter().filter(|i| numa_node(**i, count) == n).count();
+    let numa_nodes = numa.zones;
+    let free_on = |n: u32| free.iter().filter(|i| numa_node(**i) == n).count();
     let home: u32 = match chosen.iter().next() {
-        Some(first) => numa_node(*first, count),
+        Some(first) => numa_node(*first),
         None => (0..numa_nodes)
             .filter(|n| free_on(*n) >= need)
             .min_by_key(|n| (free_on(*n), *n))
@@ -197,7 +189,7 @@ pub fn preferred(node: &SimulatedNode, available: &[String], must_include: &[Str
     // Home NUMA first; within it, GPUs whose NVLink partner is also free (whole pairs) first
     // when an even count is wanted, so pairs are not split needlessly; then by index.
     let pairs = node.spec.profile.multi_gpu_board;
-    order.sort_by_key(|i| (numa_node(*i, count) != home, pairs && !(pair_free(*i) || chosen.contains(&(i ^ 1))), *i));
+    order.sort_by_key(|i| (numa_node(*i) != home, pairs && !(pair_free(*i) || chosen.contains(&(i ^ 1))), *i));
     for i in order.into_iter().take(need) {
         chosen.insert(i);
     }
@@ -243,6 +235,21 @@ mod tests {
         // more than a NUMA node holds spills over.
         let all = ids(&n, &[0, 1, 2, 3, 4, 5, 6, 7]);
         assert_eq!(preferred(&n, &all, &[], 6).len(), 6);
+    }
+
+    #[test]
+    fn a_numa_layout_moves_hints_and_preferences_to_its_zones() {
+        let mut spec = NodeSpec::builtin("h100", Some(8), "alloc-node").unwrap();
+        spec.numa = Some(fakegpu_model::numa::NumaLayout { zones: 4, gpus_per_zone: Some(vec![1, 3, 2, 2]), cpus_per_zone: None });
+        let n = SimulatedNode::new(spec);
+        let d = devices(&n, &resources(&n, &Live::idle(8), MigStrategy::None).unwrap()[&Kind::Gpu], &[]);
+        let zones: Vec<i64> = d.iter().map(|d| d.topology.as_ref().unwrap().nodes[0].id).collect();
+        assert_eq!(zones, vec![0, 1, 1, 1, 2, 2, 3, 3]);
+        // Two wanted: zone 2 (GPUs 4, 5) and 3 fit exactly; the lower one is taken, not the
+        // two-halves default's GPUs 0 and 1 across zones 0 and 1.
+        assert_eq!(preferred(&n, &ids(&n, &[0, 1, 2, 3, 4, 5, 6, 7]), &[], 2), ids(&n, &[4, 5]));
+        // Must-include GPU 7 keeps the other in zone 3.
+        assert_eq!(preferred(&n, &ids(&n, &[0, 1, 6, 7]), &ids(&n, &[7]), 2), ids(&n, &[6, 7]));
     }
 
     #[test]

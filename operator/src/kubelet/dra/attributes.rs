@@ -4,6 +4,12 @@
 //! are named `gpu-<uuid>` lower-case (as upstream fake-gpu-operator; docs/operator-interfaces.md
 //! §2); a MIG device after its parent as NVIDIA's driver does,
 //! `<parent>-mig-<GI profile id>-<placement start>-<placement size>`.
+//!
+//! On a node whose pool has a `numa` block, every device also carries [`NUMA_ATTRIBUTE`], the
+//! zone of its GPU (a MIG device its parent's) from the model's layout — the one the fake NVML,
+//! the NodeResourceTopology and podresources use. NVIDIA's driver publishes no NUMA attribute for
+//! GPUs (only a driver-local `numa` on its VFIO devices); the Kubernetes standard name lets a
+//! claim's `matchAttribute` line GPUs up with other drivers' devices (CPUs, NICs) of one zone.
 
 use std::collections::BTreeMap;
 
@@ -14,6 +20,9 @@ use k8s_openapi::api::resource::v1::{Device, DeviceAttribute, DeviceCapacity};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::kubelet::devices::{self, NodeDevice};
+
+/// Kubernetes' standard attribute for a device's NUMA node (an int), set only with a layout.
+pub const NUMA_ATTRIBUTE: &str = "resource.kubernetes.io/numaNode";
 
 /// `type` of a whole GPU and of a MIG device.
 pub const GPU_TYPE: &str = "gpu";
@@ -79,6 +88,9 @@ fn board_attributes(node: &SimulatedNode, gpu: &GpuIdentity, kind: &str) -> BTre
     attributes.insert("driverVersion".into(), version(semver(&spec.driver_version)));
     attributes.insert("cudaDriverVersion".into(), version(format!("{}.{}.0", cuda / 1000, (cuda % 1000) / 10)));
     attributes.insert("pcieBusID".into(), string(gpu.pci.bus_id_legacy().to_ascii_lowercase()));
+    if spec.numa.is_some() {
+        attributes.insert(NUMA_ATTRIBUTE.into(), int(i64::from(spec.numa_placement().zone_of(gpu.index))));
+    }
     attributes
 }
 
@@ -187,6 +199,27 @@ mod tests {
         assert_eq!(a["cudaDriverVersion"].version.as_deref(), Some("12.2.0"));
         assert_eq!(a["driverVersion"].version.as_deref(), Some("535.261.3"));
         assert!(a["pcieBusID"].string.as_deref().unwrap().starts_with("0000:"));
+    }
+
+    #[test]
+    fn numa_attribute_follows_the_layout_and_is_absent_without_one() {
+        let plain = SimulatedNode::new(NodeSpec::builtin("h100", Some(4), "n1").unwrap());
+        assert!(node_devices(&plain).iter().all(|d| !d.attributes.as_ref().unwrap().contains_key(NUMA_ATTRIBUTE)));
+        let mut spec = NodeSpec::builtin("h100", Some(6), "n1").unwrap();
+        spec.numa = Some(fakegpu_model::numa::NumaLayout { zones: 4, gpus_per_zone: None, cpus_per_zone: None });
+        let node = SimulatedNode::new(spec);
+        let zones: Vec<Option<i64>> = node_devices(&node).iter().map(|d| d.attributes.as_ref().unwrap()[NUMA_ATTRIBUTE].int).collect();
+        // 6 GPUs over 4 zones: 2, 2, 1, 1.
+        assert_eq!(zones, [0, 0, 1, 1, 2, 3].map(Some));
+        // A MIG device is in its parent's zone.
+        let mut spec = NodeSpec::builtin("h100", Some(4), "n1").unwrap();
+        spec.numa = Some(fakegpu_model::numa::NumaLayout { zones: 2, gpus_per_zone: Some(vec![1, 3]), cpus_per_zone: None });
+        let (mig_node, state) = crate::kubelet::devices::tests::node_with_mig("h100", 4, "n1", &[2], "all-1g.10gb");
+        let node = SimulatedNode::new(NodeSpec { numa: spec.numa.clone(), ..mig_node.spec.clone() });
+        let devices = pool_devices(&node, &state);
+        let mig = devices.iter().find(|d| d.attributes.as_ref().unwrap()["type"].string.as_deref() == Some(MIG_TYPE)).unwrap();
+        assert_eq!(mig.attributes.as_ref().unwrap()[NUMA_ATTRIBUTE].int, Some(1));
+        assert_eq!(devices[0].attributes.as_ref().unwrap()[NUMA_ATTRIBUTE].int, Some(0));
     }
 
     #[test]
