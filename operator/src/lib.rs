@@ -16,6 +16,7 @@ pub mod node_state;
 pub mod nrt;
 pub mod pod;
 pub mod resolve;
+pub mod resource_api;
 pub mod runai_rule;
 pub mod status_updater;
 pub mod topology;
