@@ -141,7 +141,8 @@ fn run_case(version: DraVersion, scheduler: Option<PathBuf>) {
         assert_eq!(spec["driver"], DRIVER);
         assert_eq!(spec["nodeName"], NODE);
         let devices = spec["devices"].as_array().unwrap();
-        let attrs = |d: &serde_json::Value| if version == DraVersion::V1beta1 { d["basic"]["attributes"].clone() } else { d["attributes"].clone() };
+        let attrs =
+            |d: &serde_json::Value| if version == DraVersion::V1beta1 { d["basic"]["attributes"].clone() } else { d["attributes"].clone() };
         let capacity =
             |d: &serde_json::Value| if version == DraVersion::V1beta1 { d["basic"]["capacity"].clone() } else { d["capacity"].clone() };
         let names: BTreeSet<String> = devices.iter().map(|d| d["name"].as_str().unwrap().to_string()).collect();
