@@ -16,7 +16,7 @@ use crate::{ClusterCommand, UpArgs};
 pub async fn run(cmd: ClusterCommand) -> anyhow::Result<i32> {
     let run_dir = crate::paths::run_dir();
     let res = match cmd {
-        ClusterCommand::Up(args) => up(&run_dir, args).await,
+        ClusterCommand::Up(args) => up(&run_dir, *args).await,
         ClusterCommand::Down => down(&run_dir),
         ClusterCommand::Env => env(&run_dir),
         ClusterCommand::Status => status(&run_dir).await,

@@ -25,7 +25,7 @@ pub use error::ClusterError;
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum ClusterCommand {
     /// Start the control plane and create KWOK nodes; returns once everything is Ready.
-    Up(UpArgs),
+    Up(Box<UpArgs>),
     /// Stop the processes `up` started and remove the run directory.
     Down,
     /// Print shell exports (KUBECONFIG, PATH with the built kubectl and helm).

@@ -111,7 +111,7 @@ fn run_case(version: DraVersion, scheduler: Option<PathBuf>) {
         scheduler_bin: scheduler.clone(),
         scheduler_args,
     };
-    assert_eq!(fakegpu_cluster::run(ClusterCommand::Up(up)).expect("cluster up"), 0, "cluster up");
+    assert_eq!(fakegpu_cluster::run(ClusterCommand::Up(Box::new(up))).expect("cluster up"), 0, "cluster up");
     let kubeconfig = fakegpu_cluster::paths::kubeconfig_in(&run_dir);
 
     // The plugin as the chart runs it (its own process, discovering the version itself).
