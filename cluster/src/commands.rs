@@ -16,7 +16,7 @@ use crate::{ClusterCommand, UpArgs};
 pub async fn run(cmd: ClusterCommand) -> anyhow::Result<i32> {
     let run_dir = crate::paths::run_dir();
     let res = match cmd {
-        ClusterCommand::Up(args) => up(&run_dir, args).await,
+        ClusterCommand::Up(args) => up(&run_dir, *args).await,
         ClusterCommand::Down => down(&run_dir),
         ClusterCommand::Env => env(&run_dir),
         ClusterCommand::Status => status(&run_dir).await,
@@ -32,6 +32,11 @@ pub async fn run(cmd: ClusterCommand) -> anyhow::Result<i32> {
 }
 
 fn validate(args: &UpArgs) -> Result<()> {
+    if args.real_node && args.runtime_config.as_deref().is_some_and(components::disables_dra_v1) {
+        return Err(ClusterError::InvalidArgument(
+            "--real-node needs the Node authorizer, which needs resource.k8s.io/v1: do not disable it with --runtime-config".into(),
+        ));
+    }
     let label_ok = |v: &str| {
         !v.is_empty()
             && v.len() <= 40
@@ -236,6 +241,16 @@ async fn start_all(
         let log = std::path::absolute(log).map_err(ClusterError::io(format!("resolving {}", log.display())))?;
         api_args.extend(components::apiserver_audit(&policy, &log));
     }
+    if let Some(rc) = &args.runtime_config {
+        api_args.push(format!("--runtime-config={rc}"));
+        if components::disables_dra_v1(rc) {
+            // The Node authorizer's graph watches resource.k8s.io/v1 ResourceSlices and the API
+            // server never turns ready while that informer cannot sync; with no kubelet
+            // (KWOK nodes only) RBAC alone authorizes everything the cluster needs.
+            api_args.retain(|a| !a.starts_with("--authorization-mode="));
+            api_args.push("--authorization-mode=RBAC".into());
+        }
+    }
     let api = s.spawn(run_dir, "kube-apiserver", api_args)?;
     let admin = crate::kubeconfig::client_config(&kc).await?;
     let client = kube::Client::try_from(admin.clone())?;
@@ -250,7 +265,10 @@ async fn start_all(
     let cm_certs = run_dir.join("certs/controller-manager");
     let sched_certs = run_dir.join("certs/scheduler");
     let kcm = s.spawn(run_dir, "kube-controller-manager", components::controller_manager(&kc, &pki, &ports, &cm_certs))?;
-    let sched = s.spawn(run_dir, "kube-scheduler", components::scheduler(&kc, &ports, &sched_certs))?;
+    let mut sched_args = components::scheduler(&kc, &ports, &sched_certs);
+    sched_args.extend(args.scheduler_args.iter().cloned());
+    let sched_bin = args.scheduler_bin.clone().unwrap_or_else(|| s.state.bin_dir.join("kube-scheduler"));
+    let sched = s.spawn_binary(run_dir, "kube-scheduler", sched_bin, sched_args, &[])?;
     let kwok = s.spawn(run_dir, "kwok", components::kwok(&kc, &stages, &ports))?;
 
     for (i, port) in [(sched, ports.scheduler), (kcm, ports.controller_manager)] {

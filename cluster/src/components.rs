@@ -93,6 +93,13 @@ pub fn apiserver(pki: &Pki, p: &Ports) -> Vec<String> {
     ]
 }
 
+/// Whether a `--runtime-config` value switches `resource.k8s.io/v1` off (`resource.k8s.io/v1=false`).
+pub fn disables_dra_v1(runtime_config: &str) -> bool {
+    runtime_config
+        .split(',')
+        .any(|kv| matches!(kv.trim().split_once('='), Some(("resource.k8s.io/v1", v)) if v.eq_ignore_ascii_case("false")))
+}
+
 /// An audit policy that records every request's metadata (who, verb, resource, user agent) once,
 /// when its response is complete.
 pub const AUDIT_POLICY: &str =
@@ -173,3 +180,15 @@ pub fn kwok(kubeconfig: &Path, stages: &Path, p: &Ports) -> Vec<String> {
 
 /// The stage file kwok needs (it exits with "no stages found" without one).
 pub const KWOK_STAGES: &str = include_str!("kwok-stages.yaml");
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn runtime_config_that_disables_dra_v1() {
+        assert!(super::disables_dra_v1("resource.k8s.io/v1=false,resource.k8s.io/v1beta2=true"));
+        assert!(super::disables_dra_v1("resource.k8s.io/v1beta1=true, resource.k8s.io/v1=false"));
+        assert!(!super::disables_dra_v1("resource.k8s.io/v1beta1=false"));
+        assert!(!super::disables_dra_v1("resource.k8s.io/v1=true"));
+        assert!(!super::disables_dra_v1("api/all=true"));
+    }
+}

@@ -25,7 +25,7 @@ pub use error::ClusterError;
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum ClusterCommand {
     /// Start the control plane and create KWOK nodes; returns once everything is Ready.
-    Up(UpArgs),
+    Up(Box<UpArgs>),
     /// Stop the processes `up` started and remove the run directory.
     Down,
     /// Print shell exports (KUBECONFIG, PATH with the built kubectl and helm).
@@ -76,6 +76,18 @@ pub struct UpArgs {
     /// what each client (its User-Agent) asked for, e.g. for scripts/bench-operator.sh.
     #[arg(long)]
     pub audit_log: Option<std::path::PathBuf>,
+    /// Passed to kube-apiserver as `--runtime-config`, e.g.
+    /// `resource.k8s.io/v1=false,resource.k8s.io/v1beta2=true` to serve DRA only in an older
+    /// version (docs/cluster.md).
+    #[arg(long)]
+    pub runtime_config: Option<String>,
+    /// Run this kube-scheduler binary instead of the one in the bin dir (e.g. an older release
+    /// from tests/cluster/build-legacy.sh, which allocates DRA claims through v1beta1).
+    #[arg(long)]
+    pub scheduler_bin: Option<std::path::PathBuf>,
+    /// Extra kube-scheduler flag (repeatable), e.g. `--scheduler-arg=--feature-gates=DynamicResourceAllocation=true`.
+    #[arg(long = "scheduler-arg", allow_hyphen_values = true)]
+    pub scheduler_args: Vec<String>,
 }
 
 /// Runs one `fakegpu cluster` subcommand and returns the process exit code.

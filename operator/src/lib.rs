@@ -17,6 +17,7 @@ pub mod nrt;
 pub mod pod;
 pub mod podresources_server;
 pub mod resolve;
+pub mod resource_api;
 pub mod runai_rule;
 pub mod status_updater;
 pub mod topology;

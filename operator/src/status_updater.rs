@@ -343,10 +343,11 @@ async fn watch_pods(client: Client, tx: mpsc::Sender<Msg>) {
     }
 }
 
+/// Claims in the `resource.k8s.io` version the API server serves.
 async fn watch_claims(client: Client, tx: mpsc::Sender<Msg>) {
     use k8s_openapi::api::resource::v1::ResourceClaim;
-    let api: Api<ResourceClaim> = Api::all(client);
-    let mut s = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
+    let dra = crate::resource_api::DraApi::new_or_v1(client).await;
+    let mut s = dra.watch::<ResourceClaim>(watcher::Config::default()).default_backoff().boxed();
     while let Some(ev) = s.next().await {
         let msg = match ev {
             Ok(WEvent::Apply(c) | WEvent::InitApply(c)) => {

@@ -22,6 +22,7 @@ const TEST: &str = "compute-domain-bench";
 async fn hundred_domains_x_4_nodes_to_ready() {
     let Some(cluster) = cluster_or_skip(TEST).await else { return };
     let client = cluster.client.clone();
+    let dra = fake_gpu_operator::resource_api::DraApi::new(client.clone()).await.unwrap();
     let domains_n: usize = std::env::var("BENCH_DOMAINS").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
     crds::install(&client).await.unwrap();
     let ns = cluster.namespace("cd-bench").await;
@@ -33,8 +34,8 @@ async fn hundred_domains_x_4_nodes_to_ready() {
         nodes.create(&PostParams::default(), &test_node(n, TEST, &[(PROFILE_LABEL, "gb200"), (GPU_COUNT_LABEL, "4")])).await.unwrap();
         ns.track::<Node>(n);
     }
-    kwok::ensure_device_classes(&client).await.unwrap();
-    kwok::sync_once(&client, None, channels::DEFAULT_CHANNELS).await.unwrap();
+    kwok::ensure_device_classes(&dra).await.unwrap();
+    kwok::sync_once(&dra, None, channels::DEFAULT_CHANNELS).await.unwrap();
     // The pool must be visible to the scheduler before the first pod.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let ctl = tokio::spawn(controller::run(client.clone(), Duration::from_secs(30), Duration::from_millis(100)));
@@ -89,7 +90,7 @@ async fn hundred_domains_x_4_nodes_to_ready() {
         created.as_secs_f64(),
         all_ready.as_secs_f64()
     );
-    let again = controller::pass(&client).await.unwrap();
+    let again = controller::pass(&dra).await.unwrap();
     println!("a full pass over the settled state: {} writes in {} ms", again.writes, again.took.as_millis());
 
     // Clean up while the controller runs (finalizers).

@@ -97,6 +97,7 @@ async fn wait_status(api: &Api<ComputeDomain>, name: &str, what: &str, cond: imp
 async fn compute_domains_on_kwok_nodes() {
     let Some(cluster) = cluster_or_skip(TEST).await else { return };
     let client = cluster.client.clone();
+    let dra = fake_gpu_operator::resource_api::DraApi::new(client.clone()).await.unwrap();
     apply_crds(&client).await;
     let ns = cluster.namespace("cd-e2e").await;
     let nodes: Api<Node> = Api::all(client.clone());
@@ -126,10 +127,10 @@ async fn compute_domains_on_kwok_nodes() {
     assert_ne!(model_clique(&b[1]), model_clique(&b[2]), "b-017 and b-018 are in different cliques");
 
     // The KWOK plugin: DeviceClasses and every channel of every KWOK GPU node.
-    kwok::ensure_device_classes(&client).await.unwrap();
-    let first = kwok::sync_once(&client, None, channels::DEFAULT_CHANNELS).await.unwrap();
+    kwok::ensure_device_classes(&dra).await.unwrap();
+    let first = kwok::sync_once(&dra, None, channels::DEFAULT_CHANNELS).await.unwrap();
     assert!(first.nodes >= 8);
-    assert_eq!(kwok::sync_once(&client, None, channels::DEFAULT_CHANNELS).await.unwrap().writes, 0, "unchanged resync writes nothing");
+    assert_eq!(kwok::sync_once(&dra, None, channels::DEFAULT_CHANNELS).await.unwrap().writes, 0, "unchanged resync writes nothing");
     let slices: Api<ResourceSlice> = Api::all(client.clone());
     let mine = slices.list(&ListParams::default().fields(&format!("spec.driver={DRIVER},spec.nodeName={}", a[0]))).await.unwrap().items;
     let devices: Vec<_> = mine.iter().flat_map(|s| s.spec.devices.iter().flatten()).collect();
@@ -229,7 +230,7 @@ async fn compute_domains_on_kwok_nodes() {
     let _ = ctl.await;
     let before: Vec<_> =
         domains.list(&ListParams::default()).await.unwrap().items.into_iter().map(|d| d.metadata.resource_version).collect();
-    let report = controller::pass(&client).await.unwrap();
+    let report = controller::pass(&dra).await.unwrap();
     assert_eq!(report.writes, 0, "a restarted controller changes nothing");
     let after: Vec<_> =
         domains.list(&ListParams::default()).await.unwrap().items.into_iter().map(|d| d.metadata.resource_version).collect();

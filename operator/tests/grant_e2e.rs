@@ -238,8 +238,9 @@ async fn dra_claim_device_is_what_the_topology_and_metrics_record() {
     let (node, _files, model) = op.pool_node(&ns).await;
 
     // The node's GPUs as DRA devices, from the node config the status-updater wrote.
-    publish::ensure_device_class(&ns.client).await.expect("DeviceClass");
-    publish::publish_node(&ns.client, &node, attributes::node_devices(&model)).await.expect("ResourceSlice");
+    let dra = fake_gpu_operator::resource_api::DraApi::new(ns.client.clone()).await.expect("DRA version discovery");
+    publish::ensure_device_class(&dra).await.expect("DeviceClass");
+    publish::publish_node(&dra, &node, attributes::node_devices(&model)).await.expect("ResourceSlice");
 
     let templates: Api<ResourceClaimTemplate> = ns.api();
     let template: ResourceClaimTemplate = serde_json::from_value(json!({

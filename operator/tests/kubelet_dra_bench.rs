@@ -18,6 +18,7 @@ const TEST: &str = "kubelet-dra-bench";
 async fn publish_1000_nodes_x_8_gpus() {
     let Some(cluster) = cluster_or_skip(TEST).await else { return };
     let client = cluster.client.clone();
+    let dra = fake_gpu_operator::resource_api::DraApi::new(client.clone()).await.unwrap();
     let n: usize = std::env::var("BENCH_NODES").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
     let nodes: Api<Node> = Api::all(client.clone());
     let names: Vec<String> = (0..n).map(|i| format!("dra-bench-{i:04}")).collect();
@@ -37,11 +38,11 @@ async fn publish_1000_nodes_x_8_gpus() {
     .await
     .unwrap();
     println!("created {n} nodes in {:.1}s", t.elapsed().as_secs_f64());
-    publish::ensure_device_class(&client).await.unwrap();
+    publish::ensure_device_class(&dra).await.unwrap();
 
-    let first = kwok::sync_once(&client, &kwok::Source::default()).await.unwrap();
+    let first = kwok::sync_once(&dra, &kwok::Source::default()).await.unwrap();
     println!("publish: nodes={} writes={} took={:.2}s", first.nodes, first.writes, first.took.as_secs_f64());
-    let second = kwok::sync_once(&client, &kwok::Source::default()).await.unwrap();
+    let second = kwok::sync_once(&dra, &kwok::Source::default()).await.unwrap();
     println!("resync (no change): nodes={} writes={} took={:.2}s", second.nodes, second.writes, second.took.as_secs_f64());
     let slices: Api<ResourceSlice> = Api::all(client.clone());
     let count = slices
@@ -65,5 +66,5 @@ async fn publish_1000_nodes_x_8_gpus() {
     .try_collect::<Vec<_>>()
     .await
     .unwrap();
-    kwok::sync_once(&client, &kwok::Source::default()).await.unwrap();
+    kwok::sync_once(&dra, &kwok::Source::default()).await.unwrap();
 }

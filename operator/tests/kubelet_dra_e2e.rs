@@ -91,6 +91,7 @@ fn claim_of(p: &Pod) -> Option<String> {
 async fn slices_accepted_and_scheduler_allocates_model_uuids() {
     let Some(cluster) = cluster_or_skip(TEST).await else { return };
     let client = cluster.client.clone();
+    let dra = fake_gpu_operator::resource_api::DraApi::new(client.clone()).await.unwrap();
     let ns = cluster.namespace("dra-e2e").await;
     let nodes: Api<Node> = Api::all(client.clone());
     let slices: Api<ResourceSlice> = Api::all(client.clone());
@@ -108,11 +109,11 @@ async fn slices_accepted_and_scheduler_allocates_model_uuids() {
         names.push(kwok_name(i));
     }
 
-    publish::ensure_device_class(&client).await.unwrap();
+    publish::ensure_device_class(&dra).await.unwrap();
     // Node-local publisher (what dra-plugin does at start).
     let local = SimulatedNode::new(NodeSpec::builtin("h100", Some(8), LOCAL).unwrap());
-    assert_eq!(publish::publish_node(&client, LOCAL, attributes::node_devices(&local)).await.unwrap(), 1);
-    assert_eq!(publish::publish_node(&client, LOCAL, attributes::node_devices(&local)).await.unwrap(), 0, "no change, no write");
+    assert_eq!(publish::publish_node(&dra, LOCAL, attributes::node_devices(&local)).await.unwrap(), 1);
+    assert_eq!(publish::publish_node(&dra, LOCAL, attributes::node_devices(&local)).await.unwrap(), 0, "no change, no write");
     let local_slices = slices.list(&ListParams::default().fields(&format!("spec.nodeName={LOCAL}"))).await.unwrap().items;
     assert_eq!(local_slices.len(), 1);
     let owner = &local_slices[0].metadata.owner_references.as_ref().unwrap()[0];
@@ -120,9 +121,9 @@ async fn slices_accepted_and_scheduler_allocates_model_uuids() {
     assert_eq!(local_slices[0].spec.devices.as_ref().unwrap().len(), 8);
 
     // Central KWOK publisher: every KWOK node's pool, then a resync that writes nothing.
-    let first = kwok::sync_once(&client, &kwok::Source::default()).await.unwrap();
+    let first = kwok::sync_once(&dra, &kwok::Source::default()).await.unwrap();
     assert!(first.nodes >= KWOK_NODES);
-    let second = kwok::sync_once(&client, &kwok::Source::default()).await.unwrap();
+    let second = kwok::sync_once(&dra, &kwok::Source::default()).await.unwrap();
     assert_eq!(second.writes, 0, "unchanged resync must not write");
     for i in [0usize, 1, 99] {
         let (profile, gpus) = kwok_profile(i);
@@ -201,7 +202,7 @@ async fn slices_accepted_and_scheduler_allocates_model_uuids() {
     for n in &names {
         let _ = nodes.delete(n, &DeleteParams::default()).await;
     }
-    kwok::sync_once(&client, &kwok::Source::default()).await.unwrap();
+    kwok::sync_once(&dra, &kwok::Source::default()).await.unwrap();
     let left = slices.list(&ListParams::default().fields(&format!("spec.driver={DRIVER}"))).await.unwrap().items;
     let ours: Vec<_> = left.iter().filter(|s| s.spec.node_name.as_deref().is_some_and(|n| n.starts_with("dra-e2e-"))).collect();
     assert!(ours.is_empty(), "slices of deleted nodes remain: {}", ours.len());
@@ -213,12 +214,13 @@ const MIG_NODE: &str = "mig-e2e-node";
 async fn mig_slices_accepted_and_claims_select_by_profile() {
     let Some(cluster) = cluster_or_skip(TEST).await else { return };
     let client = cluster.client.clone();
+    let dra = fake_gpu_operator::resource_api::DraApi::new(client.clone()).await.unwrap();
     let ns = cluster.namespace("dra-e2e-mig").await;
     let nodes: Api<Node> = Api::all(client.clone());
     let slices: Api<ResourceSlice> = Api::all(client.clone());
     let _ = nodes.delete(MIG_NODE, &DeleteParams::default()).await;
     nodes.create(&PostParams::default(), &test_node(MIG_NODE, TEST, &[])).await.unwrap();
-    publish::ensure_device_class(&client).await.unwrap();
+    publish::ensure_device_class(&dra).await.unwrap();
 
     // GPU 0 as seven 1g.10gb, GPU 1 as two 3g.40gb (every GPU partitioned, so no whole-GPU
     // claim of the other test lands here).
@@ -229,8 +231,8 @@ async fn mig_slices_accepted_and_claims_select_by_profile() {
         state.gpus.insert(gpu.to_string(), fakegpu_model::state::GpuState { mig: layout, ..Default::default() });
     }
     let devices = attributes::pool_devices(&node, &state);
-    assert_eq!(publish::publish_node(&client, MIG_NODE, devices.clone()).await.unwrap(), 1);
-    assert_eq!(publish::publish_node(&client, MIG_NODE, devices.clone()).await.unwrap(), 0, "no change, no write");
+    assert_eq!(publish::publish_node(&dra, MIG_NODE, devices.clone()).await.unwrap(), 1);
+    assert_eq!(publish::publish_node(&dra, MIG_NODE, devices.clone()).await.unwrap(), 0, "no change, no write");
     let s = slices.list(&ListParams::default().fields(&format!("spec.nodeName={MIG_NODE}"))).await.unwrap().items;
     assert_eq!(s.len(), 1);
     let stored = s[0].spec.devices.clone().unwrap();

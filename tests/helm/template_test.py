@@ -28,8 +28,10 @@ def check(name, ok, detail=""):
         print(f"FAIL {name} {detail}")
 
 
-def render(ns="gpu-operator", values=(), sets=(), release="fgo"):
+def render(ns="gpu-operator", values=(), sets=(), release="fgo", api_versions=()):
     cmd = [HELM, "template", release, CHART, "-n", ns]
+    for a in api_versions:
+        cmd += ["--api-versions", a]
     for v in values:
         cmd += ["-f", os.path.join(HERE, "values", v)]
     for s in sets:
@@ -228,6 +230,21 @@ check("compute domains: controller, KWOK plugin, node plugin, DeviceClasses",
        ("DaemonSet", "fgo-fake-gpu-operator-compute-domain-kubeletplugin"), ("DeviceClass", "compute-domain-default-channel.nvidia.com"),
        ("DeviceClass", "compute-domain-daemon.nvidia.com")} <= names, str(sorted(names)))
 cd_deploys, cd_dsets = by_kind(docs, "Deployment"), by_kind(docs, "DaemonSet")
+
+# DRA objects in the highest resource.k8s.io version the API server serves: what a live install
+# sees as "<group>/<version>/DeviceClass"; offline (helm's built-in versions only) v1.
+DRA_CLASSES = {"gpu.nvidia.com", "mig.nvidia.com", "compute-domain-default-channel.nvidia.com", "compute-domain-daemon.nvidia.com"}
+for served, want in [((), "v1"), (("v1", "v1beta2", "v1beta1"), "v1"), (("v1beta2", "v1beta1"), "v1beta2"), (("v1beta1",), "v1beta1")]:
+    vdocs = render(values=["upstream-e2e.yaml"], sets=["computeDomainController.enabled=true"],
+                   api_versions=[f"resource.k8s.io/{v}/DeviceClass" for v in served])
+    vclasses = by_kind(vdocs, "DeviceClass")
+    versions = {d["apiVersion"] for d in vclasses.values()}
+    check(f"DeviceClasses in resource.k8s.io/{want} when the server serves {served or 'only what helm knows'}",
+          set(vclasses) == DRA_CLASSES and versions == {f"resource.k8s.io/{want}"}, f"{sorted(vclasses)} {versions}")
+    # The selectors are the same in every version (DeviceClassSpec has one shape in v1beta1, v1beta2 and v1).
+    check(f"DeviceClass selector unchanged in {want}",
+          vclasses["gpu.nvidia.com"]["spec"]["selectors"][0]["cel"]["expression"]
+          == "device.driver == 'gpu.nvidia.com' && device.attributes['gpu.nvidia.com'].type == 'gpu'")
 for name, arg in [("computedomain-controller", "compute-domain-controller"), ("kwok-compute-domain-dra-plugin", "kwok-compute-domain-dra-plugin")]:
     spec = cd_deploys[name]["spec"]["template"]["spec"]
     check(f"{name}: runs {arg}, non-root", spec["containers"][0]["args"] == [arg] and spec["securityContext"]["runAsNonRoot"] is True)

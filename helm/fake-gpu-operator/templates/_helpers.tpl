@@ -237,3 +237,26 @@ subjects:
 {{- define "fgo.nodeDir" -}}
 /var/lib/fake-gpu-operator/nodes
 {{- end -}}
+
+{{/*
+The resource.k8s.io version DRA objects are rendered in: the highest the API server serves (v1,
+else v1beta2, else v1beta1), as the operator's components choose at run time (docs/kubelet-plugins.md).
+A live install knows the served kinds ("resource.k8s.io/v1beta1/DeviceClass"); `helm template`
+knows only helm's built-in group/versions (which include v1) unless given
+`--api-versions resource.k8s.io/<version>/DeviceClass`, so kinds decide first.
+*/}}
+{{- define "fgo.draApiVersion" -}}
+{{- $caps := .Capabilities.APIVersions -}}
+{{- $chosen := "" -}}
+{{- range list "v1" "v1beta2" "v1beta1" -}}
+{{- if and (not $chosen) ($caps.Has (printf "resource.k8s.io/%s/DeviceClass" .)) -}}
+{{- $chosen = . -}}
+{{- end -}}
+{{- end -}}
+{{- range list "v1" "v1beta2" "v1beta1" -}}
+{{- if and (not $chosen) ($caps.Has (printf "resource.k8s.io/%s" .)) -}}
+{{- $chosen = . -}}
+{{- end -}}
+{{- end -}}
+resource.k8s.io/{{ $chosen | default "v1" }}
+{{- end -}}

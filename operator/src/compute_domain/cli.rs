@@ -86,7 +86,7 @@ pub fn controller(args: ControllerArgs) -> anyhow::Result<()> {
             super::crds::install(&client).await.map_err(anyhow::Error::msg)?;
         }
         if args.once {
-            let r = controller::pass(&client).await?;
+            let r = controller::pass(&crate::resource_api::DraApi::new(client.clone()).await?).await?;
             println!("domains={} writes={} ms={}", r.domains, r.writes, r.took.as_millis());
             return Ok(());
         }
@@ -102,8 +102,9 @@ pub fn kwok_plugin(args: KwokPluginArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         let client = args.api.client().await?;
         if args.once {
-            kwok::ensure_device_classes(&client).await?;
-            let r = kwok::sync_once(&client, args.default_profile.as_deref(), args.channels).await?;
+            let dra = crate::resource_api::DraApi::new(client.clone()).await?;
+            kwok::ensure_device_classes(&dra).await?;
+            let r = kwok::sync_once(&dra, args.default_profile.as_deref(), args.channels).await?;
             println!("nodes={} writes={} ms={}", r.nodes, r.writes, r.took.as_millis());
             return Ok(());
         }
@@ -124,8 +125,9 @@ pub fn node_plugin(args: NodePluginArgs) -> anyhow::Result<()> {
         let clique = fakegpu_model::fabric::clique_for_node(&node.spec.profile, node.spec.gpu_count, &name).map(|c| c.label());
         let dirs = args.node.dirs();
         let (paths, _) = plugin::paths(&dirs, &args.cdi_root);
-        let service = plugin::ChannelService::new(&name, args.channels, &dirs, &args.cdi_root, Arc::new(ApiClaims(client.clone())))?;
-        if let Err(e) = kwok::ensure_device_classes(&client).await {
+        let dra = crate::resource_api::DraApi::new_or_v1(client.clone()).await;
+        let service = plugin::ChannelService::new(&name, args.channels, &dirs, &args.cdi_root, Arc::new(ApiClaims(dra.clone())))?;
+        if let Err(e) = kwok::ensure_device_classes(&dra).await {
             tracing::warn!("DeviceClasses: {e}");
         }
         let devices = channels::pool_devices(args.channels, clique.as_deref());
@@ -134,9 +136,9 @@ pub fn node_plugin(args: NodePluginArgs) -> anyhow::Result<()> {
             loop {
                 let published = async {
                     let node = kube::Api::<k8s_openapi::api::core::v1::Node>::all(client.clone()).get(&name).await?;
-                    let existing = publish::list_driver_pools(&client, DRIVER, Some(&name)).await?;
+                    let existing = publish::list_driver_pools(&dra, DRIVER, Some(&name)).await?;
                     let wanted = vec![(name.clone(), devices.clone(), publish::node_owner(&node))];
-                    let writes = publish::sync_driver_pools(&client, DRIVER, wanted, &existing, "node").await?;
+                    let writes = publish::sync_driver_pools(&dra, DRIVER, wanted, &existing, "node").await?;
                     Ok::<_, kube::Error>(writes)
                 };
                 match published.await {

@@ -11,10 +11,12 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::resource::v1::{ResourceClaim, ResourceClaimTemplate};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::watcher;
 use kube::Client;
 use serde_json::json;
+
+use crate::resource_api::{DraApi, DraKind};
 
 use super::reconcile::{node_facts, plan, Action};
 use super::types::ComputeDomain;
@@ -31,14 +33,15 @@ pub struct PassReport {
     pub took: Duration,
 }
 
-/// One full pass: list, plan, write.
-pub async fn pass(client: &Client) -> Result<PassReport, kube::Error> {
+/// One full pass: list, plan, write. Templates and claims in the `resource.k8s.io` version the
+/// API server serves.
+pub async fn pass(dra: &DraApi) -> Result<PassReport, kube::Error> {
     let start = Instant::now();
+    let client = dra.client();
     let lp = ListParams::default();
     let domains = Api::<ComputeDomain>::all(client.clone()).list(&lp).await?.items;
-    let templates =
-        Api::<ResourceClaimTemplate>::all(client.clone()).list(&ListParams::default().labels(TEMPLATE_DOMAIN_LABEL)).await?.items;
-    let claims = Api::<ResourceClaim>::all(client.clone()).list(&ListParams::default().labels(CLAIM_DOMAIN_LABEL)).await?.items;
+    let templates = dra.list::<ResourceClaimTemplate>(None, &ListParams::default().labels(TEMPLATE_DOMAIN_LABEL)).await?;
+    let claims = dra.list::<ResourceClaim>(None, &ListParams::default().labels(CLAIM_DOMAIN_LABEL)).await?;
     let nodes = Api::<Node>::all(client.clone()).list(&lp).await?.items;
     let facts = nodes.iter().filter_map(|n| Some((n.metadata.name.clone()?, node_facts(n)))).collect::<BTreeMap<_, _>>();
     let now = Time(k8s_openapi::jiff::Timestamp::now());
@@ -51,10 +54,10 @@ pub async fn pass(client: &Client) -> Result<PassReport, kube::Error> {
         per_domain.entry(key(&a)).or_default().push(a);
     }
     futures::stream::iter(per_domain.into_values().map(|list| {
-        let client = client.clone();
+        let dra = dra.clone();
         async move {
             for a in list {
-                apply(&client, a).await?;
+                apply(&dra, a).await?;
             }
             Ok::<_, kube::Error>(())
         }
@@ -81,7 +84,8 @@ fn gone(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
 }
 
-async fn apply(client: &Client, action: Action) -> Result<(), kube::Error> {
+async fn apply(dra: &DraApi, action: Action) -> Result<(), kube::Error> {
+    let client = dra.client();
     let pp = PatchParams::default();
     let result = match action {
         Action::AddFinalizer { namespace, name } => {
@@ -96,20 +100,14 @@ async fn apply(client: &Client, action: Action) -> Result<(), kube::Error> {
             let domains: Api<ComputeDomain> = Api::namespaced(client.clone(), &namespace);
             remove_finalizer(&domains, &name).await
         }
-        Action::CreateTemplate(t) => {
-            let api: Api<ResourceClaimTemplate> = Api::namespaced(client.clone(), t.metadata.namespace.as_deref().unwrap_or_default());
-            match api.create(&PostParams::default(), &t).await {
-                Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-                r => r.map(|_| ()),
-            }
-        }
-        Action::DeleteTemplate { namespace, name } => {
-            let api: Api<ResourceClaimTemplate> = Api::namespaced(client.clone(), &namespace);
-            match remove_finalizer(&api, &name).await {
-                Ok(()) => api.delete(&name, &DeleteParams::background()).await.map(|_| ()),
-                Err(e) => Err(e),
-            }
-        }
+        Action::CreateTemplate(t) => match dra.create(t.metadata.namespace.as_deref(), &*t).await {
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+            r => r.map(|_| ()),
+        },
+        Action::DeleteTemplate { namespace, name } => match remove_template_finalizer(dra, &namespace, &name).await {
+            Ok(()) => dra.delete(DraKind::ResourceClaimTemplate, Some(&namespace), &name, &DeleteParams::background()).await,
+            Err(e) => Err(e),
+        },
         Action::WriteStatus { namespace, name, status } => {
             let domains: Api<ComputeDomain> = Api::namespaced(client.clone(), &namespace);
             domains.patch_status(&name, &pp, &Patch::Merge(&json!({"status": status}))).await.map(|_| ())
@@ -137,13 +135,25 @@ where
     api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ())
 }
 
-fn spawn_watch<K>(api: Api<K>, config: watcher::Config, notify: std::sync::Arc<tokio::sync::Notify>)
+/// [`remove_finalizer`] for a template, in the served `resource.k8s.io` version.
+async fn remove_template_finalizer(dra: &DraApi, namespace: &str, name: &str) -> Result<(), kube::Error> {
+    let current: ResourceClaimTemplate = dra.get(Some(namespace), name).await?;
+    let finalizers = current.metadata.finalizers.clone().unwrap_or_default();
+    if !finalizers.iter().any(|f| f == FINALIZER) {
+        return Ok(());
+    }
+    let kept: Vec<String> = finalizers.into_iter().filter(|f| f != FINALIZER).collect();
+    let patch = json!({"metadata": {"finalizers": kept, "resourceVersion": current.metadata.resource_version}});
+    dra.merge::<ResourceClaimTemplate>(Some(namespace), name, &patch).await.map(|_| ())
+}
+
+fn spawn_watch<K, S>(events: S, notify: std::sync::Arc<tokio::sync::Notify>)
 where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
-    K::DynamicType: Default,
+    K: Send + 'static,
+    S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
 {
     tokio::spawn(async move {
-        let mut events = watcher(api, config).boxed();
+        let mut events = events.boxed();
         while let Some(e) = events.next().await {
             match e {
                 Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone) => notify.notify_one(),
@@ -184,17 +194,14 @@ fn spawn_node_watch(api: Api<Node>, notify: std::sync::Arc<tokio::sync::Notify>)
 /// Runs passes on every change (debounced by `debounce`) and every `resync`, until the
 /// process ends.
 pub async fn run(client: Client, resync: Duration, debounce: Duration) -> Result<(), kube::Error> {
+    let dra = DraApi::new(client.clone()).await?;
     let notify = std::sync::Arc::new(tokio::sync::Notify::new());
-    spawn_watch(Api::<ComputeDomain>::all(client.clone()), watcher::Config::default(), notify.clone());
-    spawn_watch(
-        Api::<ResourceClaimTemplate>::all(client.clone()),
-        watcher::Config::default().labels(TEMPLATE_DOMAIN_LABEL),
-        notify.clone(),
-    );
-    spawn_watch(Api::<ResourceClaim>::all(client.clone()), watcher::Config::default().labels(CLAIM_DOMAIN_LABEL), notify.clone());
+    spawn_watch(watcher(Api::<ComputeDomain>::all(client.clone()), watcher::Config::default()), notify.clone());
+    spawn_watch(dra.watch::<ResourceClaimTemplate>(watcher::Config::default().labels(TEMPLATE_DOMAIN_LABEL)), notify.clone());
+    spawn_watch(dra.watch::<ResourceClaim>(watcher::Config::default().labels(CLAIM_DOMAIN_LABEL)), notify.clone());
     spawn_node_watch(Api::<Node>::all(client.clone()), notify.clone());
     loop {
-        match pass(&client).await {
+        match pass(&dra).await {
             Ok(r) if r.writes > 0 => {
                 tracing::info!(domains = r.domains, writes = r.writes, ms = r.took.as_millis() as u64, "ComputeDomains reconciled")
             }

@@ -9,13 +9,14 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::resource::v1::DeviceClass;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams, PatchParams};
 use kube::runtime::watcher;
 use kube::Client;
 
 use super::reconcile::node_clique;
 use super::{channels, CHANNEL_CLASS, DAEMON_CLASS, DRIVER};
 use crate::kubelet::dra::{kwok as gpu_kwok, publish};
+use crate::resource_api::DraApi;
 
 pub const FIELD_MANAGER: &str = "fake-gpu-operator/compute-domain";
 
@@ -36,11 +37,10 @@ pub fn device_classes() -> Vec<DeviceClass> {
 }
 
 /// Creates or updates both DeviceClasses.
-pub async fn ensure_device_classes(client: &Client) -> Result<(), kube::Error> {
-    let api: Api<DeviceClass> = Api::all(client.clone());
+pub async fn ensure_device_classes(client: &DraApi) -> Result<(), kube::Error> {
     for class in device_classes() {
         let name = class.metadata.name.clone().unwrap_or_default();
-        api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&class)).await?;
+        client.apply(None, &name, &class, &PatchParams::apply(FIELD_MANAGER).force()).await?;
     }
     Ok(())
 }
@@ -54,9 +54,9 @@ pub struct SyncReport {
 }
 
 /// One full resync.
-pub async fn sync_once(client: &Client, default_profile: Option<&str>, channel_count: u32) -> Result<SyncReport, kube::Error> {
+pub async fn sync_once(client: &DraApi, default_profile: Option<&str>, channel_count: u32) -> Result<SyncReport, kube::Error> {
     let start = Instant::now();
-    let nodes = Api::<Node>::all(client.clone()).list(&ListParams::default()).await?.items;
+    let nodes = Api::<Node>::all(client.client().clone()).list(&ListParams::default()).await?.items;
     let existing = publish::list_driver_pools(client, DRIVER, None).await?;
     let mut wanted = Vec::new();
     let mut names = BTreeSet::new();
@@ -75,7 +75,8 @@ pub async fn sync_once(client: &Client, default_profile: Option<&str>, channel_c
 
 /// Resyncs on every Node change (debounced) and every `resync`, until the process ends.
 pub async fn run(client: Client, default_profile: Option<String>, channel_count: u32, resync: Duration) -> Result<(), kube::Error> {
-    ensure_device_classes(&client).await?;
+    let dra = DraApi::new(client.clone()).await?;
+    ensure_device_classes(&dra).await?;
     let notify = std::sync::Arc::new(tokio::sync::Notify::new());
     let n2 = notify.clone();
     let nodes: Api<Node> = Api::all(client.clone());
@@ -88,7 +89,7 @@ pub async fn run(client: Client, default_profile: Option<String>, channel_count:
         }
     });
     loop {
-        match sync_once(&client, default_profile.as_deref(), channel_count).await {
+        match sync_once(&dra, default_profile.as_deref(), channel_count).await {
             Ok(r) if r.writes > 0 => {
                 tracing::info!(nodes = r.nodes, writes = r.writes, ms = r.took.as_millis() as u64, "IMEX channel slices synced")
             }

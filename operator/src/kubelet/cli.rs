@@ -173,6 +173,7 @@ pub fn dra_plugin(args: DraPluginArgs) -> anyhow::Result<()> {
         let (nf, hf) = args.node.files();
         let node = Arc::new(args.node.node(&nf).await?);
         let paths = plugin::Paths::new(&args.node.dirs(), &args.cdi_root);
+        let client = crate::resource_api::DraApi::new_or_v1(client).await;
         let service = plugin::DraService::new(node.clone(), hf, &paths, Arc::new(plugin::ApiClaims(client.clone())))?;
         if let Err(e) = publish::ensure_device_class(&client).await {
             tracing::warn!("DeviceClass: {e}");
@@ -235,8 +236,9 @@ pub fn kwok_dra_plugin(args: KwokDraPluginArgs) -> anyhow::Result<()> {
         let client = args.topology.client().await.context("connecting to the API server")?;
         let source = super::dra::kwok::Source { namespace: Some(args.topology.namespace()), default_profile: args.default_profile.clone() };
         if args.once {
-            publish::ensure_device_class(&client).await?;
-            let r = super::dra::kwok::sync_once(&client, &source).await?;
+            let dra = crate::resource_api::DraApi::new(client).await?;
+            publish::ensure_device_class(&dra).await?;
+            let r = super::dra::kwok::sync_once(&dra, &source).await?;
             println!("nodes={} writes={} ms={}", r.nodes, r.writes, r.took.as_millis());
             return Ok(());
         }

@@ -22,6 +22,7 @@ use kube::Client;
 
 use super::{attributes, publish};
 use crate::node_files::CONFIG_KEY;
+use crate::resource_api::DraApi;
 use crate::topology::{NodeTopology, NODE_NAME_LABEL, NODE_TOPOLOGY_LABEL, TOPOLOGY_KEY};
 
 pub const KWOK_ANNOTATION: &str = "kwok.x-k8s.io/node";
@@ -127,10 +128,10 @@ async fn topologies(client: &Client, namespace: Option<&str>) -> Result<BTreeMap
 }
 
 /// One full resync.
-pub async fn sync_once(client: &Client, source: &Source) -> Result<SyncReport, kube::Error> {
+pub async fn sync_once(client: &DraApi, source: &Source) -> Result<SyncReport, kube::Error> {
     let start = Instant::now();
-    let nodes = Api::<Node>::all(client.clone()).list(&ListParams::default()).await?.items;
-    let topologies = topologies(client, source.namespace.as_deref()).await?;
+    let nodes = Api::<Node>::all(client.client().clone()).list(&ListParams::default()).await?.items;
+    let topologies = topologies(client.client(), source.namespace.as_deref()).await?;
     let existing = publish::list_pools(client, None).await?;
     let mut wanted = Vec::new();
     let mut names = BTreeSet::new();
@@ -151,7 +152,8 @@ pub async fn sync_once(client: &Client, source: &Source) -> Result<SyncReport, k
 /// Resyncs on every Node or topology ConfigMap change (debounced) and every `resync`, until
 /// the process ends.
 pub async fn run(client: Client, source: Source, resync: Duration) -> Result<(), kube::Error> {
-    publish::ensure_device_class(&client).await?;
+    let dra = DraApi::new(client.clone()).await?;
+    publish::ensure_device_class(&dra).await?;
     let notify = std::sync::Arc::new(tokio::sync::Notify::new());
     let n2 = notify.clone();
     let nodes: Api<Node> = Api::all(client.clone());
@@ -177,7 +179,7 @@ pub async fn run(client: Client, source: Source, resync: Duration) -> Result<(),
         });
     }
     loop {
-        match sync_once(&client, &source).await {
+        match sync_once(&dra, &source).await {
             Ok(r) => tracing::info!(nodes = r.nodes, writes = r.writes, ms = r.took.as_millis() as u64, "KWOK ResourceSlices synced"),
             Err(e) => tracing::warn!("KWOK ResourceSlice sync failed: {e}"),
         }

@@ -33,23 +33,20 @@ pub trait ClaimSource: Send + Sync {
     async fn report_grant(&self, _claim: &ResourceClaim, _uuids: &[String]) {}
 }
 
-/// Claims read from the API server; grants written as pod annotations.
-pub struct ApiClaims(pub kube::Client);
+/// Claims read from the API server (in the version it serves); grants written as pod annotations.
+pub struct ApiClaims(pub crate::resource_api::DraApi);
 
 #[tonic::async_trait]
 impl ClaimSource for ApiClaims {
     async fn get(&self, namespace: &str, name: &str) -> Result<ResourceClaim, String> {
-        kube::Api::<ResourceClaim>::namespaced(self.0.clone(), namespace)
-            .get(name)
-            .await
-            .map_err(|e| format!("reading claim {namespace}/{name}: {e}"))
+        self.0.get::<ResourceClaim>(Some(namespace), name).await.map_err(|e| format!("reading claim {namespace}/{name}: {e}"))
     }
 
     async fn report_grant(&self, claim: &ResourceClaim, uuids: &[String]) {
         let ns = claim.metadata.namespace.clone().unwrap_or_default();
         for consumer in claim.status.iter().flat_map(|s| s.reserved_for.iter().flatten()) {
             if consumer.resource == "pods" {
-                if let Err(e) = crate::kubelet::grant::annotate_pod(&self.0, &ns, &consumer.name, uuids).await {
+                if let Err(e) = crate::kubelet::grant::annotate_pod(self.0.client(), &ns, &consumer.name, uuids).await {
                     tracing::warn!(pod = %consumer.name, "recording the grant: {e}");
                 }
             }

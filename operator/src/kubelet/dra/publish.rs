@@ -1,5 +1,6 @@
 //! Slice writes: lists a pool's slices, applies the [`super::slices::plan`], and keeps the
-//! `gpu.nvidia.com` DeviceClass. Writes are server-side applies under one field manager.
+//! `gpu.nvidia.com` DeviceClass. Writes are server-side applies under one field manager, in the
+//! `resource.k8s.io` version the API server serves ([`crate::resource_api`]).
 
 use std::collections::BTreeMap;
 
@@ -7,8 +8,9 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::resource::v1::{Device, DeviceClass, ResourceSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use kube::Client;
+use kube::api::{Api, DeleteParams, ListParams, PatchParams};
+
+use crate::resource_api::{DraApi, DraKind};
 
 use super::slices::{driver_plan, Op};
 use super::DRIVER;
@@ -30,39 +32,37 @@ pub fn node_owner(node: &Node) -> Option<OwnerReference> {
 }
 
 /// Every slice of this driver, grouped by pool name.
-pub async fn list_pools(client: &Client, node: Option<&str>) -> Result<BTreeMap<String, Vec<ResourceSlice>>, kube::Error> {
+pub async fn list_pools(client: &DraApi, node: Option<&str>) -> Result<BTreeMap<String, Vec<ResourceSlice>>, kube::Error> {
     list_driver_pools(client, DRIVER, node).await
 }
 
 /// Every slice of `driver`, grouped by pool name.
 pub async fn list_driver_pools(
-    client: &Client,
+    client: &DraApi,
     driver: &str,
     node: Option<&str>,
 ) -> Result<BTreeMap<String, Vec<ResourceSlice>>, kube::Error> {
-    let api: Api<ResourceSlice> = Api::all(client.clone());
     let mut fields = format!("spec.driver={driver}");
     if let Some(n) = node {
         fields.push_str(&format!(",spec.nodeName={n}"));
     }
     let mut pools: BTreeMap<String, Vec<ResourceSlice>> = BTreeMap::new();
-    for s in api.list(&ListParams::default().fields(&fields)).await?.items {
+    for s in client.list::<ResourceSlice>(None, &ListParams::default().fields(&fields)).await? {
         pools.entry(s.spec.pool.name.clone()).or_default().push(s);
     }
     Ok(pools)
 }
 
 /// Applies the ops; returns how many writes were made.
-pub async fn apply(client: &Client, ops: Vec<Op>) -> Result<usize, kube::Error> {
-    let api: Api<ResourceSlice> = Api::all(client.clone());
+pub async fn apply(client: &DraApi, ops: Vec<Op>) -> Result<usize, kube::Error> {
     let n = ops.len();
     for op in ops {
         match op {
             Op::Apply(slice) => {
                 let name = slice.metadata.name.clone().unwrap_or_default();
-                api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&*slice)).await?;
+                client.apply(None, &name, &*slice, &PatchParams::apply(FIELD_MANAGER).force()).await?;
             }
-            Op::Delete(name) => match api.delete(&name, &DeleteParams::default()).await {
+            Op::Delete(name) => match client.delete(DraKind::ResourceSlice, None, &name, &DeleteParams::default()).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
                 Err(e) => return Err(e),
@@ -74,7 +74,7 @@ pub async fn apply(client: &Client, ops: Vec<Op>) -> Result<usize, kube::Error> 
 
 /// Brings many pools to their wanted devices, [`CONCURRENCY`] pools at a time; returns the writes made.
 pub async fn sync_pools(
-    client: &Client,
+    client: &DraApi,
     wanted: Vec<(String, Vec<Device>, Option<OwnerReference>)>,
     existing: &BTreeMap<String, Vec<ResourceSlice>>,
     publisher: &str,
@@ -84,7 +84,7 @@ pub async fn sync_pools(
 
 /// [`sync_pools`] for the pools of another driver.
 pub async fn sync_driver_pools(
-    client: &Client,
+    client: &DraApi,
     driver: &str,
     wanted: Vec<(String, Vec<Device>, Option<OwnerReference>)>,
     existing: &BTreeMap<String, Vec<ResourceSlice>>,
@@ -109,15 +109,14 @@ pub const MIG_DEVICE_CLASS: &str = "mig.nvidia.com";
 /// Creates or updates DeviceClass `gpu.nvidia.com` (all whole GPUs of the driver), with
 /// `extendedResourceName: nvidia.com/gpu` unless the API server rejects that field, and
 /// `mig.nvidia.com` (all MIG devices).
-pub async fn ensure_device_class(client: &Client) -> Result<(), kube::Error> {
-    let api: Api<DeviceClass> = Api::all(client.clone());
+pub async fn ensure_device_class(client: &DraApi) -> Result<(), kube::Error> {
     let mig: DeviceClass = serde_json::from_value(serde_json::json!({
         "apiVersion": "resource.k8s.io/v1", "kind": "DeviceClass",
         "metadata": {"name": MIG_DEVICE_CLASS},
         "spec": {"selectors": [{"cel": {"expression": format!("device.driver == '{DRIVER}' && device.attributes['{DRIVER}'].type == 'mig'")}}]}
     }))
     .expect("DeviceClass");
-    api.patch(MIG_DEVICE_CLASS, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&mig)).await?;
+    client.apply(None, MIG_DEVICE_CLASS, &mig, &PatchParams::apply(FIELD_MANAGER).force()).await?;
     let mut class: DeviceClass = serde_json::from_value(serde_json::json!({
         "apiVersion": "resource.k8s.io/v1", "kind": "DeviceClass",
         "metadata": {"name": DRIVER},
@@ -128,22 +127,22 @@ pub async fn ensure_device_class(client: &Client) -> Result<(), kube::Error> {
     }))
     .expect("DeviceClass");
     let pp = PatchParams::apply(FIELD_MANAGER).force();
-    match api.patch(DRIVER, &pp, &Patch::Apply(&class)).await {
+    match client.apply(None, DRIVER, &class, &pp).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 422 || s.code == 400 => {
             tracing::info!("the API server refuses extendedResourceName ({}); DeviceClass without it", s.message);
             if let Some(spec) = class.spec.as_mut() {
                 spec.extended_resource_name = None;
             }
-            api.patch(DRIVER, &pp, &Patch::Apply(&class)).await.map(|_| ())
+            client.apply(None, DRIVER, &class, &pp).await.map(|_| ())
         }
         Err(e) => Err(e),
     }
 }
 
 /// Publishes one node's pool (the node-local plugin).
-pub async fn publish_node(client: &Client, node_name: &str, devices: Vec<Device>) -> Result<usize, kube::Error> {
-    let node = Api::<Node>::all(client.clone()).get(node_name).await?;
+pub async fn publish_node(client: &DraApi, node_name: &str, devices: Vec<Device>) -> Result<usize, kube::Error> {
+    let node = Api::<Node>::all(client.client().clone()).get(node_name).await?;
     let existing = list_pools(client, Some(node_name)).await?;
     sync_pools(client, vec![(node_name.to_string(), devices, node_owner(&node))], &existing, "node").await
 }
@@ -160,7 +159,7 @@ pub fn orphaned(existing: &BTreeMap<String, Vec<ResourceSlice>>, publisher: &str
 }
 
 /// Deletes slices by name.
-pub async fn delete_slices(client: &Client, names: Vec<String>) -> Result<usize, kube::Error> {
+pub async fn delete_slices(client: &DraApi, names: Vec<String>) -> Result<usize, kube::Error> {
     let n = names.len();
     futures::stream::iter(names.into_iter().map(|n| apply(client, vec![Op::Delete(n)])))
         .buffer_unordered(CONCURRENCY)
