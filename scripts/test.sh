@@ -22,6 +22,9 @@ step() {
 }
 
 scripts/ensure-toolchain.sh || exit 1
+# A clean clone builds everything once: incremental state would only take disk.
+[ "${CI:-}" = true ] && export CARGO_INCREMENTAL=0
+df -h . | tail -1 | awk '{print "disk before the suites: " $4 " free"}'
 
 step fmt cargo fmt --all -- --check
 step dockerfile python3 tests/docker/check_dockerfile.py
@@ -48,6 +51,8 @@ fi
 [ -x tests/cuda/run.sh ] && step cuda tests/cuda/run.sh
 
 echo
+df -h . | tail -1 | awk '{print "disk after the suites: " $4 " free"}'
+du -sh target 2>/dev/null | awk '{print "target/: " $1}'
 if [ ${#failed[@]} -gt 0 ]; then
   echo "FAILED suites: ${failed[*]}"
   exit 1
