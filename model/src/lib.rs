@@ -17,6 +17,7 @@ pub mod file;
 pub mod identity;
 pub mod log;
 pub mod mig;
+pub mod mig_parted;
 pub mod node;
 pub mod numa;
 pub mod profile;
