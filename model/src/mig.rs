@@ -137,7 +137,7 @@ pub enum MigError {
     NoSuchInstance(u32),
     #[error("instance {0} is in use (it still has compute instances or processes)")]
     InUse(u32),
-    #[error("unknown MIG config {0} (known: all-disabled, all-<GPU instance profile>)")]
+    #[error("unknown MIG config {0} (known: all-disabled, all-enabled, all-balanced, all-<GPU instance profile>)")]
     UnknownConfig(String),
 }
 
@@ -550,23 +550,17 @@ pub fn gpu_mig_devices(profile: &Profile, node: &str, parent_index: u32, parent_
         .collect()
 }
 
-/// The layout NVIDIA's mig-parted names `all-<profile>` (e.g. `all-1g.10gb`): MIG on and
-/// as many GPU instances of that GI profile as fit, each with one full-size compute instance.
-/// `all-disabled` is MIG off. Used where no live state exists (KWOK nodes).
+/// The layout of one GPU under one of NVIDIA's built-in mig-parted configurations
+/// ([`crate::mig_parted::MigConfigs::builtin`]: `all-disabled`, `all-enabled`, `all-balanced`,
+/// `all-<GI profile>`). Used where no live state exists (KWOK nodes).
 pub fn named_layout(profile: &Profile, config: &str) -> Result<MigLayout, MigError> {
-    if config == "all-disabled" {
-        return Ok(MigLayout::default());
+    if !profile.mig_capable && config != "all-disabled" {
+        return Err(MigError::NotCapable(profile.product_name.clone()));
     }
-    let wanted = config.strip_prefix("all-").ok_or_else(|| MigError::UnknownConfig(config.to_string()))?;
-    let all = gi_profiles(profile).ok_or_else(|| MigError::NotCapable(profile.product_name.clone()))?;
-    let gp = all.into_iter().find(|p| p.name == wanted).ok_or_else(|| MigError::UnknownConfig(config.to_string()))?;
-    let full = ci_profiles(&gp).into_iter().find(|c| c.slices == gp.compute_slices).ok_or(MigError::UnknownProfile(gp.index))?;
-    let mut layout = MigLayout { current: true, pending: true, gpu_instances: Vec::new() };
-    while remaining_capacity(profile, &layout, gp.index)? > 0 {
-        let gi = create_gpu_instance(profile, &mut layout, gp.index, None)?;
-        create_compute_instance(profile, &mut layout, gi, full.index, None)?;
+    match crate::mig_parted::MigConfigs::builtin(profile).layouts(config, profile, 1) {
+        Ok(mut layouts) => Ok(layouts.pop().flatten().unwrap_or_default()),
+        Err(_) => Err(MigError::UnknownConfig(config.to_string())),
     }
-    Ok(layout)
 }
 
 /// Checks a layout read from a state file against the board's rules.
@@ -774,7 +768,8 @@ mod tests {
         assert_eq!(gpu_mig_devices(p, "n", 0, "GPU-x", &l).iter().map(|m| m.profile()).collect::<Vec<_>>(), ["3g.40gb", "3g.40gb"]);
         assert_eq!(named_layout(p, "all-disabled").unwrap(), MigLayout::default());
         assert!(matches!(named_layout(p, "all-9g.1gb"), Err(MigError::UnknownConfig(_))));
-        assert!(matches!(named_layout(p, "all-balanced"), Err(MigError::UnknownConfig(_))));
+        assert_eq!(gpu_mig_devices(p, "n", 0, "GPU-x", &named_layout(p, "all-balanced").unwrap()).len(), 4);
+        assert!(matches!(named_layout(p, "balanced"), Err(MigError::UnknownConfig(_))));
         assert!(matches!(named_layout(find_builtin("l4").unwrap(), "all-1g.10gb"), Err(MigError::NotCapable(_))));
     }
 
