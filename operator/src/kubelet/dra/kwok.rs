@@ -258,8 +258,11 @@ mod tests {
         let uuids: Vec<_> = devices.iter().map(|d| d.attributes.as_ref().unwrap()["uuid"].string.clone().unwrap()).collect();
         let want: Vec<_> = sim.mig_devices(&mig_state(&n, &sim)).into_iter().map(|m| m.uuid).collect();
         assert_eq!(uuids, want);
+        // The built-in balanced configuration: 2 × 1g + 1 × 2g + 1 × 3g on each GPU.
+        let balanced = kwok_node(serde_json::json!({PROFILE_LABEL: "a100-80gb", GPU_COUNT_LABEL: "2", MIG_CONFIG_LABEL: "all-balanced"}));
+        assert_eq!(attributes::pool_devices(&sim, &mig_state(&balanced, &sim)).len(), 8);
         // Unknown config or none: GPUs whole.
-        let odd = kwok_node(serde_json::json!({PROFILE_LABEL: "a100-80gb", GPU_COUNT_LABEL: "2", MIG_CONFIG_LABEL: "all-balanced"}));
+        let odd = kwok_node(serde_json::json!({PROFILE_LABEL: "a100-80gb", GPU_COUNT_LABEL: "2", MIG_CONFIG_LABEL: "all-9g.99gb"}));
         assert_eq!(attributes::pool_devices(&sim, &mig_state(&odd, &sim)).len(), 2);
         let plain = kwok_node(serde_json::json!({PROFILE_LABEL: "a100-80gb", GPU_COUNT_LABEL: "2"}));
         assert_eq!(mig_state(&plain, &sim), NodeState::default());
