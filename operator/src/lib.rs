@@ -1,25 +1,16 @@
-//! The operator's components as a library: pure decision modules (configuration, topology,
-//! labels, allocation, metrics) tested without a cluster, and thin kube-rs adapters that
-//! apply their decisions. The binary in `main.rs` picks one component per process.
+//! The operator's components as a library: a facade over the three crates that hold them, with
+//! every module under the path it had before the split (`fake_gpu_operator::kubelet`, …), so
+//! the binary, the tests, examples and benches and other crates keep one import root.
+//!
+//! - `fakegpu-operator-core` (operator-core/): formats, resolution, labels, the index, node files,
+//!   the `resource.k8s.io` adapter and the kube helpers both sides use;
+//! - `fakegpu-operator-node` (operator-node/): kubelet plugins, compute-domain driver,
+//!   status-exporter, pod-resources server;
+//! - `fakegpu-operator-cluster` (operator-cluster/): status-updater, KWOK GPU device plugin,
+//!   topology server.
+//!
+//! The binary in `main.rs` picks one component per process.
 
-pub mod common;
-pub mod compute_domain;
-pub mod config;
-pub mod exporter;
-pub mod index;
-pub mod inference;
-pub mod kubelet;
-pub mod kwok_device_plugin;
-pub mod labels;
-pub mod node_files;
-pub mod node_state;
-pub mod nrt;
-pub mod pod;
-pub mod podresources_server;
-pub mod resolve;
-pub mod resource_api;
-pub mod runai_rule;
-pub mod status_updater;
-pub mod topology;
-pub mod topology_server;
-pub mod work_queue;
+pub use fakegpu_operator_cluster::{kwok_device_plugin, runai_rule, status_updater, topology_server, work_queue};
+pub use fakegpu_operator_core::{common, config, index, labels, node_files, node_state, nrt, pod, resolve, resource_api, topology};
+pub use fakegpu_operator_node::{compute_domain, exporter, inference, kubelet, podresources_server};

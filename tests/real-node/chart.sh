@@ -138,7 +138,7 @@ dra_ds=$(k -n "$NS" get ds -o name | grep -e kubeletplugin -e dra | cut -d/ -f2 
 check "every workload Ready with the DRA plugin ($dra_ds)" workloads_ready "device-plugin nvidia-dcgm-exporter $dra_ds"
 
 # The kubelet's plugin watcher sends the socket path as HTTP/2 :authority; the plugin's servers
-# rewrite it (operator/src/kubelet/authority.rs) so h2 accepts the call and the driver registers.
+# rewrite it (operator-node/src/kubelet/authority.rs) so h2 accepts the call and the driver registers.
 echo "== a ResourceClaim pod gets its GPU through CDI"
 cat <<EOF | k apply -f - >/dev/null
 apiVersion: resource.k8s.io/v1

@@ -6,7 +6,7 @@ use ring::digest::{digest, SHA1_FOR_LEGACY_USE_ONLY};
 use std::sync::Arc;
 
 use super::render::{label_block, SeriesLabels};
-use crate::node_state::PodUsage;
+use fakegpu_operator_core::node_state::PodUsage;
 
 /// The pod a GPU is allocated to (upstream `allocatedBy`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -34,7 +34,7 @@ pub trait ClaimSource: Send + Sync {
 }
 
 /// Claims read from the API server (in the version it serves); grants written as pod annotations.
-pub struct ApiClaims(pub crate::resource_api::DraApi);
+pub struct ApiClaims(pub fakegpu_operator_core::resource_api::DraApi);
 
 #[tonic::async_trait]
 impl ClaimSource for ApiClaims {

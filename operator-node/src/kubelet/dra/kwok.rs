@@ -21,9 +21,9 @@ use kube::runtime::watcher;
 use kube::Client;
 
 use super::{attributes, publish};
-use crate::node_files::CONFIG_KEY;
-use crate::resource_api::DraApi;
-use crate::topology::{NodeTopology, NODE_NAME_LABEL, NODE_TOPOLOGY_LABEL, TOPOLOGY_KEY};
+use fakegpu_operator_core::node_files::CONFIG_KEY;
+use fakegpu_operator_core::resource_api::DraApi;
+use fakegpu_operator_core::topology::{NodeTopology, NODE_NAME_LABEL, NODE_TOPOLOGY_LABEL, TOPOLOGY_KEY};
 
 pub const KWOK_ANNOTATION: &str = "kwok.x-k8s.io/node";
 pub const PROFILE_LABEL: &str = "fake-gpu-operator.run.ai/profile";
@@ -205,22 +205,25 @@ mod tests {
     /// annotation, no profile label) gets the GPUs the status-updater resolved for its pool.
     #[test]
     fn pool_node_gets_its_gpus_from_its_topology_configmap() {
-        let cfg = crate::config::ClusterConfig::parse(
+        let cfg = fakegpu_operator_core::config::ClusterConfig::parse(
             "nodePools:\n  default:\n    gpuProduct: NVIDIA-A100-SXM4-40GB\n    gpuCount: 2\n    gpuMemory: 40960\n",
         )
         .unwrap();
-        let pools = crate::resolve::resolve_all(&cfg, &Default::default()).unwrap();
+        let pools = fakegpu_operator_core::resolve::resolve_all(&cfg, &Default::default()).unwrap();
         let r = &pools["default"];
         let node_name = "kwok-gpu-node-1";
-        let uuids = crate::index::gpu_uuids(node_name, r);
+        let uuids = fakegpu_operator_core::index::gpu_uuids(node_name, r);
         assert_eq!(uuids.len(), 2);
         let topology = NodeTopology {
-            gpus: uuids.iter().map(|id| crate::topology::GpuDetails { id: id.clone(), ..Default::default() }).collect(),
+            gpus: uuids.iter().map(|id| fakegpu_operator_core::topology::GpuDetails { id: id.clone(), ..Default::default() }).collect(),
             ..Default::default()
         };
         let mut data = BTreeMap::from([
             (TOPOLOGY_KEY.to_string(), topology.to_yaml()),
-            (CONFIG_KEY.to_string(), crate::node_files::config_text(&crate::index::config_file(node_name, r))),
+            (
+                CONFIG_KEY.to_string(),
+                fakegpu_operator_core::node_files::config_text(&fakegpu_operator_core::index::config_file(node_name, r)),
+            ),
         ]);
         let node: Node = serde_json::from_value(serde_json::json!({"metadata": {"name": node_name,
             "annotations": {KWOK_ANNOTATION: "fake"},

@@ -16,10 +16,12 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use crate::common::{self, Error, TopologyArgs};
-use crate::config::GPU_RESOURCE;
-use crate::topology::{node_cm_name, NodeTopology, KWOK_NODE_ANNOTATION, NODE_NAME_LABEL, NODE_TOPOLOGY_LABEL, TOPOLOGY_KEY};
 use crate::work_queue::WorkQueue;
+use fakegpu_operator_core::common::{self, Error, TopologyArgs};
+use fakegpu_operator_core::config::GPU_RESOURCE;
+use fakegpu_operator_core::topology::{
+    node_cm_name, NodeTopology, KWOK_NODE_ANNOTATION, NODE_NAME_LABEL, NODE_TOPOLOGY_LABEL, TOPOLOGY_KEY,
+};
 
 /// Node annotation: the extended resources this component set (comma-separated).
 pub const MANAGED_RESOURCES_ANNOTATION: &str = "fake-gpu-operator.run.ai/kwok-resources";

@@ -25,8 +25,8 @@ use tonic::{Request, Response, Status};
 
 use crate::kubelet::proto::podresources as pb;
 use crate::kubelet::proto::podresources::pod_resources_lister_server::{PodResourcesLister, PodResourcesListerServer};
-use crate::nrt::{parse_quantity, NumaConfig};
-use crate::topology::{node_cm_name, NodeTopology, TOPOLOGY_KEY};
+use fakegpu_operator_core::nrt::{parse_quantity, NumaConfig};
+use fakegpu_operator_core::topology::{node_cm_name, NodeTopology, TOPOLOGY_KEY};
 
 /// Where upstream serves the socket (the chart mounts the host's directory there).
 pub const DEFAULT_SOCKET: &str = "/var/lib/fake-gpu-operator/pod-resources/kubelet.sock";
@@ -251,9 +251,9 @@ impl Reconciler {
     }
 
     /// One pass: the answer is swapped in when it changed, sysfs rewritten when its content did.
-    pub async fn reconcile_once(&mut self) -> Result<(), crate::common::Error> {
+    pub async fn reconcile_once(&mut self) -> Result<(), fakegpu_operator_core::common::Error> {
         let cms: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
-        let cfg = crate::common::config_from_cm(cms.get_opt(&self.topology_cm).await?.as_ref())?.unwrap_or_default();
+        let cfg = fakegpu_operator_core::common::config_from_cm(cms.get_opt(&self.topology_cm).await?.as_ref())?.unwrap_or_default();
         let node = Api::<Node>::all(self.client.clone()).get_opt(&self.node).await?;
         let pool = node.as_ref().and_then(|n| n.metadata.labels.as_ref()?.get(&cfg.node_pool_label_key).cloned());
         let numa = pool.as_ref().and_then(|p| cfg.node_pools.get(p)).and_then(|p| p.numa.clone());
@@ -273,7 +273,7 @@ impl Reconciler {
                         ((p.metadata.namespace.clone().unwrap_or_default(), p.metadata.name.clone().unwrap_or_default()), pod_requests(p))
                     })
                     .collect();
-                let allocatable = node.as_ref().map(crate::nrt::allocatable).unwrap_or((0, 0)).0;
+                let allocatable = node.as_ref().map(fakegpu_operator_core::nrt::allocatable).unwrap_or((0, 0)).0;
                 build(Some(numa), topology, allocatable, &requests).unwrap_or_else(|e| {
                     tracing::warn!(node = %self.node, "podresources: nothing to answer: {e}");
                     Answer::default()
@@ -289,7 +289,8 @@ impl Reconciler {
             changed
         });
         if self.written.as_ref() != Some(&answer.cpulists) {
-            write_sysfs(&self.sys_root, &answer.cpulists).map_err(|e| crate::common::Error::Io(self.sys_root.display().to_string(), e))?;
+            write_sysfs(&self.sys_root, &answer.cpulists)
+                .map_err(|e| fakegpu_operator_core::common::Error::Io(self.sys_root.display().to_string(), e))?;
             self.written = Some(answer.cpulists);
         }
         Ok(())
@@ -316,7 +317,7 @@ impl Reconciler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::topology::{ContainerDetails, GpuDetails, GpuStatus};
+    use fakegpu_operator_core::topology::{ContainerDetails, GpuDetails, GpuStatus};
     use serde_json::json;
 
     /// `gpus` GPUs `GPU-<i>`, held as `owners[i]` = (namespace, pod).
@@ -446,7 +447,7 @@ mod tests {
         let refs: Vec<(usize, &str, &str)> = owners.iter().map(|(i, p)| (*i, "ns", p.as_str())).collect();
         let t = topology(4, &refs);
         let a = build(Some(&n), &t, 0, &BTreeMap::new()).unwrap();
-        let nrt = crate::nrt::build("n", &n, &t, (0, 0)).unwrap();
+        let nrt = fakegpu_operator_core::nrt::build("n", &n, &t, (0, 0)).unwrap();
         for z in 0..3 {
             let here = a.list.pod_resources.iter().flat_map(|p| &p.containers[0].devices).filter(|d| zones_of(d) == [z]).count();
             assert_eq!(here.to_string(), nrt["zones"][z as usize]["resources"][0]["capacity"].as_str().unwrap(), "zone {z}");

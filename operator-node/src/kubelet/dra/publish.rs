@@ -1,6 +1,6 @@
 //! Slice writes: lists a pool's slices, applies the [`super::slices::plan`], and keeps the
 //! `gpu.nvidia.com` DeviceClass. Writes are server-side applies under one field manager, in the
-//! `resource.k8s.io` version the API server serves ([`crate::resource_api`]).
+//! `resource.k8s.io` version the API server serves ([`fakegpu_operator_core::resource_api`]).
 
 use std::collections::BTreeMap;
 
@@ -10,7 +10,7 @@ use k8s_openapi::api::resource::v1::{Device, DeviceClass, ResourceSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, ListParams, PatchParams};
 
-use crate::resource_api::{DraApi, DraKind};
+use fakegpu_operator_core::resource_api::{DraApi, DraKind};
 
 use super::slices::{driver_plan, Op};
 use super::DRIVER;

@@ -13,7 +13,7 @@
 //! node) or all nodes of the pools (one Deployment for every KWOK node). Each node has a live
 //! state (`fakegpu_model::state::NodeState`): the node's state file when there is one (real
 //! nodes: what the status-updater wrote and the fake NVML reads), else one the exporter keeps
-//! itself, built by the same [`crate::node_state`] path from the topology. A scrape computes
+//! itself, built by the same [`fakegpu_operator_core::node_state`] path from the topology. A scrape computes
 //! every value from that state at the scrape time, and renders the current topology only, so
 //! the series of a pod that finished disappear with its allocation.
 
@@ -33,8 +33,8 @@ use fakegpu_model::config::NodeSpec;
 use fakegpu_model::state::{GpuState, NodeState, Now};
 use fakegpu_model::state_file;
 
-pub use crate::node_state::PodUsage;
-use crate::node_state::{self, GpuLoad};
+pub use fakegpu_operator_core::node_state::PodUsage;
+use fakegpu_operator_core::node_state::{self, GpuLoad};
 pub use node::{GpuView, HostnameLabel, NodeView, Owner};
 
 /// The nodes one exporter process serves and the state that outlives a scrape.

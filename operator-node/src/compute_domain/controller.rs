@@ -16,7 +16,7 @@ use kube::runtime::watcher;
 use kube::Client;
 use serde_json::json;
 
-use crate::resource_api::{DraApi, DraKind};
+use fakegpu_operator_core::resource_api::{DraApi, DraKind};
 
 use super::reconcile::{node_facts, plan, Action};
 use super::types::ComputeDomain;

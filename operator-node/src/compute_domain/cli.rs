@@ -22,7 +22,7 @@ pub struct ApiArgs {
 
 impl ApiArgs {
     async fn client(&self) -> anyhow::Result<kube::Client> {
-        Ok(crate::common::api_client(self.kubeconfig.as_deref()).await?)
+        Ok(fakegpu_operator_core::common::api_client(self.kubeconfig.as_deref()).await?)
     }
 }
 
@@ -86,7 +86,7 @@ pub fn controller(args: ControllerArgs) -> anyhow::Result<()> {
             super::crds::install(&client).await.map_err(anyhow::Error::msg)?;
         }
         if args.once {
-            let r = controller::pass(&crate::resource_api::DraApi::new(client.clone()).await?).await?;
+            let r = controller::pass(&fakegpu_operator_core::resource_api::DraApi::new(client.clone()).await?).await?;
             println!("domains={} writes={} ms={}", r.domains, r.writes, r.took.as_millis());
             return Ok(());
         }
@@ -102,7 +102,7 @@ pub fn kwok_plugin(args: KwokPluginArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         let client = args.api.client().await?;
         if args.once {
-            let dra = crate::resource_api::DraApi::new(client.clone()).await?;
+            let dra = fakegpu_operator_core::resource_api::DraApi::new(client.clone()).await?;
             kwok::ensure_device_classes(&dra).await?;
             let r = kwok::sync_once(&dra, args.default_profile.as_deref(), args.channels).await?;
             println!("nodes={} writes={} ms={}", r.nodes, r.writes, r.took.as_millis());
@@ -118,14 +118,14 @@ pub fn kwok_plugin(args: KwokPluginArgs) -> anyhow::Result<()> {
 
 pub fn node_plugin(args: NodePluginArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
-        let client = crate::common::api_client(None).await.context("connecting to the API server")?;
+        let client = fakegpu_operator_core::common::api_client(None).await.context("connecting to the API server")?;
         let (nf, _) = args.node.files();
         let node = args.node.node(&nf).await?;
         let name = args.node.node_name.clone();
         let clique = fakegpu_model::fabric::clique_for_node(&node.spec.profile, node.spec.gpu_count, &name).map(|c| c.label());
         let dirs = args.node.dirs();
         let (paths, _) = plugin::paths(&dirs, &args.cdi_root);
-        let dra = crate::resource_api::DraApi::new_or_v1(client.clone()).await;
+        let dra = fakegpu_operator_core::resource_api::DraApi::new_or_v1(client.clone()).await;
         let service = plugin::ChannelService::new(&name, args.channels, &dirs, &args.cdi_root, Arc::new(ApiClaims(dra.clone())))?;
         if let Err(e) = kwok::ensure_device_classes(&dra).await {
             tracing::warn!("DeviceClasses: {e}");

@@ -1,4 +1,4 @@
-//! Per-node topology ([`crate::topology::NodeTopology`], what the status-updater writes) →
+//! Per-node topology ([`fakegpu_operator_core::topology::NodeTopology`], what the status-updater writes) →
 //! the exporter's [`NodeView`]: the model profile to compute readings with, and per GPU its
 //! holder and the pods' usage.
 
@@ -9,9 +9,9 @@ use fakegpu_model::find_builtin;
 use fakegpu_model::profile::Profile;
 
 use super::node::{GpuView, NodeView, Owner};
-use crate::node_state::PodUsage;
-use crate::resolve::{self, Profiles};
-use crate::topology::NodeTopology;
+use fakegpu_operator_core::node_state::PodUsage;
+use fakegpu_operator_core::resolve::{self, Profiles};
+use fakegpu_operator_core::topology::NodeTopology;
 
 /// The model profile of a node: the status-updater's resolution of the topology's `profile`,
 /// `gpuProduct` and `gpuMemory` ([`resolve::topology_profile`]) with the custom profile
@@ -70,7 +70,7 @@ pub fn node_view(name: &str, topo: &NodeTopology, profiles: &Profiles) -> NodeVi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resolve::{CustomProfile, PROFILE_KEY_MODEL};
+    use fakegpu_operator_core::resolve::{CustomProfile, PROFILE_KEY_MODEL};
     use std::collections::BTreeMap;
 
     const TOPO: &str = r#"

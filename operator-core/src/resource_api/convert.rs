@@ -352,33 +352,6 @@ mod tests {
         });
     }
 
-    #[test]
-    fn the_operators_own_devices_convert() {
-        let node = fakegpu_model::SimulatedNode::new(fakegpu_model::NodeSpec::builtin("h100", Some(2), "n1").unwrap());
-        let (mig_node, state) = crate::kubelet::devices::tests::node_with_mig("h100", 1, "n2", &[0], "all-1g.10gb");
-        let mut devices = crate::kubelet::dra::attributes::node_devices(&node);
-        devices.extend(crate::kubelet::dra::attributes::pool_devices(&mig_node, &state));
-        for s in crate::kubelet::dra::slices::desired("n1", &devices, 0, None, "node") {
-            let v1obj = serde_json::to_value(&s).unwrap();
-            check_all(DraKind::ResourceSlice, v1obj, &|to, wire| match to {
-                DraVersion::V1 => schema_checked::<v1::ResourceSlice>(wire),
-                DraVersion::V1beta2 => schema_checked::<v1beta2::ResourceSlice>(wire),
-                DraVersion::V1beta1 => {
-                    schema_checked::<v1beta1::ResourceSlice>(wire);
-                    let typed: v1beta1::ResourceSlice = serde_json::from_value(wire.clone()).unwrap();
-                    let devs = typed.spec.devices.unwrap();
-                    assert_eq!(devs.len(), devices.len());
-                    for (b, d) in devs.iter().zip(&devices) {
-                        let basic = b.basic.as_ref().unwrap();
-                        assert_eq!(b.name, d.name);
-                        assert_eq!(serde_json::to_value(&basic.attributes).unwrap(), serde_json::to_value(&d.attributes).unwrap());
-                        assert_eq!(serde_json::to_value(&basic.capacity).unwrap(), serde_json::to_value(&d.capacity).unwrap());
-                    }
-                }
-            });
-        }
-    }
-
     /// The schema check bites: a v1 (flat) device sent as v1beta1 loses its attributes.
     #[test]
     fn an_unconverted_device_does_not_fit_v1beta1() {

@@ -16,7 +16,7 @@ use kube::Client;
 use super::reconcile::node_clique;
 use super::{channels, CHANNEL_CLASS, DAEMON_CLASS, DRIVER};
 use crate::kubelet::dra::{kwok as gpu_kwok, publish};
-use crate::resource_api::DraApi;
+use fakegpu_operator_core::resource_api::DraApi;
 
 pub const FIELD_MANAGER: &str = "fake-gpu-operator/compute-domain";
 

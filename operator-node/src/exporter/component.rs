@@ -5,7 +5,7 @@
 //! [`select`]; the rest is wiring.
 //!
 //! With `--write-node-files` (node-local mode), the component is also its node's writer of the
-//! files the fake NVML and the kubelet plugins read (`crate::node_files`): the node config the
+//! files the fake NVML and the kubelet plugins read (`fakegpu_operator_core::node_files`): the node config the
 //! status-updater put into the topology ConfigMap, and the live state from the allocations.
 //! The chart's status-updater is a Deployment whose disk is not the node's; this DaemonSet pod
 //! runs on the node, with the node dir mounted from the host.
@@ -27,11 +27,11 @@ use super::node::HostnameLabel;
 use super::server::{bind_and_serve, GzipOptions, Scrape};
 use super::topology_view::{node_view, ProfileInputs};
 use super::Exporter;
-use crate::common::profiles_from;
 use crate::inference::{PrometheusClient, DEFAULT_FULL_SCALE_RPS};
-use crate::node_files::{NodeFiles, CONFIG_KEY};
-use crate::resolve::{Profiles, PROFILE_CM_LABEL};
-use crate::topology::{NodeTopology, KWOK_NODE_ANNOTATION, NODE_NAME_LABEL, NODE_TOPOLOGY_LABEL, TOPOLOGY_KEY};
+use fakegpu_operator_core::common::profiles_from;
+use fakegpu_operator_core::node_files::{NodeFiles, CONFIG_KEY};
+use fakegpu_operator_core::resolve::{Profiles, PROFILE_CM_LABEL};
+use fakegpu_operator_core::topology::{NodeTopology, KWOK_NODE_ANNOTATION, NODE_NAME_LABEL, NODE_TOPOLOGY_LABEL, TOPOLOGY_KEY};
 
 /// `Hostname` label choice on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -54,7 +54,7 @@ pub struct Args {
     #[arg(long, env = "POOLS", value_delimiter = ',')]
     pub pools: Vec<String>,
     #[command(flatten)]
-    pub topology: crate::common::TopologyArgs,
+    pub topology: fakegpu_operator_core::common::TopologyArgs,
     /// Address of `/metrics`.
     #[arg(long, env = "METRICS_LISTEN", default_value = "0.0.0.0:9400")]
     pub listen: SocketAddr,
@@ -422,7 +422,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
     let mut cfg = watcher::Config::default().labels(&format!("{NODE_TOPOLOGY_LABEL}=true"));
     if let Some(node) = &args.node {
-        cfg = cfg.fields(&format!("metadata.name={}", crate::topology::node_cm_name(&args.topology.topology_cm, node)));
+        cfg = cfg.fields(&format!("metadata.name={}", fakegpu_operator_core::topology::node_cm_name(&args.topology.topology_cm, node)));
     }
     tracing::info!(namespace, node = ?args.node, kwok_only = args.kwok_only, node_dir = ?args.node_dir, write_node_files = args.write_node_files, "status-exporter starting");
     tokio::spawn(watch_profiles(api.clone(), watched.clone()));

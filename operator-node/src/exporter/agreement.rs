@@ -13,11 +13,11 @@ use fakegpu_model::{dynamics, state_file, NodeSpec};
 
 use super::topology_view::node_view;
 use super::{Exporter, HostnameLabel};
-use crate::config::ClusterConfig;
-use crate::index::{Index, IndexOptions, NodeInfo};
-use crate::node_state;
-use crate::pod::{PodInfo, UTILIZATION_ANNOTATION};
-use crate::resolve::Profiles;
+use fakegpu_operator_core::config::ClusterConfig;
+use fakegpu_operator_core::index::{Index, IndexOptions, NodeInfo};
+use fakegpu_operator_core::node_state;
+use fakegpu_operator_core::pod::{PodInfo, UTILIZATION_ANNOTATION};
+use fakegpu_operator_core::resolve::Profiles;
 
 const POOL_KEY: &str = "run.ai/simulated-gpu-node-pool";
 const NODE: &str = "real-1";

@@ -6,7 +6,7 @@
 //! (Helm `statusExporter.inference.fullScaleRequestsPerSecond`). The default, 100 req/s, gives
 //! upstream's numbers (1 req/s = 1 %).
 //!
-//! Which pods are inference pods is decided once, in [`crate::pod::PodInfo::is_inference`]
+//! Which pods are inference pods is decided once, in [`fakegpu_operator_core::pod::PodInfo::is_inference`]
 //! (recorded as `useKnativeUtilization` in the topology). Pure parts here (the query, the
 //! response, the scale) are separate from the thin HTTP client ([`PrometheusClient`]).
 

@@ -173,3 +173,55 @@ mod tests {
         assert!(ops.contains(&Op::Delete("kwok-gpu-node-1-gpu-nvidia-com-0".into())), "{ops:?}");
     }
 }
+
+/// The ResourceSlices this crate publishes survive the conversion to every `resource.k8s.io`
+/// version (`fakegpu_operator_core::resource_api::convert`) and fit each version's schema.
+#[cfg(test)]
+mod convert_tests {
+    use fakegpu_operator_core::resource_api::convert::{from_v1, to_v1};
+    use fakegpu_operator_core::resource_api::{DraKind, DraVersion};
+    use k8s_openapi::api::resource::{v1, v1beta1, v1beta2};
+    use serde::de::DeserializeOwned;
+    use serde::Serialize;
+    use serde_json::{json, Value};
+
+    fn schema_checked<K: DeserializeOwned + Serialize>(v: &Value) {
+        let typed: K = serde_json::from_value(v.clone()).expect("parses as the version's type");
+        assert_eq!(&serde_json::to_value(typed).unwrap(), v, "the version's schema keeps every field");
+    }
+    fn check_all(kind: DraKind, v1obj: Value, check: &dyn Fn(DraVersion, &Value)) {
+        for to in DraVersion::ALL {
+            let wire = from_v1(kind, v1obj.clone(), to);
+            assert_eq!(wire["apiVersion"], json!(to.api_version()));
+            check(to, &wire);
+            assert_eq!(to_v1(kind, wire, to), v1obj, "{kind:?} {to} converts back unchanged");
+        }
+    }
+
+    #[test]
+    fn the_operators_own_devices_convert() {
+        let node = fakegpu_model::SimulatedNode::new(fakegpu_model::NodeSpec::builtin("h100", Some(2), "n1").unwrap());
+        let (mig_node, state) = crate::kubelet::devices::tests::node_with_mig("h100", 1, "n2", &[0], "all-1g.10gb");
+        let mut devices = crate::kubelet::dra::attributes::node_devices(&node);
+        devices.extend(crate::kubelet::dra::attributes::pool_devices(&mig_node, &state));
+        for s in crate::kubelet::dra::slices::desired("n1", &devices, 0, None, "node") {
+            let v1obj = serde_json::to_value(&s).unwrap();
+            check_all(DraKind::ResourceSlice, v1obj, &|to, wire| match to {
+                DraVersion::V1 => schema_checked::<v1::ResourceSlice>(wire),
+                DraVersion::V1beta2 => schema_checked::<v1beta2::ResourceSlice>(wire),
+                DraVersion::V1beta1 => {
+                    schema_checked::<v1beta1::ResourceSlice>(wire);
+                    let typed: v1beta1::ResourceSlice = serde_json::from_value(wire.clone()).unwrap();
+                    let devs = typed.spec.devices.unwrap();
+                    assert_eq!(devs.len(), devices.len());
+                    for (b, d) in devs.iter().zip(&devices) {
+                        let basic = b.basic.as_ref().unwrap();
+                        assert_eq!(b.name, d.name);
+                        assert_eq!(serde_json::to_value(&basic.attributes).unwrap(), serde_json::to_value(&d.attributes).unwrap());
+                        assert_eq!(serde_json::to_value(&basic.capacity).unwrap(), serde_json::to_value(&d.capacity).unwrap());
+                    }
+                }
+            });
+        }
+    }
+}

@@ -13,9 +13,9 @@ use kube::{Api, Client, ResourceExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::common::{self, Error, TopologyArgs};
-use crate::resolve::{self, PROFILE_CM_PREFIX};
-use crate::topology::{NodeTopology, NODE_NAME_LABEL, NODE_TOPOLOGY_LABEL, TOPOLOGY_KEY};
+use fakegpu_operator_core::common::{self, Error, TopologyArgs};
+use fakegpu_operator_core::resolve::{self, PROFILE_CM_PREFIX};
+use fakegpu_operator_core::topology::{NodeTopology, NODE_NAME_LABEL, NODE_TOPOLOGY_LABEL, TOPOLOGY_KEY};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
@@ -46,7 +46,7 @@ pub fn route(cache: &Cache, cluster_cm: &str, path: &str) -> Response {
         let cm = cache.cms.get(cluster_cm);
         let cfg = match common::config_from_cm(cm) {
             Ok(Some(c)) => c,
-            Ok(None) => crate::config::ClusterConfig::default(),
+            Ok(None) => fakegpu_operator_core::config::ClusterConfig::default(),
             Err(e) => return (500, json_str(&e.to_string())),
         };
         let profile_cms: Vec<ConfigMap> = cache.cms.values().filter(|c| c.name_any().starts_with(PROFILE_CM_PREFIX)).cloned().collect();
@@ -67,7 +67,7 @@ pub fn route(cache: &Cache, cluster_cm: &str, path: &str) -> Response {
         if node.is_empty() || node.contains('/') {
             return (400, json_str(&format!("Can't get node name from url {path}")));
         }
-        let name = crate::topology::node_cm_name(cluster_cm, node);
+        let name = fakegpu_operator_core::topology::node_cm_name(cluster_cm, node);
         return match cache.cms.get(&name).and_then(|c| c.data.as_ref()).and_then(|d| d.get(TOPOLOGY_KEY)) {
             Some(text) => match NodeTopology::from_yaml(text) {
                 Ok(t) => (200, t.to_go_json().to_string()),

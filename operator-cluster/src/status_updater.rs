@@ -26,16 +26,16 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::{mpsc, Notify};
 
-use crate::common::{self, Error, TopologyArgs, FIELD_MANAGER};
-use crate::config::ClusterConfig;
-use crate::index::{Index, IndexOptions, NodeInfo, NodeView, PodAnnotation};
 use crate::kwok_device_plugin::{self, KwokNode};
-use crate::labels;
-use crate::node_files::NodeFiles;
-use crate::pod::{PodInfo, DEFAULT_RESERVATION_NAMESPACE};
-use crate::resolve::Profiles;
-use crate::topology::{node_cm_name, NodeTopology, NODE_NAME_LABEL, NODE_TOPOLOGY_LABEL, TOPOLOGY_KEY};
 use crate::work_queue::WorkQueue;
+use fakegpu_operator_core::common::{self, Error, TopologyArgs, FIELD_MANAGER};
+use fakegpu_operator_core::config::ClusterConfig;
+use fakegpu_operator_core::index::{Index, IndexOptions, NodeInfo, NodeView, PodAnnotation};
+use fakegpu_operator_core::labels;
+use fakegpu_operator_core::node_files::NodeFiles;
+use fakegpu_operator_core::pod::{PodInfo, DEFAULT_RESERVATION_NAMESPACE};
+use fakegpu_operator_core::resolve::Profiles;
+use fakegpu_operator_core::topology::{node_cm_name, NodeTopology, NODE_NAME_LABEL, NODE_TOPOLOGY_LABEL, TOPOLOGY_KEY};
 
 /// Flags of `fake-gpu-operator status-updater`.
 #[derive(Debug, Clone, clap::Args)]
@@ -230,7 +230,10 @@ pub async fn run(args: Args) -> Result<(), Error> {
             }
             // What it holds, so that a ConfigMap already right is not written again.
             let data = cm.data.iter().flatten().map(|(k, v)| (k.as_str(), v.as_str()));
-            written.insert(node, cm_fingerprint(data, cm.annotations().get(crate::topology::KWOK_NODE_ANNOTATION).map(String::as_str)));
+            written.insert(
+                node,
+                cm_fingerprint(data, cm.annotations().get(fakegpu_operator_core::topology::KWOK_NODE_ANNOTATION).map(String::as_str)),
+            );
         }
     }
     tracing::info!(namespace = %ns, seeded = existing.items.len(), "status-updater starting");
@@ -242,7 +245,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
     }
 
     if args.node_resource_topology {
-        let publisher = crate::nrt::Publisher::new(client.clone(), ns.clone(), args.topology.topology_cm.clone());
+        let publisher = fakegpu_operator_core::nrt::Publisher::new(client.clone(), ns.clone(), args.topology.topology_cm.clone());
         tokio::spawn(publisher.run(Duration::from_secs(args.node_resource_topology_seconds.max(1))));
     }
 
@@ -346,7 +349,7 @@ async fn watch_pods(client: Client, tx: mpsc::Sender<Msg>) {
 /// Claims in the `resource.k8s.io` version the API server serves.
 async fn watch_claims(client: Client, tx: mpsc::Sender<Msg>) {
     use k8s_openapi::api::resource::v1::ResourceClaim;
-    let dra = crate::resource_api::DraApi::new_or_v1(client).await;
+    let dra = fakegpu_operator_core::resource_api::DraApi::new_or_v1(client).await;
     let mut s = dra.watch::<ResourceClaim>(watcher::Config::default()).default_backoff().boxed();
     while let Some(ev) = s.next().await {
         let msg = match ev {
@@ -656,7 +659,7 @@ impl Writer {
         let kwok = kwok.filter(|_| self.args.kwok_capacity);
         match view {
             Some(v) => {
-                let data = crate::node_files::configmap_data(&v);
+                let data = fakegpu_operator_core::node_files::configmap_data(&v);
                 let fingerprint = cm_fingerprint(data.iter().map(|(k, v)| (*k, v.as_str())), v.kwok_annotation.as_deref());
                 let known = self.written.lock().expect("written lock").get(node).copied();
                 let write_cm = async {
@@ -667,7 +670,7 @@ impl Writer {
                         "apiVersion": "v1", "kind": "ConfigMap",
                         "metadata": {"name": cm_name, "namespace": self.ns,
                                      "labels": {NODE_TOPOLOGY_LABEL: "true", NODE_NAME_LABEL: node},
-                                     "annotations": {crate::topology::KWOK_NODE_ANNOTATION: v.kwok_annotation}},
+                                     "annotations": {fakegpu_operator_core::topology::KWOK_NODE_ANNOTATION: v.kwok_annotation}},
                         "data": data,
                     });
                     // One that exists gets a merge patch of the same fields (a null annotation
@@ -719,7 +722,7 @@ impl Writer {
                     }
                 }
                 if !self.args.no_node_files && (!v.kwok || self.args.node_files_for_kwok) {
-                    let text = &data[crate::node_files::CONFIG_KEY];
+                    let text = &data[fakegpu_operator_core::node_files::CONFIG_KEY];
                     NodeFiles::new(&self.args.node_dir, node).write(text, &v.spec, &v.topology)?;
                 }
                 self.annotate_pods(node, &v.pod_annotations).await?;

@@ -108,7 +108,7 @@ pub struct DraPluginArgs {
 #[derive(clap::Args, Debug, Clone)]
 pub struct KwokDraPluginArgs {
     #[command(flatten)]
-    pub topology: crate::common::TopologyArgs,
+    pub topology: fakegpu_operator_core::common::TopologyArgs,
     /// Profile of KWOK nodes with neither a topology ConfigMap nor a
     /// `fake-gpu-operator.run.ai/profile` label (none: skipped).
     #[arg(long)]
@@ -136,7 +136,7 @@ pub fn device_plugin(args: DevicePluginArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         let (nf, hf) = args.node.files();
         let node = Arc::new(args.node.node(&nf).await?);
-        let grants = match crate::common::api_client(None).await {
+        let grants = match fakegpu_operator_core::common::api_client(None).await {
             Ok(client) => Some(GrantConfig {
                 pod_resources_socket: args
                     .pod_resources_socket
@@ -169,11 +169,11 @@ pub fn device_plugin(args: DevicePluginArgs) -> anyhow::Result<()> {
 
 pub fn dra_plugin(args: DraPluginArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
-        let client = crate::common::api_client(None).await.context("connecting to the API server")?;
+        let client = fakegpu_operator_core::common::api_client(None).await.context("connecting to the API server")?;
         let (nf, hf) = args.node.files();
         let node = Arc::new(args.node.node(&nf).await?);
         let paths = plugin::Paths::new(&args.node.dirs(), &args.cdi_root);
-        let client = crate::resource_api::DraApi::new_or_v1(client).await;
+        let client = fakegpu_operator_core::resource_api::DraApi::new_or_v1(client).await;
         let service = plugin::DraService::new(node.clone(), hf, &paths, Arc::new(plugin::ApiClaims(client.clone())))?;
         if let Err(e) = publish::ensure_device_class(&client).await {
             tracing::warn!("DeviceClass: {e}");
@@ -236,7 +236,7 @@ pub fn kwok_dra_plugin(args: KwokDraPluginArgs) -> anyhow::Result<()> {
         let client = args.topology.client().await.context("connecting to the API server")?;
         let source = super::dra::kwok::Source { namespace: Some(args.topology.namespace()), default_profile: args.default_profile.clone() };
         if args.once {
-            let dra = crate::resource_api::DraApi::new(client).await?;
+            let dra = fakegpu_operator_core::resource_api::DraApi::new(client).await?;
             publish::ensure_device_class(&dra).await?;
             let r = super::dra::kwok::sync_once(&dra, &source).await?;
             println!("nodes={} writes={} ms={}", r.nodes, r.writes, r.took.as_millis());

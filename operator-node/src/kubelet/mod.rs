@@ -52,7 +52,7 @@ impl Default for KubeletDirs {
 
 /// Node-local files the status-updater or the node-local status-exporter writes
 /// (docs/operator-interfaces.md §3).
-pub use crate::node_files::NodeFiles;
+pub use fakegpu_operator_core::node_files::NodeFiles;
 
 /// Resolves the simulated node from its config file, exactly as the fake NVML in a pod
 /// does with `FAKEGPU_CONFIG` pointing at it and `FAKEGPU_NODE` = the node name.

@@ -1,0 +1,15 @@
+//! The node side of fake-gpu-operator: the components that act for one node (or, in their KWOK
+//! modes, for every simulated node from one process) on top of `fakegpu-operator-core`.
+//!
+//! It owns the kubelet plugins ([`kubelet`]: device plugin, DRA plugin, the KWOK DRA publisher,
+//! the kubelet's gRPC protocols compiled from `proto/` by `build.rs`), the compute-domain DRA
+//! driver and its controller ([`compute_domain`], which share its types, reconcile rule and the
+//! DRA plugin framework), the status-exporter ([`exporter`], with the Prometheus client of
+//! [`inference`]) and the kubelet pod-resources API it serves on a node
+//! ([`podresources_server`]).
+
+pub mod compute_domain;
+pub mod exporter;
+pub mod inference;
+pub mod kubelet;
+pub mod podresources_server;
