@@ -60,7 +60,7 @@ pub fn lib_dir() -> Result<PathBuf> {
     let uid = unsafe { libc::getuid() };
     let dir = std::env::temp_dir().join(format!("fakegpu-{uid}")).join(format!("lib-{key:016x}"));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let versioned = format!("libcuda.so.{}", fakegpu_model::config::DEFAULT_DRIVER_VERSION);
+    let versioned = format!("libcuda.so.{}", fakegpu_model::driver::REFERENCE_DRIVER_VERSION);
     let links = [
         ("libnvidia-ml.so.1", &library),
         ("libnvidia-ml.so", &library),

@@ -23,6 +23,11 @@ const GPUS: c_int = 4;
 
 /// Runs `body` in a child process with a fixed 4-GPU H100 node and no live state.
 fn case(name: &str, body: impl FnOnce()) {
+    case_of("h100", name, body)
+}
+
+/// [`case`] with a node of another profile.
+fn case_of(profile: &str, name: &str, body: impl FnOnce()) {
     if std::env::var("CUDA_ABI_CASE").as_deref() == Ok(name) {
         body();
         return;
@@ -30,7 +35,7 @@ fn case(name: &str, body: impl FnOnce()) {
     let out = Command::new(std::env::current_exe().unwrap())
         .args([name, "--exact", "--nocapture", "--test-threads=1"])
         .env("CUDA_ABI_CASE", name)
-        .env("FAKEGPU_PROFILE", "h100")
+        .env("FAKEGPU_PROFILE", profile)
         .env("FAKEGPU_GPUS", GPUS.to_string())
         .env("FAKEGPU_NODE", "abi-node")
         .env_remove("FAKEGPU_STATE")
@@ -88,6 +93,23 @@ fn calls_before_init_are_not_initialized() {
         let mut s: *const c_char = null();
         assert_eq!(cuGetErrorName(CUDA_ERROR_NOT_INITIALIZED, &mut s), CUDA_SUCCESS);
         assert_eq!(std::ffi::CStr::from_ptr(s).to_str().unwrap(), "CUDA_ERROR_NOT_INITIALIZED");
+    });
+}
+
+/// `cuDriverGetVersion` is the node's profile's CUDA version, before and after `cuInit`: a
+/// B200 node (driver 580) says CUDA 13.0, not the 12.2 of the 535 driver.
+#[test]
+fn driver_version_is_the_profiles() {
+    case_of("b200", "driver_version_is_the_profiles", || unsafe {
+        let want = fakegpu_model::find_builtin("b200").unwrap().cuda_driver_version as c_int;
+        assert_eq!(want, 13000);
+        let mut n = -1;
+        assert_eq!(cuDriverGetVersion(&mut n), CUDA_SUCCESS);
+        assert_eq!(n, want);
+        assert_eq!(cuInit(0), CUDA_SUCCESS);
+        n = -1;
+        assert_eq!(cuDriverGetVersion(&mut n), CUDA_SUCCESS);
+        assert_eq!(n, want);
     });
 }
 

@@ -21,10 +21,6 @@ pub const ENV_CONFIG: &str = "FAKEGPU_CONFIG";
 
 /// Profile used when neither the environment nor a config file names one.
 pub const DEFAULT_PROFILE: &str = "h100";
-/// The driver the simulated node claims: the 535 branch that NVIDIA's Debian nvidia-smi is built for.
-pub const DEFAULT_DRIVER_VERSION: &str = "535.261.03";
-/// `nvmlSystemGetCudaDriverVersion`: CUDA 12.2, as driver 535 reports.
-pub const DEFAULT_CUDA_DRIVER_VERSION: u32 = 12020;
 
 /// The node config file (JSON). The operator writes one per node; users may write their own.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -38,8 +34,10 @@ pub struct NodeConfigFile {
     pub gpus: Option<u32>,
     /// Partial profile merged over the selected one (JSON merge patch); the result is validated again.
     pub overrides: Option<serde_json::Value>,
+    /// Driver version (`nvmlSystemGetDriverVersion`); defaults to the profile's `driver_version`.
     pub driver_version: Option<String>,
-    /// CUDA driver version as NVML encodes it (12020 = 12.2).
+    /// CUDA driver version as NVML encodes it (12020 = 12.2); defaults to the profile's
+    /// `cuda_driver_version`.
     pub cuda_driver_version: Option<u32>,
     /// NUMA layout of the node's GPUs and CPUs (the pool's `numa` block); absent: the first
     /// half of the GPUs on NUMA node 0, the rest on node 1.
@@ -79,17 +77,17 @@ impl NodeSpec {
         format!("12.{}", self.driver_version)
     }
 
-    /// A node of `gpus` GPUs of a built-in profile, with default driver versions.
+    /// A node of `gpus` GPUs of a built-in profile, with the profile's driver versions.
     pub fn builtin(profile: &str, gpus: Option<u32>, node: &str) -> Result<NodeSpec, ConfigError> {
         let profile = find_builtin(profile)?.clone();
         let gpu_count = gpus.unwrap_or(profile.default_gpu_count);
         check_gpu_count(gpu_count, "--gpus", "")?;
         Ok(NodeSpec {
             node_name: node.to_string(),
-            profile,
             gpu_count,
-            driver_version: DEFAULT_DRIVER_VERSION.into(),
-            cuda_driver_version: DEFAULT_CUDA_DRIVER_VERSION,
+            driver_version: profile.driver_version.clone(),
+            cuda_driver_version: profile.cuda_driver_version,
+            profile,
             numa: None,
         })
     }
@@ -173,16 +171,20 @@ fn resolve_with(
         .or(file_cfg.node.clone().filter(|n| !n.is_empty()))
         .unwrap_or_else(|| default_node.to_string());
 
-    let driver_version = file_cfg.driver_version.clone().unwrap_or_else(|| DEFAULT_DRIVER_VERSION.into());
-    if driver_version.is_empty() || driver_version.len() > 79 || driver_version.contains('\0') {
-        return Err(ConfigError::invalid(&file_origin, "driver_version", "must be 1 to 79 bytes without NUL"));
-    }
+    // The profile (after the overrides) states the driver; the file's keys override it.
+    let driver_version = file_cfg.driver_version.clone().unwrap_or_else(|| profile.driver_version.clone());
+    crate::driver::check_driver_version(&driver_version)
+        .map_err(|e| ConfigError::invalid(&file_origin, "driver_version", e.to_string()))?;
     if node_name.contains('\0') || node_name.len() > 253 {
         let origin = if env(ENV_NODE).is_some_and(|n| !n.is_empty()) { ENV_NODE.to_string() } else { file_origin.clone() };
         let key = if origin == ENV_NODE { "" } else { "node" };
         return Err(ConfigError::invalid(&origin, key, "a node name is at most 253 bytes, without NUL"));
     }
-    let cuda_driver_version = file_cfg.cuda_driver_version.unwrap_or(DEFAULT_CUDA_DRIVER_VERSION);
+    let cuda_driver_version = match file_cfg.cuda_driver_version {
+        Some(v) => crate::driver::check_cuda_driver_version(u64::from(v))
+            .map_err(|e| ConfigError::invalid(&file_origin, "cuda_driver_version", e.to_string()))?,
+        None => profile.cuda_driver_version,
+    };
     let numa = file_cfg.numa.clone();
     if let Some(layout) = &numa {
         // The count may come from FAKEGPU_GPUS: name it, since it is what no longer fits.
@@ -241,7 +243,20 @@ pub fn read_config_file(path: &Path) -> Result<NodeConfigFile, ConfigError> {
 
 /// Parses node config text; `origin` names it in errors.
 pub fn parse_config(text: &str, origin: &str) -> Result<NodeConfigFile, ConfigError> {
-    serde_json::from_str(text).map_err(|e| ConfigError::invalid(origin, &json_error_key(&e), e.to_string()))
+    serde_json::from_str(text).map_err(|e| {
+        let key = Some(json_error_key(&e)).filter(|k| !k.is_empty()).or_else(|| mistyped_key(text)).unwrap_or_default();
+        ConfigError::invalid(origin, &key, e.to_string())
+    })
+}
+
+/// serde_json does not name the key of a value of the wrong type (`"gpus": "8"`): the first
+/// top-level key that fails on its own is it (every key of the file is optional).
+fn mistyped_key(text: &str) -> Option<String> {
+    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text).ok()?;
+    map.into_iter().find_map(|(k, v)| {
+        let one = serde_json::Value::Object(std::iter::once((k.clone(), v)).collect());
+        serde_json::from_value::<NodeConfigFile>(one).is_err().then_some(k)
+    })
 }
 
 /// A profile given as a built-in name or a path (anything with a `/` or ending in `.json`).
@@ -318,7 +333,68 @@ mod tests {
         assert_eq!(spec.profile.name, DEFAULT_PROFILE);
         assert_eq!(spec.node_name, "host-1");
         assert_eq!(spec.gpu_count, spec.profile.default_gpu_count);
-        assert_eq!(spec.nvml_version(), "12.535.261.03");
+        assert_eq!(
+            (spec.driver_version.as_str(), spec.cuda_driver_version),
+            (spec.profile.driver_version.as_str(), spec.profile.cuda_driver_version)
+        );
+        assert_eq!(spec.nvml_version(), format!("12.{}", spec.profile.driver_version));
+    }
+
+    #[test]
+    fn driver_versions_default_to_the_profile() {
+        let (h100, b200) = (find_builtin("h100").unwrap(), find_builtin("b200").unwrap());
+        // The two boards state different drivers, so a constant default would be caught.
+        assert_ne!(h100.driver_version, b200.driver_version);
+        assert_ne!(h100.cuda_driver_version, b200.cuda_driver_version);
+        for p in [h100, b200] {
+            let spec = resolve(&env_of(&[(ENV_PROFILE, &p.name)]), "h").unwrap();
+            assert_eq!((spec.driver_version.as_str(), spec.cuda_driver_version), (p.driver_version.as_str(), p.cuda_driver_version));
+            let spec = NodeSpec::builtin(&p.name, Some(1), "h").unwrap();
+            assert_eq!((spec.driver_version.as_str(), spec.cuda_driver_version), (p.driver_version.as_str(), p.cuda_driver_version));
+        }
+        // From a config file that names the profile, and from the profile as its overrides patch it.
+        let path = temp_file("b200.json", r#"{"profile":"b200"}"#);
+        let spec = resolve(&env_of(&[(ENV_CONFIG, path.to_str().unwrap())]), "h").unwrap();
+        assert_eq!(spec.driver_version, b200.driver_version);
+        let path =
+            temp_file("patched.json", r#"{"profile":"b200","overrides":{"driver_version":"570.133.20","cuda_driver_version":12080}}"#);
+        let spec = resolve(&env_of(&[(ENV_CONFIG, path.to_str().unwrap())]), "h").unwrap();
+        assert_eq!((spec.driver_version.as_str(), spec.cuda_driver_version), ("570.133.20", 12080));
+    }
+
+    #[test]
+    fn node_config_overrides_the_profile_driver() {
+        let path = temp_file("drv.json", r#"{"profile":"b200","driver_version":"575.57.08","cuda_driver_version":12090}"#);
+        let spec = resolve(&env_of(&[(ENV_CONFIG, path.to_str().unwrap())]), "h").unwrap();
+        assert_eq!((spec.driver_version.as_str(), spec.cuda_driver_version), ("575.57.08", 12090));
+        assert_eq!(spec.nvml_version(), "12.575.57.08");
+        // Only one of the two: the other stays the profile's.
+        let path = temp_file("drv-cuda.json", r#"{"profile":"h100","cuda_driver_version":12040}"#);
+        let spec = resolve(&env_of(&[(ENV_CONFIG, path.to_str().unwrap())]), "h").unwrap();
+        assert_eq!(
+            (spec.driver_version.as_str(), spec.cuda_driver_version),
+            (find_builtin("h100").unwrap().driver_version.as_str(), 12040)
+        );
+    }
+
+    #[test]
+    fn invalid_driver_versions_name_the_key() {
+        for (name, text, key) in [
+            ("drv-empty.json", r#"{"driver_version":""}"#, "`driver_version`"),
+            ("drv-word.json", r#"{"driver_version":"latest"}"#, "`driver_version`"),
+            ("drv-branch.json", r#"{"driver_version":"580"}"#, "`driver_version`"),
+            ("drv-nul.json", r#"{"driver_version":"580.1\u0000"}"#, "`driver_version`"),
+            ("cuda-odd.json", r#"{"cuda_driver_version":12021}"#, "`cuda_driver_version`"),
+            ("cuda-zero.json", r#"{"cuda_driver_version":0}"#, "`cuda_driver_version`"),
+            ("cuda-text.json", r#"{"cuda_driver_version":"12.2"}"#, "`cuda_driver_version`"),
+            ("cuda-neg.json", r#"{"cuda_driver_version":-1}"#, "cuda_driver_version"),
+            ("ovr-drv.json", r#"{"overrides":{"driver_version":"v1"}}"#, "`driver_version`"),
+            ("ovr-cuda.json", r#"{"overrides":{"cuda_driver_version":5}}"#, "`cuda_driver_version`"),
+        ] {
+            let path = temp_file(name, text);
+            let err = resolve(&env_of(&[(ENV_CONFIG, path.to_str().unwrap())]), "h").unwrap_err().to_string();
+            assert!(err.contains(name) && err.contains(key), "{name}: {err}");
+        }
     }
 
     #[test]

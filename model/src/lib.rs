@@ -10,6 +10,7 @@ pub mod boundary;
 pub mod builtin;
 pub mod config;
 pub mod cuda;
+pub mod driver;
 pub mod dynamics;
 pub mod error;
 pub mod fabric;

@@ -27,6 +27,13 @@ pub struct Profile {
     pub compute_capability: ComputeCapability,
     /// GPUs per node when a config does not say.
     pub default_gpu_count: u32,
+    /// `nvmlSystemGetDriverVersion` of a node of this board unless its config says otherwise: a
+    /// driver the board really runs (the 535 reference driver where that supports the board,
+    /// else the driver of a capture or of the branch the board needs), cited in `sources`.
+    pub driver_version: String,
+    /// `nvmlSystemGetCudaDriverVersion` / `cuDriverGetVersion` of that driver: `major * 1000 +
+    /// minor * 10` (12020 = CUDA 12.2).
+    pub cuda_driver_version: u32,
     /// CUDA cores (`nvmlDeviceGetNumGpuCores`).
     pub cuda_cores: Option<u32>,
     /// Streaming multiprocessors.
@@ -415,6 +422,9 @@ impl Profile {
         if self.product_name.is_empty() || self.product_name.len() > 63 {
             return Err(invalid("product_name", "must be 1 to 63 bytes".into()));
         }
+        crate::driver::check_driver_version(&self.driver_version).map_err(|e| invalid("driver_version", e.to_string()))?;
+        crate::driver::check_cuda_driver_version(u64::from(self.cuda_driver_version))
+            .map_err(|e| invalid("cuda_driver_version", e.to_string()))?;
         if !(1..=crate::MAX_GPUS).contains(&self.default_gpu_count) {
             return Err(invalid("default_gpu_count", format!("{} is outside 1..={}", self.default_gpu_count, crate::MAX_GPUS)));
         }

@@ -117,3 +117,92 @@ fn profiles_are_sane() {
         assert_eq!(p.thermal.idle_memory_c.is_some(), p.thermal.memory_max_c.is_some(), "{n}");
     }
 }
+
+/// What is wrong with a profile's driver and CUDA versions: the CUDA version must be the one
+/// its driver's branch reports (`fakegpu_model::driver::BRANCH_CUDA`), new enough for the
+/// board's compute capability, and the branch must still support the board.
+fn driver_problems(p: &Profile) -> Vec<String> {
+    use fakegpu_model::driver::{branch, cuda_of_branch, cuda_text, last_branch_for, min_cuda_for};
+    let mut out = Vec::new();
+    let Some(b) = branch(&p.driver_version) else {
+        return vec![format!("{}: driver_version `{}` has no branch", p.name, p.driver_version)];
+    };
+    match cuda_of_branch(b) {
+        Some(c) if c == p.cuda_driver_version => {}
+        Some(c) => out.push(format!(
+            "{}: driver {} (R{b}) reports CUDA {}, not {}",
+            p.name,
+            p.driver_version,
+            cuda_text(c),
+            cuda_text(p.cuda_driver_version)
+        )),
+        None => out.push(format!("{}: branch R{b} of driver {} is not in BRANCH_CUDA", p.name, p.driver_version)),
+    }
+    let need = min_cuda_for(p.compute_capability);
+    if p.cuda_driver_version < need {
+        out.push(format!(
+            "{}: compute capability {}.{} needs CUDA {} or later, the profile says {}",
+            p.name,
+            p.compute_capability.major,
+            p.compute_capability.minor,
+            cuda_text(need),
+            cuda_text(p.cuda_driver_version)
+        ));
+    }
+    if let Some(last) = last_branch_for(p.compute_capability).filter(|last| b > *last) {
+        out.push(format!("{}: R{b} no longer supports compute capability {}.x (last: R{last})", p.name, p.compute_capability.major));
+    }
+    out
+}
+
+#[test]
+fn driver_and_cuda_versions_agree_with_the_board() {
+    let problems: Vec<String> = builtin_profiles().unwrap().iter().flat_map(driver_problems).collect();
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    // Each of the boards newer than the 535 driver states a driver of the branch it needs.
+    for name in ["b200", "gb200", "gb300"] {
+        let p = find_builtin(name).unwrap();
+        assert!(fakegpu_model::driver::branch(&p.driver_version).unwrap() >= 570, "{name}: {}", p.driver_version);
+    }
+}
+
+/// The check itself notices each kind of mistake.
+#[test]
+fn driver_check_catches_mismatches() {
+    let mut p = find_builtin("h100").unwrap().clone();
+    p.cuda_driver_version = 12080; // CUDA 12.8 with a 535 driver
+    assert!(driver_problems(&p).iter().any(|e| e.contains("reports CUDA 12.2")), "{:?}", driver_problems(&p));
+    let mut p = find_builtin("b200").unwrap().clone();
+    (p.driver_version, p.cuda_driver_version) = ("535.261.03".into(), 12020); // what every board said before
+    assert!(driver_problems(&p).iter().any(|e| e.contains("needs CUDA 12.8")), "{:?}", driver_problems(&p));
+    let mut p = find_builtin("gb300").unwrap().clone();
+    (p.driver_version, p.cuda_driver_version) = ("570.133.20".into(), 12080);
+    assert!(driver_problems(&p).iter().any(|e| e.contains("needs CUDA 12.9")), "{:?}", driver_problems(&p));
+    let mut p = find_builtin("k80").unwrap().clone();
+    (p.driver_version, p.cuda_driver_version) = ("535.261.03".into(), 12020);
+    assert!(driver_problems(&p).iter().any(|e| e.contains("last: R470")), "{:?}", driver_problems(&p));
+    let mut p = find_builtin("h100").unwrap().clone();
+    p.driver_version = "999.1.2".into();
+    assert!(driver_problems(&p).iter().any(|e| e.contains("not in BRANCH_CUDA")), "{:?}", driver_problems(&p));
+}
+
+#[test]
+fn invalid_driver_versions_in_a_profile_name_the_key() {
+    let h100 = serde_json::to_value(find_builtin("h100").unwrap()).unwrap();
+    for (key, value) in [
+        ("driver_version", serde_json::json!("")),
+        ("driver_version", serde_json::json!("535")),
+        ("driver_version", serde_json::json!("r535.1")),
+        ("cuda_driver_version", serde_json::json!(12021)),
+        ("cuda_driver_version", serde_json::json!(100)),
+    ] {
+        let mut v = h100.clone();
+        v[key] = value.clone();
+        let err = Profile::from_json(&v.to_string(), "custom.json").unwrap_err().to_string();
+        assert!(err.contains("custom.json") && err.contains(&format!("`{key}`")), "{key}={value}: {err}");
+    }
+    let mut v = h100.clone();
+    v.as_object_mut().unwrap().remove("driver_version");
+    let err = Profile::from_json(&v.to_string(), "custom.json").unwrap_err().to_string();
+    assert!(err.contains("driver_version"), "{err}");
+}

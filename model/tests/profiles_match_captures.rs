@@ -326,6 +326,45 @@ fn board(c: &mut Check<'_>, gpus: &[Node<'_, '_>]) {
     }
 }
 
+/// The driver and CUDA versions. A board the reference (535) driver does not support (its
+/// compute capability needs a later CUDA) states the capture's driver and CUDA version, which it
+/// really ran. A board the 535 driver supports keeps 535 (the branch of the libraries this
+/// project mirrors and of NVIDIA's nvidia-smi its suites run); its capture then shows a later
+/// driver, which the profile's sources must name (so the choice is documented).
+/// The GSP firmware the model reports is the driver's version: each capture shows that too.
+fn driver(p: &Profile, root: Node<'_, '_>, gpus: &[Node<'_, '_>]) -> Vec<String> {
+    use fakegpu_model::driver::{branch, cuda_of_branch, min_cuda_for, parse_cuda_text, REFERENCE_DRIVER_VERSION};
+    let mut out = Vec::new();
+    let drv = get(root, "driver_version").expect("capture has <driver_version>");
+    let cuda = parse_cuda_text(get(root, "cuda_version").expect("capture has <cuda_version>")).expect("capture's <cuda_version>");
+    let reference_cuda = cuda_of_branch(branch(REFERENCE_DRIVER_VERSION).unwrap()).unwrap();
+    if min_cuda_for(p.compute_capability) > reference_cuda {
+        if (p.driver_version.as_str(), p.cuda_driver_version) != (drv, cuda) {
+            out.push(format!(
+                "driver {} / CUDA {}, capture <driver_version> {drv} / <cuda_version> {cuda}",
+                p.driver_version, p.cuda_driver_version
+            ));
+        }
+    } else {
+        if (p.driver_version.as_str(), p.cuda_driver_version) != (REFERENCE_DRIVER_VERSION, reference_cuda) {
+            out.push(format!(
+                "driver {} / CUDA {}: a board the 535 driver runs states the reference 535 driver",
+                p.driver_version, p.cuda_driver_version
+            ));
+        }
+        if branch(drv) < branch(REFERENCE_DRIVER_VERSION) || !p.sources.iter().any(|s| s.contains(drv)) {
+            out.push(format!("capture <driver_version> {drv}: expected a later driver than 535, named in the profile's sources"));
+        }
+    }
+    for g in gpus {
+        let gsp = get(*g, "gsp_firmware_version").unwrap_or("N/A");
+        if p.gsp_firmware && gsp != drv {
+            out.push(format!("capture <gsp_firmware_version> {gsp} is not the driver version {drv}"));
+        }
+    }
+    out
+}
+
 #[test]
 fn profiles_match_their_captures() {
     let mut report = Vec::new();
@@ -337,7 +376,7 @@ fn profiles_match_their_captures() {
         assert!(!gpus.is_empty(), "{file} has no <gpu>");
         let attached = get(doc.root_element(), "attached_gpus").and_then(number);
         assert_eq!(attached, Some(gpus.len() as f64), "{file}: attached_gpus");
-        for m in compare(profile, &gpus) {
+        for m in compare(profile, &gpus).into_iter().chain(driver(profile, doc.root_element(), &gpus)) {
             report.push(format!("{name} vs {file}: {m}"));
         }
     }
@@ -360,6 +399,19 @@ fn a_changed_profile_is_caught() {
     let doc = parse(&text);
     let gpus: Vec<Node> = doc.root_element().children().filter(|n| n.has_tag_name("gpu")).collect();
     let found = compare(&profile, &gpus).join("\n");
+    // Driver versions: a 535 board that states another driver, a board that needs a later one
+    // stating 535, and a 535 board whose sources do not name its capture's driver.
+    profile.driver_version = "580.105.08".into();
+    assert!(driver(&profile, doc.root_element(), &gpus).iter().any(|m| m.contains("reference 535")));
+    let mut b200 = find_builtin("b200").unwrap().clone();
+    (b200.driver_version, b200.cuda_driver_version) = ("535.261.03".into(), 12020);
+    let b200_text = fixture("qx-b200.xml");
+    let b200_doc = parse(&b200_text);
+    let b200_gpus: Vec<Node> = b200_doc.root_element().children().filter(|n| n.has_tag_name("gpu")).collect();
+    assert!(driver(&b200, b200_doc.root_element(), &b200_gpus).iter().any(|m| m.contains("580.105.08")));
+    let mut h100 = find_builtin("h100").unwrap().clone();
+    h100.sources.retain(|s| !s.contains("580.105.08"));
+    assert!(driver(&h100, doc.root_element(), &gpus).iter().any(|m| m.contains("named in the profile's sources")));
     for key in [
         "memory.total_mib",
         "clocks.max.memory_mhz",

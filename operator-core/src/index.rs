@@ -486,7 +486,7 @@ impl Index {
             gpu_memory: r.memory_mib,
             gpu_product: r.product.clone(),
             driver_version: r.driver_version.clone(),
-            cuda_version: r.cuda_version.clone(),
+            cuda_version: r.cuda_version(),
             mig_strategy: self.cfg.mig_strategy.clone(),
             other_devices: r.other_devices.clone(),
             gpus,
@@ -578,7 +578,7 @@ pub fn config_file(node: &str, r: &ResolvedPool) -> NodeConfigFile {
         gpus: (r.gpu_count > 0).then_some(r.gpu_count),
         overrides: if r.builtin { r.model_overrides.clone() } else { None },
         driver_version: Some(r.driver_version.clone()),
-        cuda_driver_version: Some(r.cuda_driver_version()),
+        cuda_driver_version: Some(r.cuda_driver_version),
         numa: r.numa_layout(),
     }
 }
@@ -598,7 +598,7 @@ pub fn node_spec(node: &str, r: &ResolvedPool) -> NodeSpec {
         profile: r.profile.clone(),
         gpu_count: r.gpu_count,
         driver_version: r.driver_version.clone(),
-        cuda_driver_version: r.cuda_driver_version(),
+        cuda_driver_version: r.cuda_driver_version,
         numa: r.numa_layout(),
     }
 }

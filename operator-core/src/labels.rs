@@ -120,7 +120,7 @@ pub fn desired(r: &ResolvedPool, opt: LabelOptions) -> BTreeMap<String, String> 
         put("nvidia.com/cuda.driver-version.revision", drev.to_string());
     }
     put("nvidia.com/cuda.driver-version.full", sanitise(&r.driver_version));
-    let cuda = r.cuda_driver_version();
+    let cuda = r.cuda_driver_version;
     let (cmaj, cmin) = (cuda / 1000, (cuda % 1000) / 10);
     put("nvidia.com/cuda.runtime.major", cmaj.to_string());
     put("nvidia.com/cuda.runtime.minor", cmin.to_string());
@@ -170,6 +170,24 @@ mod tests {
     }
 
     const OPT: LabelOptions = LabelOptions { mig_strategy: "mixed", kwok: true, disable_deploy_labels: false };
+
+    /// A board newer than the 535 driver labels its own driver and CUDA version (B200: the
+    /// 580.105.08 driver of its capture, CUDA 13.0), not 535 / 12.2.
+    #[test]
+    fn gfd_driver_labels_follow_the_profile() {
+        let l = desired(&pool(Some("b200")), OPT);
+        for (k, v) in [
+            ("nvidia.com/cuda.driver.major", "580"),
+            ("nvidia.com/cuda.driver.minor", "105"),
+            ("nvidia.com/cuda.driver.rev", "08"),
+            ("nvidia.com/cuda.driver-version.full", "580.105.08"),
+            ("nvidia.com/cuda.runtime.major", "13"),
+            ("nvidia.com/cuda.runtime.minor", "0"),
+            ("nvidia.com/cuda.runtime-version.full", "13.0"),
+        ] {
+            assert_eq!(l.get(k).map(String::as_str), Some(v), "{k}");
+        }
+    }
 
     #[test]
     fn gfd_labels_for_a100() {

@@ -11,7 +11,8 @@
 
 use std::collections::BTreeMap;
 
-use fakegpu_model::config::{DEFAULT_CUDA_DRIVER_VERSION, DEFAULT_DRIVER_VERSION, DEFAULT_PROFILE};
+use fakegpu_model::config::DEFAULT_PROFILE;
+use fakegpu_model::driver::{check_driver_version, cuda_text, parse_cuda_text};
 use fakegpu_model::{find_builtin, Profile};
 use serde_json::{json, Value};
 
@@ -78,9 +79,16 @@ pub struct ResolvedPool {
     pub product: String,
     pub memory_mib: u64,
     pub gpu_count: u32,
+    /// `system.driver_version` of the pool (upstream's key), else the model profile's.
     pub driver_version: String,
-    /// `major.minor`, e.g. `12.2`.
-    pub cuda_version: String,
+    /// `nvmlSystemGetCudaDriverVersion` encoding (12020 = CUDA 12.2): `system.cuda_version`
+    /// of the pool, else the model profile's.
+    pub cuda_driver_version: u32,
+    /// Whether the pool's config (its profile document or `overrides`) set the driver
+    /// version / the CUDA version; those that it did not follow the model profile, also when a
+    /// node's profile label replaces it.
+    pub driver_from_pool: bool,
+    pub cuda_from_pool: bool,
     pub other_devices: Vec<OtherDevice>,
     /// Name of the model profile (built-in name or custom profile name).
     pub profile_name: String,
@@ -102,21 +110,35 @@ impl ResolvedPool {
         self.numa.as_ref().filter(|_| self.gpu_count > 0).and_then(|n| n.layout(self.gpu_count))
     }
 
-    /// `nvmlSystemGetCudaDriverVersion` encoding of `cuda_version` (12.2 → 12020).
-    pub fn cuda_driver_version(&self) -> u32 {
-        parse_cuda(&self.cuda_version).unwrap_or(DEFAULT_CUDA_DRIVER_VERSION)
+    /// The CUDA version as `major.minor` (`12.2`), as the topology's `cudaVersion` states it.
+    pub fn cuda_version(&self) -> String {
+        cuda_text(self.cuda_driver_version)
     }
 }
 
-fn parse_cuda(s: &str) -> Option<u32> {
-    let mut it = s.trim().split('.');
-    let major: u32 = it.next()?.parse().ok()?;
-    let minor: u32 = it.next().unwrap_or("0").parse().ok()?;
-    Some(major * 1000 + minor * 10)
+/// `system.driver_version` (upstream's key in a profile document and in a pool's `overrides`):
+/// None when absent, else a driver version such as `580.105.08`.
+fn pool_driver_version(doc: &Value) -> Result<Option<String>, String> {
+    const KEY: &str = "system.driver_version";
+    match doc.pointer("/system/driver_version") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => check_driver_version(s).map(|()| Some(s.clone())).map_err(|e| format!("`{KEY}`: {e}")),
+        Some(other) => Err(format!("`{KEY}`: expected a string such as \"580.105.08\" (quote it in YAML), found {other}")),
+    }
 }
 
-fn cuda_text(v: u32) -> String {
-    format!("{}.{}", v / 1000, (v % 1000) / 10)
+/// `system.cuda_version` as `major.minor` (a string, or a YAML number such as 12.4 or 13):
+/// None when absent, else its `nvmlSystemGetCudaDriverVersion` encoding.
+fn pool_cuda_version(doc: &Value) -> Result<Option<u32>, String> {
+    const KEY: &str = "system.cuda_version";
+    let text = match doc.pointer("/system/cuda_version") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) if n.is_u64() => format!("{n}.0"),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(other) => return Err(format!("`{KEY}`: `{other}` is not `major.minor`")),
+    };
+    parse_cuda_text(&text).map(Some).map_err(|e| format!("`{KEY}`: {e}"))
 }
 
 /// Resolves every pool; the first failing pool's error.
@@ -185,13 +207,8 @@ pub fn resolve_pool(name: &str, pool: &PoolConfig, profiles: &Profiles) -> Resul
     if gpu_count > MAX_GPUS {
         return Err(err(format!("{gpu_count} GPUs per node is more than {MAX_GPUS}")));
     }
-    let driver_version = doc.pointer("/system/driver_version").and_then(Value::as_str).unwrap_or(DEFAULT_DRIVER_VERSION).to_string();
-    let cuda_version = match doc.pointer("/system/cuda_version") {
-        None | Some(Value::Null) => cuda_text(DEFAULT_CUDA_DRIVER_VERSION),
-        Some(Value::String(s)) if parse_cuda(s).is_some() => s.clone(),
-        Some(Value::Number(n)) if parse_cuda(&n.to_string()).is_some() => n.to_string(),
-        Some(other) => return Err(err(format!("`system.cuda_version`: `{other}` is not `major.minor`"))),
-    };
+    let pool_driver = pool_driver_version(&doc).map_err(err)?;
+    let pool_cuda = pool_cuda_version(&doc).map_err(err)?;
 
     let mut patch = serde_json::Map::new();
     if !matched_product && product != base.product_name {
@@ -213,8 +230,10 @@ pub fn resolve_pool(name: &str, pool: &PoolConfig, profiles: &Profiles) -> Resul
         product: if pool.empty { String::new() } else { product },
         memory_mib: if pool.empty { 0 } else { memory_mib },
         gpu_count: if pool.empty { 0 } else { gpu_count as u32 },
-        driver_version,
-        cuda_version,
+        driver_version: pool_driver.clone().unwrap_or_else(|| profile.driver_version.clone()),
+        cuda_driver_version: pool_cuda.unwrap_or(profile.cuda_driver_version),
+        driver_from_pool: pool_driver.is_some(),
+        cuda_from_pool: pool_cuda.is_some(),
         other_devices: pool.resources.clone(),
         profile_name: base_name,
         profile,
@@ -268,6 +287,13 @@ pub fn for_node(
         if gpus_label.is_none() {
             r.gpu_count = profile.default_gpu_count;
         }
+        // The driver follows the node's board unless the pool set it.
+        if !r.driver_from_pool {
+            r.driver_version = profile.driver_version.clone();
+        }
+        if !r.cuda_from_pool {
+            r.cuda_driver_version = profile.cuda_driver_version;
+        }
         r.profile = profile;
         r.builtin = builtin;
         r.model_overrides = None;
@@ -297,9 +323,11 @@ mod tests {
         assert_eq!((d.product.as_str(), d.gpu_count, d.memory_mib), ("Tesla-K80", 2, 11441));
         assert_eq!(d.profile_name, "k80");
         assert!(d.builtin && d.model_overrides.is_none());
-        assert_eq!(d.driver_version, DEFAULT_DRIVER_VERSION);
-        assert_eq!(d.cuda_version, "12.2");
-        assert_eq!(d.cuda_driver_version(), 12020);
+        // The driver is the K80 profile's (no pool sets one).
+        let k80 = find_builtin("k80").unwrap();
+        assert_eq!((d.driver_version.as_str(), d.cuda_driver_version), (k80.driver_version.as_str(), k80.cuda_driver_version));
+        assert_eq!(d.cuda_version(), fakegpu_model::driver::cuda_text(k80.cuda_driver_version));
+        assert!(!d.driver_from_pool && !d.cuda_from_pool);
     }
 
     #[test]
@@ -375,7 +403,50 @@ mod tests {
         assert_eq!(r["h"].memory_mib, find_builtin("h100").unwrap().memory.total_mib);
         assert_eq!(r["h4"].gpu_count, 4);
         assert_eq!(r["h4"].driver_version, "550.163.01");
-        assert_eq!(r["h4"].cuda_driver_version(), 12040);
+        assert_eq!(r["h4"].cuda_driver_version, 12040);
+        let h100 = find_builtin("h100").unwrap();
+        assert_eq!((r["h"].driver_version.as_str(), r["h"].cuda_driver_version), (h100.driver_version.as_str(), h100.cuda_driver_version));
+    }
+
+    #[test]
+    fn driver_versions_come_from_the_profile_unless_the_pool_sets_them() {
+        let c = cfg("nodePools:\n  b:\n    gpu:\n      profile: b200\n  h:\n    gpu:\n      profile: h100\n  hb:\n    gpu:\n      profile: h100\n      overrides: {system: {driver_version: \"580.105.08\"}}\n  hc:\n    gpu:\n      profile: h100\n      overrides: {system: {cuda_version: 13.0}}\n");
+        let r = resolve_all(&c, &Profiles::new()).unwrap();
+        let (b200, h100) = (find_builtin("b200").unwrap(), find_builtin("h100").unwrap());
+        assert_ne!(b200.driver_version, h100.driver_version);
+        assert_eq!((r["b"].driver_version.as_str(), r["b"].cuda_driver_version), (b200.driver_version.as_str(), b200.cuda_driver_version));
+        assert_eq!((r["h"].driver_version.as_str(), r["h"].cuda_driver_version), (h100.driver_version.as_str(), h100.cuda_driver_version));
+        // One key of the pair set: the other stays the profile's.
+        assert_eq!((r["hb"].driver_version.as_str(), r["hb"].cuda_driver_version), ("580.105.08", h100.cuda_driver_version));
+        assert_eq!((r["hc"].driver_version.as_str(), r["hc"].cuda_driver_version), (h100.driver_version.as_str(), 13000));
+        // A node's profile label brings its board's driver, except what the pool set.
+        let n = for_node(&r["h"], Some("b200"), None, &Profiles::new()).unwrap();
+        assert_eq!((n.driver_version.as_str(), n.cuda_driver_version), (b200.driver_version.as_str(), b200.cuda_driver_version));
+        let n = for_node(&r["hb"], Some("b200"), None, &Profiles::new()).unwrap();
+        assert_eq!((n.driver_version.as_str(), n.cuda_driver_version), ("580.105.08", b200.cuda_driver_version));
+        // The node config the fake NVML reads carries them.
+        let file = crate::index::config_file("n1", &r["b"]);
+        assert_eq!(
+            (file.driver_version.as_deref(), file.cuda_driver_version),
+            (Some(b200.driver_version.as_str()), Some(b200.cuda_driver_version))
+        );
+    }
+
+    #[test]
+    fn invalid_pool_driver_versions_name_the_key() {
+        for (overrides, key) in [
+            ("{system: {driver_version: latest}}", "`system.driver_version`"),
+            ("{system: {driver_version: 580}}", "`system.driver_version`"),
+            ("{system: {driver_version: 550.1}}", "`system.driver_version`"),
+            ("{system: {driver_version: ''}}", "`system.driver_version`"),
+            ("{system: {cuda_version: '12'}}", "`system.cuda_version`"),
+            ("{system: {cuda_version: '12.2.1'}}", "`system.cuda_version`"),
+            ("{system: {cuda_version: [12, 2]}}", "`system.cuda_version`"),
+        ] {
+            let c = cfg(&format!("nodePools:\n  p:\n    gpu:\n      profile: h100\n      overrides: {overrides}\n"));
+            let e = resolve_all(&c, &Profiles::new()).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains('p'), "{overrides}: {e}");
+        }
     }
 
     #[test]
@@ -397,7 +468,8 @@ mod tests {
         let r = &resolve_all(&c, &profiles).unwrap()["p"];
         assert_eq!((r.product.as_str(), r.gpu_count, r.memory_mib), ("NVIDIA L40S", 2, 49152));
         assert_eq!(r.profile_name, "l40s");
-        assert_eq!(r.cuda_version, "12.4");
+        assert_eq!((r.cuda_version().as_str(), r.cuda_driver_version), ("12.4", 12040));
+        assert_eq!(r.driver_version, "550.163.01");
         assert_eq!(r.model_overrides, Some(json!({"memory": {"total_mib": 49152}})));
     }
 

@@ -22,10 +22,11 @@ NVIDIA_SMI = NVIDIA_ROOT / "usr/lib/nvidia/current/nvidia-smi"
 NVML_H = NVIDIA_ROOT / "usr/include/nvml.h"
 REAL_LIB = NVIDIA_ROOT / "usr/lib/x86_64-linux-gnu/nvidia/current/libnvidia-ml.so.535.261.03"
 
-# The driver the fake claims is the one NVIDIA's nvidia-smi from the deb was built for;
-# the deb's version is the oracle (scripts/fetch-nvidia.sh pins it).
-DRIVER_VERSION = re.search(r"NVIDIA_VERSION=([0-9.]+)-", (REPO / "scripts/fetch-nvidia.sh").read_text()).group(1)
-CUDA_VERSION_INT = 12020  # driver 535 reports CUDA 12.2 (nvidia-smi prints "CUDA Version: 12.2")
+# NVIDIA's nvidia-smi and library from the deb are the 535 driver's (scripts/fetch-nvidia.sh pins
+# it). The driver the fake claims is each profile's own (`driver_version`, `cuda_driver_version`):
+# 535 for boards that driver supports, a later one for boards that need it (B200, GB200, GB300)
+# and R470 for the K80, so NVIDIA's 535 binary also runs over a library claiming another driver.
+BINARY_VERSION = re.search(r"NVIDIA_VERSION=([0-9.]+)-", (REPO / "scripts/fetch-nvidia.sh").read_text()).group(1)
 
 BUILTIN = sorted(p.stem for p in PROFILES_DIR.glob("*.json") if p.stem != "schema")
 NODE = "conformance-node-1"
@@ -33,6 +34,22 @@ NODE = "conformance-node-1"
 
 def profile(name):
     return json.loads((PROFILES_DIR / f"{name}.json").read_text())
+
+
+def driver_version(name):
+    """nvmlSystemGetDriverVersion of a node of the profile."""
+    return profile(name)["driver_version"]
+
+
+def cuda_version_int(name):
+    """nvmlSystemGetCudaDriverVersion of a node of the profile (12020 = CUDA 12.2)."""
+    return profile(name)["cuda_driver_version"]
+
+
+def cuda_text(name):
+    """The CUDA version as nvidia-smi prints it ("12.2")."""
+    v = cuda_version_int(name)
+    return f"{v // 1000}.{v % 1000 // 10}"
 
 
 def gpu_count(name):

@@ -1,6 +1,7 @@
 """5. NVIDIA's own nvidia-smi 535.261.03 (from Debian non-free) over the fake library: the
 default table, -L, -q, -q -x, -q -d, and --query-gpu CSV. Every printed value that the
-profile determines is compared with the profile JSON; no ERR! anywhere, exit code 0.
+profile determines is compared with the profile JSON; no ERR! anywhere, exit code 0. The driver
+and CUDA version printed are each profile's own, also where that is not the binary's 535.
 
 (535's -d does not accept PCI; the PCI section is checked in the full -q.)"""
 import csv
@@ -63,7 +64,7 @@ def identities(name):
 def test_default_table(name):
     p, n = fgpu.profile(name), fgpu.gpu_count(name)
     out = smi(name)
-    assert f"Driver Version: {fgpu.DRIVER_VERSION}" in out and "CUDA Version: 12.2" in out
+    assert f"Driver Version: {fgpu.driver_version(name)}" in out and f"CUDA Version: {fgpu.cuda_text(name)}" in out
     rows = re.findall(r"^\|\s+(\d+)\s+(.+?)\s+(On|Off)\s+\|\s+([0-9A-F:.]+)\s+(On|Off)\s+\|", out, re.M)
     assert [int(r[0]) for r in rows] == list(range(n)), out
     for r in rows:  # the table cuts long names
@@ -87,6 +88,33 @@ def test_default_table(name):
         assert fits(re.sub(r"\s+", " ", row[4].strip()), memory), (row[4], memory)
         assert row[5:] == ("0", "Default"), row
     assert "No running processes found" in out
+
+
+OTHER_DRIVER = [n for n in fgpu.BUILTIN if fgpu.driver_version(n) != fgpu.BINARY_VERSION]
+
+
+def test_some_profiles_claim_another_driver_than_the_binary():
+    """The boards newer than the 535 driver (B200 and the Grace Blackwell boards) claim a later
+    one, so the test below runs the 535 binary over a library newer than itself."""
+    newer = [n for n in OTHER_DRIVER if int(fgpu.driver_version(n).split(".")[0]) > int(fgpu.BINARY_VERSION.split(".")[0])]
+    assert {"b200", "gb200", "gb300"} <= set(newer), OTHER_DRIVER
+
+
+@pytest.mark.parametrize("name", OTHER_DRIVER)
+def test_binary_runs_over_another_driver(name):
+    """NVIDIA's 535 nvidia-smi over a node whose library claims another driver (580 for a B200,
+    470 for a K80): the default table, -q and -q -x exit 0 (fgpu.run checks) and print the
+    library's driver and CUDA version, never the binary's own."""
+    drv, cuda = fgpu.driver_version(name), fgpu.cuda_text(name)
+    table = smi(name)
+    assert re.search(rf"NVIDIA-SMI {re.escape(fgpu.BINARY_VERSION)}\s+Driver Version: {re.escape(drv)}\s+CUDA Version: {re.escape(cuda)}\s", table), table
+    q = smi(name, "-q")
+    assert re.search(rf"^Driver Version\s+: {re.escape(drv)}$", q, re.M) and re.search(rf"^CUDA Version\s+: {re.escape(cuda)}$", q, re.M), q[:600]
+    assert fgpu.BINARY_VERSION not in q.replace(f"NVIDIA-SMI {fgpu.BINARY_VERSION}", "")
+    root = ET.fromstring(smi(name, "-q", "-x"))
+    assert (root.findtext("driver_version"), root.findtext("cuda_version")) == (drv, cuda)
+    if fgpu.profile(name).get("gsp_firmware"):
+        assert {g.findtext("gsp_firmware_version") for g in root.findall("gpu")} == {drv}
 
 
 @pytest.mark.parametrize("name", fgpu.BUILTIN)
@@ -156,7 +184,7 @@ def check_q_values(p, gpu, full):
         if p["inforom"]["oem"]:
             expect["Inforom Version/OEM Object"] = p["inforom"]["oem"]
         if p.get("gsp_firmware"):
-            expect["GSP Firmware Version"] = fgpu.DRIVER_VERSION
+            expect["GSP Firmware Version"] = p["driver_version"]
     got = {k: gpu.get(k) for k in expect}
     assert got == expect
 
@@ -165,7 +193,8 @@ def check_q_values(p, gpu, full):
 def test_query_full(name):
     p = fgpu.profile(name)
     out = smi(name, "-q")
-    assert re.search(rf"Driver Version\s+: {re.escape(fgpu.DRIVER_VERSION)}", out)
+    assert re.search(rf"Driver Version\s+: {re.escape(fgpu.driver_version(name))}$", out, re.M)
+    assert re.search(rf"CUDA Version\s+: {re.escape(fgpu.cuda_text(name))}$", out, re.M)
     assert re.search(rf"Attached GPUs\s+: {fgpu.gpu_count(name)}$", out, re.M)
     gpus = parse_q(out)
     assert len(gpus) == fgpu.gpu_count(name)
@@ -198,7 +227,8 @@ def test_query_display_sections(name):
 def test_query_xml(name):
     p = fgpu.profile(name)
     root = ET.fromstring(smi(name, "-q", "-x"))
-    assert root.findtext("driver_version") == fgpu.DRIVER_VERSION
+    assert root.findtext("driver_version") == fgpu.driver_version(name)
+    assert root.findtext("cuda_version") == fgpu.cuda_text(name)
     assert root.findtext("attached_gpus") == str(fgpu.gpu_count(name))
     gpus = root.findall("gpu")
     assert len(gpus) == fgpu.gpu_count(name)
@@ -250,7 +280,7 @@ def test_query_gpu_csv(name):
             "clocks.max.memory": str(c["max"]["memory_mhz"]), "clocks.gr": str(c["idle"]["graphics_mhz"]),
             "clocks.sm": str(c["idle"]["sm_mhz"]), "clocks.mem": str(c["idle"]["memory_mhz"]),
             "clocks.video": str(c["idle"]["video_mhz"]), "pstate": f'P{p["idle_pstate"]}',
-            "driver_version": fgpu.DRIVER_VERSION, "persistence_mode": "Enabled" if p["persistence_mode"] else "Disabled",
+            "driver_version": p["driver_version"], "persistence_mode": "Enabled" if p["persistence_mode"] else "Disabled",
             "ecc.mode.current": "Enabled" if p["ecc_enabled"] else "Disabled", "vbios_version": p["vbios_version"],
             "pcie.link.gen.max": str(pci["max_link_gen"]), "pcie.link.width.max": str(pci["max_link_width"]),
             "pcie.link.gen.current": str(pci["current_link_gen"]), "pcie.link.width.current": str(pci["current_link_width"]),

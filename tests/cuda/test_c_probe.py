@@ -11,7 +11,7 @@ def test_discovery_matches_profile_and_nvml(name, n):
     env = env_for(name, n)
     out, devices = probe_devices(env)
     assert "FAIL" not in out, out
-    assert out.splitlines()[0] == f"driver 12020 count {n}"
+    assert out.splitlines()[0] == f"driver {profile(name)['cuda_driver_version']} count {n}"
     p = profile(name)
     nvml = nvml_view(env)
     assert len(devices) == len(nvml) == n

@@ -429,7 +429,7 @@ check("checksum/topology follows the topology", ck(a) != ck(b) and ck(a) == ck(r
 # Schema: typos fail, upstream keys pass.
 for bad in sorted(os.listdir(os.path.join(HERE, "bad-values"))):
     r = subprocess.run([HELM, "template", "x", CHART, "-f", os.path.join(HERE, "bad-values", bad)], capture_output=True, text=True)
-    check(f"schema rejects bad-values/{bad}", r.returncode != 0 and ("not allowed" in r.stderr or "got string, want boolean" in r.stderr), r.stderr[-300:])
+    check(f"schema rejects bad-values/{bad}", r.returncode != 0 and ("not allowed" in r.stderr or "got string, want boolean" in r.stderr or "does not match pattern" in r.stderr), r.stderr[-300:])
 for s in ["statusExporter.kwok.prometheusRule.enabled=false", "statusExporter.topologyMaxExportInterval=30s", "migFaker.enabled=false",
           "nvmlMock.image.tag=x", "computeDomainDraPlugin.healthcheckPort=9", "computeDomainController.enabled=true", "gpu-operator.driver.enabled=false", "topologyServer.enabled=true",
           "statusExporter.nodeResourceTopology.installCRD=false", "environment.fakeCSVVersion=1.2.3", "builtinProfiles.enabled=false",

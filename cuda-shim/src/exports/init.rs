@@ -16,9 +16,13 @@ pub unsafe extern "C" fn cuDriverGetVersion(version: *mut c_int) -> CUresult {
     guard("cuDriverGetVersion", || {
         let v = match crate::runtime::runtime() {
             Ok(rt) => rt.driver_version,
+            // A node that does not resolve (cuInit reports why) still has a version: the
+            // default profile's, as a node without any configuration would have.
             Err(_) => fakegpu_model::config::resolve_for_process()
-                .map(|s| fakegpu_model::cuda::driver_version(s.cuda_driver_version))
-                .unwrap_or(fakegpu_model::cuda::driver_version(fakegpu_model::config::DEFAULT_CUDA_DRIVER_VERSION)),
+                .map(|s| s.cuda_driver_version)
+                .or_else(|_| fakegpu_model::find_builtin(fakegpu_model::config::DEFAULT_PROFILE).map(|p| p.cuda_driver_version))
+                .map(fakegpu_model::cuda::driver_version)
+                .unwrap_or(0),
         };
         put(version, v)
     })

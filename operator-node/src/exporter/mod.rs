@@ -110,8 +110,8 @@ fn node_spec(view: &NodeView) -> NodeSpec {
         node_name: view.name.clone(),
         profile: (*view.profile).clone(),
         gpu_count: view.gpus.len() as u32,
-        driver_version: String::new(),
-        cuda_driver_version: 0,
+        driver_version: view.profile.driver_version.clone(),
+        cuda_driver_version: view.profile.cuda_driver_version,
         numa: None,
     }
 }

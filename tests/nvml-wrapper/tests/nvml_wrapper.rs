@@ -10,7 +10,7 @@ use nvml_wrapper::Nvml;
 use serde_json::Value;
 
 const CHILD: &str = "FAKEGPU_CONFORMANCE_CHILD";
-const PROFILES: [&str; 4] = ["h100", "a100-40gb", "t4", "k80"];
+const PROFILES: [&str; 5] = ["h100", "a100-40gb", "t4", "k80", "b200"];
 const NODE: &str = "conformance-node-1";
 
 fn repo() -> PathBuf {
@@ -67,8 +67,9 @@ fn child_probe() {
     let Ok(name) = std::env::var(CHILD) else { return };
     let p = profile(&name);
     let nvml = Nvml::builder().lib_path(library().as_os_str()).init().expect("nvmlInit_v2");
-    assert_eq!(nvml.sys_driver_version().unwrap(), "535.261.03");
-    assert_eq!(nvml.sys_cuda_driver_version().unwrap(), 12020);
+    // Each profile's own driver (535.261.03 / 12.2 for most, 580 / 13.0 for B200 and the GB boards).
+    assert_eq!(nvml.sys_driver_version().unwrap(), p["driver_version"].as_str().unwrap());
+    assert_eq!(i64::from(nvml.sys_cuda_driver_version().unwrap()), p["cuda_driver_version"].as_i64().unwrap());
     assert_eq!(nvml.device_count().unwrap(), 2);
     let mib = 1024 * 1024;
     let mut uuids = Vec::new();

@@ -201,6 +201,22 @@ mod tests {
         assert!(a["pcieBusID"].string.as_deref().unwrap().starts_with("0000:"));
     }
 
+    /// The driver attributes are the node's: a B200 node states its profile's 580 driver and
+    /// CUDA 13.0, a node config that overrides them its own.
+    #[test]
+    fn driver_attributes_follow_the_node() {
+        let node = SimulatedNode::new(NodeSpec::builtin("b200", Some(1), "n1").unwrap());
+        let a = gpu_device(&node, &node.gpus[0]).attributes.unwrap();
+        assert_eq!(a["driverVersion"].version.as_deref(), Some("580.105.8"));
+        assert_eq!(a["cudaDriverVersion"].version.as_deref(), Some("13.0.0"));
+        let mut spec = NodeSpec::builtin("b200", Some(1), "n1").unwrap();
+        (spec.driver_version, spec.cuda_driver_version) = ("575.57.08".into(), 12090);
+        let node = SimulatedNode::new(spec);
+        let a = gpu_device(&node, &node.gpus[0]).attributes.unwrap();
+        assert_eq!(a["driverVersion"].version.as_deref(), Some("575.57.8"));
+        assert_eq!(a["cudaDriverVersion"].version.as_deref(), Some("12.9.0"));
+    }
+
     #[test]
     fn numa_attribute_follows_the_layout_and_is_absent_without_one() {
         let plain = SimulatedNode::new(NodeSpec::builtin("h100", Some(4), "n1").unwrap());
