@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -18,7 +19,13 @@ use tokio::task::{Id, JoinSet};
 pub struct WorkQueue {
     dirty: Mutex<BTreeSet<String>>,
     notify: Notify,
+    /// A release of free memory is scheduled (see [`WorkQueue::drained`]).
+    release_pending: AtomicBool,
 }
+
+/// How long the queue must have been drained before free memory is handed back: one release
+/// per burst, not one per write while writes trickle in.
+const RELEASE_AFTER: Duration = Duration::from_secs(2);
 
 impl WorkQueue {
     /// Marks keys dirty (already dirty ones once).
@@ -29,6 +36,22 @@ impl WorkQueue {
         if d.len() != before {
             self.notify.notify_one();
         }
+    }
+
+    /// The last write of a burst is done: what the burst allocated (watch events, request and
+    /// response bodies of up to thousands of writes) is free, but glibc would keep its pages
+    /// resident. Released once, [`RELEASE_AFTER`] later, if the queue is still drained then.
+    fn drained(self: std::sync::Arc<Self>) {
+        if self.release_pending.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        tokio::spawn(async move {
+            tokio::time::sleep(RELEASE_AFTER).await;
+            self.release_pending.store(false, Ordering::SeqCst);
+            if self.dirty.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
+                fakegpu_operator_core::common::release_free_memory();
+            }
+        });
     }
 
     /// Works on dirty keys forever, at most `width` at a time; `work(key)` is started when the
@@ -69,6 +92,9 @@ impl WorkQueue {
                         }
                         Err(e) => (in_flight.remove(&e.id()).unwrap_or_default(), Some(format!("task failed: {e}"))),
                     };
+                    if running.is_empty() {
+                        self.clone().drained();
+                    }
                     // (A key marked while its work was in flight is taken on the next turn.)
                     if let Some(error) = error {
                         tracing::warn!(key = %key, error = %error, "write failed; retrying");

@@ -139,7 +139,7 @@ fn stream_plain(scrape: &Scrape, pool: &PiecePool) -> MetricsBody {
         }));
         done.store(true, Ordering::Release);
         drop(tx);
-        release_free_memory();
+        fakegpu_operator_core::common::release_free_memory();
     });
     MetricsBody::Streamed { pieces: rx, complete }
 }
@@ -263,7 +263,7 @@ impl Gzip {
             let start = Instant::now();
             let body = gzip(&scrape, room);
             let cost = start.elapsed();
-            release_free_memory();
+            fakegpu_operator_core::common::release_free_memory();
             (start, body, cost)
         })
         .await;
@@ -319,19 +319,6 @@ fn gzip(scrape: &Scrape, room: usize) -> Bytes {
     // The body is kept until the next one replaces it: not the room reserved beyond it.
     body.shrink_to_fit();
     Bytes::from(body)
-}
-
-/// Hands the allocator's free pages back to the kernel after a scrape. Between scrapes the
-/// exporter frees what the topology watch parsed (every ConfigMap version of 1,000 nodes) and
-/// what the scrape itself used; glibc keeps such pages resident inside its heaps, where no
-/// threshold returns them. Called on the blocking thread, after the response's text is made;
-/// it takes well under a millisecond for the exporter's heap.
-fn release_free_memory() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only returns free memory of the allocator's arenas to the kernel.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }
 
 fn reply(status: StatusCode, ctype: &'static str, body: Bytes) -> Response<MetricsBody> {
