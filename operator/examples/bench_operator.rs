@@ -14,7 +14,8 @@
 //! 5. All pods deleted: time until every GPU is free again.
 //!
 //! After phases 1 and 2: CPU seconds of each component, and the API requests each client made
-//! (from the API server's audit log, by User-Agent). At the end: each component's RSS.
+//! (from the API server's audit log, by User-Agent); after phase 2, each component's CPU while
+//! idle (converged, nothing changing). At the end: each component's RSS.
 //!
 //! Env: KUBECONFIG, FAKEGPU_OPERATOR_BIN, BENCH_RUN_DIR (logs and node files), BENCH_AUDIT_LOG,
 //! BENCH_NODES, BENCH_PODS, BENCH_POD_RATE (creates per second, default: no pacing).
@@ -36,6 +37,8 @@ use serde_json::json;
 const POOL_KEY: &str = "run.ai/simulated-gpu-node-pool";
 const PODS_NS: &str = "bench-pods";
 const TOPOLOGY_NS: &str = fakegpu_cluster::operator::NAMESPACE;
+/// How long idle CPU is measured.
+const IDLE_WINDOW: Duration = Duration::from_secs(10);
 
 fn env_num(k: &str, d: usize) -> usize {
     std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
@@ -323,6 +326,18 @@ async fn main() -> anyhow::Result<()> {
     let relabel = observed.wait_converged(nodes_n, "A100", start).await?;
     println!("re-label: labelling took {:.2}s; converged {:.2}s after the first label", labelled.as_secs_f64(), relabel.as_secs_f64());
     report_costs(&components, &before, audit.as_deref(), offset);
+
+    // Idle: converged and nothing changing (past the components' after-burst memory release).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = components.cpu();
+    tokio::time::sleep(IDLE_WINDOW).await;
+    let idle: Vec<String> = components
+        .cpu()
+        .iter()
+        .zip(&before)
+        .map(|((n, a), (_, b))| format!("{n} {:.2} %", 100.0 * (a - b) / IDLE_WINDOW.as_secs_f64()))
+        .collect();
+    println!("idle CPU over {} s, % of one core: {}", IDLE_WINDOW.as_secs(), idle.join(", "));
 
     // 3. pods
     let _ = ns_api.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": PODS_NS}}))?).await;
