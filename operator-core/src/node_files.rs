@@ -150,7 +150,7 @@ mod tests {
         let cfg = ClusterConfig::parse(&format!("nodePools:\n{pools}")).unwrap();
         let mut ix = Index::new(cfg, Profiles::new(), IndexOptions::default()).unwrap();
         let labels = BTreeMap::from([(POOL_KEY.to_string(), pool.to_string())]);
-        ix.upsert_node(NodeInfo { name: "n1".into(), labels, kwok_annotation: None, version: None });
+        ix.upsert_node(NodeInfo { name: "n1".into(), labels, kwok_annotation: None, version: None, mig_layout: None });
         ix.upsert_pod(PodInfo {
             uid: "uid-train".into(),
             namespace: "ns".into(),

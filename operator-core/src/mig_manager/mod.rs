@@ -74,10 +74,12 @@ pub struct AppliedError(String);
 
 /// The layouts applied to a node, from its annotations (none: every GPU whole).
 pub fn applied(annotations: &BTreeMap<String, String>) -> Result<Applied, AppliedError> {
-    match annotations.get(MIG_LAYOUT_ANNOTATION) {
-        None => Ok(Applied::new()),
-        Some(text) => serde_json::from_str(text).map_err(|e| AppliedError(e.to_string())),
-    }
+    annotations.get(MIG_LAYOUT_ANNOTATION).map_or(Ok(Applied::new()), |t| parse_applied(t))
+}
+
+/// The layouts of the annotation's value.
+pub fn parse_applied(text: &str) -> Result<Applied, AppliedError> {
+    serde_json::from_str(text).map_err(|e| AppliedError(e.to_string()))
 }
 
 /// The annotation value for `applied`; `None` (annotation removed) when every GPU is whole.

@@ -267,9 +267,9 @@ fn holders_come_from_allocations_and_sharing() {
     shared.shared_by.insert("uid".into(), pod("team", "frac"));
     let t = NodeTopology {
         gpus: vec![
-            GpuDetails { id: "GPU-0".into(), status: GpuStatus { allocated_by: pod("a", "whole"), ..Default::default() } },
-            GpuDetails { id: "GPU-1".into(), status: GpuStatus::default() },
-            GpuDetails { id: "GPU-2".into(), status: shared },
+            GpuDetails { id: "GPU-0".into(), status: GpuStatus { allocated_by: pod("a", "whole"), ..Default::default() }, mig: None },
+            GpuDetails { id: "GPU-1".into(), ..Default::default() },
+            GpuDetails { id: "GPU-2".into(), status: shared, mig: None },
         ],
         ..Default::default()
     };
