@@ -19,7 +19,8 @@
 use std::collections::BTreeMap;
 
 use fakegpu_model::mig::{self, MigLayout};
-use fakegpu_model::mig_parted::{self, ConfigState, MigConfigError, MigConfigs, PlanError};
+use fakegpu_model::mig_parted::{self, ConfigState, PlanError};
+pub use fakegpu_model::mig_parted::{MigConfigError, MigConfigs};
 use fakegpu_model::SimulatedNode;
 use serde::Serialize;
 
@@ -42,6 +43,38 @@ pub const MIG_REASON_ANNOTATION: &str = "fake-gpu-operator.run.ai/mig.config.rea
 pub const FAILED_EVENT_REASON: &str = "MigConfigFailed";
 /// The configuration of a Run:ai annotation that names more than one.
 pub const RUNAI_SELECTED: &str = "selected";
+
+/// Key of the custom configurations in their ConfigMap (as NVIDIA's
+/// `default-mig-parted-config`).
+pub const CUSTOM_CONFIG_KEY: &str = "config.yaml";
+
+/// The custom configurations: a mig-parted document (YAML).
+pub fn parse_custom(text: &str) -> Result<MigConfigs, MigConfigError> {
+    let doc: serde_json::Value = serde_yaml::from_str(text)
+        .map_err(|e| MigConfigError::Format { at: CUSTOM_CONFIG_KEY.to_string(), reason: format!("not YAML: {e}") })?;
+    MigConfigs::parse(&doc)
+}
+
+/// A node's GPUs and who holds them: from its per-node topology ConfigMap's data when there is
+/// one (pool nodes), else from its labels `fake-gpu-operator.run.ai/profile` and `gpu-count`
+/// (KWOK nodes outside the pools, as the KWOK DRA publisher reads them), with no holder known.
+/// `Ok(None)`: a node without GPUs.
+pub fn node_gpus(
+    name: &str,
+    labels: &BTreeMap<String, String>,
+    topology: Option<&BTreeMap<String, String>>,
+) -> Result<Option<(SimulatedNode, Holders)>, String> {
+    if let Some(data) = topology {
+        let Some(node) = crate::node_files::simulated_from_configmap(name, data)? else { return Ok(None) };
+        let held =
+            data.get(crate::topology::TOPOLOGY_KEY).and_then(|t| NodeTopology::from_yaml(t).ok()).map(|t| holders(&t)).unwrap_or_default();
+        return Ok(Some((node, held)));
+    }
+    let Some(profile) = labels.get(crate::resolve::NODE_PROFILE_LABEL) else { return Ok(None) };
+    let gpus = labels.get(crate::resolve::NODE_GPUS_LABEL).and_then(|c| c.parse().ok());
+    let spec = fakegpu_model::NodeSpec::builtin(profile, gpus, name).map_err(|e| e.to_string())?;
+    Ok(Some((SimulatedNode::new(spec), BTreeMap::new())))
+}
 
 /// What a node asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,9 +121,12 @@ pub fn applied_value(applied: &Applied) -> Option<String> {
     (!kept.is_empty()).then(|| serde_json::to_string(&kept).expect("layouts serialise"))
 }
 
+/// GPU index → the pod holding it (`namespace/name`).
+pub type Holders = BTreeMap<u32, String>;
+
 /// Who holds each GPU of a topology, as `namespace/pod`: the pod it is allocated to, or for a
 /// shared GPU its first sharing pod. Free GPUs are absent.
-pub fn holders(topology: &NodeTopology) -> BTreeMap<u32, String> {
+pub fn holders(topology: &NodeTopology) -> Holders {
     let mut out = BTreeMap::new();
     for (i, g) in topology.gpus.iter().enumerate() {
         let s = &g.status;
@@ -113,8 +149,7 @@ pub struct NodeInput<'a> {
     pub annotations: &'a BTreeMap<String, String>,
     /// Its GPUs (profile, count, UUIDs), as the fake NVML resolves them.
     pub node: &'a SimulatedNode,
-    /// GPU index → the pod holding it.
-    pub holders: &'a BTreeMap<u32, String>,
+    pub holders: &'a Holders,
 }
 
 /// The custom configurations (the mig-parted ConfigMap): none, parsed, or why not.

@@ -277,6 +277,23 @@ fn holders_come_from_allocations_and_sharing() {
 }
 
 #[test]
+fn custom_yaml_and_node_gpus() {
+    let custom = parse_custom("version: v1\nmig-configs:\n  mine:\n    - devices: all\n      mig-enabled: false\n").unwrap();
+    assert!(custom.get("mine").is_some());
+    let err = parse_custom("version: [").unwrap_err().to_string();
+    assert!(err.contains("config.yaml: not YAML"), "{err}");
+    let err = parse_custom("version: v1\nmig-configs: {}\n").unwrap_err().to_string();
+    assert!(err.contains("names no configuration"), "{err}");
+    // From labels: the profile's GPUs, no holders.
+    let labels = map(&[(crate::resolve::NODE_PROFILE_LABEL, "h100"), (crate::resolve::NODE_GPUS_LABEL, "4")]);
+    let (n, held) = node_gpus("kw", &labels, None).unwrap().unwrap();
+    assert_eq!((n.gpus.len(), held.len()), (4, 0));
+    assert_eq!(n.gpus[0].uuid, fakegpu_model::gpu_identity("kw", 0, &[]).uuid);
+    assert!(node_gpus("kw", &map(&[]), None).unwrap().is_none());
+    assert!(node_gpus("kw", &map(&[(crate::resolve::NODE_PROFILE_LABEL, "nope")]), None).is_err());
+}
+
+#[test]
 fn base64_matches_the_standard_alphabet() {
     for (raw, enc) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("{\"0\":[]}", "eyIwIjpbXX0=")] {
         assert_eq!(base64(raw.as_bytes()), enc);

@@ -24,9 +24,8 @@ use kube::Client;
 
 use super::{attributes, publish};
 use fakegpu_operator_core::mig_manager::{self, MIG_LAYOUT_ANNOTATION};
-use fakegpu_operator_core::node_files::CONFIG_KEY;
 use fakegpu_operator_core::resource_api::DraApi;
-use fakegpu_operator_core::topology::{NodeTopology, NODE_NAME_LABEL, NODE_TOPOLOGY_LABEL, TOPOLOGY_KEY};
+use fakegpu_operator_core::topology::{NODE_NAME_LABEL, NODE_TOPOLOGY_LABEL};
 
 pub const KWOK_ANNOTATION: &str = "kwok.x-k8s.io/node";
 pub const PROFILE_LABEL: &str = "fake-gpu-operator.run.ai/profile";
@@ -79,17 +78,7 @@ pub fn simulated(node: &Node, topology: Option<&BTreeMap<String, String>>, defau
 /// The node a per-node topology ConfigMap's data describes; `Ok(None)` for a node of a pool
 /// without GPUs.
 pub fn from_topology(node: &str, data: &BTreeMap<String, String>) -> Result<Option<SimulatedNode>, String> {
-    let cm = format!("topology ConfigMap of {node}");
-    let topology = data.get(TOPOLOGY_KEY).ok_or_else(|| format!("{cm} has no `{TOPOLOGY_KEY}`"))?;
-    let topology = NodeTopology::from_yaml(topology).map_err(|e| format!("{cm} `{TOPOLOGY_KEY}`: {e}"))?;
-    if topology.gpus.is_empty() {
-        return Ok(None);
-    }
-    let text = data.get(CONFIG_KEY).ok_or_else(|| format!("{cm} has no `{CONFIG_KEY}`"))?;
-    let origin = format!("{cm} `{CONFIG_KEY}`");
-    let config = fakegpu_model::config::parse_config(text, &origin).map_err(|e| e.to_string())?;
-    let spec = fakegpu_model::config::resolve_config(&config, &origin, node).map_err(|e| e.to_string())?;
-    Ok(Some(SimulatedNode::new(spec)))
+    fakegpu_operator_core::node_files::simulated_from_configmap(node, data)
 }
 
 /// The MIG layouts of a KWOK node: those the MIG manager applied (GPUs whole without them; an
@@ -202,6 +191,8 @@ pub async fn run(client: Client, source: Source, resync: Duration) -> Result<(),
 mod tests {
     use super::*;
     use fakegpu_operator_core::mig_manager::MIG_CONFIG_LABEL;
+    use fakegpu_operator_core::node_files::CONFIG_KEY;
+    use fakegpu_operator_core::topology::{NodeTopology, TOPOLOGY_KEY};
 
     fn kwok_node(labels: serde_json::Value) -> Node {
         serde_json::from_value(
