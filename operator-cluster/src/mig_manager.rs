@@ -33,6 +33,10 @@ use fakegpu_operator_core::mig_manager::{
 };
 use fakegpu_operator_core::topology::{KWOK_NODE_ANNOTATION, NODE_NAME_LABEL, NODE_TOPOLOGY_LABEL};
 
+/// Where Events about a Node go: the API server accepts an Event about a cluster-scoped object
+/// only in `default` (as the kubelet's node Events are).
+const NODE_EVENT_NAMESPACE: &str = "default";
+
 /// Flags of `fake-gpu-operator mig-manager`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
@@ -46,10 +50,6 @@ pub struct Args {
     /// overlaid on the built-in ones; none: built-ins only.
     #[arg(long, env = "FAKEGPU_MIG_CONFIGS_CM")]
     pub configs_configmap: Option<String>,
-    /// Namespace of the Events about nodes (cluster-scoped objects; `kubectl describe node`
-    /// finds them in any namespace).
-    #[arg(long, default_value = "default")]
-    pub event_namespace: String,
     /// Seconds between full resyncs.
     #[arg(long, default_value_t = 60)]
     pub resync_seconds: u64,
@@ -289,7 +289,7 @@ async fn reconcile(client: &Client, shared: &Shared, name: &str) -> Result<(), E
             uid: meta.uid.clone(),
             ..Default::default()
         };
-        common::warning_event(client, &shared.args.event_namespace, involved, core::FAILED_EVENT_REASON, reason, "mig-manager").await;
+        common::warning_event(client, NODE_EVENT_NAMESPACE, involved, core::FAILED_EVENT_REASON, reason, "mig-manager").await;
     }
     Ok(())
 }
