@@ -440,13 +440,16 @@ impl Index {
                 done.insert(key);
             }
         }
-        // 3. first fit, all or nothing
+        // 3. first fit, all or nothing, among the GPUs offered whole: one the MIG manager put in
+        //    MIG mode is offered as its MIG devices only (NVIDIA's plugin, mixed strategy), so a
+        //    whole-GPU pod never lands on it.
+        let partitioned = mig_partitioned(entry.info.mig_layout.as_deref(), n);
         for p in &order {
             if done.contains(&p.key()) {
                 continue;
             }
             let want = p.wanted() as usize;
-            let free: Vec<usize> = (0..n).filter(|&i| new[i].is_none()).take(want).collect();
+            let free: Vec<usize> = (0..n).filter(|&i| new[i].is_none() && !partitioned[i]).take(want).collect();
             if want > 0 && free.len() == want {
                 for i in free {
                     new[i] = Some(p.key());
@@ -585,6 +588,12 @@ pub fn config_file(node: &str, r: &ResolvedPool) -> NodeConfigFile {
         cuda_driver_version: Some(r.cuda_driver_version),
         numa: r.numa_layout(),
     }
+}
+
+/// Which of `n` GPUs the MIG manager put in MIG mode (an unreadable value: none).
+fn mig_partitioned(applied: Option<&str>, n: usize) -> Vec<bool> {
+    let applied = applied.and_then(|t| crate::mig_manager::parse_applied(t).ok()).unwrap_or_default();
+    (0..n).map(|i| applied.get(&(i as u32)).is_some_and(|l| l.current)).collect()
 }
 
 /// Each GPU's MIG devices under the layouts the MIG manager applied (the node annotation's
@@ -801,6 +810,9 @@ mod tests {
         assert_eq!(v.capacity, BTreeMap::from([("nvidia.com/gpu".into(), 6), ("nvidia.com/mig-1g.5gb".into(), 14)]));
         let text = v.topology.to_yaml();
         assert_eq!(NodeTopology::from_yaml(&text).unwrap(), v.topology);
+        // A whole-GPU pod goes to a GPU offered whole (2), not to the first free one (0).
+        ix.upsert_pod(pod("whole", "n1", 1, 1));
+        assert_eq!(ix.view("n1").unwrap().topology.gpus.iter().position(|g| g.status.allocated_by.pod == "whole"), Some(2));
         // Unreadable annotation: GPUs whole (the manager reports it).
         ix.upsert_node(NodeInfo { mig_layout: Some("nope".into()), ..node("n1", Some("big")) });
         assert!(ix.view("n1").unwrap().topology.gpus.iter().all(|g| g.mig.is_none()));

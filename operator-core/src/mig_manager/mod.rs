@@ -218,7 +218,8 @@ fn decide_request(req: &Request, input: NodeInput<'_>, custom: Custom<'_>) -> Re
     let current: Vec<MigLayout> = (0..gpu_count).map(|g| now.get(&g).cloned().unwrap_or_default()).collect();
     let holder = |g: u32| input.holders.get(&g).cloned();
     let plan = mig_parted::plan(&configs, &name, profile, &current, holder).map_err(|e| match e {
-        // Name the pod the way kubectl does; the model's message already names GPU and config.
+        // The model's message names config, GPU and pod; the user also needs to know that the
+        // refusal left every GPU as it was (no partial application).
         PlanError::Busy { .. } => format!("{e}; nothing was changed"),
         PlanError::Config(c) => c.to_string(),
     })?;
