@@ -1,7 +1,8 @@
 //! The mig-manager against the real control plane with a KWOK node, beside the status-updater
 //! and the kwok-gpu-device-plugin: NVIDIA mig-manager's label contract (state, capacity, the
 //! topology's MIG devices), a refused change while a pod holds a GPU (Event, nothing changed,
-//! applied once the pod is gone), and Run:ai mig-faker's annotation (`run.ai/mig-mapping`).
+//! applied once the pod is gone), custom configurations from a ConfigMap, and Run:ai
+//! mig-faker's annotation (`run.ai/mig-mapping`).
 //!
 //! Own namespace, pool label key and component processes, so it runs beside the other tests.
 //! Without a cluster it skips (one line); under CI=true it fails.
@@ -73,7 +74,14 @@ async fn mig_config_label_and_runai_annotation_on_a_kwok_node() {
     let nodes_dir = dir.join("nodes");
     let _updater = Component::start("status-updater", &ns.name, &dir, &["--node-dir", nodes_dir.to_str().unwrap(), "--no-node-files"]);
     let _plugin = Component::start("kwok-gpu-device-plugin", &ns.name, &dir, &[]);
-    let manager = Component::start("mig-manager", &ns.name, &dir, &["--runai", "--resync-seconds", "5"]);
+    // Custom configurations, as NVIDIA's default-mig-parted-config: a new name and a built-in
+    // name redefined.
+    let custom = "version: v1\nmig-configs:\n  half:\n    - devices: [0]\n      mig-enabled: true\n      mig-devices: {\"7g.80gb\": 1}\n    - devices: [1]\n      mig-enabled: false\n  all-balanced:\n    - devices: all\n      mig-enabled: true\n      mig-devices: {\"2g.20gb\": 3}\n";
+    let parted: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "mig-parted-config"}, "data": {"config.yaml": custom}})).unwrap();
+    cms.create(&PostParams::default(), &parted).await.expect("custom MIG configs");
+    let manager =
+        Component::start("mig-manager", &ns.name, &dir, &["--runai", "--resync-seconds", "5", "--configs-configmap", "mig-parted-config"]);
 
     let node = ns.prefixed("n");
     let nodes: Api<Node> = Api::all(ns.client.clone());
@@ -161,7 +169,23 @@ async fn mig_config_label_and_runai_annotation_on_a_kwok_node() {
     .await
     .unwrap_or_else(|e| panic!("{e}\nmig-manager log:\n{}", manager.log()));
 
-    // 5. Run:ai's annotation (takes precedence over the label): GPU 0 gets 4g.40gb at slice 0 and
+    // 5. Custom configurations: a name of the ConfigMap, and a built-in it redefines.
+    patch_node(&ns, &node, json!({"metadata": {"labels": {MIG_CONFIG_LABEL: "all-balanced"}}})).await;
+    wait_for(&nodes, &node, T, "custom all-balanced (3 × 2g.20gb per GPU)", |n| {
+        allocatable(n, "nvidia.com/mig-2g.20gb").as_deref() == Some("6") && allocatable(n, "nvidia.com/mig-1g.10gb").is_none()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\nmig-manager log:\n{}", manager.log()));
+    patch_node(&ns, &node, json!({"metadata": {"labels": {MIG_CONFIG_LABEL: "half"}}})).await;
+    wait_for(&nodes, &node, T, "custom half", |n| {
+        label(n, MIG_CONFIG_STATE_LABEL) == Some("success")
+            && allocatable(n, "nvidia.com/mig-7g.80gb").as_deref() == Some("1")
+            && allocatable(n, "nvidia.com/gpu").as_deref() == Some("1")
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\nmig-manager log:\n{}", manager.log()));
+
+    // 6. Run:ai's annotation (takes precedence over the label): GPU 0 gets 4g.40gb at slice 0 and
     //    1g.10gb at slice 6; the mapping names the NVML UUIDs and GPU instance ids.
     let doc = "version: v1\nmig-configs:\n  selected:\n    - devices: [\"0\"]\n      mig-enabled: true\n      mig-devices:\n        - {name: 1g.10gb, position: 6, size: 1}\n        - {name: 4g.40gb, position: 0, size: 4}\n";
     patch_node(&ns, &node, json!({"metadata": {"annotations": {RUNAI_MIG_CONFIG_ANNOTATION: doc}}})).await;
@@ -172,9 +196,10 @@ async fn mig_config_label_and_runai_annotation_on_a_kwok_node() {
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\nmig-manager log:\n{}", manager.log()));
-    // GPU 1 is not selected: it keeps its 2 × 3g.40gb.
-    assert_eq!(allocatable(&n, "nvidia.com/mig-3g.40gb").as_deref(), Some("2"));
+    // GPU 1 is not selected: it stays whole.
+    assert_eq!(allocatable(&n, "nvidia.com/gpu").as_deref(), Some("1"));
     assert_eq!(allocatable(&n, "nvidia.com/mig-1g.10gb").as_deref(), Some("1"));
+    assert!(allocatable(&n, "nvidia.com/mig-7g.80gb").is_none());
     let mapping: BTreeMap<String, Vec<serde_json::Value>> =
         serde_json::from_slice(&base64_decode(annotation(&n, RUNAI_MIG_MAPPING_ANNOTATION).unwrap())).expect("mapping JSON");
     let t = node_topology(&ns, &node, "GPU 0 with 2 MIG devices", |t| t.gpus[0].mig.as_ref().is_some_and(|m| m.len() == 2)).await;
@@ -188,5 +213,5 @@ async fn mig_config_label_and_runai_annotation_on_a_kwok_node() {
     want.sort();
     assert_eq!(got, want);
     assert_eq!(got.iter().map(|g| (g.0, g.2)).collect::<Vec<_>>(), vec![(0, 1), (6, 13)]);
-    assert_eq!(mapping["1"].len(), 2, "GPU 1's instances are in the mapping too");
+    assert!(!mapping.contains_key("1"), "GPU 1 has no MIG devices: {mapping:?}");
 }

@@ -330,9 +330,9 @@ pub fn write(labels: &BTreeMap<String, String>, annotations: &BTreeMap<String, S
             if !same {
                 annotation(MIG_LAYOUT_ANNOTATION, applied_value(applied));
             }
-            if let Some(m) = mapping {
-                annotation(RUNAI_MIG_MAPPING_ANNOTATION, Some(m.clone()));
-            }
+            // A mapping left from an earlier Run:ai request would describe devices the label's
+            // layout may have replaced: it goes when the label path applies.
+            annotation(RUNAI_MIG_MAPPING_ANNOTATION, mapping.clone());
             annotation(MIG_REASON_ANNOTATION, None);
         }
         Outcome::Failed { reason } => {

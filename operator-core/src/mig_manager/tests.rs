@@ -257,6 +257,13 @@ fn runai_annotation_writes_the_mapping_with_nvml_uuids() {
     by_position.sort();
     assert_eq!(by_position, vec![(0, 1), (6, 13)]);
     assert!(json["0"][0]["device_uuid"].as_str().unwrap().starts_with("MIG-"));
+    // The annotation removed: the label applies, and the mapping of the Run:ai request goes.
+    let mut after = map(&[(RUNAI_MIG_MAPPING_ANNOTATION, mapping.as_str())]);
+    after.insert(MIG_LAYOUT_ANNOTATION.into(), applied_value(applied).unwrap());
+    let (o, w) = run(&n, &labels, &after, &BTreeMap::new(), None, true);
+    assert_eq!(devices_per_gpu(&o, &n), vec![1, 1]);
+    assert_eq!(w.annotations[RUNAI_MIG_MAPPING_ANNOTATION], None);
+    assert!(w.annotations[MIG_LAYOUT_ANNOTATION].is_some());
 }
 
 #[test]
