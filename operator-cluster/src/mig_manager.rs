@@ -15,7 +15,7 @@
 //! file, which this component cannot reach; a state label `success` over unchanged GPUs would
 //! lie.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -113,6 +113,17 @@ impl Shared {
         }
     }
 
+    /// A node as a watch shows it: kept, and marked when it has a request.
+    fn node_event(&self, n: &Node) {
+        let name = n.name_any();
+        let meta = NodeMeta::of(n);
+        let concerned = meta.concerned(self.args.runai);
+        self.record_node(&name, meta);
+        if concerned {
+            self.queue.mark([name]);
+        }
+    }
+
     fn mark_all(&self) {
         let runai = self.args.runai;
         let names: Vec<String> = self.lock().nodes.iter().filter(|(_, m)| m.concerned(runai)).map(|(n, _)| n.clone()).collect();
@@ -160,22 +171,23 @@ pub async fn run(args: Args) -> Result<(), Error> {
 async fn watch_nodes(client: Client, shared: Arc<Shared>) {
     let api: Api<Node> = Api::all(client);
     let mut s = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
+    // Names a (re)list returned: nodes deleted while the watch was down are dropped at its end.
+    let mut seen: HashSet<String> = HashSet::new();
     while let Some(ev) = s.next().await {
         match ev {
-            Ok(WEvent::Apply(n) | WEvent::InitApply(n)) => {
-                let name = n.name_any();
-                let meta = NodeMeta::of(&n);
-                let concerned = meta.concerned(shared.args.runai);
-                shared.record_node(&name, meta);
-                if concerned {
-                    shared.queue.mark([name]);
-                }
+            Ok(WEvent::Apply(n)) => shared.node_event(&n),
+            Ok(WEvent::InitApply(n)) => {
+                seen.insert(n.name_any());
+                shared.node_event(&n);
             }
             Ok(WEvent::Delete(n)) => {
                 shared.lock().nodes.remove(&n.name_any());
             }
-            Ok(WEvent::Init) => {}
-            Ok(WEvent::InitDone) => shared.mark_all(),
+            Ok(WEvent::Init) => seen.clear(),
+            Ok(WEvent::InitDone) => {
+                shared.lock().nodes.retain(|n, _| seen.contains(n));
+                shared.mark_all();
+            }
             Err(e) => tracing::warn!(error = %e, "node watch"),
         }
     }
@@ -186,15 +198,25 @@ async fn watch_topologies(client: Client, ns: String, shared: Arc<Shared>) {
     let api: Api<ConfigMap> = Api::namespaced(client, &ns);
     let cfg = watcher::Config::default().labels(&format!("{NODE_TOPOLOGY_LABEL}=true"));
     let mut s = watcher::watcher(api, cfg).default_backoff().boxed();
+    let mut seen: HashSet<String> = HashSet::new();
     while let Some(ev) = s.next().await {
         let (cm, gone) = match ev {
-            Ok(WEvent::Apply(cm) | WEvent::InitApply(cm)) => (cm, false),
+            Ok(WEvent::Apply(cm)) => (cm, false),
+            Ok(WEvent::InitApply(cm)) => {
+                seen.extend(cm.labels().get(NODE_NAME_LABEL).cloned());
+                (cm, false)
+            }
             Ok(WEvent::Delete(cm)) => (cm, true),
             Ok(WEvent::InitDone) => {
+                // ConfigMaps deleted while the watch was down.
+                shared.lock().topologies.retain(|n, _| seen.contains(n));
                 shared.mark_all();
                 continue;
             }
-            Ok(WEvent::Init) => continue,
+            Ok(WEvent::Init) => {
+                seen.clear();
+                continue;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "topology ConfigMap watch");
                 continue;
@@ -276,7 +298,14 @@ async fn reconcile(client: &Client, shared: &Shared, name: &str) -> Result<(), E
     // The UID guards against a node re-created under the same name meanwhile.
     let mut patch = write.patch();
     patch["metadata"]["uid"] = serde_json::json!(meta.uid);
-    let patched = nodes.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    let patched = match nodes.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        // Deleted meanwhile: nothing to do (its Delete event drops it too).
+        Err(kube::Error::Api(s)) if s.code == 404 => {
+            shared.lock().nodes.remove(name);
+            return Ok(());
+        }
+        r => r?,
+    };
     shared.record_node(name, NodeMeta::of(&patched));
     let state = write.labels.get(core::MIG_CONFIG_STATE_LABEL).cloned().flatten();
     tracing::info!(node = name, state = ?state, layouts = write.annotations.contains_key(core::MIG_LAYOUT_ANNOTATION), "MIG request reconciled");
