@@ -552,7 +552,8 @@ pub fn gpu_mig_devices(profile: &Profile, node: &str, parent_index: u32, parent_
 
 /// The layout of one GPU under one of NVIDIA's built-in mig-parted configurations
 /// ([`crate::mig_parted::MigConfigs::builtin`]: `all-disabled`, `all-enabled`, `all-balanced`,
-/// `all-<GI profile>`). Used where no live state exists (KWOK nodes).
+/// `all-<GI profile>`): a one-GPU shorthand for tests and fixtures; nodes get theirs through
+/// [`crate::mig_parted::plan`] (the operator's MIG manager).
 pub fn named_layout(profile: &Profile, config: &str) -> Result<MigLayout, MigError> {
     if !profile.mig_capable && config != "all-disabled" {
         return Err(MigError::NotCapable(profile.product_name.clone()));

@@ -18,7 +18,6 @@ use tokio::sync::mpsc;
 
 use crate::work_queue::WorkQueue;
 use fakegpu_operator_core::common::{self, Error, TopologyArgs};
-use fakegpu_operator_core::config::GPU_RESOURCE;
 use fakegpu_operator_core::topology::{
     node_cm_name, NodeTopology, KWOK_NODE_ANNOTATION, NODE_NAME_LABEL, NODE_TOPOLOGY_LABEL, TOPOLOGY_KEY,
 };
@@ -44,13 +43,10 @@ pub struct Args {
     pub settle_ms: u64,
 }
 
-/// What a node's capacity should hold, from its topology.
+/// What a node's capacity should hold, from its topology: NVIDIA's device plugin's resources
+/// under the topology's MIG strategy and applied MIG layouts ([`NodeTopology::resources`]).
 pub fn desired_resources(t: &NodeTopology) -> BTreeMap<String, u64> {
-    let mut r = BTreeMap::from([(GPU_RESOURCE.to_string(), t.gpus.len() as u64)]);
-    for d in &t.other_devices {
-        r.insert(d.name.clone(), d.count);
-    }
-    r
+    t.resources()
 }
 
 /// The node's state as far as this component cares.

@@ -3,11 +3,13 @@
 //!
 //! It owns the status-updater ([`status_updater`]: topology ConfigMaps, allocations, node
 //! labels and node files for pool nodes, the Run:ai rule of [`runai_rule`]), the KWOK GPU
-//! device plugin ([`kwok_device_plugin`]: KWOK nodes' capacity), the read-only topology HTTP
+//! device plugin ([`kwok_device_plugin`]: KWOK nodes' capacity), the MIG manager ([`mig_manager`]:
+//! NVIDIA mig-manager's and Run:ai mig-faker's contracts on KWOK nodes), the read-only topology HTTP
 //! API ([`topology_server`]) and the bounded, retrying queue both controllers use
 //! ([`work_queue`]).
 
 pub mod kwok_device_plugin;
+pub mod mig_manager;
 pub mod runai_rule;
 pub mod status_updater;
 pub mod topology_server;

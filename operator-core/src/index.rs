@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use fakegpu_model::config::{NodeConfigFile, NodeSpec, ProfileRef};
 use fakegpu_model::SimulatedNode;
 
-use crate::config::{ClusterConfig, ConfigError, GPU_RESOURCE};
+use crate::config::{ClusterConfig, ConfigError};
 use crate::labels::{self, LabelOptions};
 use crate::pod::{PodInfo, PodKey, DEFAULT_RESERVATION_NAMESPACE, RESERVED_GPU_ANNOTATION};
 use crate::resolve::{self, Profiles, ResolvedPool, NODE_GPUS_LABEL, NODE_PROFILE_LABEL};
@@ -38,6 +38,9 @@ pub struct NodeInfo {
     pub kwok_annotation: Option<String>,
     /// The object's resourceVersion, when it is a number (as etcd's are).
     pub version: Option<u64>,
+    /// The MIG layouts the MIG manager applied (annotation
+    /// [`crate::mig_manager::MIG_LAYOUT_ANNOTATION`], raw), if any.
+    pub mig_layout: Option<String>,
 }
 
 impl NodeInfo {
@@ -47,6 +50,7 @@ impl NodeInfo {
             labels: n.metadata.labels.clone().unwrap_or_default(),
             kwok_annotation: n.metadata.annotations.as_ref().and_then(|a| a.get(crate::topology::KWOK_NODE_ANNOTATION).cloned()),
             version: n.metadata.resource_version.as_deref().and_then(|v| v.parse().ok()),
+            mig_layout: n.metadata.annotations.as_ref().and_then(|a| a.get(crate::mig_manager::MIG_LAYOUT_ANNOTATION).cloned()),
         }
     }
 
@@ -58,7 +62,8 @@ impl NodeInfo {
 
     /// The same node as far as the index cares (the version aside).
     fn same_as(&self, other: &NodeInfo) -> bool {
-        (&self.name, &self.labels, &self.kwok_annotation) == (&other.name, &other.labels, &other.kwok_annotation)
+        (&self.name, &self.labels, &self.kwok_annotation, &self.mig_layout)
+            == (&other.name, &other.labels, &other.kwok_annotation, &other.mig_layout)
     }
 
     pub fn is_kwok(&self) -> bool {
@@ -435,13 +440,16 @@ impl Index {
                 done.insert(key);
             }
         }
-        // 3. first fit, all or nothing
+        // 3. first fit, all or nothing, among the GPUs offered whole: one the MIG manager put in
+        //    MIG mode is offered as its MIG devices only (NVIDIA's plugin, mixed strategy), so a
+        //    whole-GPU pod never lands on it.
+        let partitioned = mig_partitioned(entry.info.mig_layout.as_deref(), n);
         for p in &order {
             if done.contains(&p.key()) {
                 continue;
             }
             let want = p.wanted() as usize;
-            let free: Vec<usize> = (0..n).filter(|&i| new[i].is_none()).take(want).collect();
+            let free: Vec<usize> = (0..n).filter(|&i| new[i].is_none() && !partitioned[i]).take(want).collect();
             if want > 0 && free.len() == want {
                 for i in free {
                     new[i] = Some(p.key());
@@ -470,9 +478,11 @@ impl Index {
                         status.pod_gpu_usage_status.insert(p.uid.clone(), p.usage(r.memory_mib));
                     }
                 }
-                GpuDetails { id: id.clone(), status }
+                GpuDetails { id: id.clone(), status, mig: None }
             })
             .collect();
+        let spec = node_spec(name, r);
+        set_mig_devices(&mut gpus, &spec, e.info.mig_layout.as_deref());
         let shared = self.shared_placement(name, e);
         for (p, gpu) in &shared.placed {
             let status = &mut gpus[*gpu].status;
@@ -498,16 +508,13 @@ impl Index {
             r,
             LabelOptions { mig_strategy: &self.cfg.mig_strategy, kwok, disable_deploy_labels: self.opts.disable_deploy_labels },
         );
-        let mut capacity = BTreeMap::from([(GPU_RESOURCE.to_string(), u64::from(r.gpu_count))]);
-        for d in &r.other_devices {
-            capacity.insert(d.name.clone(), d.count);
-        }
+        let capacity = topology.resources();
         Some(NodeView {
             topology,
             labels,
             capacity,
             config_file: config_file(name, r),
-            spec: node_spec(name, r),
+            spec,
             kwok,
             kwok_annotation: e.info.kwok_annotation.clone(),
             pod_annotations: shared.annotations,
@@ -583,6 +590,42 @@ pub fn config_file(node: &str, r: &ResolvedPool) -> NodeConfigFile {
     }
 }
 
+/// Which of `n` GPUs the MIG manager put in MIG mode (an unreadable value: none).
+fn mig_partitioned(applied: Option<&str>, n: usize) -> Vec<bool> {
+    let applied = applied.and_then(|t| crate::mig_manager::parse_applied(t).ok()).unwrap_or_default();
+    (0..n).map(|i| applied.get(&(i as u32)).is_some_and(|l| l.current)).collect()
+}
+
+/// Each GPU's MIG devices under the layouts the MIG manager applied (the node annotation's
+/// raw value). An unreadable value is logged and the GPUs stay whole: the manager reports it
+/// as its failure on its next reconcile.
+fn set_mig_devices(gpus: &mut [GpuDetails], spec: &NodeSpec, applied: Option<&str>) {
+    let Some(text) = applied else { return };
+    let applied = match crate::mig_manager::parse_applied(text) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(node = %spec.node_name, "{e}");
+            return;
+        }
+    };
+    for (i, g) in gpus.iter_mut().enumerate() {
+        let Some(layout) = applied.get(&(i as u32)).filter(|l| l.current) else { continue };
+        let devices = fakegpu_model::mig::gpu_mig_devices(&spec.profile, &spec.node_name, i as u32, &g.id, layout);
+        g.mig = Some(
+            devices
+                .into_iter()
+                .map(|d| crate::topology::MigDeviceDetails {
+                    profile: d.profile().to_string(),
+                    id: d.uuid,
+                    gpu_instance_id: d.gpu_instance,
+                    compute_instance_id: d.compute_instance,
+                    position: d.placement.start,
+                })
+                .collect(),
+        );
+    }
+}
+
 /// GPU UUIDs exactly as the fake NVML computes them for this node.
 pub fn gpu_uuids(node: &str, r: &ResolvedPool) -> Vec<String> {
     if r.gpu_count == 0 {
@@ -626,7 +669,7 @@ mod tests {
         if let Some(p) = pool {
             labels.insert(POOL_KEY.to_string(), p.to_string());
         }
-        NodeInfo { name: name.into(), labels, kwok_annotation: Some("fake".into()), version: None }
+        NodeInfo { name: name.into(), labels, kwok_annotation: Some("fake".into()), version: None, mig_layout: None }
     }
 
     fn pod(name: &str, node: &str, gpus: u32, created: i64) -> PodInfo {
@@ -742,6 +785,37 @@ mod tests {
         assert!(!ix.upsert_node(at(Some("k80"), 12)));
         // Versions that are not numbers: every event is taken.
         assert!(ix.upsert_node(node("n1", Some("k80"))));
+    }
+
+    /// The MIG manager's applied layouts (node annotation) become the topology's MIG devices
+    /// and the capacity: 1g.5gb × 7 on GPUs 0 and 1 of the A100 pool, the rest whole.
+    #[test]
+    fn applied_mig_layout_reaches_topology_and_capacity() {
+        let mut ix = index();
+        ix.upsert_node(node("n1", Some("big")));
+        let profile = fakegpu_model::find_builtin("a100-40gb").unwrap();
+        let seven = fakegpu_model::mig::named_layout(profile, "all-1g.5gb").unwrap();
+        let applied = crate::mig_manager::Applied::from([(0, seven.clone()), (1, seven)]);
+        let value = crate::mig_manager::applied_value(&applied).unwrap();
+        assert!(ix.upsert_node(NodeInfo { mig_layout: Some(value), ..node("n1", Some("big")) }), "a new layout is a change");
+        let v = ix.view("n1").unwrap();
+        let migs = v.topology.gpus[0].mig.as_ref().unwrap();
+        assert_eq!(migs.len(), 7);
+        assert!(migs.iter().all(|m| m.profile == "1g.5gb" && m.id.starts_with("MIG-")));
+        // The UUIDs the fake NVML reports for those instances on this node.
+        let want = fakegpu_model::mig::mig_uuid("n1", &v.topology.gpus[0].id, migs[0].gpu_instance_id, migs[0].compute_instance_id);
+        assert_eq!(migs[0].id, want);
+        assert!(v.topology.gpus[2].mig.is_none());
+        // The static otherDevices count of the same name gives way to the applied one.
+        assert_eq!(v.capacity, BTreeMap::from([("nvidia.com/gpu".into(), 6), ("nvidia.com/mig-1g.5gb".into(), 14)]));
+        let text = v.topology.to_yaml();
+        assert_eq!(NodeTopology::from_yaml(&text).unwrap(), v.topology);
+        // A whole-GPU pod goes to a GPU offered whole (2), not to the first free one (0).
+        ix.upsert_pod(pod("whole", "n1", 1, 1));
+        assert_eq!(ix.view("n1").unwrap().topology.gpus.iter().position(|g| g.status.allocated_by.pod == "whole"), Some(2));
+        // Unreadable annotation: GPUs whole (the manager reports it).
+        ix.upsert_node(NodeInfo { mig_layout: Some("nope".into()), ..node("n1", Some("big")) });
+        assert!(ix.view("n1").unwrap().topology.gpus.iter().all(|g| g.mig.is_none()));
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod common;
 pub mod config;
 pub mod index;
 pub mod labels;
+pub mod mig_manager;
 pub mod node_files;
 pub mod node_state;
 pub mod nrt;

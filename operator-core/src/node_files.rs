@@ -29,6 +29,23 @@ pub const CONFIG_KEY: &str = "fakegpu-config.json";
 /// Name of the node config file in the node's directory.
 pub const CONFIG_FILE_NAME: &str = "config.json";
 
+/// The node a per-node topology ConfigMap's data describes, resolved as the fake NVML resolves
+/// its config text; `Ok(None)` for a node of a pool without GPUs. Every cluster-side reader of
+/// a node's GPUs (KWOK DRA publisher, MIG manager) takes them from here.
+pub fn simulated_from_configmap(node: &str, data: &BTreeMap<String, String>) -> Result<Option<fakegpu_model::SimulatedNode>, String> {
+    let cm = format!("topology ConfigMap of {node}");
+    let topology = data.get(TOPOLOGY_KEY).ok_or_else(|| format!("{cm} has no `{TOPOLOGY_KEY}`"))?;
+    let topology = NodeTopology::from_yaml(topology).map_err(|e| format!("{cm} `{TOPOLOGY_KEY}`: {e}"))?;
+    if topology.gpus.is_empty() {
+        return Ok(None);
+    }
+    let text = data.get(CONFIG_KEY).ok_or_else(|| format!("{cm} has no `{CONFIG_KEY}`"))?;
+    let origin = format!("{cm} `{CONFIG_KEY}`");
+    let config = fakegpu_model::config::parse_config(text, &origin).map_err(|e| e.to_string())?;
+    let spec = fakegpu_model::config::resolve_config(&config, &origin, node).map_err(|e| e.to_string())?;
+    Ok(Some(fakegpu_model::SimulatedNode::new(spec)))
+}
+
 /// The node config as written to [`CONFIG_KEY`] and to `config.json`.
 pub fn config_text(config: &NodeConfigFile) -> String {
     serde_json::to_string_pretty(config).expect("node config serialises") + "\n"
@@ -150,7 +167,7 @@ mod tests {
         let cfg = ClusterConfig::parse(&format!("nodePools:\n{pools}")).unwrap();
         let mut ix = Index::new(cfg, Profiles::new(), IndexOptions::default()).unwrap();
         let labels = BTreeMap::from([(POOL_KEY.to_string(), pool.to_string())]);
-        ix.upsert_node(NodeInfo { name: "n1".into(), labels, kwok_annotation: None, version: None });
+        ix.upsert_node(NodeInfo { name: "n1".into(), labels, kwok_annotation: None, version: None, mig_layout: None });
         ix.upsert_pod(PodInfo {
             uid: "uid-train".into(),
             namespace: "ns".into(),

@@ -162,7 +162,10 @@ mod tests {
             .insert("inf".into(), GpuUsageStatus { utilization: Range { min: 0, max: 0 }, fb_used: 1, use_knative_utilization: true });
         NodeTopology {
             gpu_memory: 15360,
-            gpus: vec![GpuDetails { id: "GPU-x".into(), status: busy }, GpuDetails { id: "GPU-y".into(), ..GpuDetails::default() }],
+            gpus: vec![
+                GpuDetails { id: "GPU-x".into(), status: busy, mig: None },
+                GpuDetails { id: "GPU-y".into(), ..GpuDetails::default() },
+            ],
             ..Default::default()
         }
     }

@@ -367,6 +367,7 @@ mod tests {
                         },
                         ..Default::default()
                     },
+                    mig: None,
                 })
                 .collect(),
             ..Default::default()

@@ -72,6 +72,31 @@ pub struct GpuDetails {
     pub id: String,
     #[serde(default)]
     pub status: GpuStatus,
+    /// Ours: the GPU's MIG devices when MIG mode is on (an empty list: on, no instances),
+    /// from the layout the MIG manager applied; omitted (upstream's decoder ignores it) while
+    /// the GPU is whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mig: Option<Vec<MigDeviceDetails>>,
+}
+
+/// One MIG device of a GPU, as the fake NVML reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MigDeviceDetails {
+    /// `MIG-<uuid>` (`fakegpu_model::mig::mig_uuid`).
+    pub id: String,
+    /// NVIDIA's profile name, e.g. `1g.10gb`.
+    pub profile: String,
+    pub gpu_instance_id: u32,
+    pub compute_instance_id: u32,
+    /// First memory slice of its GPU instance.
+    pub position: u32,
+}
+
+/// NVIDIA device plugin's resource of a MIG profile under the `mixed` strategy: `+` of the
+/// media-extension profiles becomes `.` (`1g.10gb+me` → `nvidia.com/mig-1g.10gb.me`).
+pub fn mig_resource_name(profile: &str) -> String {
+    format!("nvidia.com/mig-{}", profile.replace('+', "."))
 }
 
 /// Who holds a GPU and what they do with it.
@@ -139,6 +164,42 @@ impl NodeTopology {
     /// The `topology.yml` value.
     pub fn to_yaml(&self) -> String {
         serde_yaml::to_string(self).expect("topology serialises")
+    }
+
+    /// The extended resources NVIDIA's device plugin would advertise for these GPUs under
+    /// `migStrategy` (KWOK capacity), plus the pool's static `otherDevices` (a name both give
+    /// takes the applied layout's count):
+    /// - `none`: `nvidia.com/gpu` = every GPU, MIG or not;
+    /// - `mixed` (also when unset): `nvidia.com/gpu` = GPUs with MIG off, one
+    ///   `nvidia.com/mig-<profile>` per profile of the MIG devices;
+    /// - `single`: `nvidia.com/gpu` = the MIG devices when every GPU is in MIG mode with one
+    ///   profile, the GPUs when none is; any other layout the plugin refuses: 0.
+    pub fn resources(&self) -> BTreeMap<String, u64> {
+        let mut r: BTreeMap<String, u64> = self.other_devices.iter().map(|d| (d.name.clone(), d.count)).collect();
+        let whole = self.gpus.iter().filter(|g| g.mig.is_none()).count() as u64;
+        let migs: Vec<&MigDeviceDetails> = self.gpus.iter().filter_map(|g| g.mig.as_ref()).flatten().collect();
+        let gpus = match self.mig_strategy.as_str() {
+            "none" => self.gpus.len() as u64,
+            "single" => {
+                let one_profile = migs.windows(2).all(|w| w[0].profile == w[1].profile);
+                match whole {
+                    w if w == self.gpus.len() as u64 => w,
+                    0 if one_profile => migs.len() as u64,
+                    _ => 0,
+                }
+            }
+            _ => {
+                let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+                for m in &migs {
+                    *counts.entry(mig_resource_name(&m.profile)).or_default() += 1;
+                }
+                // The applied layout's count replaces a static one of the same name.
+                r.extend(counts);
+                whole
+            }
+        };
+        r.insert(crate::config::GPU_RESOURCE.to_string(), gpus);
+        r
     }
 
     /// GPU index of a UUID (case-insensitive, as upstream matches DRA device names).
@@ -214,8 +275,9 @@ mod tests {
                         pod_gpu_usage_status: usage,
                         shared_by: BTreeMap::new(),
                     },
+                    mig: None,
                 },
-                GpuDetails { id: "GPU-bbbb".into(), status: GpuStatus::default() },
+                GpuDetails { id: "GPU-bbbb".into(), ..Default::default() },
             ],
             profile: Some("a100-40gb".into()),
             pool: Some("default".into()),
@@ -288,6 +350,73 @@ gpus:
         let v = t.to_go_json();
         assert_eq!(v["Gpus"][1]["Status"]["SharedBy"]["uid-s"]["Pod"], "s");
         assert_eq!(v["Gpus"][1]["Status"]["PodGpuUsageStatus"]["uid-s"]["FbUsed"], 20480);
+    }
+
+    /// NVIDIA device plugin's resources per strategy for layouts of a 3-GPU node.
+    #[test]
+    fn resources_follow_the_mig_strategy() {
+        let mig = |profiles: &[&str]| {
+            Some(profiles.iter().map(|p| MigDeviceDetails { profile: p.to_string(), ..Default::default() }).collect::<Vec<_>>())
+        };
+        let topo = |strategy: &str, layouts: Vec<Option<Vec<MigDeviceDetails>>>| NodeTopology {
+            mig_strategy: strategy.into(),
+            other_devices: vec![
+                OtherDevice { name: "nvidia.com/mig-1g.10gb".into(), count: 7 },
+                OtherDevice { name: "x/y".into(), count: 1 },
+            ],
+            gpus: layouts.into_iter().map(|m| GpuDetails { mig: m, ..Default::default() }).collect(),
+            ..Default::default()
+        };
+        let r = |pairs: &[(&str, u64)]| pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect::<BTreeMap<_, _>>();
+        let one = || mig(&["1g.10gb"; 7]);
+        let cases = [
+            // No MIG: every GPU, static otherDevices as configured.
+            ("mixed", vec![None, None, None], r(&[("nvidia.com/gpu", 3), ("nvidia.com/mig-1g.10gb", 7), ("x/y", 1)])),
+            ("", vec![None, None, None], r(&[("nvidia.com/gpu", 3), ("nvidia.com/mig-1g.10gb", 7), ("x/y", 1)])),
+            (
+                "mixed",
+                vec![one(), mig(&["1g.10gb.me", "3g.40gb"]), None],
+                r(&[
+                    ("nvidia.com/gpu", 1),
+                    ("nvidia.com/mig-1g.10gb", 7),
+                    ("nvidia.com/mig-1g.10gb.me", 1),
+                    ("nvidia.com/mig-3g.40gb", 1),
+                    ("x/y", 1),
+                ]),
+            ),
+            // MIG on, no instances: neither a whole GPU nor a MIG device.
+            ("mixed", vec![mig(&[]), None, None], r(&[("nvidia.com/gpu", 2), ("nvidia.com/mig-1g.10gb", 7), ("x/y", 1)])),
+            ("none", vec![one(), one(), None], r(&[("nvidia.com/gpu", 3), ("nvidia.com/mig-1g.10gb", 7), ("x/y", 1)])),
+            ("single", vec![one(), one(), one()], r(&[("nvidia.com/gpu", 21), ("nvidia.com/mig-1g.10gb", 7), ("x/y", 1)])),
+            ("single", vec![None, None, None], r(&[("nvidia.com/gpu", 3), ("nvidia.com/mig-1g.10gb", 7), ("x/y", 1)])),
+            // Refused by NVIDIA's plugin: mixed modes, or two profiles.
+            ("single", vec![one(), None, None], r(&[("nvidia.com/gpu", 0), ("nvidia.com/mig-1g.10gb", 7), ("x/y", 1)])),
+            ("single", vec![one(), one(), mig(&["7g.80gb"])], r(&[("nvidia.com/gpu", 0), ("nvidia.com/mig-1g.10gb", 7), ("x/y", 1)])),
+        ];
+        for (strategy, layouts, want) in cases {
+            let t = topo(strategy, layouts.clone());
+            assert_eq!(t.resources(), want, "{strategy:?} {layouts:?}");
+        }
+        // Mixed with 2 × 7 applied replaces the static 7.
+        assert_eq!(topo("mixed", vec![one(), one(), None]).resources()["nvidia.com/mig-1g.10gb"], 14);
+        assert_eq!(mig_resource_name("1g.10gb+me"), "nvidia.com/mig-1g.10gb.me");
+    }
+
+    #[test]
+    fn mig_devices_are_omitted_while_whole_and_round_trip() {
+        let mut t = sample();
+        assert!(!t.to_yaml().contains("mig:"));
+        t.gpus[0].mig = Some(vec![MigDeviceDetails {
+            id: "MIG-x".into(),
+            profile: "1g.10gb".into(),
+            gpu_instance_id: 13,
+            compute_instance_id: 0,
+            position: 6,
+        }]);
+        t.gpus[1].mig = Some(Vec::new());
+        let text = t.to_yaml();
+        assert!(text.contains("gpuInstanceId: 13"), "{text}");
+        assert_eq!(NodeTopology::from_yaml(&text).unwrap(), t);
     }
 
     #[test]

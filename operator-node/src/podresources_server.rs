@@ -330,7 +330,7 @@ mod tests {
                         .find(|(g, _, _)| *g == i)
                         .map(|(_, ns, pod)| ContainerDetails { namespace: (*ns).into(), pod: (*pod).into(), container: "c".into() })
                         .unwrap_or_default();
-                    GpuDetails { id: format!("GPU-{i}"), status: GpuStatus { allocated_by: by, ..Default::default() } }
+                    GpuDetails { id: format!("GPU-{i}"), status: GpuStatus { allocated_by: by, ..Default::default() }, mig: None }
                 })
                 .collect(),
             ..Default::default()

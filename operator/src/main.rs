@@ -26,6 +26,8 @@ enum Component {
     StatusUpdater(fake_gpu_operator::status_updater::Args),
     /// Keeps KWOK nodes' nvidia.com/gpu (and other) capacity equal to their topology.
     KwokGpuDevicePlugin(fake_gpu_operator::kwok_device_plugin::Args),
+    /// NVIDIA mig-manager (and Run:ai mig-faker) contract for KWOK nodes: nvidia.com/mig.config → layouts, state.
+    MigManager(fake_gpu_operator::mig_manager::Args),
     /// Read-only HTTP JSON API of the cluster and per-node topology.
     TopologyServer(fake_gpu_operator::topology_server::Args),
     /// ComputeDomain controller: claim templates, finalizers, status with nodes and cliques.
@@ -58,6 +60,7 @@ fn main() -> anyhow::Result<()> {
         Component::StatusExporter(args) => fake_gpu_operator::exporter::component::run_blocking(args),
         Component::StatusUpdater(args) => Ok(runtime()?.block_on(fake_gpu_operator::status_updater::run(args))?),
         Component::KwokGpuDevicePlugin(args) => Ok(runtime()?.block_on(fake_gpu_operator::kwok_device_plugin::run(args))?),
+        Component::MigManager(args) => Ok(runtime()?.block_on(fake_gpu_operator::mig_manager::run(args))?),
         Component::TopologyServer(args) => Ok(runtime()?.block_on(fake_gpu_operator::topology_server::run(args))?),
         Component::ComputeDomainController(args) => fake_gpu_operator::compute_domain::cli::controller(args),
         Component::ComputeDomainDraPlugin(args) => fake_gpu_operator::compute_domain::cli::node_plugin(args),

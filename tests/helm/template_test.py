@@ -101,7 +101,7 @@ for ns in ("gpu-operator", "team-gpu-sim"):
 
 docs = render()
 deploys, dsets, svcs = by_kind(docs, "Deployment"), by_kind(docs, "DaemonSet"), by_kind(docs, "Service")
-check("default: upstream workloads", set(deploys) == {"status-updater", "kwok-gpu-device-plugin", "nvidia-dcgm-exporter-kwok", "topology-server", "gpu-operator"}
+check("default: upstream workloads", set(deploys) == {"status-updater", "kwok-gpu-device-plugin", "nvidia-dcgm-exporter-kwok", "topology-server", "gpu-operator", "mig-manager"}
       and set(dsets) == {"device-plugin", "nvidia-dcgm-exporter"}, f"{sorted(deploys)} {sorted(dsets)}")
 check("default: upstream services", set(svcs) == {"nvidia-dcgm-exporter", "nvidia-dcgm-exporter-kwok", "topology-server"}, str(sorted(svcs)))
 check("default: dcgm service port 9400 gpu-metrics + scrape annotation",
@@ -192,9 +192,26 @@ env_nd = {e["name"]: e.get("value") for e in by_kind(nd, "Deployment")["status-u
 check("environment.resourceReservationNamespace reaches the status-updater", env_nd.get("RESOURCE_RESERVATION_NAMESPACE") == "resv", str(env_nd))
 kd = g["kwok-gpu-device-plugin"]
 check("kwok-gpu-device-plugin: patches node status, not nodes", can(kd, NS, "", "nodes/status", "patch") and not can(kd, NS, "", "nodes", "patch"))
+mm = g["mig-manager"]
+check("mig-manager: patches nodes, creates Events, reads ConfigMaps, cannot write them",
+      can(mm, NS, "", "nodes", "patch") and can(mm, "default", "", "events", "create") and can(mm, NS, "", "configmaps", "watch")
+      and not can(mm, NS, "", "configmaps", "update") and not can(mm, NS, "", "nodes/status", "patch"), str(sorted(mm)))
 check("topology-server: read-only ConfigMaps", g["topology-server"] == {(NS, "", "configmaps", v) for v in ("get", "list", "watch")})
 dp = g["nvidia-device-plugin"]
 check("device-plugin: patches pods (grant annotation), cannot create them", can(dp, NS, "", "pods", "patch") and not can(dp, NS, "", "pods", "create"))
+
+# MIG manager: migFaker.enabled turns on the run.ai annotation path; either value renders it.
+def mig_env(docs):
+    d = by_kind(docs, "Deployment").get("mig-manager")
+    return d and {e["name"]: e.get("value") for e in d["spec"]["template"]["spec"]["containers"][0]["env"]}
+env_mm = mig_env(render())
+check("mig-manager default: run.ai path on (upstream migFaker.enabled=true), built-in configs only",
+      env_mm.get("FAKEGPU_MIG_RUNAI") == "true" and "FAKEGPU_MIG_CONFIGS_CM" not in env_mm, str(env_mm))
+env_mm = mig_env(render(sets=["migFaker.enabled=false", "migManager.configsConfigMap=default-mig-parted-config"]))
+check("mig-manager without migFaker: label path only, custom configs ConfigMap passed",
+      env_mm.get("FAKEGPU_MIG_RUNAI") == "false" and env_mm.get("FAKEGPU_MIG_CONFIGS_CM") == "default-mig-parted-config", str(env_mm))
+check("mig-manager: off when both are off", mig_env(render(sets=["migFaker.enabled=false", "migManager.enabled=false"])) is None)
+check("mig-manager: on for migFaker alone", mig_env(render(sets=["migManager.enabled=false"])) is not None)
 
 # Toggles.
 docs = render(values=["mixed-mode.yaml"], ns="fgo-mixed")

@@ -90,6 +90,7 @@ fn exporter_and_fake_nvml_agree_on_a_node_with_a_state_file() {
         labels: BTreeMap::from([(POOL_KEY.into(), "a100".into())]),
         kwok_annotation: None,
         version: None,
+        mig_layout: None,
     });
     let mut train = PodInfo {
         uid: "uid-train".into(),

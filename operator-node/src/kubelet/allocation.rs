@@ -52,11 +52,9 @@ impl Serving {
     }
 }
 
-/// The resource name of MIG profile `profile` under `mixed`: NVIDIA's plugin turns the `+` of
-/// media-extension profiles into `.` (`1g.10gb+me` → `nvidia.com/mig-1g.10gb.me`).
-pub fn mig_resource_name(profile: &str) -> String {
-    format!("nvidia.com/mig-{}", profile.replace('+', "."))
-}
+/// The resource name of MIG profile `profile` under `mixed`; shared with the KWOK capacity
+/// (the topology's resources) so both advertise the same names.
+pub use fakegpu_operator_core::topology::mig_resource_name;
 
 /// The socket of a MIG resource: `fake-nvidia-mig-1g.10gb.sock`.
 pub fn mig_socket_name(profile: &str) -> String {

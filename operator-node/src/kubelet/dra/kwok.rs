@@ -5,8 +5,10 @@
 //! node and agree with the topology, the metrics and the capacity. A KWOK node without such a
 //! ConfigMap falls back to its labels `fake-gpu-operator.run.ai/profile` and
 //! `fake-gpu-operator.run.ai/gpu-count` (or `--default-profile`). KWOK nodes have no live
-//! state; their MIG layout is the one NVIDIA's mig-manager would apply for the label
-//! `nvidia.com/mig.config` (`all-<profile>` on every GPU, or `all-disabled`). A resync lists
+//! state; their MIG layouts are those the MIG manager applied (the node annotation
+//! `fake-gpu-operator.run.ai/mig-layout`, written with `nvidia.com/mig.config.state`), not the
+//! raw `nvidia.com/mig.config` label: a refused or not yet applied request changes nothing
+//! here, as on a real node. A resync lists
 //! nodes, topology ConfigMaps and slices once and writes only the pools whose content changed.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,15 +23,13 @@ use kube::runtime::watcher;
 use kube::Client;
 
 use super::{attributes, publish};
-use fakegpu_operator_core::node_files::CONFIG_KEY;
+use fakegpu_operator_core::mig_manager::{self, MIG_LAYOUT_ANNOTATION};
 use fakegpu_operator_core::resource_api::DraApi;
-use fakegpu_operator_core::topology::{NodeTopology, NODE_NAME_LABEL, NODE_TOPOLOGY_LABEL, TOPOLOGY_KEY};
+use fakegpu_operator_core::topology::{NODE_NAME_LABEL, NODE_TOPOLOGY_LABEL};
 
 pub const KWOK_ANNOTATION: &str = "kwok.x-k8s.io/node";
 pub const PROFILE_LABEL: &str = "fake-gpu-operator.run.ai/profile";
 pub const GPU_COUNT_LABEL: &str = "fake-gpu-operator.run.ai/gpu-count";
-/// NVIDIA mig-manager's label naming a node's MIG configuration.
-pub const MIG_CONFIG_LABEL: &str = "nvidia.com/mig.config";
 /// The value of the slices' publisher label.
 pub const PUBLISHER: &str = "kwok";
 
@@ -78,31 +78,28 @@ pub fn simulated(node: &Node, topology: Option<&BTreeMap<String, String>>, defau
 /// The node a per-node topology ConfigMap's data describes; `Ok(None)` for a node of a pool
 /// without GPUs.
 pub fn from_topology(node: &str, data: &BTreeMap<String, String>) -> Result<Option<SimulatedNode>, String> {
-    let cm = format!("topology ConfigMap of {node}");
-    let topology = data.get(TOPOLOGY_KEY).ok_or_else(|| format!("{cm} has no `{TOPOLOGY_KEY}`"))?;
-    let topology = NodeTopology::from_yaml(topology).map_err(|e| format!("{cm} `{TOPOLOGY_KEY}`: {e}"))?;
-    if topology.gpus.is_empty() {
-        return Ok(None);
-    }
-    let text = data.get(CONFIG_KEY).ok_or_else(|| format!("{cm} has no `{CONFIG_KEY}`"))?;
-    let origin = format!("{cm} `{CONFIG_KEY}`");
-    let config = fakegpu_model::config::parse_config(text, &origin).map_err(|e| e.to_string())?;
-    let spec = fakegpu_model::config::resolve_config(&config, &origin, node).map_err(|e| e.to_string())?;
-    Ok(Some(SimulatedNode::new(spec)))
+    fakegpu_operator_core::node_files::simulated_from_configmap(node, data)
 }
 
-/// The MIG layouts of a KWOK node: every GPU as `nvidia.com/mig.config` names (none without
-/// the label; an unknown config or a board without MIG is logged and ignored).
+/// The MIG layouts of a KWOK node: those the MIG manager applied (GPUs whole without them; an
+/// unreadable annotation or a layout the board cannot hold is logged and ignored).
 pub fn mig_state(node: &Node, sim: &SimulatedNode) -> NodeState {
     let mut state = NodeState::default();
-    let Some(config) = node.metadata.labels.as_ref().and_then(|l| l.get(MIG_CONFIG_LABEL)) else { return state };
-    match fakegpu_model::mig::named_layout(&sim.spec.profile, config) {
-        Ok(layout) => {
-            for g in &sim.gpus {
-                state.gpus.insert(g.index.to_string(), GpuState { mig: layout.clone(), ..Default::default() });
-            }
+    let Some(text) = node.metadata.annotations.as_ref().and_then(|a| a.get(MIG_LAYOUT_ANNOTATION)) else { return state };
+    let applied = match mig_manager::parse_applied(text) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(node = %sim.spec.node_name, "ignoring: {e}");
+            return state;
         }
-        Err(e) => tracing::warn!(node = %sim.spec.node_name, "ignoring {MIG_CONFIG_LABEL}={config}: {e}"),
+    };
+    for g in &sim.gpus {
+        let Some(layout) = applied.get(&g.index) else { continue };
+        if let Err(e) = fakegpu_model::mig::validate_layout(&sim.spec.profile, layout) {
+            tracing::warn!(node = %sim.spec.node_name, gpu = g.index, "ignoring applied MIG layout: {e}");
+            continue;
+        }
+        state.gpus.insert(g.index.to_string(), GpuState { mig: layout.clone(), ..Default::default() });
     }
     state
 }
@@ -193,12 +190,31 @@ pub async fn run(client: Client, source: Source, resync: Duration) -> Result<(),
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fakegpu_operator_core::mig_manager::MIG_CONFIG_LABEL;
+    use fakegpu_operator_core::node_files::CONFIG_KEY;
+    use fakegpu_operator_core::topology::{NodeTopology, TOPOLOGY_KEY};
 
     fn kwok_node(labels: serde_json::Value) -> Node {
         serde_json::from_value(
             serde_json::json!({"metadata": {"name": "kw-1", "annotations": {KWOK_ANNOTATION: "fake"}, "labels": labels}}),
         )
         .unwrap()
+    }
+
+    /// A KWOK node with `config` applied by the MIG manager to each of its GPUs.
+    fn applied_node(labels: serde_json::Value, sim: &SimulatedNode, config: &str) -> Node {
+        let mut n = kwok_node(labels);
+        let labels = BTreeMap::from([(MIG_CONFIG_LABEL.to_string(), config.to_string())]);
+        let out = mig_manager::decide(
+            mig_manager::NodeInput { labels: &labels, annotations: &BTreeMap::new(), node: sim, holders: &BTreeMap::new() },
+            None,
+            mig_manager::Options::default(),
+        );
+        let w = mig_manager::write(&labels, &BTreeMap::new(), &out);
+        if let Some(Some(v)) = w.annotations.get(MIG_LAYOUT_ANNOTATION) {
+            n.metadata.annotations.get_or_insert_with(Default::default).insert(MIG_LAYOUT_ANNOTATION.into(), v.clone());
+        }
+        n
     }
 
     /// A KWOK node as upstream's manifest makes it (pool label, `type: kwok`, the KWOK
@@ -249,9 +265,14 @@ mod tests {
     }
 
     #[test]
-    fn mig_config_label_partitions_every_gpu() {
-        let n = kwok_node(serde_json::json!({PROFILE_LABEL: "a100-80gb", GPU_COUNT_LABEL: "2", MIG_CONFIG_LABEL: "all-2g.20gb"}));
-        let sim = simulated(&n, None, None).unwrap();
+    fn applied_layouts_partition_the_gpus_not_the_label() {
+        let labels = serde_json::json!({PROFILE_LABEL: "a100-80gb", GPU_COUNT_LABEL: "2", MIG_CONFIG_LABEL: "all-2g.20gb"});
+        // The label alone (not applied yet, or refused): GPUs whole.
+        let requested = kwok_node(labels.clone());
+        let sim = simulated(&requested, None, None).unwrap();
+        assert_eq!(mig_state(&requested, &sim), NodeState::default());
+        assert_eq!(attributes::pool_devices(&sim, &mig_state(&requested, &sim)).len(), 2);
+        let n = applied_node(labels.clone(), &sim, "all-2g.20gb");
         let devices = attributes::pool_devices(&sim, &mig_state(&n, &sim));
         // 3 × 2g.20gb per GPU, no whole GPU.
         assert_eq!(devices.len(), 6);
@@ -262,12 +283,13 @@ mod tests {
         let want: Vec<_> = sim.mig_devices(&mig_state(&n, &sim)).into_iter().map(|m| m.uuid).collect();
         assert_eq!(uuids, want);
         // The built-in balanced configuration: 2 × 1g + 1 × 2g + 1 × 3g on each GPU.
-        let balanced = kwok_node(serde_json::json!({PROFILE_LABEL: "a100-80gb", GPU_COUNT_LABEL: "2", MIG_CONFIG_LABEL: "all-balanced"}));
+        let balanced = applied_node(labels.clone(), &sim, "all-balanced");
         assert_eq!(attributes::pool_devices(&sim, &mig_state(&balanced, &sim)).len(), 8);
-        // Unknown config or none: GPUs whole.
-        let odd = kwok_node(serde_json::json!({PROFILE_LABEL: "a100-80gb", GPU_COUNT_LABEL: "2", MIG_CONFIG_LABEL: "all-9g.99gb"}));
-        assert_eq!(attributes::pool_devices(&sim, &mig_state(&odd, &sim)).len(), 2);
-        let plain = kwok_node(serde_json::json!({PROFILE_LABEL: "a100-80gb", GPU_COUNT_LABEL: "2"}));
-        assert_eq!(mig_state(&plain, &sim), NodeState::default());
+        // An unreadable annotation, or a layout this board cannot hold: GPUs whole.
+        let mut odd = kwok_node(labels.clone());
+        odd.metadata.annotations.as_mut().unwrap().insert(MIG_LAYOUT_ANNOTATION.into(), "nope".into());
+        assert_eq!(mig_state(&odd, &sim), NodeState::default());
+        let l40s = SimulatedNode::new(NodeSpec::builtin("l40s", Some(2), "kw-1").unwrap());
+        assert_eq!(mig_state(&n, &l40s), NodeState::default(), "a board without MIG keeps its GPUs whole");
     }
 }

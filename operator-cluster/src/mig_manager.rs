@@ -1,0 +1,324 @@
+//! `mig-manager`: NVIDIA mig-manager's contract (and, with `--runai`, Run:ai mig-faker's) for
+//! KWOK nodes. Thin edge over [`fakegpu_operator_core::mig_manager`]: watchers keep the nodes,
+//! the per-node topology ConfigMaps (GPUs and their holders) and the custom configurations in
+//! memory and mark the nodes concerned; a worker per node decides and applies the decision in
+//! one merge patch of the node (state label, applied layouts, Run:ai mapping, reason), then
+//! emits a Warning Event when a request failed. Level-triggered: every reconcile starts from
+//! what is, so a missed event costs nothing but the wait for the periodic resync; a failed
+//! write is retried after a pause.
+//!
+//! A separate component rather than part of the status-updater: it writes what the
+//! status-updater reads (the applied-layout annotation becomes the topology's MIG devices and
+//! the KWOK capacity), and the status-updater's index is about pods and pools, not requests.
+//!
+//! Real nodes are left alone: applying a layout there means changing the node's live state
+//! file, which this component cannot reach; a state label `success` over unchanged GPUs would
+//! lie.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::watcher::{self, Event as WEvent};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client, ResourceExt};
+
+use crate::work_queue::WorkQueue;
+use fakegpu_operator_core::common::{self, Error, TopologyArgs};
+use fakegpu_operator_core::mig_manager::{
+    self as core, MigConfigError, MigConfigs, NodeInput, Options, MIG_CONFIG_LABEL, RUNAI_MIG_CONFIG_ANNOTATION,
+};
+use fakegpu_operator_core::topology::{KWOK_NODE_ANNOTATION, NODE_NAME_LABEL, NODE_TOPOLOGY_LABEL};
+
+/// Where Events about a Node go: the API server accepts an Event about a cluster-scoped object
+/// only in `default` (as the kubelet's node Events are).
+const NODE_EVENT_NAMESPACE: &str = "default";
+
+/// Flags of `fake-gpu-operator mig-manager`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub topology: TopologyArgs,
+    /// Also honour Run:ai mig-faker's annotation `run.ai/mig.config` (the chart's
+    /// `migFaker.enabled`); it takes precedence over the label.
+    #[arg(long, env = "FAKEGPU_MIG_RUNAI")]
+    pub runai: bool,
+    /// ConfigMap (in the namespace) with custom mig-parted configurations under `config.yaml`,
+    /// overlaid on the built-in ones; none: built-ins only.
+    #[arg(long, env = "FAKEGPU_MIG_CONFIGS_CM")]
+    pub configs_configmap: Option<String>,
+    /// Seconds between full resyncs.
+    #[arg(long, default_value_t = 60)]
+    pub resync_seconds: u64,
+    /// Node writes in flight.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+}
+
+/// A node as far as the manager cares.
+#[derive(Debug, Clone, Default)]
+struct NodeMeta {
+    uid: Option<String>,
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+    version: Option<u64>,
+}
+
+impl NodeMeta {
+    fn of(n: &Node) -> NodeMeta {
+        NodeMeta {
+            uid: n.metadata.uid.clone(),
+            labels: n.labels().clone(),
+            annotations: n.annotations().clone(),
+            version: n.metadata.resource_version.as_deref().and_then(|v| v.parse().ok()),
+        }
+    }
+
+    /// Whether the manager has anything to do with it: a KWOK node with a request.
+    fn concerned(&self, runai: bool) -> bool {
+        let kwok = self.annotations.get(KWOK_NODE_ANNOTATION).map(String::as_str) == Some("fake");
+        kwok && (self.labels.contains_key(MIG_CONFIG_LABEL) || (runai && self.annotations.contains_key(RUNAI_MIG_CONFIG_ANNOTATION)))
+    }
+}
+
+#[derive(Default)]
+struct State {
+    nodes: HashMap<String, NodeMeta>,
+    /// Per-node topology ConfigMap data, by node.
+    topologies: HashMap<String, BTreeMap<String, String>>,
+    custom: Option<Result<MigConfigs, MigConfigError>>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    queue: Arc<WorkQueue>,
+    args: Args,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps a node's metadata unless it is older than the one known (a watch event from
+    /// before our own patch, whose response came first).
+    fn record_node(&self, name: &str, meta: NodeMeta) {
+        let mut st = self.lock();
+        let older = st.nodes.get(name).is_some_and(|k| matches!((meta.version, k.version), (Some(a), Some(b)) if a < b));
+        if !older {
+            st.nodes.insert(name.to_string(), meta);
+        }
+    }
+
+    /// A node as a watch shows it: kept, and marked when it has a request.
+    fn node_event(&self, n: &Node) {
+        let name = n.name_any();
+        let meta = NodeMeta::of(n);
+        let concerned = meta.concerned(self.args.runai);
+        self.record_node(&name, meta);
+        if concerned {
+            self.queue.mark([name]);
+        }
+    }
+
+    fn mark_all(&self) {
+        let runai = self.args.runai;
+        let names: Vec<String> = self.lock().nodes.iter().filter(|(_, m)| m.concerned(runai)).map(|(n, _)| n.clone()).collect();
+        self.queue.mark(names);
+    }
+}
+
+/// Runs until SIGINT/SIGTERM.
+pub async fn run(args: Args) -> Result<(), Error> {
+    let client = args.topology.client().await?;
+    let ns = args.topology.namespace();
+    tracing::info!(namespace = %ns, runai = args.runai, configs = ?args.configs_configmap, "mig-manager starting");
+    let shared = Arc::new(Shared { state: Mutex::default(), queue: Arc::default(), args: args.clone() });
+    tokio::spawn(watch_nodes(client.clone(), shared.clone()));
+    tokio::spawn(watch_topologies(client.clone(), ns.clone(), shared.clone()));
+    if let Some(name) = args.configs_configmap.clone() {
+        tokio::spawn(watch_custom(client.clone(), ns.clone(), name, shared.clone()));
+    }
+    let resync = shared.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(resync.args.resync_seconds.max(1))).await;
+            resync.mark_all();
+        }
+    });
+    let worker = shared.clone();
+    let work = tokio::spawn(async move {
+        let client = client.clone();
+        worker
+            .queue
+            .clone()
+            .run(worker.args.concurrency, Duration::from_secs(2), move |node| {
+                let (client, shared) = (client.clone(), worker.clone());
+                async move { reconcile(&client, &shared, &node).await }
+            })
+            .await
+    });
+    tokio::select! {
+        _ = common::shutdown_signal() => tracing::info!("shutting down"),
+        r = work => tracing::error!(?r, "worker ended"),
+    }
+    Ok(())
+}
+
+async fn watch_nodes(client: Client, shared: Arc<Shared>) {
+    let api: Api<Node> = Api::all(client);
+    let mut s = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
+    // Names a (re)list returned: nodes deleted while the watch was down are dropped at its end.
+    let mut seen: HashSet<String> = HashSet::new();
+    while let Some(ev) = s.next().await {
+        match ev {
+            Ok(WEvent::Apply(n)) => shared.node_event(&n),
+            Ok(WEvent::InitApply(n)) => {
+                seen.insert(n.name_any());
+                shared.node_event(&n);
+            }
+            Ok(WEvent::Delete(n)) => {
+                shared.lock().nodes.remove(&n.name_any());
+            }
+            Ok(WEvent::Init) => seen.clear(),
+            Ok(WEvent::InitDone) => {
+                shared.lock().nodes.retain(|n, _| seen.contains(n));
+                shared.mark_all();
+            }
+            Err(e) => tracing::warn!(error = %e, "node watch"),
+        }
+    }
+}
+
+/// The per-node topology ConfigMaps: a node's GPUs and the pods holding them.
+async fn watch_topologies(client: Client, ns: String, shared: Arc<Shared>) {
+    let api: Api<ConfigMap> = Api::namespaced(client, &ns);
+    let cfg = watcher::Config::default().labels(&format!("{NODE_TOPOLOGY_LABEL}=true"));
+    let mut s = watcher::watcher(api, cfg).default_backoff().boxed();
+    let mut seen: HashSet<String> = HashSet::new();
+    while let Some(ev) = s.next().await {
+        let (cm, gone) = match ev {
+            Ok(WEvent::Apply(cm)) => (cm, false),
+            Ok(WEvent::InitApply(cm)) => {
+                seen.extend(cm.labels().get(NODE_NAME_LABEL).cloned());
+                (cm, false)
+            }
+            Ok(WEvent::Delete(cm)) => (cm, true),
+            Ok(WEvent::InitDone) => {
+                // ConfigMaps deleted while the watch was down.
+                shared.lock().topologies.retain(|n, _| seen.contains(n));
+                shared.mark_all();
+                continue;
+            }
+            Ok(WEvent::Init) => {
+                seen.clear();
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "topology ConfigMap watch");
+                continue;
+            }
+        };
+        let Some(node) = cm.labels().get(NODE_NAME_LABEL).cloned() else { continue };
+        let concerned = {
+            let mut st = shared.lock();
+            if gone {
+                st.topologies.remove(&node);
+            } else {
+                st.topologies.insert(node.clone(), cm.data.clone().unwrap_or_default());
+            }
+            st.nodes.get(&node).is_some_and(|m| m.concerned(shared.args.runai))
+        };
+        if concerned {
+            shared.queue.mark([node]);
+        }
+    }
+}
+
+/// The custom configurations' ConfigMap; a change re-decides every node with a request.
+async fn watch_custom(client: Client, ns: String, name: String, shared: Arc<Shared>) {
+    let api: Api<ConfigMap> = Api::namespaced(client, &ns);
+    let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut s = watcher::watcher(api, cfg).default_backoff().boxed();
+    while let Some(ev) = s.next().await {
+        let custom = match ev {
+            Ok(WEvent::Apply(cm) | WEvent::InitApply(cm)) => Some(custom_of(&cm)),
+            Ok(WEvent::Delete(_)) => None,
+            Ok(WEvent::Init | WEvent::InitDone) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "MIG configurations ConfigMap watch");
+                continue;
+            }
+        };
+        if let Some(Err(e)) = &custom {
+            tracing::warn!(configmap = %name, error = %e, "custom MIG configurations unreadable");
+        }
+        shared.lock().custom = custom;
+        shared.mark_all();
+    }
+}
+
+fn custom_of(cm: &ConfigMap) -> Result<MigConfigs, MigConfigError> {
+    let text = cm.data.as_ref().and_then(|d| d.get(core::CUSTOM_CONFIG_KEY)).ok_or_else(|| MigConfigError::Format {
+        at: core::CUSTOM_CONFIG_KEY.to_string(),
+        reason: format!("missing from ConfigMap {}", cm.name_any()),
+    })?;
+    core::parse_custom(text)
+}
+
+/// Decides one node and writes what differs.
+async fn reconcile(client: &Client, shared: &Shared, name: &str) -> Result<(), Error> {
+    let runai = shared.args.runai;
+    let (meta, write) = {
+        let st = shared.lock();
+        let Some(meta) = st.nodes.get(name).filter(|m| m.concerned(runai)).cloned() else { return Ok(()) };
+        let gpus = match core::node_gpus(name, &meta.labels, st.topologies.get(name)) {
+            Ok(Some(g)) => g,
+            Ok(None) => {
+                tracing::debug!(node = name, "no GPUs known (yet): nothing to partition");
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::warn!(node = name, error = %e, "node's GPUs unreadable");
+                return Ok(());
+            }
+        };
+        let input = NodeInput { labels: &meta.labels, annotations: &meta.annotations, node: &gpus.0, holders: &gpus.1 };
+        let outcome = core::decide(input, st.custom.as_ref(), Options { runai });
+        let write = core::write(&meta.labels, &meta.annotations, &outcome);
+        (meta, write)
+    };
+    if write.is_empty() {
+        return Ok(());
+    }
+    let nodes: Api<Node> = Api::all(client.clone());
+    // The UID guards against a node re-created under the same name meanwhile.
+    let mut patch = write.patch();
+    patch["metadata"]["uid"] = serde_json::json!(meta.uid);
+    let patched = match nodes.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        // Deleted meanwhile: nothing to do (its Delete event drops it too).
+        Err(kube::Error::Api(s)) if s.code == 404 => {
+            shared.lock().nodes.remove(name);
+            return Ok(());
+        }
+        r => r?,
+    };
+    shared.record_node(name, NodeMeta::of(&patched));
+    let state = write.labels.get(core::MIG_CONFIG_STATE_LABEL).cloned().flatten();
+    tracing::info!(node = name, state = ?state, layouts = write.annotations.contains_key(core::MIG_LAYOUT_ANNOTATION), "MIG request reconciled");
+    if let Some(reason) = &write.event {
+        tracing::warn!(node = name, reason = %reason, "MIG request failed");
+        let involved = ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Node".into()),
+            name: Some(name.to_string()),
+            uid: meta.uid.clone(),
+            ..Default::default()
+        };
+        common::warning_event(client, NODE_EVENT_NAMESPACE, involved, core::FAILED_EVENT_REASON, reason, "mig-manager").await;
+    }
+    Ok(())
+}
