@@ -15,6 +15,7 @@ pub mod config;
 pub mod index;
 pub mod labels;
 pub mod mig_manager;
+pub mod mig_strategy;
 pub mod node_files;
 pub mod node_state;
 pub mod nrt;

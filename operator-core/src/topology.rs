@@ -167,38 +167,34 @@ impl NodeTopology {
     }
 
     /// The extended resources NVIDIA's device plugin would advertise for these GPUs under
-    /// `migStrategy` (KWOK capacity), plus the pool's static `otherDevices` (a name both give
-    /// takes the applied layout's count):
-    /// - `none`: `nvidia.com/gpu` = every GPU, MIG or not;
-    /// - `mixed` (also when unset): `nvidia.com/gpu` = GPUs with MIG off, one
-    ///   `nvidia.com/mig-<profile>` per profile of the MIG devices;
-    /// - `single`: `nvidia.com/gpu` = the MIG devices when every GPU is in MIG mode with one
-    ///   profile, the GPUs when none is; any other layout the plugin refuses: 0.
+    /// `migStrategy` ([`crate::mig_strategy`]; `mixed` when unset), as counts (KWOK capacity),
+    /// plus the pool's static `otherDevices` (a name both give takes the applied layout's
+    /// count). A layout the `single` strategy refuses advertises `nvidia.com/gpu: 0`.
     pub fn resources(&self) -> BTreeMap<String, u64> {
+        use crate::mig_strategy::{self, GpuDevices, MigStrategy, Resource};
         let mut r: BTreeMap<String, u64> = self.other_devices.iter().map(|d| (d.name.clone(), d.count)).collect();
-        let whole = self.gpus.iter().filter(|g| g.mig.is_none()).count() as u64;
-        let migs: Vec<&MigDeviceDetails> = self.gpus.iter().filter_map(|g| g.mig.as_ref()).flatten().collect();
-        let gpus = match self.mig_strategy.as_str() {
-            "none" => self.gpus.len() as u64,
-            "single" => {
-                let one_profile = migs.windows(2).all(|w| w[0].profile == w[1].profile);
-                match whole {
-                    w if w == self.gpus.len() as u64 => w,
-                    0 if one_profile => migs.len() as u64,
-                    _ => 0,
-                }
-            }
-            _ => {
-                let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-                for m in &migs {
-                    *counts.entry(mig_resource_name(&m.profile)).or_default() += 1;
-                }
+        let gpus = self
+            .gpus
+            .iter()
+            .enumerate()
+            .map(|(i, g)| GpuDevices {
+                index: i as u32,
+                whole: (),
+                mig: g.mig.as_ref().map(|devices| devices.iter().map(|m| (m.profile.clone(), ())).collect()),
+            })
+            .collect();
+        let strategy = MigStrategy::parse(&self.mig_strategy).unwrap_or(MigStrategy::Mixed);
+        // A layout NVIDIA's plugin refuses under `single` advertises nothing.
+        let exposed = mig_strategy::resources(gpus, strategy).unwrap_or_default();
+        for (resource, devices) in exposed {
+            let count = devices.len() as u64;
+            match resource {
                 // The applied layout's count replaces a static one of the same name.
-                r.extend(counts);
-                whole
-            }
-        };
-        r.insert(crate::config::GPU_RESOURCE.to_string(), gpus);
+                Resource::Mig(profile) => r.insert(mig_resource_name(&profile), count),
+                Resource::Gpu => r.insert(crate::config::GPU_RESOURCE.to_string(), count),
+            };
+        }
+        r.entry(crate::config::GPU_RESOURCE.to_string()).or_insert(0);
         r
     }
 

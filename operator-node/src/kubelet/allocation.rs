@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use fakegpu_model::SimulatedNode;
+use fakegpu_operator_core::mig_strategy::GpuDevices;
 
 use super::devices::{self, NodeDevice};
 use super::health::Live;
@@ -15,28 +16,8 @@ use super::proto::deviceplugin::{Device, NumaNode, TopologyInfo};
 pub const HEALTHY: &str = "Healthy";
 pub const UNHEALTHY: &str = "Unhealthy";
 
-/// NVIDIA's device plugin MIG strategies (`--mig-strategy`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum MigStrategy {
-    /// `nvidia.com/gpu` = every GPU whole, MIG mode or not.
-    #[default]
-    None,
-    /// `nvidia.com/gpu` = the MIG devices when the GPUs are in MIG mode (all GPUs alike, all
-    /// MIG devices of one profile), else the GPUs.
-    Single,
-    /// `nvidia.com/gpu` = the GPUs not in MIG mode; one `nvidia.com/mig-<profile>` per profile.
-    Mixed,
-}
-
-/// Which of a node's devices one plugin endpoint serves.
-#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Kind {
-    /// The `nvidia.com/gpu` resource (GPUs, or MIG devices under `single`).
-    #[default]
-    Gpu,
-    /// `nvidia.com/mig-<profile>` under `mixed`.
-    Mig(String),
-}
+/// The strategies and their rule are shared with the KWOK capacity (operator-core).
+pub use fakegpu_operator_core::mig_strategy::{MigStrategy, Resource as Kind, StrategyError};
 
 /// What one device plugin endpoint serves: `kind` under `strategy`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -61,46 +42,25 @@ pub fn mig_socket_name(profile: &str) -> String {
     format!("fake-nvidia-mig-{}.sock", profile.replace('+', "."))
 }
 
-/// A MIG layout the `single` strategy refuses, as NVIDIA's plugin does.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StrategyError {
-    #[error("mig-strategy single: all GPUs must have the same MIG mode (GPU {0} differs)")]
-    MixedModes(u32),
-    #[error("mig-strategy single: more than one MIG device profile on the node ({0} and {1})")]
-    MixedProfiles(String, String),
-}
-
 /// The devices of each endpoint under `strategy`, `Kind::Gpu` always present (possibly empty,
 /// so that the kubelet's `nvidia.com/gpu` capacity drops to 0 when every GPU is partitioned).
 pub fn resources(node: &SimulatedNode, live: &Live, strategy: MigStrategy) -> Result<BTreeMap<Kind, Vec<NodeDevice>>, StrategyError> {
-    let mut out: BTreeMap<Kind, Vec<NodeDevice>> = BTreeMap::from([(Kind::Gpu, Vec::new())]);
-    if strategy == MigStrategy::None {
-        out.insert(Kind::Gpu, node.gpus.iter().cloned().map(NodeDevice::Gpu).collect());
-        return Ok(out);
-    }
-    let offered = devices::offered(node, &live.mig);
-    if strategy == MigStrategy::Single {
-        let first = node.gpus.first().map(|g| devices::mig_enabled(&live.mig, g.index));
-        if let Some(g) = node.gpus.iter().find(|g| Some(devices::mig_enabled(&live.mig, g.index)) != first) {
-            return Err(StrategyError::MixedModes(g.index));
-        }
-        let mut profiles = offered.iter().filter_map(|d| if let NodeDevice::Mig(m) = d { Some(m.profile()) } else { None });
-        if let Some(p) = profiles.next() {
-            if let Some(q) = profiles.find(|q| *q != p) {
-                return Err(StrategyError::MixedProfiles(p.to_string(), q.to_string()));
-            }
-        }
-        out.insert(Kind::Gpu, offered);
-        return Ok(out);
-    }
-    for d in offered {
-        let kind = match &d {
-            NodeDevice::Gpu(_) => Kind::Gpu,
-            NodeDevice::Mig(m) => Kind::Mig(m.profile().to_string()),
-        };
-        out.entry(kind).or_default().push(d);
-    }
-    Ok(out)
+    let mut migs = node.mig_devices(&live.mig).into_iter().peekable();
+    let gpus = node
+        .gpus
+        .iter()
+        .map(|g| {
+            let mig = devices::mig_enabled(&live.mig, g.index).then(|| {
+                let mut own = Vec::new();
+                while let Some(m) = migs.next_if(|m| m.parent_index == g.index) {
+                    own.push((m.profile().to_string(), NodeDevice::Mig(Box::new(m))));
+                }
+                own
+            });
+            GpuDevices { index: g.index, whole: NodeDevice::Gpu(g.clone()), mig }
+        })
+        .collect();
+    fakegpu_operator_core::mig_strategy::resources(gpus, strategy)
 }
 
 /// The devices endpoint `kind` serves now: none when the layout no longer has them or the
