@@ -94,6 +94,10 @@ struct NodeEntry {
     holders: Vec<Option<PodKey>>,
     /// Holders read from the ConfigMap at start: (namespace, pod, pod uid if recorded).
     recorded: Vec<Option<(String, String, Option<String>)>>,
+    /// MIG device UUID → the pod holding it.
+    mig_holders: BTreeMap<String, PodKey>,
+    /// MIG holders read from the ConfigMap at start: MIG device UUID → (namespace, pod).
+    recorded_mig: BTreeMap<String, (String, String)>,
 }
 
 /// A pod annotation the status-updater should add (it is not on the pod yet).
@@ -212,11 +216,24 @@ impl Index {
                     e.holders = vec![None; uuids.len()];
                     e.uuids = uuids;
                     e.recorded.clear();
+                    e.mig_holders.clear();
+                    e.recorded_mig.clear();
                 }
             }
             None => {
                 let n = uuids.len();
-                self.nodes.insert(name.clone(), NodeEntry { info, resolved, uuids, holders: vec![None; n], recorded: Vec::new() });
+                self.nodes.insert(
+                    name.clone(),
+                    NodeEntry {
+                        info,
+                        resolved,
+                        uuids,
+                        holders: vec![None; n],
+                        recorded: Vec::new(),
+                        mig_holders: BTreeMap::new(),
+                        recorded_mig: BTreeMap::new(),
+                    },
+                );
                 if let Some(t) = self.pending_seeds.remove(&name) {
                     self.seed_recorded(&name, &t);
                 }
@@ -275,18 +292,25 @@ impl Index {
                 })
             })
             .collect();
+        let recorded_mig = t
+            .gpus
+            .iter()
+            .flat_map(|g| g.mig.iter().flatten())
+            .filter_map(|m| m.allocated_by.as_ref().map(|a| (m.id.clone(), (a.namespace.clone(), a.pod.clone()))))
+            .collect();
         if let Some(e) = self.nodes.get_mut(node) {
-            // Only meaningful if the GPUs are the same ones.
+            // Only meaningful if the GPUs are the same ones (MIG UUIDs derive from theirs).
             if t.gpus.iter().map(|g| &g.id).eq(e.uuids.iter()) {
                 e.recorded = recorded;
+                e.recorded_mig = recorded_mig;
             }
         }
         self.reallocate(node);
     }
 
-    /// Whether the index keeps a pod: it holds GPUs or uses a shared one.
+    /// Whether the index keeps a pod: it holds GPUs or MIG devices, or uses a shared GPU.
     fn is_relevant(&self, pod: &PodInfo) -> bool {
-        pod.holds_gpus() || pod.shared_ref(&self.opts.reservation_namespace).is_some()
+        pod.holds_gpus() || pod.holds_mig_devices() || pod.shared_ref(&self.opts.reservation_namespace).is_some()
     }
 
     /// Adds or updates a pod. Returns the nodes whose state changed.
@@ -456,8 +480,10 @@ impl Index {
                 }
             }
         }
+        let mig = place_mig_devices(node, entry, &order);
         let entry = self.nodes.get_mut(node).expect("checked above");
         entry.holders = new;
+        entry.mig_holders = mig;
     }
 
     /// The desired state of a node in a pool; `None` when the node is unknown or in no pool.
@@ -482,7 +508,24 @@ impl Index {
             })
             .collect();
         let spec = node_spec(name, r);
-        set_mig_devices(&mut gpus, &spec, e.info.mig_layout.as_deref());
+        match node_mig_devices(&spec, &e.uuids, e.info.mig_layout.as_deref()) {
+            Ok(devices) => {
+                let partitioned = mig_partitioned(e.info.mig_layout.as_deref(), gpus.len());
+                for (g, on) in gpus.iter_mut().zip(partitioned) {
+                    g.mig = on.then(Vec::new);
+                }
+                for (gpu, mut d) in devices {
+                    d.allocated_by = e.mig_holders.get(&d.id).and_then(|k| self.pods.get(k)).map(|p| ContainerDetails {
+                        namespace: p.namespace.clone(),
+                        pod: p.name.clone(),
+                        container: p.container.clone(),
+                    });
+                    gpus[gpu].mig.get_or_insert_with(Vec::new).push(d);
+                }
+            }
+            // The GPUs stay whole: the MIG manager reports the value as its failure.
+            Err(err) => tracing::warn!(node = %name, "{err}"),
+        }
         let shared = self.shared_placement(name, e);
         for (p, gpu) in &shared.placed {
             let status = &mut gpus[*gpu].status;
@@ -596,34 +639,87 @@ fn mig_partitioned(applied: Option<&str>, n: usize) -> Vec<bool> {
     (0..n).map(|i| applied.get(&(i as u32)).is_some_and(|l| l.current)).collect()
 }
 
-/// Each GPU's MIG devices under the layouts the MIG manager applied (the node annotation's
-/// raw value). An unreadable value is logged and the GPUs stay whole: the manager reports it
-/// as its failure on its next reconcile.
-fn set_mig_devices(gpus: &mut [GpuDetails], spec: &NodeSpec, applied: Option<&str>) {
-    let Some(text) = applied else { return };
-    let applied = match crate::mig_manager::parse_applied(text) {
-        Ok(a) => a,
-        Err(e) => {
-            tracing::warn!(node = %spec.node_name, "{e}");
-            return;
-        }
-    };
-    for (i, g) in gpus.iter_mut().enumerate() {
+/// The MIG devices of a node's GPUs (GPU index, device; no holder) under the layouts the MIG
+/// manager applied (the node annotation's raw value), in NVML order. A GPU whose layout has MIG
+/// mode on but no instances has no device, yet is in MIG mode ([`mig_partitioned`]).
+fn node_mig_devices(
+    spec: &NodeSpec,
+    uuids: &[String],
+    applied: Option<&str>,
+) -> Result<Vec<(usize, crate::topology::MigDeviceDetails)>, crate::mig_manager::AppliedError> {
+    let Some(text) = applied else { return Ok(Vec::new()) };
+    let applied = crate::mig_manager::parse_applied(text)?;
+    let mut out = Vec::new();
+    for (i, uuid) in uuids.iter().enumerate() {
         let Some(layout) = applied.get(&(i as u32)).filter(|l| l.current) else { continue };
-        let devices = fakegpu_model::mig::gpu_mig_devices(&spec.profile, &spec.node_name, i as u32, &g.id, layout);
-        g.mig = Some(
-            devices
-                .into_iter()
-                .map(|d| crate::topology::MigDeviceDetails {
-                    profile: d.profile().to_string(),
-                    id: d.uuid,
-                    gpu_instance_id: d.gpu_instance,
-                    compute_instance_id: d.compute_instance,
-                    position: d.placement.start,
-                })
-                .collect(),
-        );
+        for d in fakegpu_model::mig::gpu_mig_devices(&spec.profile, &spec.node_name, i as u32, uuid, layout) {
+            let details = crate::topology::MigDeviceDetails {
+                profile: d.profile().to_string(),
+                id: d.uuid,
+                gpu_instance_id: d.gpu_instance,
+                compute_instance_id: d.compute_instance,
+                position: d.placement.start,
+                allocated_by: None,
+            };
+            out.push((i, details));
+        }
     }
+    Ok(out)
+}
+
+/// Which MIG device each pod asking for `nvidia.com/mig-<profile>` holds, all or nothing per
+/// pod, oldest pod first: first what it held already (or what the ConfigMap recorded at
+/// start), so a holder never moves; then the first free devices of each profile.
+fn place_mig_devices(node: &str, e: &NodeEntry, order: &[&PodInfo]) -> BTreeMap<String, PodKey> {
+    let mut out: BTreeMap<String, PodKey> = BTreeMap::new();
+    let wanting: Vec<&PodInfo> = order.iter().copied().filter(|p| p.holds_mig_devices()).collect();
+    let Ok(Some(r)) = &e.resolved else { return out };
+    if wanting.is_empty() || e.info.mig_layout.is_none() {
+        return out;
+    }
+    let devices: Vec<(String, String)> = node_mig_devices(&node_spec(node, r), &e.uuids, e.info.mig_layout.as_deref())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(_, d)| (d.id, crate::topology::mig_resource_name(&d.profile)))
+        .collect();
+    let counts = |uuids: &[&(String, String)]| {
+        let mut c: BTreeMap<String, u32> = BTreeMap::new();
+        for (_, resource) in uuids {
+            *c.entry(resource.clone()).or_default() += 1;
+        }
+        c
+    };
+    let mut placed: BTreeSet<PodKey> = BTreeSet::new();
+    for p in &wanting {
+        let key = p.key();
+        let had = |uuid: &String| {
+            e.mig_holders.get(uuid) == Some(&key)
+                || e.recorded_mig.get(uuid).is_some_and(|(ns, name)| *ns == p.namespace && *name == p.name)
+        };
+        let mine: Vec<&(String, String)> = devices.iter().filter(|(u, _)| had(u) && !out.contains_key(u)).collect();
+        if counts(&mine) == p.mig {
+            for (u, _) in mine {
+                out.insert(u.clone(), key.clone());
+            }
+            placed.insert(key);
+        }
+    }
+    for p in &wanting {
+        let key = p.key();
+        if placed.contains(&key) {
+            continue;
+        }
+        let mut pick: Vec<&String> = Vec::new();
+        for (resource, want) in &p.mig {
+            pick.extend(devices.iter().filter(|(u, r)| r == resource && !out.contains_key(u)).map(|(u, _)| u).take(*want as usize));
+        }
+        if pick.len() as u32 == p.mig.values().sum::<u32>() {
+            for u in pick {
+                out.insert(u.clone(), key.clone());
+            }
+        }
+    }
+    out
 }
 
 /// GPU UUIDs exactly as the fake NVML computes them for this node.
@@ -816,6 +912,79 @@ mod tests {
         // Unreadable annotation: GPUs whole (the manager reports it).
         ix.upsert_node(NodeInfo { mig_layout: Some("nope".into()), ..node("n1", Some("big")) });
         assert!(ix.view("n1").unwrap().topology.gpus.iter().all(|g| g.mig.is_none()));
+    }
+
+    /// Pods asking for `nvidia.com/mig-<profile>` hold MIG devices of the applied layout; a
+    /// holder never moves, and a restart seeded from the ConfigMap gives everyone the same ones.
+    #[test]
+    fn mig_pods_hold_mig_devices_of_the_applied_layout() {
+        let profile = fakegpu_model::find_builtin("a100-40gb").unwrap();
+        let layout = |name: &str| fakegpu_model::mig::named_layout(profile, name).unwrap();
+        let applied = crate::mig_manager::Applied::from([(0, layout("all-1g.5gb")), (1, layout("all-3g.20gb"))]);
+        let annotated = || NodeInfo { mig_layout: crate::mig_manager::applied_value(&applied), ..node("n1", Some("big")) };
+        let mig_pod = |name: &str, created: i64, wants: &[(&str, u32)]| PodInfo {
+            mig: wants.iter().map(|(r, n)| (r.to_string(), *n)).collect(),
+            ..pod(name, "n1", 0, created)
+        };
+        let held = |ix: &Index| -> BTreeMap<String, Vec<(usize, String)>> {
+            let mut out: BTreeMap<String, Vec<(usize, String)>> = BTreeMap::new();
+            for (i, g) in ix.view("n1").unwrap().topology.gpus.iter().enumerate() {
+                for m in g.mig.iter().flatten() {
+                    if let Some(a) = &m.allocated_by {
+                        out.entry(a.pod.clone()).or_default().push((i, m.id.clone()));
+                    }
+                }
+            }
+            out
+        };
+        let mut ix = index();
+        ix.upsert_node(annotated());
+        let migs = |ix: &Index, gpu: usize| -> Vec<String> {
+            ix.view("n1").unwrap().topology.gpus[gpu].mig.as_ref().unwrap().iter().map(|m| m.id.clone()).collect()
+        };
+        let (small, big) = (migs(&ix, 0), migs(&ix, 1));
+        assert_eq!((small.len(), big.len()), (7, 2));
+        ix.upsert_pod(mig_pod("a", 1, &[("nvidia.com/mig-1g.5gb", 2)]));
+        ix.upsert_pod(mig_pod("b", 2, &[("nvidia.com/mig-3g.20gb", 1), ("nvidia.com/mig-1g.5gb", 1)]));
+        // More than the node has: all or nothing.
+        ix.upsert_pod(mig_pod("c", 3, &[("nvidia.com/mig-3g.20gb", 5)]));
+        // A profile the node does not offer.
+        ix.upsert_pod(mig_pod("d", 4, &[("nvidia.com/mig-7g.40gb", 1)]));
+        let h = held(&ix);
+        assert_eq!(h["a"], [(0, small[0].clone()), (0, small[1].clone())]);
+        assert_eq!(h["b"], [(0, small[2].clone()), (1, big[0].clone())]);
+        assert!(!h.contains_key("c") && !h.contains_key("d"), "{h:?}");
+        let c = ix.view("n1").unwrap().topology.gpus[0].mig.as_ref().unwrap()[0].allocated_by.clone().unwrap();
+        assert_eq!((c.namespace.as_str(), c.container.as_str()), ("ns", "c"));
+        // The MIG manager sees both partitioned GPUs as held.
+        assert_eq!(crate::mig_manager::holders(&ix.view("n1").unwrap().topology).keys().copied().collect::<Vec<_>>(), [0, 1]);
+        // a leaves; an older pod arriving now takes a free device, b keeps its own.
+        ix.remove_pod(&key("a"));
+        ix.upsert_pod(mig_pod("e", 0, &[("nvidia.com/mig-1g.5gb", 1)]));
+        let h = held(&ix);
+        assert_eq!(h["b"], [(0, small[2].clone()), (1, big[0].clone())]);
+        assert_eq!(h["e"], [(0, small[0].clone())]);
+        // A restart: seeded from the ConfigMap, pods arriving oldest-last, same holders.
+        let before = ix.view("n1").unwrap().topology;
+        let mut ix2 = index();
+        ix2.seed_recorded("n1", &before);
+        ix2.upsert_node(annotated());
+        ix2.upsert_pod(mig_pod("c", 3, &[("nvidia.com/mig-3g.20gb", 5)]));
+        ix2.upsert_pod(mig_pod("b", 2, &[("nvidia.com/mig-3g.20gb", 1), ("nvidia.com/mig-1g.5gb", 1)]));
+        ix2.upsert_pod(mig_pod("e", 0, &[("nvidia.com/mig-1g.5gb", 1)]));
+        assert_eq!(ix2.view("n1").unwrap().topology, before);
+        // Whole-GPU pods never take a partitioned GPU; a finished pod frees its devices.
+        ix.upsert_pod(pod("whole", "n1", 6, 5));
+        assert_eq!(ix.view("n1").unwrap().topology.gpus.iter().filter(|g| g.status.allocated_by.pod == "whole").count(), 6);
+        ix.upsert_pod(PodInfo {
+            phase: "Succeeded".into(),
+            ..mig_pod("b", 2, &[("nvidia.com/mig-3g.20gb", 1), ("nvidia.com/mig-1g.5gb", 1)])
+        });
+        assert!(!held(&ix).contains_key("b"));
+        // A new layout drops holders of devices that no longer exist.
+        let whole = NodeInfo { mig_layout: None, ..node("n1", Some("big")) };
+        ix.upsert_node(whole);
+        assert!(held(&ix).is_empty());
     }
 
     #[test]

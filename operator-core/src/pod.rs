@@ -32,6 +32,9 @@ pub const GPU_GROUP_LABEL: &str = "runai-gpu-group";
 /// `useKnativeUtilization: true`.
 pub const INFERENCE_POD_TYPES: [&str; 2] = ["inference", "distributed-inference"];
 pub const IDLE_POD_PREFIX: &str = "runai-idle-gpu-";
+/// NVIDIA's device plugin's MIG resources under the `mixed` strategy:
+/// [`crate::topology::mig_resource_name`].
+pub const MIG_RESOURCE_PREFIX: &str = "nvidia.com/mig-";
 
 /// `namespace/name`.
 pub type PodKey = (String, String);
@@ -48,6 +51,9 @@ pub struct PodInfo {
     pub created: i64,
     /// GPUs wanted: the `nvidia.com/gpu` limit of the first container that has one.
     pub gpus: u32,
+    /// MIG devices wanted under the `mixed` strategy: `nvidia.com/mig-<profile>` → count, over
+    /// all containers (each container gets its own devices).
+    pub mig: BTreeMap<String, u32>,
     /// The container recorded in `allocatedBy`.
     pub container: String,
     /// `spec.resourceClaims` is not empty (DRA).
@@ -81,6 +87,17 @@ impl PodInfo {
                 .unwrap_or(0)
         };
         let with_gpu = containers.iter().find(|c| limit(c) > 0);
+        let mut mig: BTreeMap<String, u32> = BTreeMap::new();
+        for c in containers {
+            let Some(r) = c.resources.as_ref() else { continue };
+            // Extended resources: a limit implies the same request, a request alone is as good.
+            let wanted = r.limits.as_ref().filter(|l| l.keys().any(|k| k.starts_with(MIG_RESOURCE_PREFIX))).or(r.requests.as_ref());
+            for (name, q) in wanted.into_iter().flatten().filter(|(k, _)| k.starts_with(MIG_RESOURCE_PREFIX)) {
+                if let Some(n) = q.0.parse::<u32>().ok().filter(|n| *n > 0) {
+                    *mig.entry(name.clone()).or_default() += n;
+                }
+            }
+        }
         let with_claims = containers.iter().find(|c| c.resources.as_ref().and_then(|r| r.claims.as_ref()).is_some_and(|v| !v.is_empty()));
         let annotations = p.metadata.annotations.clone().unwrap_or_default();
         let container = annotations
@@ -96,6 +113,7 @@ impl PodInfo {
             phase: p.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default(),
             created: p.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()).unwrap_or(0),
             gpus: with_gpu.map(limit).unwrap_or(0),
+            mig,
             container,
             has_claims: spec.and_then(|s| s.resource_claims.as_ref()).is_some_and(|c| !c.is_empty()),
             workload_kind: p.metadata.labels.as_ref().and_then(|l| l.get(WORKLOAD_KIND_LABEL).cloned()),
@@ -115,6 +133,11 @@ impl PodInfo {
     /// count when they carry a grant).
     pub fn holds_gpus(&self) -> bool {
         self.is_active() && self.wanted() > 0
+    }
+
+    /// Bound, not finished, and asking for MIG devices (`nvidia.com/mig-<profile>`).
+    pub fn holds_mig_devices(&self) -> bool {
+        self.is_active() && !self.mig.is_empty()
     }
 
     /// What a shared (fractional) pod names to find its reservation pod: active, outside the
@@ -253,6 +276,24 @@ mod tests {
             "spec": {"nodeName": "n1", "containers": [{"name": "side"}, {"name": "main", "resources": {"limits": {"nvidia.com/gpu": "2"}}}]},
             "status": {"phase": "Running"}
         }))
+    }
+
+    #[test]
+    fn mig_devices_are_summed_over_containers() {
+        let p = pod(json!({
+            "metadata": {"name": "m", "namespace": "ns", "uid": "u"},
+            "spec": {"nodeName": "n1", "containers": [
+                {"name": "a", "resources": {"limits": {"nvidia.com/mig-1g.10gb": "2", "cpu": "1"}}},
+                {"name": "b", "resources": {"requests": {"nvidia.com/mig-1g.10gb": "1", "nvidia.com/mig-3g.40gb": "1", "nvidia.com/mig-2g.20gb": "0"}}},
+                {"name": "c"}
+            ]},
+            "status": {"phase": "Running"}
+        }));
+        let want = BTreeMap::from([("nvidia.com/mig-1g.10gb".to_string(), 3), ("nvidia.com/mig-3g.40gb".to_string(), 1)]);
+        assert_eq!(p.mig, want);
+        assert!(p.holds_mig_devices());
+        assert!(!p.holds_gpus(), "no whole GPU");
+        assert!(!PodInfo { phase: "Succeeded".into(), ..p }.holds_mig_devices());
     }
 
     #[test]

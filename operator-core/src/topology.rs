@@ -91,12 +91,15 @@ pub struct MigDeviceDetails {
     pub compute_instance_id: u32,
     /// First memory slice of its GPU instance.
     pub position: u32,
+    /// The pod it is allocated to (an `nvidia.com/mig-<profile>` request); omitted while free.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocated_by: Option<ContainerDetails>,
 }
 
 /// NVIDIA device plugin's resource of a MIG profile under the `mixed` strategy: `+` of the
 /// media-extension profiles becomes `.` (`1g.10gb+me` → `nvidia.com/mig-1g.10gb.me`).
 pub fn mig_resource_name(profile: &str) -> String {
-    format!("nvidia.com/mig-{}", profile.replace('+', "."))
+    format!("{}{}", crate::pod::MIG_RESOURCE_PREFIX, profile.replace('+', "."))
 }
 
 /// Who holds a GPU and what they do with it.
@@ -408,11 +411,18 @@ gpus:
             gpu_instance_id: 13,
             compute_instance_id: 0,
             position: 6,
+            allocated_by: None,
         }]);
         t.gpus[1].mig = Some(Vec::new());
         let text = t.to_yaml();
         assert!(text.contains("gpuInstanceId: 13"), "{text}");
         assert_eq!(NodeTopology::from_yaml(&text).unwrap(), t);
+        let holder = ContainerDetails { namespace: "ns".into(), pod: "p".into(), container: "c".into() };
+        t.gpus[0].mig.as_mut().unwrap()[0].allocated_by = Some(holder);
+        let held = t.to_yaml();
+        // A free MIG device carries no holder field; a held one does.
+        assert_eq!(held.matches("allocatedBy").count(), text.matches("allocatedBy").count() + 1, "{held}");
+        assert_eq!(NodeTopology::from_yaml(&held).unwrap(), t);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The mig-manager against the real control plane with a KWOK node, beside the status-updater
 //! and the kwok-gpu-device-plugin: NVIDIA mig-manager's label contract (state, capacity, the
-//! topology's MIG devices), a refused change while a pod holds a GPU (Event, nothing changed,
-//! applied once the pod is gone), custom configurations from a ConfigMap, and Run:ai
+//! topology's MIG devices), a pod holding MIG devices (recorded in the topology), a refused
+//! change while a pod holds a GPU or MIG devices (Event, nothing changed, applied once the pod
+//! is gone), custom configurations from a ConfigMap, and Run:ai
 //! mig-faker's annotation (`run.ai/mig-mapping`).
 //!
 //! Own namespace, pool label key and component processes, so it runs beside the other tests.
@@ -109,8 +110,33 @@ async fn mig_config_label_and_runai_annotation_on_a_kwok_node() {
     assert_eq!(m.id, fakegpu_model::mig::mig_uuid(&node, &t.gpus[1].id, m.gpu_instance_id, m.compute_instance_id));
     assert_eq!(m.profile, "1g.10gb");
 
-    // 2. Back to whole GPUs.
+    // 1b. A pod asking for 2 MIG devices is scheduled on them and holds two devices of the
+    //     topology; repartitioning their GPU is refused while it runs.
+    let pods: Api<Pod> = ns.api();
+    let mig_pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "mig-user"},
+        "spec": {"nodeSelector": {"kubernetes.io/hostname": node},
+                 "containers": [{"name": "main", "image": "registry.invalid/fake:1", "resources": {"limits": {"nvidia.com/mig-1g.10gb": "2"}}}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &mig_pod).await.expect("create MIG pod");
+    wait_for(&pods, "mig-user", T, "MIG pod Running", pod_running).await.expect("MIG pod runs");
+    let t = node_topology(&ns, &node, "mig-user holds 2 MIG devices", |t| {
+        t.gpus.iter().flat_map(|g| g.mig.iter().flatten()).filter(|m| m.allocated_by.as_ref().is_some_and(|a| a.pod == "mig-user")).count()
+            == 2
+    })
+    .await;
+    let held = t.gpus.iter().flat_map(|g| g.mig.iter().flatten()).find(|m| m.allocated_by.is_some()).unwrap();
+    assert_eq!(held.allocated_by.as_ref().map(|a| (a.namespace.as_str(), a.container.as_str())), Some((ns.name.as_str(), "main")));
+    assert!(t.gpus.iter().all(|g| g.status.allocated_by.pod.is_empty()), "no whole GPU is held");
     patch_node(&ns, &node, json!({"metadata": {"labels": {MIG_CONFIG_LABEL: "all-disabled"}}})).await;
+    let n = wait_for(&nodes, &node, T, "repartitioning refused", |n| label(n, MIG_CONFIG_STATE_LABEL) == Some("failed")).await.unwrap();
+    let reason = annotation(&n, MIG_REASON_ANNOTATION).unwrap_or_default().to_string();
+    assert!(reason.contains(&format!("in use by {}/mig-user", ns.name)), "{reason}");
+    assert_eq!(allocatable(&n, "nvidia.com/mig-1g.10gb").as_deref(), Some("14"), "nothing changed");
+    pods.delete("mig-user", &DeleteParams::default().grace_period(0)).await.expect("delete MIG pod");
+
+    // 2. Back to whole GPUs (the standing request, once the MIG devices are free).
     wait_for(&nodes, &node, T, "all-disabled applied", |n| {
         allocatable(n, "nvidia.com/gpu").as_deref() == Some("2")
             && allocatable(n, "nvidia.com/mig-1g.10gb").is_none()
@@ -121,7 +147,6 @@ async fn mig_config_label_and_runai_annotation_on_a_kwok_node() {
 
     // 3. A pod holds a GPU: a config that repartitions it is refused, nothing changes, and an
     //    Event says why.
-    let pods: Api<Pod> = ns.api();
     let pod: Pod = serde_json::from_value(json!({
         "metadata": {"name": "train"},
         "spec": {"nodeSelector": {"kubernetes.io/hostname": node},
@@ -143,7 +168,10 @@ async fn mig_config_label_and_runai_annotation_on_a_kwok_node() {
     let deadline = Instant::now() + T;
     let event = loop {
         let list = events.list(&mine).await.expect("list events");
-        if let Some(e) = list.items.into_iter().find(|e| e.reason.as_deref() == Some(FAILED_EVENT_REASON)) {
+        // (Step 1b's refusal left an Event of its own, with its own message.)
+        if let Some(e) =
+            list.items.into_iter().find(|e| e.reason.as_deref() == Some(FAILED_EVENT_REASON) && e.message.as_deref() == Some(&reason))
+        {
             break e;
         }
         assert!(Instant::now() < deadline, "no {FAILED_EVENT_REASON} Event");
@@ -156,8 +184,10 @@ async fn mig_config_label_and_runai_annotation_on_a_kwok_node() {
     tokio::time::sleep(Duration::from_secs(6)).await;
     let n = nodes.get(&node).await.unwrap();
     assert_eq!(label(&n, MIG_CONFIG_STATE_LABEL), Some("failed"));
-    let count = events.list(&mine).await.unwrap().items.iter().filter(|e| e.reason.as_deref() == Some(FAILED_EVENT_REASON)).count();
-    assert_eq!(count, 1);
+    let events_of = |list: Vec<Event>, message: &str| {
+        list.iter().filter(|e| e.reason.as_deref() == Some(FAILED_EVENT_REASON) && e.message.as_deref() == Some(message)).count()
+    };
+    assert_eq!(events_of(events.list(&mine).await.unwrap().items, &reason), 1);
 
     // 4. The pod leaves: the standing request is applied (level-triggered).
     pods.delete("train", &DeleteParams::default().grace_period(0)).await.expect("delete pod");

@@ -124,8 +124,9 @@ pub fn applied_value(applied: &Applied) -> Option<String> {
 /// GPU index → the pod holding it (`namespace/name`).
 pub type Holders = BTreeMap<u32, String>;
 
-/// Who holds each GPU of a topology, as `namespace/pod`: the pod it is allocated to, or for a
-/// shared GPU its first sharing pod. Free GPUs are absent.
+/// Who holds each GPU of a topology, as `namespace/pod`: the pod it is allocated to, for a
+/// shared GPU its first sharing pod, for a partitioned GPU the holder of its first held MIG
+/// device. Free GPUs are absent.
 pub fn holders(topology: &NodeTopology) -> Holders {
     let mut out = BTreeMap::new();
     for (i, g) in topology.gpus.iter().enumerate() {
@@ -133,7 +134,11 @@ pub fn holders(topology: &NodeTopology) -> Holders {
         let holder = if !s.allocated_by.pod.is_empty() {
             Some(format!("{}/{}", s.allocated_by.namespace, s.allocated_by.pod))
         } else {
-            s.shared_by.values().next().map(|c| format!("{}/{}", c.namespace, c.pod))
+            s.shared_by
+                .values()
+                .chain(g.mig.iter().flatten().filter_map(|m| m.allocated_by.as_ref()))
+                .next()
+                .map(|c| format!("{}/{}", c.namespace, c.pod))
         };
         if let Some(h) = holder {
             out.insert(i as u32, h);
