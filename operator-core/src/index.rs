@@ -515,11 +515,11 @@ impl Index {
                     g.mig = on.then(Vec::new);
                 }
                 for (gpu, mut d) in devices {
-                    d.allocated_by = e.mig_holders.get(&d.id).and_then(|k| self.pods.get(k)).map(|p| ContainerDetails {
-                        namespace: p.namespace.clone(),
-                        pod: p.name.clone(),
-                        container: p.container.clone(),
-                    });
+                    if let Some(p) = e.mig_holders.get(&d.id).and_then(|k| self.pods.get(k)) {
+                        d.allocated_by =
+                            Some(ContainerDetails { namespace: p.namespace.clone(), pod: p.name.clone(), container: p.container.clone() });
+                        d.usage.insert(p.uid.clone(), p.usage(d.memory));
+                    }
                     gpus[gpu].mig.get_or_insert_with(Vec::new).push(d);
                 }
             }
@@ -653,13 +653,16 @@ fn node_mig_devices(
     for (i, uuid) in uuids.iter().enumerate() {
         let Some(layout) = applied.get(&(i as u32)).filter(|l| l.current) else { continue };
         for d in fakegpu_model::mig::gpu_mig_devices(&spec.profile, &spec.node_name, i as u32, uuid, layout) {
+            let memory = d.gi_profile.memory_mib;
             let details = crate::topology::MigDeviceDetails {
                 profile: d.profile().to_string(),
                 id: d.uuid,
                 gpu_instance_id: d.gpu_instance,
                 compute_instance_id: d.compute_instance,
                 position: d.placement.start,
+                memory,
                 allocated_by: None,
+                usage: BTreeMap::new(),
             };
             out.push((i, details));
         }
@@ -956,6 +959,12 @@ mod tests {
         assert!(!h.contains_key("c") && !h.contains_key("d"), "{h:?}");
         let c = ix.view("n1").unwrap().topology.gpus[0].mig.as_ref().unwrap()[0].allocated_by.clone().unwrap();
         assert_eq!((c.namespace.as_str(), c.container.as_str()), ("ns", "c"));
+        // Its usage: the whole instance's framebuffer (a dedicated holder), the pod's range.
+        let d = ix.view("n1").unwrap().topology.gpus[0].mig.as_ref().unwrap()[0].clone();
+        let gi = fakegpu_model::mig::gi_profiles(profile).unwrap().into_iter().find(|g| g.name == "1g.5gb").unwrap();
+        assert_eq!(d.memory, gi.memory_mib);
+        assert_eq!((d.usage["uid-a"].fb_used, d.usage["uid-a"].utilization.max), (gi.memory_mib, 100));
+        assert!(ix.view("n1").unwrap().topology.gpus[0].mig.as_ref().unwrap()[6].usage.is_empty(), "a free device has no usage");
         // The MIG manager sees both partitioned GPUs as held.
         assert_eq!(crate::mig_manager::holders(&ix.view("n1").unwrap().topology).keys().copied().collect::<Vec<_>>(), [0, 1]);
         // a leaves; an older pod arriving now takes a free device, b keeps its own.

@@ -91,9 +91,16 @@ pub struct MigDeviceDetails {
     pub compute_instance_id: u32,
     /// First memory slice of its GPU instance.
     pub position: u32,
+    /// Framebuffer of its GPU instance, MiB (as NVML reports the MIG device's total).
+    #[serde(default)]
+    pub memory: u64,
     /// The pod it is allocated to (an `nvidia.com/mig-<profile>` request); omitted while free.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allocated_by: Option<ContainerDetails>,
+    /// That pod's use of it (as `podGpuUsageStatus` for a whole GPU, `fbUsed` out of
+    /// [`Self::memory`]), keyed by the pod's UID; omitted while free.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub usage: BTreeMap<String, GpuUsageStatus>,
 }
 
 /// NVIDIA device plugin's resource of a MIG profile under the `mixed` strategy: `+` of the
@@ -411,7 +418,8 @@ gpus:
             gpu_instance_id: 13,
             compute_instance_id: 0,
             position: 6,
-            allocated_by: None,
+            memory: 9856,
+            ..Default::default()
         }]);
         t.gpus[1].mig = Some(Vec::new());
         let text = t.to_yaml();

@@ -39,6 +39,7 @@ fn main() {
                         vec![]
                     },
                     uuid,
+                    mig: None,
                 }
             })
             .collect();

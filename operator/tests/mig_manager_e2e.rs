@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use components::{node_topology, Component};
+use components::{node_topology, scrape, Component};
 use fake_gpu_operator::mig_manager_core::{
     FAILED_EVENT_REASON, MIG_CONFIG_LABEL, MIG_CONFIG_STATE_LABEL, MIG_LAYOUT_ANNOTATION, MIG_REASON_ANNOTATION,
     RUNAI_MIG_CONFIG_ANNOTATION, RUNAI_MIG_MAPPING_ANNOTATION,
@@ -75,6 +75,8 @@ async fn mig_config_label_and_runai_annotation_on_a_kwok_node() {
     let nodes_dir = dir.join("nodes");
     let _updater = Component::start("status-updater", &ns.name, &dir, &["--node-dir", nodes_dir.to_str().unwrap(), "--no-node-files"]);
     let _plugin = Component::start("kwok-gpu-device-plugin", &ns.name, &dir, &[]);
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().unwrap();
+    let _exporter = Component::start("status-exporter", &ns.name, &dir, &["--listen", &metrics.to_string()]);
     // Custom configurations, as NVIDIA's default-mig-parted-config: a new name and a built-in
     // name redefined.
     let custom = "version: v1\nmig-configs:\n  half:\n    - devices: [0]\n      mig-enabled: true\n      mig-devices: {\"7g.80gb\": 1}\n    - devices: [1]\n      mig-enabled: false\n  all-balanced:\n    - devices: all\n      mig-enabled: true\n      mig-devices: {\"2g.20gb\": 3}\n";
@@ -129,6 +131,27 @@ async fn mig_config_label_and_runai_annotation_on_a_kwok_node() {
     let held = t.gpus.iter().flat_map(|g| g.mig.iter().flatten()).find(|m| m.allocated_by.is_some()).unwrap();
     assert_eq!(held.allocated_by.as_ref().map(|a| (a.namespace.as_str(), a.container.as_str())), Some((ns.name.as_str(), "main")));
     assert!(t.gpus.iter().all(|g| g.status.allocated_by.pod.is_empty()), "no whole GPU is held");
+    // Its metrics: dcgm-exporter's per-instance series, one per MIG device it holds, with the
+    // instance's framebuffer in use (a dedicated holder) and no whole-GPU utilization.
+    let mine = format!("namespace=\"{}\",pod=\"mig-user\"", ns.name);
+    let deadline = Instant::now() + T;
+    let fb_used: Vec<String> = loop {
+        let text = scrape(metrics).unwrap_or_default();
+        let lines: Vec<String> =
+            text.lines().filter(|l| l.starts_with("DCGM_FI_DEV_FB_USED{") && l.contains(&mine)).map(str::to_string).collect();
+        if lines.len() == 2 {
+            assert!(!text.lines().any(|l| l.starts_with("DCGM_FI_DEV_GPU_UTIL{") && l.contains(&mine)), "{text}");
+            break lines;
+        }
+        assert!(Instant::now() < deadline, "no per-MIG series for mig-user:\n{text}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    for line in &fb_used {
+        let gi = t.gpus.iter().flat_map(|g| g.mig.iter().flatten()).find(|m| line.contains(&format!("GPU_I_ID=\"{}\"", m.gpu_instance_id)));
+        let gi = gi.unwrap_or_else(|| panic!("GPU_I_ID of {line}"));
+        assert!(line.contains("GPU_I_PROFILE=\"1g.10gb\""), "{line}");
+        assert!(line.ends_with(&format!(" {}", gi.memory)), "{line} (instance memory {} MiB)", gi.memory);
+    }
     patch_node(&ns, &node, json!({"metadata": {"labels": {MIG_CONFIG_LABEL: "all-disabled"}}})).await;
     let n = wait_for(&nodes, &node, T, "repartitioning refused", |n| label(n, MIG_CONFIG_STATE_LABEL) == Some("failed")).await.unwrap();
     let reason = annotation(&n, MIG_REASON_ANNOTATION).unwrap_or_default().to_string();

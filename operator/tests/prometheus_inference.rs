@@ -90,6 +90,7 @@ fn node() -> NodeView {
             uuid: "GPU-inference-0".into(),
             owner: Some(Owner { namespace: "serving".into(), pod: "infer-0".into(), container: "queue".into() }),
             usages: vec![PodUsage { pod_uid: UID.into(), util_min: 0, util_max: 0, fb_used_mib: 4096, use_knative: true }],
+            mig: None,
         }],
     }
 }

@@ -35,7 +35,7 @@ use fakegpu_model::state_file;
 
 pub use fakegpu_operator_core::node_state::PodUsage;
 use fakegpu_operator_core::node_state::{self, GpuLoad};
-pub use node::{GpuView, HostnameLabel, NodeView, Owner};
+pub use node::{Entity, GpuView, HostnameLabel, MigView, NodeView, Owner};
 
 /// The nodes one exporter process serves and the state that outlives a scrape.
 #[derive(Debug, Default)]
@@ -52,7 +52,7 @@ pub struct Exporter {
 struct Node {
     view: NodeView,
     /// Shared with the [`Snapshot`]s of scrapes still being sent.
-    labels: Vec<Arc<str>>,
+    labels: Vec<(Arc<str>, Entity)>,
     /// Some GPU is used by an inference pod.
     inference: bool,
     /// The exporter's own state, used while the node has no state file.
@@ -65,6 +65,11 @@ struct Node {
 struct StateFile {
     stamp: (Option<std::time::SystemTime>, u64, u64),
     state: NodeState,
+}
+
+/// The pods using a GPU: whole, or through its MIG devices.
+fn all_usages(g: &GpuView) -> impl Iterator<Item = &PodUsage> {
+    g.usages.iter().chain(g.mig.iter().flatten().flat_map(|m| &m.usages))
 }
 
 fn loads(view: &NodeView, knative: &dyn Fn(&str) -> Option<u32>) -> Vec<GpuLoad> {
@@ -142,8 +147,8 @@ impl Exporter {
         if let Err(e) = node_state::apply(&mut state, &spec, &loads(&view, &|uid| rates.get(uid).copied()), now) {
             tracing::warn!(node = %view.name, error = %e, "node state not updated");
         }
-        let inference = view.gpus.iter().flat_map(|g| &g.usages).any(|u| u.use_knative);
-        let labels = node::label_blocks(&view, self.hostname).into_iter().map(Arc::from).collect();
+        let inference = view.gpus.iter().flat_map(all_usages).any(|u| u.use_knative);
+        let labels = node::label_blocks(&view, self.hostname).into_iter().map(|(l, e)| (Arc::from(l), e)).collect();
         self.nodes.insert(view.name.clone(), Node { view, labels, inference, state, file });
     }
 
@@ -176,7 +181,7 @@ impl Exporter {
             .nodes
             .values()
             .flat_map(|n| n.view.gpus.iter())
-            .flat_map(|g| g.usages.iter())
+            .flat_map(all_usages)
             .filter(|u| u.use_knative)
             .map(|u| u.pod_uid.clone())
             .collect();
@@ -234,6 +239,10 @@ impl Exporter {
                 continue;
             }
             let loads = loads(&node.view, &knative_now);
+            // MIG devices' inference pods: their rates are read at render time (below).
+            for u in node.view.gpus.iter().flat_map(|g| g.mig.iter().flatten().flat_map(|m| &m.usages)).filter(|u| u.use_knative) {
+                knative_now(&u.pod_uid);
+            }
             let spec = node_spec(&node.view);
             if let Err(e) = node_state::apply(&mut node.state, &spec, &loads, now) {
                 tracing::warn!(node = %name, error = %e, "node state not updated");
@@ -251,6 +260,7 @@ impl Exporter {
             }
         }
         *inference = seen.into_inner();
+        let rates = |uid: &str| inference.get(uid).copied();
         let idle = GpuState::default();
         let mut series = Vec::with_capacity(nodes.values().map(|n| n.view.gpus.len()).sum());
         let mut by_index: Vec<Option<&GpuState>> = Vec::new();
@@ -263,8 +273,18 @@ impl Exporter {
                     *slot = Some(g);
                 }
             }
-            for (labels, g) in node.labels.iter().zip(&by_index) {
-                series.push((labels.clone(), sample::values(&node.view.profile, g.unwrap_or(&idle), now)));
+            for (labels, entity) in &node.labels {
+                let (Entity::Gpu(i) | Entity::Mig(i, _)) = *entity;
+                let state = by_index.get(i).copied().flatten().unwrap_or(&idle);
+                let gpu = sample::values(&node.view.profile, state, now);
+                let values = match *entity {
+                    Entity::Gpu(_) => gpu,
+                    Entity::Mig(i, j) => match node.view.gpus[i].mig.as_ref().and_then(|m| m.get(j)) {
+                        Some(m) => sample::mig_values(&gpu, state, m, &rates, now),
+                        None => continue,
+                    },
+                };
+                series.push((labels.clone(), values));
             }
         }
         Snapshot { series }
@@ -338,6 +358,7 @@ mod tests {
                         })
                         .into_iter()
                         .collect(),
+                    mig: None,
                 }
             })
             .collect();
@@ -366,6 +387,46 @@ mod tests {
         let second = e.scrape(at(2_000), &|_| None);
         assert!(lines_with(&second, "train-0").is_empty());
         assert!(second.contains("DCGM_FI_DEV_GPU_UTIL{gpu=\"0\",UUID=\"GPU-n1-0\",device=\"nvidia0\",modelName=\"NVIDIA A100-SXM4-80GB\",Hostname=\"n1\",container=\"\",namespace=\"\",pod=\"\"} 0\n"));
+    }
+
+    /// A GPU in MIG mode is reported per MIG device (dcgm-exporter's GPU instances): its holder
+    /// in the pod labels, its framebuffer out of the instance's, activity from the holder's
+    /// range, no utilization counters; the whole GPU beside it is unchanged.
+    #[test]
+    fn mig_devices_are_series_of_their_own() {
+        let mut view = node("n1", None, (0, 0));
+        let holder = Owner { namespace: "team".into(), pod: "mig-0".into(), container: "c".into() };
+        let device = |gi: u32, owner: Option<Owner>| MigView {
+            uuid: format!("MIG-{gi}"),
+            profile: "3g.40gb".into(),
+            gpu_instance_id: gi,
+            memory_mib: 40_192,
+            usages: owner
+                .iter()
+                .map(|_| PodUsage { pod_uid: "uid-mig".into(), util_min: 40, util_max: 60, fb_used_mib: 40_192, use_knative: false })
+                .collect(),
+            owner,
+        };
+        view.gpus[0].mig = Some(vec![device(1, Some(holder)), device(2, None)]);
+        let mut e = Exporter::new(HostnameLabel::NodeName);
+        e.upsert(view, T0);
+        let text = e.scrape(at(1_000), &|_| None);
+        let gpu0: Vec<&str> = text.lines().filter(|l| l.contains("{gpu=\"0\",")).collect();
+        assert!(gpu0.iter().all(|l| l.contains(",GPU_I_PROFILE=\"3g.40gb\",GPU_I_ID=")), "GPU 0 only as its instances");
+        let of = |family: &str, gi: u32| -> f64 {
+            let needle = format!("{family}{{gpu=\"0\",UUID=\"GPU-n1-0\",device=\"nvidia0\",modelName=\"NVIDIA A100-SXM4-80GB\",GPU_I_PROFILE=\"3g.40gb\",GPU_I_ID=\"{gi}\",Hostname=\"n1\",");
+            let line = text.lines().find(|l| l.starts_with(&needle)).unwrap_or_else(|| panic!("no {needle}\n{text}"));
+            line.rsplit(' ').next().unwrap().parse().unwrap()
+        };
+        assert_eq!((of("DCGM_FI_DEV_FB_USED", 1), of("DCGM_FI_DEV_FB_FREE", 1)), (40_192.0, 0.0));
+        assert_eq!((of("DCGM_FI_DEV_FB_USED", 2), of("DCGM_FI_DEV_FB_FREE", 2)), (0.0, 40_192.0));
+        let active = of("DCGM_FI_PROF_GR_ENGINE_ACTIVE", 1);
+        assert!((0.4..=0.6).contains(&active), "{active}");
+        assert_eq!(of("DCGM_FI_PROF_GR_ENGINE_ACTIVE", 2), 0.0);
+        assert_eq!(of("DCGM_FI_DEV_SM_CLOCK", 1), value(&text, "DCGM_FI_DEV_SM_CLOCK", 1), "one board's clocks");
+        assert_eq!(lines_with(&text, "pod=\"mig-0\"").len(), families::FAMILIES.len() - 4, "no utilization counters");
+        assert!(gpu0.iter().all(|l| !l.starts_with("DCGM_FI_DEV_GPU_UTIL")));
+        assert_eq!(value(&text, "DCGM_FI_DEV_GPU_UTIL", 1), 0.0, "the whole GPU keeps its series");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The exporter's view of a node (what the Kubernetes adapter reads from the per-node
-//! topology) and the label blocks of its series, one per GPU.
+//! topology) and the label blocks of its series, one per whole GPU or MIG device.
 
 use fakegpu_model::profile::Profile;
 use ring::digest::{digest, SHA1_FOR_LEGACY_USE_ONLY};
@@ -25,6 +25,30 @@ pub struct GpuView {
     pub owner: Option<Owner>,
     /// Pods using the GPU (one for a whole GPU, several for shared ones).
     pub usages: Vec<PodUsage>,
+    /// In MIG mode: its MIG devices, each reported as dcgm-exporter reports a GPU instance (a
+    /// series of its own with `GPU_I_PROFILE` and `GPU_I_ID`) instead of the whole GPU.
+    pub mig: Option<Vec<MigView>>,
+}
+
+/// One MIG device (its GPU instance).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MigView {
+    pub uuid: String,
+    /// NVML's profile name, e.g. `1g.10gb`: the `GPU_I_PROFILE` label.
+    pub profile: String,
+    /// The `GPU_I_ID` label.
+    pub gpu_instance_id: u32,
+    pub memory_mib: u64,
+    pub owner: Option<Owner>,
+    /// The holder's use of it.
+    pub usages: Vec<PodUsage>,
+}
+
+/// What one series describes: GPU `i` of the view whole, or MIG device `j` of GPU `i`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entity {
+    Gpu(usize),
+    Mig(usize, usize),
 }
 
 /// One node: its name, board profile, product name as the topology states it, and GPUs.
@@ -64,25 +88,36 @@ impl HostnameLabel {
     }
 }
 
-/// The label block of every GPU of `node`, in the order of its `gpus`.
-pub fn label_blocks(node: &NodeView, hostname: HostnameLabel) -> Vec<String> {
+/// The label block of every series of `node`: each whole GPU, and each MIG device of a GPU in
+/// MIG mode, in the order of its `gpus`.
+pub fn label_blocks(node: &NodeView, hostname: HostnameLabel) -> Vec<(String, Entity)> {
     let host = hostname.for_node(&node.name);
     let empty = Owner::default();
-    node.gpus
-        .iter()
-        .map(|gpu| {
-            let owner = gpu.owner.as_ref().unwrap_or(&empty);
-            label_block(&SeriesLabels {
-                gpu: gpu.index,
-                uuid: &gpu.uuid,
-                model_name: &node.model_name,
-                hostname: &host,
-                container: &owner.container,
-                namespace: &owner.namespace,
-                pod: &owner.pod,
-            })
+    let block = |gpu: &GpuView, owner: Option<&Owner>, instance: Option<(&str, u32)>| {
+        let owner = owner.unwrap_or(&empty);
+        label_block(&SeriesLabels {
+            gpu: gpu.index,
+            uuid: &gpu.uuid,
+            model_name: &node.model_name,
+            instance,
+            hostname: &host,
+            container: &owner.container,
+            namespace: &owner.namespace,
+            pod: &owner.pod,
         })
-        .collect()
+    };
+    let mut out = Vec::with_capacity(node.gpus.len());
+    for (i, gpu) in node.gpus.iter().enumerate() {
+        match &gpu.mig {
+            None => out.push((block(gpu, gpu.owner.as_ref(), None), Entity::Gpu(i))),
+            Some(devices) => {
+                for (j, m) in devices.iter().enumerate() {
+                    out.push((block(gpu, m.owner.as_ref(), Some((&m.profile, m.gpu_instance_id))), Entity::Mig(i, j)));
+                }
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -17,6 +17,9 @@ pub struct SeriesLabels<'a> {
     pub gpu: u32,
     pub uuid: &'a str,
     pub model_name: &'a str,
+    /// A MIG device's GPU instance: `GPU_I_PROFILE` and `GPU_I_ID` (dcgm-exporter's labels,
+    /// after `modelName`); `None` for a whole GPU.
+    pub instance: Option<(&'a str, u32)>,
     pub hostname: &'a str,
     pub container: &'a str,
     pub namespace: &'a str,
@@ -45,19 +48,20 @@ fn escape_into(out: &mut String, value: &str) {
     }
 }
 
-/// `gpu="0",UUID="…",device="nvidia0",modelName="…",Hostname="…",container="…",namespace="…",pod="…"`.
+/// `gpu="0",UUID="…",device="nvidia0",modelName="…",[GPU_I_PROFILE="…",GPU_I_ID="…",]Hostname="…",container="…",namespace="…",pod="…"`.
 pub fn label_block(l: &SeriesLabels<'_>) -> String {
     let mut s = String::with_capacity(96 + l.uuid.len() + l.model_name.len() + l.hostname.len() + l.pod.len());
     let _ = write!(s, "gpu=\"{}\",UUID=\"", l.gpu);
     escape_into(&mut s, l.uuid);
     let _ = write!(s, "\",device=\"nvidia{}\",modelName=\"", l.gpu);
-    for (value, next) in [
-        (l.model_name, "\",Hostname=\""),
-        (l.hostname, "\",container=\""),
-        (l.container, "\",namespace=\""),
-        (l.namespace, "\",pod=\""),
-        (l.pod, "\""),
-    ] {
+    escape_into(&mut s, l.model_name);
+    if let Some((profile, id)) = l.instance {
+        s.push_str("\",GPU_I_PROFILE=\"");
+        escape_into(&mut s, profile);
+        let _ = write!(s, "\",GPU_I_ID=\"{id}");
+    }
+    s.push_str("\",Hostname=\"");
+    for (value, next) in [(l.hostname, "\",container=\""), (l.container, "\",namespace=\""), (l.namespace, "\",pod=\""), (l.pod, "\"")] {
         escape_into(&mut s, value);
         s.push_str(next);
     }
@@ -73,6 +77,11 @@ enum Value {
 
 fn value_of(v: &GpuValues, field: Field) -> Value {
     use Value::{Absent, Int, Micro};
+    // DCGM has no utilization counters for a GPU instance (NVML answers NOT_SUPPORTED for MIG
+    // devices); the profiling ratios stand for them.
+    if v.mig_instance && matches!(field, Field::GpuUtil | Field::MemCopyUtil | Field::EncUtil | Field::DecUtil) {
+        return Absent;
+    }
     match field {
         Field::SmClock => Int(v.sm_clock_mhz.into()),
         Field::MemClock => Int(v.mem_clock_mhz.into()),
@@ -218,6 +227,7 @@ mod tests {
             gr_engine_active_micro: 870_000,
             pipe_tensor_active_micro: 435_000,
             dram_active_micro: 5,
+            mig_instance: false,
         }
     }
 
@@ -228,6 +238,7 @@ mod tests {
             gpu: 0,
             uuid: "GPU-e3d167f4-26a5-4799-ad0a-21c54e7b01d1",
             model_name: "NVIDIA H100 80GB HBM3",
+            instance: None,
             hostname: "kwok-a100-1",
             container: "main",
             namespace: "team-a",
@@ -270,9 +281,47 @@ mod tests {
         assert_eq!(names, ["gpu", "UUID", "device", "modelName", "Hostname", "container", "namespace", "pod"]);
     }
 
+    /// A MIG device's series: dcgm-exporter's `GPU_I_PROFILE`/`GPU_I_ID` after `modelName`, and
+    /// no utilization counters (DCGM has none for a GPU instance).
+    #[test]
+    fn mig_instance_series() {
+        let values = &two_gpus()[0].1;
+        let l = SeriesLabels {
+            gpu: 2,
+            uuid: "GPU-2",
+            model_name: "NVIDIA A100-SXM4-40GB",
+            instance: Some(("1g.5gb", 13)),
+            hostname: "n1",
+            container: "main",
+            namespace: "ns",
+            pod: "p",
+        };
+        let block = label_block(&l);
+        let names: Vec<&str> = block.split(',').map(|kv| kv.split('=').next().unwrap()).collect();
+        assert_eq!(names, ["gpu", "UUID", "device", "modelName", "GPU_I_PROFILE", "GPU_I_ID", "Hostname", "container", "namespace", "pod"]);
+        assert!(block.contains(r#"GPU_I_PROFILE="1g.5gb",GPU_I_ID="13""#), "{block}");
+        let mig = GpuValues { mig_instance: true, ..*values };
+        let text = render(&[Series { labels: &block, values: mig }]);
+        for absent in ["DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_MEM_COPY_UTIL", "DCGM_FI_DEV_ENC_UTIL", "DCGM_FI_DEV_DEC_UTIL"] {
+            assert!(!text.contains(&format!("{absent}{{")), "{absent}: {text}");
+        }
+        for present in ["DCGM_FI_DEV_FB_USED", "DCGM_FI_PROF_GR_ENGINE_ACTIVE", "DCGM_FI_DEV_SM_CLOCK", "DCGM_FI_DEV_POWER_USAGE"] {
+            assert!(text.contains(&format!("{present}{{{block}}}")), "{present}: {text}");
+        }
+    }
+
     #[test]
     fn label_values_are_escaped() {
-        let l = SeriesLabels { gpu: 3, uuid: "u", model_name: "a\"b\\c\nd", hostname: "h", container: "", namespace: "", pod: "" };
+        let l = SeriesLabels {
+            gpu: 3,
+            uuid: "u",
+            model_name: "a\"b\\c\nd",
+            instance: None,
+            hostname: "h",
+            container: "",
+            namespace: "",
+            pod: "",
+        };
         assert_eq!(
             label_block(&l),
             r#"gpu="3",UUID="u",device="nvidia3",modelName="a\"b\\c\nd",Hostname="h",container="",namespace="",pod="""#

@@ -9,6 +9,9 @@ use fakegpu_model::dynamics;
 use fakegpu_model::profile::Profile;
 use fakegpu_model::state::{GpuState, Now};
 use fakegpu_model::telemetry::MIB;
+use fakegpu_operator_core::node_state;
+
+use super::node::MigView;
 
 /// Share of the graphics-engine activity reported as tensor-pipe activity.
 pub const TENSOR_SHARE_PERCENT: u32 = 50;
@@ -33,6 +36,8 @@ pub struct GpuValues {
     pub gr_engine_active_micro: u32,
     pub pipe_tensor_active_micro: u32,
     pub dram_active_micro: u32,
+    /// The values of a MIG device (GPU instance): no utilization counters are reported.
+    pub mig_instance: bool,
 }
 
 /// The exported values of a GPU of `profile` in state `gpu` (the default state: idle and
@@ -59,6 +64,41 @@ pub fn values(profile: &Profile, gpu: &GpuState, now: Now) -> GpuValues {
         gr_engine_active_micro: micro(r.gpu_util),
         pipe_tensor_active_micro: micro(r.gpu_util) / 100 * TENSOR_SHARE_PERCENT,
         dram_active_micro: micro(r.memory_util),
+        mig_instance: false,
+    }
+}
+
+/// The values of MIG device `mig` of a GPU whose own values are `parent` and live state
+/// `parent_state`: the GPU's clocks, temperatures, power and energy (one board), the device's
+/// framebuffer (the processes on its GPU instance when the state has any, as the fake NVML
+/// counts them, else its holder's `fbUsed`), and activity ratios from its holder's utilization
+/// range drawn exactly as a whole GPU's ([`node_state::utilization_of`], the model's dynamics).
+pub fn mig_values(
+    parent: &GpuValues,
+    parent_state: &GpuState,
+    mig: &MigView,
+    knative: &dyn Fn(&str) -> Option<u32>,
+    now: Now,
+) -> GpuValues {
+    let load = node_state::gpu_load(&mig.uuid, &mig.usages, knative);
+    let (utilization, pattern) = node_state::utilization_of(&load);
+    let util = dynamics::utilization(&GpuState { utilization, pattern, ..GpuState::default() }, now);
+    let on_instance: Vec<u64> =
+        parent_state.processes.iter().filter(|p| p.gpu_instance_id == Some(mig.gpu_instance_id)).map(|p| p.used_memory_bytes).collect();
+    let used_bytes =
+        if on_instance.is_empty() { load.memory_used_bytes } else { on_instance.iter().fold(0u64, |a, b| a.saturating_add(*b)) };
+    let used = (used_bytes / MIB).min(mig.memory_mib);
+    let micro = |percent: u32| percent.min(100) * 10_000;
+    GpuValues {
+        fb_used_mib: used,
+        fb_free_mib: mig.memory_mib - used,
+        gpu_util: util.gpu,
+        mem_copy_util: util.memory,
+        gr_engine_active_micro: micro(util.gpu),
+        pipe_tensor_active_micro: micro(util.gpu) / 100 * TENSOR_SHARE_PERCENT,
+        dram_active_micro: micro(util.memory),
+        mig_instance: true,
+        ..*parent
     }
 }
 
@@ -68,6 +108,7 @@ mod tests {
     use fakegpu_model::find_builtin;
     use fakegpu_model::state::{Mark, Utilization};
     use fakegpu_model::telemetry::{self, Load};
+    use fakegpu_operator_core::node_state::PodUsage;
 
     const T: Now = Now { unix_ms: 1_700_000_000_000, boot_ms: 3_600_000 };
 
@@ -109,6 +150,45 @@ mod tests {
         assert_eq!(v.fb_used_mib + v.fb_free_mib + p.memory.reserved_mib, p.memory.total_mib);
         assert_eq!((v.gr_engine_active_micro, v.pipe_tensor_active_micro, v.dram_active_micro), (1_000_000, 500_000, 500_000));
         assert_eq!(v.last_xid, 79, "the last XID injected");
+    }
+
+    /// A MIG device's framebuffer: the processes on its GPU instance when the state has any (as
+    /// the fake NVML counts a MIG device's memory), capped at the instance's.
+    #[test]
+    fn mig_framebuffer_counts_the_instance_processes() {
+        use fakegpu_model::state::Process;
+        let p = find_builtin("a100-80gb").unwrap();
+        let proc_on = |gi: Option<u32>, mib: u64| Process {
+            pid: 1,
+            name: "p".into(),
+            used_memory_bytes: mib * MIB,
+            kind: Default::default(),
+            gpu_instance_id: gi,
+            compute_instance_id: gi.map(|_| 0),
+            pid_namespace: None,
+        };
+        let state = GpuState {
+            processes: vec![proc_on(Some(7), 1024), proc_on(Some(7), 512), proc_on(Some(8), 4096), proc_on(None, 9)],
+            ..GpuState::default()
+        };
+        let parent = values(p, &state, T);
+        let holder = PodUsage { pod_uid: "u".into(), util_min: 100, util_max: 100, fb_used_mib: 9_856, use_knative: false };
+        let mig = MigView {
+            uuid: "MIG-a".into(),
+            profile: "1g.10gb".into(),
+            gpu_instance_id: 7,
+            memory_mib: 9_856,
+            owner: None,
+            usages: vec![holder],
+        };
+        let v = mig_values(&parent, &state, &mig, &|_| None, T);
+        assert_eq!((v.fb_used_mib, v.fb_free_mib, v.gr_engine_active_micro, v.mig_instance), (1536, 9_856 - 1536, 1_000_000, true));
+        assert_eq!((v.power_mw, v.sm_clock_mhz, v.energy_mj), (parent.power_mw, parent.sm_clock_mhz, parent.energy_mj));
+        // No process on the instance: the holder's fbUsed; more than the instance: capped.
+        let other = MigView { gpu_instance_id: 9, ..mig.clone() };
+        assert_eq!(mig_values(&parent, &state, &other, &|_| None, T).fb_used_mib, 9_856);
+        let greedy = GpuState { processes: vec![proc_on(Some(7), 20_000)], ..GpuState::default() };
+        assert_eq!(mig_values(&parent, &greedy, &mig, &|_| None, T).fb_free_mib, 0);
     }
 
     #[test]

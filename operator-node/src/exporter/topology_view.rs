@@ -1,6 +1,6 @@
 //! Per-node topology ([`fakegpu_operator_core::topology::NodeTopology`], what the status-updater writes) →
 //! the exporter's [`NodeView`]: the model profile to compute readings with, and per GPU its
-//! holder and the pods' usage.
+//! holder and the pods' usage (per MIG device for a GPU in MIG mode).
 
 use std::sync::Arc;
 
@@ -8,7 +8,7 @@ use fakegpu_model::config::DEFAULT_PROFILE;
 use fakegpu_model::find_builtin;
 use fakegpu_model::profile::Profile;
 
-use super::node::{GpuView, NodeView, Owner};
+use super::node::{GpuView, MigView, NodeView, Owner};
 use fakegpu_operator_core::node_state::PodUsage;
 use fakegpu_operator_core::resolve::{self, Profiles};
 use fakegpu_operator_core::topology::NodeTopology;
@@ -62,6 +62,23 @@ pub fn node_view(name: &str, topo: &NodeTopology, profiles: &Profiles) -> NodeVi
                 container: g.status.allocated_by.container.clone(),
             }),
             usages: g.status.pod_gpu_usage_status.iter().map(|(uid, u)| PodUsage::from_status(uid, u)).collect(),
+            mig: g.mig.as_ref().map(|devices| {
+                devices
+                    .iter()
+                    .map(|m| MigView {
+                        uuid: m.id.clone(),
+                        profile: m.profile.clone(),
+                        gpu_instance_id: m.gpu_instance_id,
+                        memory_mib: m.memory,
+                        owner: m.allocated_by.as_ref().map(|a| Owner {
+                            namespace: a.namespace.clone(),
+                            pod: a.pod.clone(),
+                            container: a.container.clone(),
+                        }),
+                        usages: m.usage.iter().map(|(uid, u)| PodUsage::from_status(uid, u)).collect(),
+                    })
+                    .collect()
+            }),
         })
         .collect();
     NodeView { name: name.to_owned(), model_name: topo.gpu_product.clone(), profile, gpus }
