@@ -412,7 +412,10 @@ impl Index {
         let mut done: BTreeSet<PodKey> = BTreeSet::new();
         // 1. grants
         for p in &order {
-            let Some(grant) = p.grant().filter(|g| !g.is_empty()) else { continue };
+            let grant = p.granted_gpus();
+            if grant.is_empty() {
+                continue;
+            }
             let idx: Option<Vec<usize>> = grant.iter().map(|u| entry.uuids.iter().position(|id| id.eq_ignore_ascii_case(u))).collect();
             if let Some(idx) = idx {
                 let distinct: BTreeSet<usize> = idx.iter().copied().collect();
@@ -693,8 +696,26 @@ fn place_mig_devices(node: &str, e: &NodeEntry, order: &[&PodInfo]) -> BTreeMap<
         c
     };
     let mut placed: BTreeSet<PodKey> = BTreeSet::new();
+    // What a kubelet plugin granted or a DRA claim was allocated is what the pod has.
+    for p in &wanting {
+        let granted = p.granted_mig_devices();
+        if granted.is_empty() {
+            continue;
+        }
+        let mine: Option<Vec<&String>> =
+            granted.iter().map(|g| devices.iter().map(|(u, _)| u).find(|u| u.eq_ignore_ascii_case(g) && !out.contains_key(*u))).collect();
+        if let Some(mine) = mine {
+            for u in mine {
+                out.insert(u.clone(), p.key());
+            }
+            placed.insert(p.key());
+        }
+    }
     for p in &wanting {
         let key = p.key();
+        if placed.contains(&key) {
+            continue;
+        }
         let had = |uuid: &String| {
             e.mig_holders.get(uuid) == Some(&key)
                 || e.recorded_mig.get(uuid).is_some_and(|(ns, name)| *ns == p.namespace && *name == p.name)
@@ -990,6 +1011,15 @@ mod tests {
             ..mig_pod("b", 2, &[("nvidia.com/mig-3g.20gb", 1), ("nvidia.com/mig-1g.5gb", 1)])
         });
         assert!(!held(&ix).contains_key("b"));
+        // A DRA claim allocated a MIG device (its device name: the lowercased UUID): the pod
+        // holds exactly that one, and no whole GPU.
+        let before = ix.view("n1").unwrap().topology;
+        let mut dra = pod("dra", "n1", 0, 6);
+        dra.dra_devices = vec![small[5].to_ascii_lowercase()];
+        ix.upsert_pod(dra);
+        assert_eq!(held(&ix)["dra"], [(0, small[5].clone())]);
+        let after = ix.view("n1").unwrap().topology;
+        assert!(after.gpus.iter().zip(&before.gpus).all(|(a, b)| a.status == b.status), "no whole GPU taken");
         // A new layout drops holders of devices that no longer exist.
         let whole = NodeInfo { mig_layout: None, ..node("n1", Some("big")) };
         ix.upsert_node(whole);

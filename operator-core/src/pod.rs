@@ -135,9 +135,10 @@ impl PodInfo {
         self.is_active() && self.wanted() > 0
     }
 
-    /// Bound, not finished, and asking for MIG devices (`nvidia.com/mig-<profile>`).
+    /// Bound, not finished, and asking for MIG devices (`nvidia.com/mig-<profile>`) or granted
+    /// some.
     pub fn holds_mig_devices(&self) -> bool {
-        self.is_active() && !self.mig.is_empty()
+        self.is_active() && (!self.mig.is_empty() || !self.granted_mig_devices().is_empty())
     }
 
     /// What a shared (fractional) pod names to find its reservation pod: active, outside the
@@ -166,9 +167,20 @@ impl PodInfo {
     /// GPUs to record: the grant's size if there is one, else the `nvidia.com/gpu` limit.
     pub fn wanted(&self) -> u32 {
         match self.grant() {
-            Some(g) if !g.is_empty() => g.len() as u32,
+            Some(g) if !g.is_empty() => g.iter().filter(|u| !is_mig_device(u)).count() as u32,
             _ => self.gpus,
         }
+    }
+
+    /// The whole GPUs of the grant (see [`Self::grant`]).
+    pub fn granted_gpus(&self) -> Vec<String> {
+        self.grant().unwrap_or_default().into_iter().filter(|u| !is_mig_device(u)).collect()
+    }
+
+    /// The MIG devices of the grant: UUIDs from a kubelet plugin's annotation, or DRA device
+    /// names (the lowercased UUID) of allocated claims.
+    pub fn granted_mig_devices(&self) -> Vec<String> {
+        self.grant().unwrap_or_default().into_iter().filter(|u| is_mig_device(u)).collect()
     }
 
     /// UUIDs from the grant annotation (trimmed, empty items dropped), else the DRA devices
@@ -234,6 +246,11 @@ impl PodInfo {
     }
 }
 
+/// `MIG-…` (NVML's MIG UUID) or `mig-…` (its DRA device name), as opposed to a GPU's `GPU-…`.
+fn is_mig_device(id: &str) -> bool {
+    id.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("mig-"))
+}
+
 /// How a shared pod names its reservation pod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SharedRef<'a> {
@@ -276,6 +293,16 @@ mod tests {
             "spec": {"nodeName": "n1", "containers": [{"name": "side"}, {"name": "main", "resources": {"limits": {"nvidia.com/gpu": "2"}}}]},
             "status": {"phase": "Running"}
         }))
+    }
+
+    #[test]
+    fn granted_mig_devices_are_not_whole_gpus() {
+        let p = running("p", json!({GRANT_ANNOTATION: "GPU-a,MIG-b"}), json!({}));
+        assert_eq!((p.wanted(), p.granted_gpus(), p.granted_mig_devices()), (1, vec!["GPU-a".to_string()], vec!["MIG-b".to_string()]));
+        let mut dra = running("d", json!({}), json!({}));
+        dra.gpus = 0;
+        dra.dra_devices = vec!["mig-0a1b".into()];
+        assert_eq!((dra.wanted(), dra.holds_gpus(), dra.holds_mig_devices()), (0, false, true));
     }
 
     #[test]
