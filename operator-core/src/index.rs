@@ -23,8 +23,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use fakegpu_model::config::{NodeConfigFile, NodeSpec, ProfileRef};
 use fakegpu_model::SimulatedNode;
 
-use crate::config::{ClusterConfig, ConfigError};
+use crate::config::{ClusterConfig, ConfigError, GPU_RESOURCE};
 use crate::labels::{self, LabelOptions};
+use crate::mig_strategy::MigStrategy;
 use crate::pod::{PodInfo, PodKey, DEFAULT_RESERVATION_NAMESPACE, RESERVED_GPU_ANNOTATION};
 use crate::resolve::{self, Profiles, ResolvedPool, NODE_GPUS_LABEL, NODE_PROFILE_LABEL};
 use crate::topology::{ContainerDetails, GpuDetails, GpuStatus, NodeTopology};
@@ -483,7 +484,8 @@ impl Index {
                 }
             }
         }
-        let mig = place_mig_devices(node, entry, &order);
+        let single = MigStrategy::parse(&self.cfg.mig_strategy) == Some(MigStrategy::Single);
+        let mig = place_mig_devices(node, entry, &order, single, &new);
         let entry = self.nodes.get_mut(node).expect("checked above");
         entry.holders = new;
         entry.mig_holders = mig;
@@ -673,14 +675,35 @@ fn node_mig_devices(
     Ok(out)
 }
 
-/// Which MIG device each pod asking for `nvidia.com/mig-<profile>` holds, all or nothing per
-/// pod, oldest pod first: first what it held already (or what the ConfigMap recorded at
-/// start), so a holder never moves; then the first free devices of each profile.
-fn place_mig_devices(node: &str, e: &NodeEntry, order: &[&PodInfo]) -> BTreeMap<String, PodKey> {
+/// Which MIG device each pod holds, oldest pod first, all or nothing per pod: what a kubelet
+/// plugin granted or a DRA claim was allocated; else what it held already (or what the
+/// ConfigMap recorded at start), so a holder never moves; else the first free devices of each
+/// profile it asks for (`nvidia.com/mig-<profile>`; under `single`, `nvidia.com/gpu` on a node
+/// whose GPUs are partitioned asks for MIG devices of any profile, as NVIDIA's plugin offers
+/// them). `whole`: the whole-GPU holders already chosen (a pod holding GPUs asks for no more).
+fn place_mig_devices(node: &str, e: &NodeEntry, order: &[&PodInfo], single: bool, whole: &[Option<PodKey>]) -> BTreeMap<String, PodKey> {
     let mut out: BTreeMap<String, PodKey> = BTreeMap::new();
-    let wanting: Vec<&PodInfo> = order.iter().copied().filter(|p| p.holds_mig_devices()).collect();
     let Ok(Some(r)) = &e.resolved else { return out };
-    if wanting.is_empty() || e.info.mig_layout.is_none() {
+    if e.info.mig_layout.is_none() {
+        return out;
+    }
+    // Each pod's wants: resource → count, `nvidia.com/gpu` standing for any profile.
+    let wants = |p: &PodInfo| -> BTreeMap<String, u32> {
+        let mut w = p.mig.clone();
+        let holds_whole = whole.iter().any(|h| h.as_ref() == Some(&p.key()));
+        if single && p.wanted() > 0 && !holds_whole {
+            w.insert(GPU_RESOURCE.to_string(), p.wanted());
+        }
+        w
+    };
+    let wanting: Vec<(&PodInfo, BTreeMap<String, u32>)> = order
+        .iter()
+        .copied()
+        .filter(|p| p.is_active())
+        .map(|p| (p, wants(p)))
+        .filter(|(p, w)| !w.is_empty() || !p.granted_mig_devices().is_empty())
+        .collect();
+    if wanting.is_empty() {
         return out;
     }
     let devices: Vec<(String, String)> = node_mig_devices(&node_spec(node, r), &e.uuids, e.info.mig_layout.as_deref())
@@ -688,16 +711,16 @@ fn place_mig_devices(node: &str, e: &NodeEntry, order: &[&PodInfo]) -> BTreeMap<
         .into_iter()
         .map(|(_, d)| (d.id, crate::topology::mig_resource_name(&d.profile)))
         .collect();
-    let counts = |uuids: &[&(String, String)]| {
-        let mut c: BTreeMap<String, u32> = BTreeMap::new();
-        for (_, resource) in uuids {
-            *c.entry(resource.clone()).or_default() += 1;
+    let fits = |resource: &str, want: &BTreeMap<String, u32>| -> Option<String> {
+        if want.contains_key(resource) {
+            Some(resource.to_string())
+        } else {
+            want.contains_key(GPU_RESOURCE).then(|| GPU_RESOURCE.to_string())
         }
-        c
     };
     let mut placed: BTreeSet<PodKey> = BTreeSet::new();
-    // What a kubelet plugin granted or a DRA claim was allocated is what the pod has.
-    for p in &wanting {
+    // 1. What a kubelet plugin granted or a DRA claim was allocated is what the pod has.
+    for (p, _) in &wanting {
         let granted = p.granted_mig_devices();
         if granted.is_empty() {
             continue;
@@ -711,9 +734,10 @@ fn place_mig_devices(node: &str, e: &NodeEntry, order: &[&PodInfo]) -> BTreeMap<
             placed.insert(p.key());
         }
     }
-    for p in &wanting {
+    // 2. What it held (or the ConfigMap recorded), when that is exactly what it asks for.
+    for (p, want) in &wanting {
         let key = p.key();
-        if placed.contains(&key) {
+        if placed.contains(&key) || want.is_empty() {
             continue;
         }
         let had = |uuid: &String| {
@@ -721,23 +745,32 @@ fn place_mig_devices(node: &str, e: &NodeEntry, order: &[&PodInfo]) -> BTreeMap<
                 || e.recorded_mig.get(uuid).is_some_and(|(ns, name)| *ns == p.namespace && *name == p.name)
         };
         let mine: Vec<&(String, String)> = devices.iter().filter(|(u, _)| had(u) && !out.contains_key(u)).collect();
-        if counts(&mine) == p.mig {
+        let mut counts: BTreeMap<String, u32> = BTreeMap::new();
+        for (_, resource) in &mine {
+            if let Some(k) = fits(resource, want) {
+                *counts.entry(k).or_default() += 1;
+            }
+        }
+        if counts == *want {
             for (u, _) in mine {
                 out.insert(u.clone(), key.clone());
             }
             placed.insert(key);
         }
     }
-    for p in &wanting {
+    // 3. First fit.
+    for (p, want) in &wanting {
         let key = p.key();
-        if placed.contains(&key) {
+        if placed.contains(&key) || want.is_empty() {
             continue;
         }
         let mut pick: Vec<&String> = Vec::new();
-        for (resource, want) in &p.mig {
-            pick.extend(devices.iter().filter(|(u, r)| r == resource && !out.contains_key(u)).map(|(u, _)| u).take(*want as usize));
+        // Each device fits one of the pod's wants (its profile if named, else "any").
+        for (resource, n) in want {
+            let free = devices.iter().filter(|(u, r)| !out.contains_key(u) && fits(r, want).as_deref() == Some(resource.as_str()));
+            pick.extend(free.map(|(u, _)| u).take(*n as usize));
         }
-        if pick.len() as u32 == p.mig.values().sum::<u32>() {
+        if pick.len() as u32 == want.values().sum::<u32>() {
             for u in pick {
                 out.insert(u.clone(), key.clone());
             }
@@ -1024,6 +1057,30 @@ mod tests {
         let whole = NodeInfo { mig_layout: None, ..node("n1", Some("big")) };
         ix.upsert_node(whole);
         assert!(held(&ix).is_empty());
+    }
+
+    /// Under `single`, `nvidia.com/gpu` on a partitioned node means MIG devices (NVIDIA's
+    /// plugin offers those as `nvidia.com/gpu`): a pod asking for 3 holds 3 of them.
+    #[test]
+    fn single_strategy_gpu_requests_take_mig_devices() {
+        let cfg = ClusterConfig::parse(
+            "migStrategy: single\nnodePools:\n  small:\n    gpu:\n      profile: a100-40gb\n      overrides: {device_count: 2}\n",
+        )
+        .unwrap();
+        let mut ix = Index::new(cfg, Profiles::new(), IndexOptions::default()).unwrap();
+        let profile = fakegpu_model::find_builtin("a100-40gb").unwrap();
+        let seven = fakegpu_model::mig::named_layout(profile, "all-1g.5gb").unwrap();
+        let applied = crate::mig_manager::Applied::from([(0, seven.clone()), (1, seven)]);
+        ix.upsert_node(NodeInfo { mig_layout: crate::mig_manager::applied_value(&applied), ..node("n1", Some("small")) });
+        assert_eq!(ix.view("n1").unwrap().capacity["nvidia.com/gpu"], 14);
+        ix.upsert_pod(pod("three", "n1", 3, 1));
+        ix.upsert_pod(pod("twelve", "n1", 12, 2));
+        let t = ix.view("n1").unwrap().topology;
+        let held = |pod: &str| {
+            t.gpus.iter().flat_map(|g| g.mig.iter().flatten()).filter(|m| m.allocated_by.as_ref().is_some_and(|a| a.pod == pod)).count()
+        };
+        assert_eq!((held("three"), held("twelve")), (3, 0), "all or nothing: 11 left for twelve");
+        assert!(t.gpus.iter().all(|g| g.status.is_free()), "no whole GPU held");
     }
 
     #[test]
