@@ -344,6 +344,15 @@ pub fn entries(input: &Input) -> Vec<Entry> {
     out
 }
 
+/// Files the libraries and the operator create at run time in the config directory (the live
+/// state and its `.seq` counter), relative to the root: not laid by an install, but part of
+/// the root, so that removing it leaves nothing behind.
+pub fn runtime_files() -> Vec<String> {
+    let state = std::path::PathBuf::from(lib_dir()).join(crate::config::SELF_CONFIG_DIR).join(crate::state_file::DEFAULT_FILE_NAME);
+    let seq = crate::state_file::seq_path(&state);
+    [state, seq].iter().map(|p| p.to_string_lossy().into_owned()).collect()
+}
+
 /// The CDI spec for the driver root at `root` (absolute, as the host sees it): what
 /// `nvidia-ctk cdi generate --driver-root <root>` writes, host paths under the root and
 /// container paths without it. The node config's directory is mounted beside the libraries so
@@ -520,6 +529,11 @@ mod tests {
             }
             assert_eq!(text(&map, &format!("{lib}/fakegpu/config.json")), "{\"gpus\":2}");
             assert_eq!(map["usr/bin/nvidia-smi"].content, Content::Copy(Artifact::NvidiaSmi));
+            // The live state goes beside the config, where the library defaults it.
+            let config_dir = format!("{lib}/{}", crate::config::SELF_CONFIG_DIR);
+            let state = crate::state_file::state_path(&|k| (k == crate::config::ENV_CONFIG).then(|| format!("{config_dir}/config.json")));
+            assert_eq!(runtime_files()[0], state.unwrap().to_string_lossy());
+            assert!(runtime_files().iter().all(|f| f.starts_with(&config_dir) && !map.contains_key(f.as_str())));
             assert!(text(&map, "proc/driver/nvidia/version").contains(&format!("  {version}  ")));
             // No path twice, none absolute or climbing out of the root.
             assert_eq!(map.len(), entries.len());
