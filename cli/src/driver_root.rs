@@ -293,11 +293,13 @@ pub fn install(args: &InstallArgs) -> Result<()> {
     // Entries of the last install that this one no longer has (a MIG layout undone).
     let now: BTreeSet<String> = entries.iter().map(|e| e.path.clone()).collect();
     for stale in old.entries.difference(&now) {
-        unlay(&root.join(stale))?;
+        unlay(&inside(&root, stale)?)?;
     }
     for stale in old.outside.difference(&outside) {
         unlay(stale)?;
     }
+    // Directories only stale entries lived in (a GPU's MIG capabilities) go with them.
+    manifest.dirs = prune_dirs(&root, &manifest.dirs, false)?;
     manifest.entries = now;
     manifest.outside = outside;
     write_manifest(&root, &manifest)?;
@@ -316,41 +318,68 @@ pub fn remove(root: &Path) -> Result<()> {
     let Some(manifest) = read_manifest(root)? else {
         bail!("{}: no {MANIFEST} here; nothing that `fakegpu driver-root install` laid", root.display());
     };
-    for rel in &manifest.entries {
-        if Path::new(rel).components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
-            bail!("{}: manifest entry `{rel}` leaves the root; refusing", root.display());
-        }
-        unlay(&root.join(rel))?;
+    // Every path is checked before anything is removed, so a refusal leaves the root whole.
+    let paths = manifest.entries.iter().map(|rel| inside(root, rel)).collect::<Result<Vec<_>>>()?;
+    for path in &paths {
+        unlay(path)?;
     }
     for path in &manifest.outside {
         unlay(path)?;
     }
-    // What the libraries and the operator keep beside the config (the live state, its `.seq`).
+    // What the libraries and the operator keep beside the config (the live state, its `.seq`),
+    // when install made the directory they are in.
     for rel in driver_root::runtime_files() {
-        if manifest.dirs.iter().any(|d| rel.starts_with(&format!("{d}/")) || d.is_empty()) {
-            unlay(&root.join(rel))?;
+        if manifest.dirs.iter().any(|d| d.is_empty() || rel.starts_with(&format!("{d}/"))) {
+            unlay(&inside(root, &rel)?)?;
         }
     }
     std::fs::remove_file(root.join(MANIFEST)).with_context(|| format!("removing {}", root.join(MANIFEST).display()))?;
-    // Deepest first; a directory that holds something else now is left (and said).
-    let mut dirs: Vec<&String> = manifest.dirs.iter().collect();
-    dirs.sort_by_key(|d| std::cmp::Reverse(Path::new(d.as_str()).components().count()));
-    for rel in dirs {
-        let full = if rel.is_empty() { root.to_path_buf() } else { root.join(rel) };
-        // Temporary names an interrupted run left in the directories install made.
-        if let Ok(listing) = std::fs::read_dir(&full) {
-            for stray in listing.flatten() {
-                let name = stray.file_name();
-                if name.to_string_lossy().contains(".fakegpu-tmp-") && !stray.file_type().is_ok_and(|t| t.is_dir()) {
-                    let _ = std::fs::remove_file(stray.path());
+    for left in prune_dirs(root, &manifest.dirs, true)? {
+        eprintln!("fakegpu: {} left in place: it holds what install did not lay", root.join(left).display());
+    }
+    Ok(())
+}
+
+/// `root/rel` for a manifest path: refused when it leaves the root by `..`, an absolute path,
+/// or a directory on the way that is now a symlink (removing through it would reach outside).
+fn inside(root: &Path, rel: &str) -> Result<PathBuf> {
+    let path = Path::new(rel);
+    if path.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+        bail!("{}: manifest path `{rel}` leaves the root; refusing", root.display());
+    }
+    let mut cur = root.to_path_buf();
+    for part in path.parent().into_iter().flat_map(Path::components) {
+        cur.push(part);
+        if std::fs::symlink_metadata(&cur).is_ok_and(|m| m.file_type().is_symlink()) {
+            bail!("{}: is now a symlink; refusing to remove `{rel}` through it", cur.display());
+        }
+    }
+    Ok(root.join(path))
+}
+
+/// Removes the directories install made that are empty now, deepest first, and returns the
+/// ones left. `strays`: also remove temporary names an interrupted install left in them (not
+/// while installing: another install may be writing them).
+fn prune_dirs(root: &Path, dirs: &BTreeSet<String>, strays: bool) -> Result<BTreeSet<String>> {
+    let mut order: Vec<&String> = dirs.iter().collect();
+    order.sort_by_key(|d| std::cmp::Reverse(Path::new(d.as_str()).components().count()));
+    let mut left = BTreeSet::new();
+    for rel in order {
+        let full = if rel.is_empty() { root.to_path_buf() } else { inside(root, rel)? };
+        if strays {
+            if let Ok(listing) = std::fs::read_dir(&full) {
+                for stray in listing.flatten() {
+                    let is_dir = stray.file_type().is_ok_and(|t| t.is_dir());
+                    if stray.file_name().to_string_lossy().contains(".fakegpu-tmp-") && !is_dir {
+                        let _ = std::fs::remove_file(stray.path());
+                    }
                 }
             }
         }
-        if let Err(e) = std::fs::remove_dir(&full) {
-            if std::fs::symlink_metadata(&full).is_ok() {
-                eprintln!("fakegpu: {} left in place: {e}", full.display());
-            }
+        // remove_dir only takes an empty directory: anything in it keeps it.
+        if std::fs::remove_dir(&full).is_err() && std::fs::symlink_metadata(&full).is_ok() {
+            left.insert(rel.clone());
         }
     }
-    Ok(())
+    Ok(left)
 }

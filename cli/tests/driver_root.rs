@@ -196,3 +196,89 @@ fn a_bad_config_is_named_and_nothing_is_laid() {
 fn dirs_home() -> PathBuf {
     std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"))
 }
+
+#[test]
+fn a_mig_layout_in_the_live_state_is_laid_and_undone() {
+    use fakegpu_model::state::{GpuState, NodeState};
+    let dir = scratch("mig");
+    let root = dir.join("driver");
+    let config = dir.join("node.json");
+    std::fs::write(&config, CONFIG).unwrap();
+    let cdi = dir.join("cdi.json");
+    let (r, c, l, s) = (root.to_str().unwrap(), config.to_str().unwrap(), built().to_str().unwrap(), cdi.to_str().unwrap());
+    // Without device nodes whoever runs it (the main test lays them when run as root).
+    let install = || {
+        let mut args = install_args(r, c, l, s);
+        if !args.contains(&"--no-device-nodes") {
+            args.push("--no-device-nodes");
+        }
+        fakegpu(&args)
+    };
+    let (code, out, err) = install();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!root.join("proc/driver/nvidia/capabilities/gpu1").exists());
+    assert!(!root.join("dev").exists());
+
+    // The operator writes the live state beside the config in the root; install again lays
+    // the capabilities of the layout it holds, and the library shows its MIG devices.
+    let spec = resolve_config(&parse_config(CONFIG, "test").unwrap(), "test", "unused-host").unwrap();
+    let node = SimulatedNode::new(spec.clone());
+    let state_path = root.join(lib_dir()).join("fakegpu/fakegpu-state.json");
+    let layout = fakegpu_model::mig::named_layout(&spec.profile, "all-1g.5gb").unwrap();
+    let mut state = NodeState::default();
+    state.gpus.insert("1".into(), GpuState { mig: layout.clone(), ..Default::default() });
+    fakegpu_model::state_file::reset(&state_path, &spec, &state).unwrap();
+    let (code, out, err) = install();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!layout.gpu_instances.is_empty());
+    for gi in &layout.gpu_instances {
+        let access = root.join(format!("proc/driver/nvidia/capabilities/gpu1/mig/gi{}/access", gi.id));
+        let text = std::fs::read_to_string(&access).unwrap();
+        let minor = fakegpu_model::driver_root::gi_access_minor(1, gi.id).unwrap();
+        assert!(text.starts_with(&format!("DeviceFileMinor: {minor}\n")), "{text}");
+    }
+    let mig = fakegpu_model::mig::gpu_mig_devices(&spec.profile, &spec.node_name, 1, &node.gpus[1].uuid, &layout);
+    let mut smi = Command::new(root.join("usr/bin/nvidia-smi"));
+    smi.arg("-L").env("LD_LIBRARY_PATH", root.join(lib_dir()));
+    let (code, out, err) = clean(smi);
+    assert_eq!(code, 0, "{out}{err}");
+    let shown: Vec<&str> = out.lines().filter_map(|l| l.split("(UUID: ").nth(1)).filter(|u| u.starts_with("MIG-")).collect();
+    let expected: Vec<String> = mig.iter().map(|m| format!("{})", m.uuid)).collect();
+    assert_eq!(shown, expected, "{out}");
+    let cdi_text = std::fs::read_to_string(&cdi).unwrap();
+    assert!(cdi_text.contains(&mig[0].uuid) && cdi_text.contains("\"1:0\""));
+
+    // MIG off again: the capabilities and their directories go.
+    fakegpu_model::state_file::reset(&state_path, &spec, &NodeState::default()).unwrap();
+    let (code, out, err) = install();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!root.join("proc/driver/nvidia/capabilities/gpu1").exists());
+    assert!(!std::fs::read_to_string(&cdi).unwrap().contains(&mig[0].uuid));
+
+    // The root install made goes entirely, the live state with it.
+    let (code, out, err) = fakegpu(&["driver-root", "remove", "--root", r]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!root.exists() && !cdi.exists());
+}
+
+#[test]
+fn remove_refuses_to_follow_a_directory_replaced_by_a_symlink() {
+    let dir = scratch("symlink");
+    let root = dir.join("driver");
+    let config = dir.join("node.json");
+    std::fs::write(&config, CONFIG).unwrap();
+    let cdi = dir.join("cdi.json");
+    let (r, c, l, s) = (root.to_str().unwrap(), config.to_str().unwrap(), built().to_str().unwrap(), cdi.to_str().unwrap());
+    let (code, out, err) = fakegpu(&install_args(r, c, l, s));
+    assert_eq!(code, 0, "{out}{err}");
+    // Someone swaps proc/ for a link to a directory of theirs with the same names inside.
+    let elsewhere = dir.join("elsewhere");
+    std::fs::rename(root.join("proc"), &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, root.join("proc")).unwrap();
+    let (code, _, err) = fakegpu(&["driver-root", "remove", "--root", r]);
+    assert_ne!(code, 0);
+    assert!(err.contains("symlink"), "{err}");
+    assert!(elsewhere.join("driver/nvidia/version").is_file());
+    // Nothing was removed before the refusal.
+    assert!(root.join("usr/bin/nvidia-smi").is_file());
+}
