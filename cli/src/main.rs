@@ -1,6 +1,7 @@
 //! `fakegpu`: the command line of fake-gpu-operator. Thin: each subcommand lives in its
 //! own module and calls into the model crate.
 
+mod driver_root;
 mod exec;
 mod library;
 mod show;
@@ -31,6 +32,9 @@ enum Command {
     /// Inject or clear faults (XID, ECC errors, lost GPU, clock throttling).
     #[command(subcommand)]
     Fault(state_cmd::FaultCmd),
+    /// Lay or remove a mock-backend driver root (docs/mock-backend.md).
+    #[command(subcommand)]
+    DriverRoot(driver_root::DriverRootCmd),
     /// A local Kubernetes control plane with simulated GPU nodes (no Docker, no VM).
     Cluster {
         #[command(subcommand)]
@@ -50,6 +54,7 @@ fn main() {
             println!("{}", dir.display());
             0
         }),
+        Command::DriverRoot(cmd) => driver_root::run(&cmd),
         Command::Cluster { cmd } => fakegpu_cluster::run(cmd),
     };
     match result {

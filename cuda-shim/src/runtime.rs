@@ -119,7 +119,10 @@ pub(crate) fn device(ordinal: CUdevice) -> CuResult<&'static Device> {
 
 impl Runtime {
     fn load() -> Result<Runtime, ConfigError> {
-        let spec = config::resolve_for_process()?;
+        // The same view of the environment as the fake NVML's, so that both find the same
+        // config beside themselves in a driver root and agree on the node and its state.
+        let env = config::library_env(crate::exports::init::cuInit as extern "C" fn(u32) -> CUresult as usize)?;
+        let spec = config::resolve(&env, &config::host_name())?;
         let node = SimulatedNode::new(spec);
         let container =
             visibility::container_view(std::env::var(ENV_NVIDIA_VISIBLE_DEVICES).ok().as_deref(), &node.spec.node_name, &node.gpus);
@@ -134,7 +137,6 @@ impl Runtime {
             .enumerate()
             .map(|(ordinal, &pos)| Device::new(&node.spec, node.gpus[container[pos].host].clone(), ordinal))
             .collect();
-        let env = |k: &str| std::env::var(k).ok();
         // A FIFO or device as the state would block or flood every reader: refuse it.
         let state_path = state_file::checked_state_path(&env)?;
         let primaries = crate::context::primary_table(devices.len());

@@ -215,10 +215,88 @@ pub fn process_env() -> Result<impl Fn(&str) -> Option<String>, ConfigError> {
     Ok(|key: &str| std::env::var(key).ok())
 }
 
-/// Resolves the node of this process: its environment and its host name. Both fake
-/// libraries (NVML and CUDA) load their node through this one function.
+/// Resolves the node of this process: its environment and its host name (what `fakegpu`
+/// shows; the fake libraries add the config beside themselves, [`resolve_for_library`]).
 pub fn resolve_for_process() -> Result<NodeSpec, ConfigError> {
     resolve(&process_env()?, &host_name())
+}
+
+/// The directory, beside a fake library's real file, that holds the node config it finds
+/// without any variable (`<library dir>/fakegpu/config.json`; the live state defaults to
+/// `fakegpu-state.json` in the same directory). A directory rather than a lone file so that a
+/// container runtime can bind-mount it whole and see the state file's renames.
+pub const SELF_CONFIG_DIR: &str = "fakegpu";
+/// The node config's file name in [`SELF_CONFIG_DIR`].
+pub const SELF_CONFIG_FILE: &str = "config.json";
+
+/// Any of these set (non-empty) means the process chose its node itself: the config beside
+/// the library is then not looked for, so that variables keep their meaning unchanged.
+const NODE_VARIABLES: [&str; 5] = [ENV_CONFIG, ENV_PROFILE, ENV_GPUS, ENV_NODE, crate::state_file::ENV_STATE];
+
+/// Where a library whose file is at `library` looks for its node config: beside the real file
+/// (symlinks resolved), since a driver root links `libnvidia-ml.so.1` to the versioned file and
+/// a container may mount either name. `None` when the path cannot be resolved.
+pub fn config_beside(library: &Path) -> Option<PathBuf> {
+    let real = std::fs::canonicalize(library).ok()?;
+    Some(real.parent()?.join(SELF_CONFIG_DIR).join(SELF_CONFIG_FILE))
+}
+
+/// The file of the loaded object (shared library or executable) whose code holds `addr`, as
+/// the dynamic loader names it. An address, not a pointer: it is only looked up, never read.
+pub fn object_path_of(addr: usize) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: all-zero is a valid `Dl_info` (null pointers); dladdr only writes it.
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    // SAFETY: `info` is a valid out-parameter; any address may be asked about.
+    if unsafe { libc::dladdr(addr as *const libc::c_void, &mut info) } == 0 || info.dli_fname.is_null() {
+        return None;
+    }
+    // SAFETY: dladdr set a NUL-terminated name owned by the loader, valid while loaded.
+    let name = unsafe { std::ffi::CStr::from_ptr(info.dli_fname) };
+    (!name.to_bytes().is_empty()).then(|| PathBuf::from(std::ffi::OsStr::from_bytes(name.to_bytes())))
+}
+
+/// The node config a library finds beside itself: `Some` when no `FAKEGPU_*` node variable is
+/// set and something exists at [`config_beside`] (a FIFO or a directory there is returned too,
+/// so that reading it fails with the reason instead of being skipped in silence).
+pub fn self_located_config(env: &dyn Fn(&str) -> Option<String>, library: Option<&Path>) -> Option<PathBuf> {
+    if NODE_VARIABLES.iter().any(|v| env(v).is_some_and(|x| !x.is_empty())) {
+        return None;
+    }
+    let path = config_beside(library?)?;
+    match std::fs::symlink_metadata(&path) {
+        Ok(_) => Some(path),
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) => None,
+        // There but not inspectable (permissions): reading it names the reason.
+        Err(_) => Some(path),
+    }
+}
+
+/// The environment a fake library resolves its node from: the process's, with `FAKEGPU_CONFIG`
+/// set to the config beside the library (see [`self_located_config`]) when the process sets
+/// no node variable. `anchor` is the address of one of the library's own functions. Both the
+/// node and the live state path are read through it, so the state defaults beside that config
+/// exactly as it does beside `FAKEGPU_CONFIG`, and the config is read by the same
+/// [`read_config_file`] with the same checks.
+pub fn library_env(anchor: usize) -> Result<impl Fn(&str) -> Option<String>, ConfigError> {
+    let env = process_env()?;
+    let found =
+        match self_located_config(&env, object_path_of(anchor).as_deref()) {
+            Some(path) => Some(path.into_os_string().into_string().map_err(|p| ConfigError::Read {
+                origin: p.to_string_lossy().into_owned(),
+                reason: "the path is not valid UTF-8".into(),
+            })?),
+            None => None,
+        };
+    Ok(move |key: &str| match (&found, key) {
+        (Some(path), ENV_CONFIG) => Some(path.clone()),
+        _ => env(key),
+    })
+}
+
+/// Resolves the node of a fake library: [`library_env`] and the host name.
+pub fn resolve_for_library(anchor: usize) -> Result<NodeSpec, ConfigError> {
+    resolve(&library_env(anchor)?, &host_name())
 }
 
 /// The host name (`localhost` when the system does not say).
@@ -468,6 +546,59 @@ mod tests {
         // Without a layout: halves, as before.
         let spec = resolve(&env_of(&[(ENV_GPUS, "4")]), "h").unwrap();
         assert_eq!(spec.numa_placement().gpu_zone, vec![0, 0, 1, 1]);
+    }
+
+    #[test]
+    fn the_config_beside_a_library_is_found_through_its_symlinks() {
+        let dir = std::env::temp_dir().join(format!("fakegpu-self-config-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (lib, other) = (dir.join("lib"), dir.join("other"));
+        std::fs::create_dir_all(lib.join(SELF_CONFIG_DIR)).unwrap();
+        std::fs::create_dir_all(other.join(SELF_CONFIG_DIR)).unwrap();
+        std::fs::write(lib.join("libfake.so.1.2"), b"").unwrap();
+        std::os::unix::fs::symlink("../lib/libfake.so.1.2", other.join("libfake.so.1")).unwrap();
+        let link = other.join("libfake.so.1");
+        let beside_real = lib.canonicalize().unwrap().join(SELF_CONFIG_DIR).join(SELF_CONFIG_FILE);
+        assert_eq!(config_beside(&link), Some(beside_real.clone()));
+
+        // Nothing there yet: not found, so the library keeps its defaults. A config beside the
+        // link (not the real file) is not the one.
+        std::fs::write(other.join(SELF_CONFIG_DIR).join(SELF_CONFIG_FILE), "{}").unwrap();
+        assert_eq!(self_located_config(&env_of(&[]), Some(&link)), None);
+        std::fs::write(&beside_real, r#"{"profile":"a100-40gb","gpus":3}"#).unwrap();
+        let found = self_located_config(&env_of(&[]), Some(&link)).unwrap();
+        assert_eq!(found, beside_real);
+        // Resolved as FAKEGPU_CONFIG would be, and the state defaults beside it.
+        let env = env_of(&[(ENV_CONFIG, found.to_str().unwrap())]);
+        let spec = resolve(&env, "h").unwrap();
+        assert_eq!((spec.profile.name.as_str(), spec.gpu_count), ("a100-40gb", 3));
+        assert_eq!(crate::state_file::state_path(&env), Some(found.with_file_name(crate::state_file::DEFAULT_FILE_NAME)));
+
+        // Any node variable means the process chose: the file is not looked for. Empty ones
+        // count as unset, as everywhere else.
+        for var in NODE_VARIABLES {
+            assert_eq!(self_located_config(&env_of(&[(var, "x")]), Some(&link)), None, "{var}");
+            assert_eq!(self_located_config(&env_of(&[(var, "")]), Some(&link)), Some(beside_real.clone()), "{var}");
+        }
+        assert_eq!(self_located_config(&env_of(&[]), None), None);
+
+        // Something that is not a regular file is returned, so that reading it says why.
+        std::fs::remove_file(&beside_real).unwrap();
+        std::fs::create_dir(&beside_real).unwrap();
+        let found = self_located_config(&env_of(&[]), Some(&link)).unwrap();
+        let err = read_config_file(&found).unwrap_err().to_string();
+        assert!(err.contains("config.json") && err.contains("directory"), "{err}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn the_object_holding_an_address_is_named() {
+        // A libc function lies in the C library, whatever this binary is linked as.
+        let libc_path =
+            object_path_of(libc::dladdr as unsafe extern "C" fn(*const libc::c_void, *mut libc::Dl_info) -> libc::c_int as usize).unwrap();
+        let name = libc_path.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with("libc.so") || name.starts_with("libc-"), "{}", libc_path.display());
+        assert_eq!(object_path_of(0), None);
     }
 
     #[test]

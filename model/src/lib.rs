@@ -11,6 +11,7 @@ pub mod builtin;
 pub mod config;
 pub mod cuda;
 pub mod driver;
+pub mod driver_root;
 pub mod dynamics;
 pub mod error;
 pub mod fabric;

@@ -129,7 +129,10 @@ pub(crate) fn device(handle: nvmlDevice_t) -> Result<&'static Device, nvmlReturn
 
 impl Runtime {
     fn load() -> Result<Runtime, ConfigError> {
-        let spec = config::resolve_for_process()?;
+        // Both the node and the state path come from one view of the environment, in which the
+        // config beside this library stands for FAKEGPU_CONFIG when no variable is set.
+        let env = config::library_env(crate::exports::system::nvmlInit_v2 as extern "C" fn() -> nvml_abi::nvmlReturn_t as usize)?;
+        let spec = config::resolve(&env, &config::host_name())?;
         let node = SimulatedNode::new(spec);
         // As in a container: only the GPUs NVIDIA_VISIBLE_DEVICES names, renumbered from 0.
         // `node.gpus` keeps every GPU with its host index (find a device's by its UUID).
@@ -149,7 +152,7 @@ impl Runtime {
             })
             .collect();
         // A FIFO or device as the state would block or flood every reader: refuse it.
-        let state_path = fakegpu_model::state_file::checked_state_path(&|k| std::env::var(k).ok())?;
+        let state_path = fakegpu_model::state_file::checked_state_path(&env)?;
         crate::live::init(&node.spec, state_path);
         let mig = crate::exports::mig::MigSlots::new(&node.spec);
         Ok(Runtime {

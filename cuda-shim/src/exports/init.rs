@@ -18,7 +18,7 @@ pub unsafe extern "C" fn cuDriverGetVersion(version: *mut c_int) -> CUresult {
             Ok(rt) => rt.driver_version,
             // A node that does not resolve (cuInit reports why) still has a version: the
             // default profile's, as a node without any configuration would have.
-            Err(_) => fakegpu_model::config::resolve_for_process()
+            Err(_) => fakegpu_model::config::resolve_for_library(cuInit as extern "C" fn(c_uint) -> CUresult as usize)
                 .map(|s| s.cuda_driver_version)
                 .or_else(|_| fakegpu_model::find_builtin(fakegpu_model::config::DEFAULT_PROFILE).map(|p| p.cuda_driver_version))
                 .map(fakegpu_model::cuda::driver_version)
