@@ -504,9 +504,11 @@ impl Index {
             pool: Some(r.pool.clone()),
         };
         let kwok = e.info.is_kwok();
+        let layouts = live_layouts(e.info.mig_layout.as_deref(), r.gpu_count as usize);
         let labels = labels::desired(
             r,
-            LabelOptions { mig_strategy: &self.cfg.mig_strategy, kwok, disable_deploy_labels: self.opts.disable_deploy_labels },
+            &layouts,
+            LabelOptions { node: name, mig_strategy: &self.cfg.mig_strategy, kwok, disable_deploy_labels: self.opts.disable_deploy_labels },
         );
         let capacity = topology.resources();
         Some(NodeView {
@@ -588,6 +590,13 @@ pub fn config_file(node: &str, r: &ResolvedPool) -> NodeConfigFile {
         cuda_driver_version: Some(r.cuda_driver_version),
         numa: r.numa_layout(),
     }
+}
+
+/// Each of `n` GPUs' layout as the MIG manager applied it (annotation's raw value); an
+/// unreadable value leaves every GPU whole, as [`set_mig_devices`] does.
+fn live_layouts(applied: Option<&str>, n: usize) -> Vec<fakegpu_model::mig::MigLayout> {
+    let applied = applied.and_then(|t| crate::mig_manager::parse_applied(t).ok()).unwrap_or_default();
+    (0..n).map(|i| applied.get(&(i as u32)).cloned().unwrap_or_default()).collect()
 }
 
 /// Which of `n` GPUs the MIG manager put in MIG mode (an unreadable value: none).
