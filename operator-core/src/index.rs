@@ -819,12 +819,18 @@ mod tests {
         assert_eq!(v.capacity, BTreeMap::from([("nvidia.com/gpu".into(), 6), ("nvidia.com/mig-1g.5gb".into(), 14)]));
         let text = v.topology.to_yaml();
         assert_eq!(NodeTopology::from_yaml(&text).unwrap(), v.topology);
+        // The labels follow the same layouts (mixed strategy): GFD's per-profile MIG labels.
+        assert_eq!(v.labels["nvidia.com/mig-1g.5gb.count"], "14");
+        assert_eq!(v.labels["nvidia.com/mig-1g.5gb.memory"], "4864");
+        assert_eq!(v.labels["nvidia.com/gpu.replicas"], "1", "GPUs 2-7 are whole");
         // A whole-GPU pod goes to a GPU offered whole (2), not to the first free one (0).
         ix.upsert_pod(pod("whole", "n1", 1, 1));
         assert_eq!(ix.view("n1").unwrap().topology.gpus.iter().position(|g| g.status.allocated_by.pod == "whole"), Some(2));
         // Unreadable annotation: GPUs whole (the manager reports it).
         ix.upsert_node(NodeInfo { mig_layout: Some("nope".into()), ..node("n1", Some("big")) });
-        assert!(ix.view("n1").unwrap().topology.gpus.iter().all(|g| g.mig.is_none()));
+        let v = ix.view("n1").unwrap();
+        assert!(v.topology.gpus.iter().all(|g| g.mig.is_none()));
+        assert!(!v.labels.keys().any(|k| k.starts_with("nvidia.com/mig-")), "{:?}", v.labels);
     }
 
     #[test]
