@@ -44,6 +44,8 @@ fi
 [ -x tests/real-node/run.sh ] && step real-node tests/real-node/run.sh
 [ -x tests/conformance/run.sh ] && step conformance tests/conformance/run.sh
 [ -x tests/go-nvml/run.sh ] && step go-nvml tests/go-nvml/run.sh
+# NVIDIA's gpu-feature-discovery over the fake NVML: its node labels equal the status-updater's.
+[ -x tests/gfd/run.sh ] && step gfd tests/gfd/run.sh
 # grpc-go (the kubelet's client) with the socket path as :authority against the DRA plugin sockets.
 [ -x tests/grpc-authority/run.sh ] && step grpc-authority tests/grpc-authority/run.sh
 [ -x tests/live-state/run.sh ] && step live-state tests/live-state/run.sh

@@ -6,6 +6,7 @@ mod exec;
 mod library;
 mod show;
 mod state_cmd;
+mod sysfs_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -26,6 +27,8 @@ enum Command {
     Exec(exec::ExecArgs),
     /// Print a directory holding the fake NVML as libnvidia-ml.so.1 (for LD_LIBRARY_PATH).
     LibDir,
+    /// Write the node's GPUs' sysfs files (PCI devices, DMI product name) into a directory.
+    Sysfs(sysfs_cmd::SysfsArgs),
     /// Read and change the live node state (utilization, memory, processes, MIG, faults).
     #[command(subcommand)]
     State(state_cmd::StateCmd),
@@ -48,6 +51,7 @@ fn main() {
         Command::Profiles(args) => show::profiles(&args),
         Command::Show(args) => show::show(&args),
         Command::Exec(args) => exec::exec(&args),
+        Command::Sysfs(args) => sysfs_cmd::sysfs(&args),
         Command::State(cmd) => state_cmd::run_state(&cmd),
         Command::Fault(cmd) => state_cmd::run_fault(&cmd),
         Command::LibDir => library::lib_dir().map(|dir| {

@@ -105,8 +105,13 @@ pub fn show(args: &ShowArgs) -> Result<i32> {
                        "name": spec.profile.product_name, "memory_total_mib": spec.profile.memory.total_mib})
             })
             .collect();
+        // The built-in mig-parted configuration names (`fakegpu state mig --config`); only
+        // `all-disabled` on a board without MIG.
+        let builtin = fakegpu_model::mig_parted::MigConfigs::builtin(&spec.profile);
+        let mig_configs: Vec<&str> = builtin.names().collect();
         let doc = json!({"node": spec.node_name, "profile": spec.profile.name, "driver_version": spec.driver_version,
-                         "cuda_driver_version": spec.cuda_driver_version, "gpus": gpus});
+                         "cuda_driver_version": spec.cuda_driver_version, "mig_capable": spec.profile.mig_capable,
+                         "mig_configs": mig_configs, "gpus": gpus});
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(0);
     }

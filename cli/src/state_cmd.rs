@@ -11,7 +11,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
 use fakegpu_model::state::{self, clock_reason, Fault, NodeState, Pattern, PatternKind, Process, ProcessType, SetRequest, StateError};
 use fakegpu_model::state_file::{self, UpdateError};
-use fakegpu_model::{dynamics, mig, NodeSpec};
+use fakegpu_model::{dynamics, mig, mig_parted, NodeSpec};
 
 use crate::show::NodeArgs;
 
@@ -68,6 +68,19 @@ pub enum StateCmd {
     /// Add or remove processes.
     #[command(subcommand)]
     Process(ProcessCmd),
+    /// Apply a named MIG configuration (mig-parted's format: `all-disabled`, `all-enabled`,
+    /// `all-<profile>`, `all-balanced`, or one from --configs) to the node's GPUs, as NVIDIA's
+    /// mig-manager would. Refused, with nothing changed, when a GPU that would change runs processes.
+    Mig {
+        #[command(flatten)]
+        args: StateArgs,
+        /// Configuration name.
+        #[arg(long)]
+        mig_config: String,
+        /// A mig-parted file (JSON) whose configurations are added to the built-in ones.
+        #[arg(long)]
+        mig_configs: Option<PathBuf>,
+    },
     /// Replace the state with an empty one (recovers a corrupt file).
     Reset {
         #[command(flatten)]
@@ -231,6 +244,17 @@ pub fn run_state(cmd: &StateCmd) -> Result<i32> {
             let (spec, path) = args.resolve()?;
             change(&path, &spec, |s| state::remove_process(s, &spec, *gpu, *pid, state_file::now()))
         }
+        StateCmd::Mig { args, mig_config: config, mig_configs: configs } => {
+            let (spec, path) = args.resolve()?;
+            let mut named = mig_parted::MigConfigs::builtin(&spec.profile);
+            if let Some(file) = configs {
+                let text = std::fs::read_to_string(file).with_context(|| format!("--mig-configs {}", file.display()))?;
+                let doc: serde_json::Value =
+                    serde_json::from_str(&text).with_context(|| format!("--mig-configs {}: not JSON", file.display()))?;
+                named = named.overlaid(&mig_parted::MigConfigs::parse(&doc).with_context(|| format!("--mig-configs {}", file.display()))?);
+            }
+            apply_mig(&path, &spec, &named, config)
+        }
         StateCmd::Reset { args } => {
             let (spec, path) = args.resolve()?;
             state_file::reset(&path, &spec, &NodeState::default())?;
@@ -263,6 +287,29 @@ pub fn run_fault(cmd: &FaultCmd) -> Result<i32> {
             let (spec, path) = args.resolve()?;
             change(&path, &spec, |s| state::clear_faults(s, &spec, *gpu, state_file::now()))
         }
+    }
+}
+
+/// Plans `config` against the node's current layouts and writes the GPUs that change, in one
+/// update of the state file; a GPU with processes refuses the whole configuration.
+fn apply_mig(path: &std::path::Path, spec: &NodeSpec, configs: &mig_parted::MigConfigs, config: &str) -> Result<i32> {
+    let mut refused = None;
+    let code = change(path, spec, |s| {
+        let current: Vec<mig::MigLayout> = (0..spec.gpu_count).map(|i| s.gpu(i).map(|g| g.mig.clone()).unwrap_or_default()).collect();
+        let holder = |i: u32| s.gpu(i).filter(|g| !g.processes.is_empty()).map(|g| format!("{} process(es)", g.processes.len()));
+        match mig_parted::plan(configs, config, &spec.profile, &current, holder) {
+            Ok(plan) => {
+                for (gpu, layout) in plan.changes {
+                    s.gpu_mut(spec, gpu, state_file::now())?.mig = layout;
+                }
+            }
+            Err(e) => refused = Some(e),
+        }
+        Ok(())
+    })?;
+    match refused {
+        Some(e) => bail!("{e} (state unchanged)"),
+        None => Ok(code),
     }
 }
 

@@ -103,3 +103,61 @@ fn exec_sets_the_environment_and_passes_the_exit_code() {
     assert_eq!(code, 2);
     assert!(err.contains("command not found"), "{err}");
 }
+
+#[test]
+fn state_mig_applies_a_named_configuration_and_refuses_a_busy_gpu() {
+    let dir = tempfile_dir("state-mig");
+    let state = dir.join("state.json");
+    let node = ["--profile", "h100", "--gpus", "2", "--node", "n", "--state", state.to_str().unwrap()];
+    let with = |extra: &[&str]| run(&[&["state", "mig"][..], &node[..], extra].concat());
+    let (code, _, err) = with(&["--mig-config", "all-1g.10gb"]);
+    assert_eq!(code, 0, "{err}");
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    let profile = fakegpu_model::find_builtin("h100").unwrap();
+    let want = serde_json::to_value(fakegpu_model::mig::named_layout(profile, "all-1g.10gb").unwrap()).unwrap();
+    assert_eq!(doc["gpus"]["0"]["mig"], want);
+    assert_eq!(doc["gpus"]["1"]["mig"], want);
+    // A process on GPU 1: a change that would repartition it is refused, nothing changes.
+    let (code, _, err) = run(&[
+        &["state", "process", "add"][..],
+        &node[..],
+        &["--gpu", "1", "--pid", "42", "--name", "train", "--mem", "1GiB", "--gi", "7", "--ci", "0"],
+    ]
+    .concat());
+    assert_eq!(code, 0, "{err}");
+    let before = std::fs::read_to_string(&state).unwrap();
+    let (code, _, err) = with(&["--mig-config", "all-disabled"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("GPU 1") && err.contains("state unchanged"), "{err}");
+    assert_eq!(std::fs::read_to_string(&state).unwrap(), before);
+    let (code, _, err) = with(&["--mig-config", "all-9g.1gb"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("all-9g.1gb") && err.contains("all-balanced"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn sysfs_writes_the_pci_tree_of_the_model_and_refuses_a_full_directory() {
+    let dir = tempfile_dir("sysfs");
+    let out = dir.join("sys");
+    let (code, stdout, err) = run(&["sysfs", "--profile", "a100-40gb", "--gpus", "2", "--node", "n", "--out", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let node = fakegpu_model::SimulatedNode::new(fakegpu_model::NodeSpec::builtin("a100-40gb", Some(2), "n").unwrap());
+    for f in fakegpu_model::sysfs::pci_devices(&node) {
+        assert_eq!(std::fs::read(out.join("bus/pci/devices").join(&f.path)).unwrap(), f.contents, "{}", f.path);
+    }
+    assert_eq!(stdout.trim(), out.join("bus/pci/devices").to_str().unwrap());
+    assert_eq!(std::fs::read_to_string(out.join("class/dmi/id/product_name")).unwrap().trim(), fakegpu_model::sysfs::MACHINE_PRODUCT_NAME);
+    let (code, _, err) = run(&["sysfs", "--profile", "a100-40gb", "--out", out.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("not empty"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A fresh directory under the system temp dir for one test.
+fn tempfile_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("fakegpu-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

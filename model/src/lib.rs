@@ -25,6 +25,7 @@ pub mod numa;
 pub mod profile;
 pub mod state;
 pub mod state_file;
+pub mod sysfs;
 pub mod telemetry;
 pub mod visibility;
 

@@ -224,7 +224,7 @@ pub fn gi_profiles(profile: &Profile) -> Option<Vec<GiProfile>> {
             let names = match name {
                 "h200" => ["1g.18gb", "1g.18gb+me", "1g.35gb", "2g.35gb", "3g.71gb", "4g.71gb", "7g.141gb"],
                 "b200" => ["1g.23gb", "1g.23gb+me", "1g.45gb", "2g.45gb", "3g.90gb", "4g.90gb", "7g.180gb"],
-                "gb200" => ["1g.23gb", "1g.23gb+me", "1g.47gb", "2g.47gb", "3g.95gb", "4g.95gb", "7g.186gb"],
+                "gb200" => ["1g.23gb", "1g.23gb+me", "1g.47gb", "2g.47gb", "3g.93gb", "4g.93gb", "7g.186gb"],
                 "gb300" => ["1g.35gb", "1g.35gb+me", "1g.70gb", "2g.70gb", "3g.139gb", "4g.139gb", "7g.278gb"],
                 _ => return None,
             };
@@ -503,6 +503,44 @@ impl MigDevice {
     /// Framebuffer of the device: its GPU instance's.
     pub fn memory_bytes(&self) -> u64 {
         self.gi_profile.memory_mib * crate::telemetry::MIB
+    }
+}
+
+/// What `nvmlDeviceGetAttributes` reports for a MIG device: its compute instance's SMs and
+/// slices, its GPU instance's engines, slices and memory. GPU Feature Discovery labels MIG
+/// devices with exactly these, so the operator's labels and the fake NVML share this one source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MigAttributes {
+    pub multiprocessors: u32,
+    pub copy_engines: u32,
+    pub decoders: u32,
+    pub encoders: u32,
+    pub jpegs: u32,
+    pub ofas: u32,
+    pub gpu_instance_slices: u32,
+    pub compute_instance_slices: u32,
+    pub memory_mib: u64,
+}
+
+/// The attributes of a compute instance of profile `ci` in a GPU instance of profile `gi`.
+pub fn attributes(gi: &GiProfile, ci: &CiProfile) -> MigAttributes {
+    MigAttributes {
+        multiprocessors: ci.multiprocessors,
+        copy_engines: gi.copy_engines,
+        decoders: gi.decoders,
+        encoders: gi.encoders,
+        jpegs: gi.jpegs,
+        ofas: gi.ofas,
+        gpu_instance_slices: gi.compute_slices,
+        compute_instance_slices: ci.slices,
+        memory_mib: gi.memory_mib,
+    }
+}
+
+impl MigDevice {
+    /// See [`attributes`].
+    pub fn attributes(&self) -> MigAttributes {
+        attributes(&self.gi_profile, &self.ci_profile)
     }
 }
 

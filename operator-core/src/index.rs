@@ -552,9 +552,11 @@ impl Index {
             pool: Some(r.pool.clone()),
         };
         let kwok = e.info.is_kwok();
+        let layouts = live_layouts(e.info.mig_layout.as_deref(), r.gpu_count as usize);
         let labels = labels::desired(
             r,
-            LabelOptions { mig_strategy: &self.cfg.mig_strategy, kwok, disable_deploy_labels: self.opts.disable_deploy_labels },
+            &layouts,
+            LabelOptions { node: name, mig_strategy: &self.cfg.mig_strategy, kwok, disable_deploy_labels: self.opts.disable_deploy_labels },
         );
         let capacity = topology.resources();
         Some(NodeView {
@@ -636,6 +638,13 @@ pub fn config_file(node: &str, r: &ResolvedPool) -> NodeConfigFile {
         cuda_driver_version: Some(r.cuda_driver_version),
         numa: r.numa_layout(),
     }
+}
+
+/// Each of `n` GPUs' layout as the MIG manager applied it (annotation's raw value); an
+/// unreadable value leaves every GPU whole, as [`set_mig_devices`] does.
+fn live_layouts(applied: Option<&str>, n: usize) -> Vec<fakegpu_model::mig::MigLayout> {
+    let applied = applied.and_then(|t| crate::mig_manager::parse_applied(t).ok()).unwrap_or_default();
+    (0..n).map(|i| applied.get(&(i as u32)).cloned().unwrap_or_default()).collect()
 }
 
 /// Which of `n` GPUs the MIG manager put in MIG mode (an unreadable value: none).
@@ -963,12 +972,18 @@ mod tests {
         assert_eq!(v.capacity, BTreeMap::from([("nvidia.com/gpu".into(), 6), ("nvidia.com/mig-1g.5gb".into(), 14)]));
         let text = v.topology.to_yaml();
         assert_eq!(NodeTopology::from_yaml(&text).unwrap(), v.topology);
+        // The labels follow the same layouts (mixed strategy): GFD's per-profile MIG labels.
+        assert_eq!(v.labels["nvidia.com/mig-1g.5gb.count"], "14");
+        assert_eq!(v.labels["nvidia.com/mig-1g.5gb.memory"], "4864");
+        assert_eq!(v.labels["nvidia.com/gpu.replicas"], "1", "GPUs 2-7 are whole");
         // A whole-GPU pod goes to a GPU offered whole (2), not to the first free one (0).
         ix.upsert_pod(pod("whole", "n1", 1, 1));
         assert_eq!(ix.view("n1").unwrap().topology.gpus.iter().position(|g| g.status.allocated_by.pod == "whole"), Some(2));
         // Unreadable annotation: GPUs whole (the manager reports it).
         ix.upsert_node(NodeInfo { mig_layout: Some("nope".into()), ..node("n1", Some("big")) });
-        assert!(ix.view("n1").unwrap().topology.gpus.iter().all(|g| g.mig.is_none()));
+        let v = ix.view("n1").unwrap();
+        assert!(v.topology.gpus.iter().all(|g| g.mig.is_none()));
+        assert!(!v.labels.keys().any(|k| k.starts_with("nvidia.com/mig-")), "{:?}", v.labels);
     }
 
     /// Pods asking for `nvidia.com/mig-<profile>` hold MIG devices of the applied layout; a

@@ -850,18 +850,19 @@ unsafe fn attributes(dev: nvmlDevice_t, attrs: *mut nvmlDeviceAttributes_t) -> N
     let (d, gi, ci) = mig_device(dev)?;
     let gp = mig::gi_profile(&d.profile, gi.profile).map_err(code)?;
     let cp = mig::ci_profile(&gp, ci.profile).map_err(code)?;
+    let a = mig::attributes(&gp, &cp);
     put(
         attrs,
         nvmlDeviceAttributes_t {
-            multiprocessorCount: cp.multiprocessors,
-            sharedCopyEngineCount: gp.copy_engines,
-            sharedDecoderCount: gp.decoders,
-            sharedEncoderCount: gp.encoders,
-            sharedJpgCount: gp.jpegs,
-            sharedOfaCount: gp.ofas,
-            gpuInstanceSliceCount: gp.compute_slices,
-            computeInstanceSliceCount: cp.slices,
-            memorySizeMB: gp.memory_mib,
+            multiprocessorCount: a.multiprocessors,
+            sharedCopyEngineCount: a.copy_engines,
+            sharedDecoderCount: a.decoders,
+            sharedEncoderCount: a.encoders,
+            sharedJpgCount: a.jpegs,
+            sharedOfaCount: a.ofas,
+            gpuInstanceSliceCount: a.gpu_instance_slices,
+            computeInstanceSliceCount: a.compute_instance_slices,
+            memorySizeMB: a.memory_mib,
         },
     )
 }
