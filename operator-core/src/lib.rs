@@ -4,7 +4,8 @@
 //!
 //! It owns the formats — the Helm values' node pools ([`config`]), the cluster and per-node
 //! topology ConfigMaps ([`topology`]), the node files the fake NVML and the plugins read
-//! ([`node_files`], [`node_state`]), NodeResourceTopology ([`nrt`]) — and the pure decisions
+//! ([`node_files`], [`node_state`]), NodeResourceTopology ([`nrt`]), the mock backend's per-pool
+//! objects ([`nvml_mock`]) — and the pure decisions
 //! made from them: a node's pool and devices ([`resolve`]), its labels ([`labels`]), a pod's
 //! GPU annotations ([`pod`]) and the cluster-wide view of nodes and pods ([`index`]). The kube
 //! edges shared by every component are here too: the API client and shutdown ([`common`]) and
@@ -19,6 +20,7 @@ pub mod mig_strategy;
 pub mod node_files;
 pub mod node_state;
 pub mod nrt;
+pub mod nvml_mock;
 pub mod pod;
 pub mod resolve;
 pub mod resource_api;
