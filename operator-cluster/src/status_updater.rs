@@ -7,6 +7,10 @@
 //! (hot reload); an invalid one is logged, reported as a Warning Event on the ConfigMap, and the
 //! last good config stays in force.
 //!
+//! Pools with `gpu.backend: mock` get their ConfigMap and DaemonSet `nvml-mock-<pool>` from
+//! [`crate::nvml_mock`], level-triggered: after each config change and every
+//! `--nvml-mock-resync-seconds`.
+//!
 //! Shared GPUs: reservation pods get `run.ai/reserve_for_gpu_index` (the index decides which,
 //! the writer patches). PodGroups (`scheduling.run.ai/v2alpha2`) are watched for their priority
 //! class, which gives pods without a `workloadKind` label their type; a cluster without the
@@ -33,6 +37,7 @@ use fakegpu_operator_core::config::ClusterConfig;
 use fakegpu_operator_core::index::{Index, IndexOptions, NodeInfo, NodeView, PodAnnotation};
 use fakegpu_operator_core::labels;
 use fakegpu_operator_core::node_files::NodeFiles;
+use fakegpu_operator_core::nvml_mock;
 use fakegpu_operator_core::pod::{PodInfo, DEFAULT_RESERVATION_NAMESPACE};
 use fakegpu_operator_core::resolve::Profiles;
 use fakegpu_operator_core::topology::{node_cm_name, NodeTopology, NODE_NAME_LABEL, NODE_TOPOLOGY_LABEL, TOPOLOGY_KEY};
@@ -80,6 +85,17 @@ pub struct Args {
     /// Seconds between NodeResourceTopology syncs.
     #[arg(long, default_value_t = 10)]
     pub node_resource_topology_seconds: u64,
+    /// Image of the mock backend's node agent (DaemonSets `nvml-mock-<pool>`): this operator's
+    /// image, which holds the agent, the fake libraries and nvidia-smi. NVIDIA's nvml-mock image
+    /// cannot stand in for it.
+    #[arg(long, env = "FAKEGPU_NVML_MOCK_IMAGE", default_value = concat!("ghcr.io/fake-gpu-operator/fake-gpu-operator:", env!("CARGO_PKG_VERSION")))]
+    pub nvml_mock_image: String,
+    /// Pull policy of the agent's image (upstream's `IMAGE_PULL_POLICY`).
+    #[arg(long, env = "IMAGE_PULL_POLICY", default_value = "IfNotPresent")]
+    pub nvml_mock_image_pull_policy: String,
+    /// Seconds between resyncs of the mock backend's objects (upstream: 30).
+    #[arg(long, default_value_t = 30)]
+    pub nvml_mock_resync_seconds: u64,
 }
 
 enum Msg {
@@ -144,6 +160,11 @@ struct Shared {
     /// `SYNCED_*` bits; the writer starts at `SYNCED_ALL`.
     synced: std::sync::atomic::AtomicU8,
     ready: Notify,
+    /// Whether the config in force is one the user gave (or no ConfigMap at all): the defaults
+    /// standing in for an invalid config at start must not delete the mock pools' objects.
+    config_valid: std::sync::atomic::AtomicBool,
+    /// Wakes the mock backend's reconciler after a config change.
+    mock_trigger: Arc<Notify>,
 }
 
 impl Shared {
@@ -190,6 +211,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
     for e in &perr {
         tracing::warn!(error = %e, "ignoring profile ConfigMap");
     }
+    let mut config_valid = true;
     let cfg = match common::config_from_cm(cluster_cm.as_ref()) {
         Ok(Some(c)) => c,
         Ok(None) => {
@@ -198,6 +220,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
         }
         Err(e) => {
             report_config_error(&client, &ns, &args.topology.topology_cm, cluster_cm.as_ref(), &e.to_string()).await;
+            config_valid = false;
             ClusterConfig::default()
         }
     };
@@ -207,6 +230,7 @@ pub async fn run(args: Args) -> Result<(), Error> {
         Ok(i) => i,
         Err(e) => {
             report_config_error(&client, &ns, &args.topology.topology_cm, cluster_cm.as_ref(), &e.to_string()).await;
+            config_valid = false;
             Index::new(ClusterConfig::default(), Profiles::default(), opts)?
         }
     };
@@ -216,6 +240,8 @@ pub async fn run(args: Args) -> Result<(), Error> {
         queue: Arc::default(),
         synced: Default::default(),
         ready: Notify::new(),
+        config_valid: config_valid.into(),
+        mock_trigger: Arc::default(),
     });
 
     // Restart: what the ConfigMaps recorded.
@@ -247,6 +273,25 @@ pub async fn run(args: Args) -> Result<(), Error> {
     if args.node_resource_topology {
         let publisher = fakegpu_operator_core::nrt::Publisher::new(client.clone(), ns.clone(), args.topology.topology_cm.clone());
         tokio::spawn(publisher.run(Duration::from_secs(args.node_resource_topology_seconds.max(1))));
+    }
+
+    {
+        let settings = nvml_mock::Settings {
+            namespace: ns.clone(),
+            image: args.nvml_mock_image.clone(),
+            image_pull_policy: args.nvml_mock_image_pull_policy.clone(),
+        };
+        let trigger = shared.mock_trigger.clone();
+        let shared = shared.clone();
+        let desired = move || {
+            if !shared.config_valid.load(std::sync::atomic::Ordering::SeqCst) {
+                return None;
+            }
+            let ix = shared.index.lock().expect("index lock");
+            Some(nvml_mock::desired(ix.config(), ix.pools(), &settings))
+        };
+        let every = Duration::from_secs(args.nvml_mock_resync_seconds.max(1));
+        tokio::spawn(crate::nvml_mock::run(client.clone(), ns.clone(), desired, trigger, every));
     }
 
     let (tx, rx) = mpsc::channel::<Msg>(4096);
@@ -506,6 +551,8 @@ async fn apply_loop(client: Client, ns: String, cm_name: String, kwok_capacity: 
                             tracing::info!("topology config valid again");
                         }
                         tracing::info!(nodes = nodes.len(), "topology config applied");
+                        shared.config_valid.store(true, std::sync::atomic::Ordering::SeqCst);
+                        shared.mock_trigger.notify_one();
                         dirty = nodes;
                     }
                     Err(e) => {

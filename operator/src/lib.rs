@@ -11,8 +11,9 @@
 //!
 //! The binary in `main.rs` picks one component per process.
 
-pub use fakegpu_operator_cluster::{kwok_device_plugin, mig_manager, runai_rule, status_updater, topology_server, work_queue};
+pub use fakegpu_operator_cluster::{kwok_device_plugin, mig_manager, nvml_mock, runai_rule, status_updater, topology_server, work_queue};
 /// The MIG manager's pure decisions (the component is [`mig_manager`]).
 pub use fakegpu_operator_core::mig_manager as mig_manager_core;
+pub use fakegpu_operator_core::nvml_mock as nvml_mock_core;
 pub use fakegpu_operator_core::{common, config, index, labels, node_files, node_state, nrt, pod, resolve, resource_api, topology};
 pub use fakegpu_operator_node::{compute_domain, exporter, inference, kubelet, podresources_server};

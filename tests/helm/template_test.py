@@ -181,6 +181,12 @@ env_su = {e["name"]: e.get("value") for e in by_kind(docs, "Deployment")["status
 check("status-updater: RESOURCE_RESERVATION_NAMESPACE", env_su.get("RESOURCE_RESERVATION_NAMESPACE") == "runai-reservation", str(env_su))
 check("status-updater: sets KWOK capacity with the labels while the kwok plugin runs",
       env_su.get("FAKEGPU_KWOK_CAPACITY") == "true" and can(su, NS, "", "nodes/status", "patch"), str(env_su))
+check("status-updater: manages the mock backend's DaemonSets in its namespace only",
+      all(can(su, NS, "apps", "daemonsets", v) for v in ("get", "list", "watch", "create", "update", "delete"))
+      and not can(su, "default", "apps", "daemonsets", "create"))
+su_img = by_kind(docs, "Deployment")["status-updater"]["spec"]["template"]["spec"]["containers"][0]
+check("status-updater: the mock agent runs the operator's own image", env_su.get("FAKEGPU_NVML_MOCK_IMAGE") == su_img["image"]
+      and env_su.get("IMAGE_PULL_POLICY") == su_img["imagePullPolicy"], str(env_su))
 nd = render(sets=["statusUpdater.podPatchRbac.enabled=false", "environment.resourceReservationNamespace=resv"])
 su_nopatch = sa_rules(nd, NS, "status-updater")
 check("podPatchRbac off: status-updater cannot patch pods", not can(su_nopatch, NS, "", "pods", "patch") and can(su_nopatch, NS, "", "pods", "watch"))
