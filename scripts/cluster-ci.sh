@@ -65,7 +65,7 @@ else
   cargo test -p fakegpu-cluster-support ${CARGO_TEST_ARGS:-}
   echo "== operator E2E"
   # shellcheck disable=SC2086
-  cargo test -p fake-gpu-operator --test operator_e2e --test mig_manager_e2e ${CARGO_TEST_ARGS:-}
+  cargo test -p fake-gpu-operator --test operator_e2e --test mig_manager_e2e --test nvml_mock_e2e ${CARGO_TEST_ARGS:-}
 fi
 
 echo "== helm chart: lint, templates, install into the cluster"
