@@ -5,11 +5,12 @@
 //! the kubelet's gRPC protocols compiled from `proto/` by `build.rs`), the compute-domain DRA
 //! driver and its controller ([`compute_domain`], which share its types, reconcile rule and the
 //! DRA plugin framework), the status-exporter ([`exporter`], with the Prometheus client of
-//! [`inference`]) and the kubelet pod-resources API it serves on a node
-//! ([`podresources_server`]).
+//! [`inference`]), the kubelet pod-resources API it serves on a node
+//! ([`podresources_server`]) and the mock backend's node agent ([`nvml_mock_agent`]).
 
 pub mod compute_domain;
 pub mod exporter;
 pub mod inference;
 pub mod kubelet;
+pub mod nvml_mock_agent;
 pub mod podresources_server;
