@@ -38,8 +38,9 @@ pub enum Format {
     New,
 }
 
-/// `gpu.backend`: `fake` simulates GPUs; `mock` (NVIDIA nvml-mock DaemonSets) is not supported
-/// and is treated as `fake` with a warning from the adapters.
+/// `gpu.backend`: `fake` simulates GPUs; `mock` does too (the same topology, labels and
+/// allocations) and also gets the per-pool node agent that lays the fake NVML on its nodes as a
+/// host driver ([`crate::nvml_mock`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Fake,
