@@ -6,32 +6,40 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fakegpu_operator_core::nvml_mock::{self, Action, Actual, Desired};
+use fakegpu_operator_core::nvml_mock::{self, Action, Actual, Desired, Owner};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
 use tokio::sync::Notify;
 
-/// Reconciles until the task is dropped. `desired` is asked afresh on each pass (`None`: the
-/// config in force is not one to act on, e.g. the defaults after an invalid config at start,
-/// which must not delete the pools' objects); `trigger` starts a pass early.
-pub async fn run<F>(client: Client, ns: String, desired: F, trigger: Arc<Notify>, every: Duration)
+/// Reconciles until the task is dropped. `desired` is asked afresh on each pass, with the
+/// topology ConfigMap `owner_cm` as the objects' owner, read on each pass since it may have
+/// been re-created (`None`: the config in force is not one to act on, e.g. the defaults after
+/// an invalid config at start, which must not delete the pools' objects); `trigger` starts a
+/// pass early.
+pub async fn run<F>(client: Client, ns: String, owner_cm: String, desired: F, trigger: Arc<Notify>, every: Duration)
 where
-    F: Fn() -> Option<Desired> + Send + 'static,
+    F: Fn(Option<Owner>) -> Option<Desired> + Send + 'static,
 {
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
     let mut reported: Vec<(String, String)> = Vec::new();
     loop {
-        if let Some(want) = desired() {
-            if want.skipped != reported {
-                for (pool, why) in &want.skipped {
-                    tracing::warn!(pool = %pool, reason = %why, "mock pool: no nvml-mock objects");
+        let owner = cms.get_opt(&owner_cm).await.map(|cm| cm.and_then(|c| c.metadata.uid).map(|uid| Owner { name: owner_cm.clone(), uid }));
+        match owner.map(&desired) {
+            Err(e) => tracing::warn!(error = %e, "nvml-mock reconcile: reading the topology ConfigMap"),
+            Ok(None) => {}
+            Ok(Some(want)) => {
+                if want.skipped != reported {
+                    for (pool, why) in &want.skipped {
+                        tracing::warn!(pool = %pool, reason = %why, "mock pool: no nvml-mock objects");
+                    }
+                    reported = want.skipped.clone();
                 }
-                reported = want.skipped.clone();
-            }
-            if let Err(e) = reconcile_once(&client, &ns, &want).await {
-                // A conflict (changed meanwhile) or an API error: the next pass starts from a new list.
-                tracing::warn!(error = %e, "nvml-mock reconcile");
+                if let Err(e) = reconcile_once(&client, &ns, &want).await {
+                    // A conflict (changed meanwhile) or an API error: the next pass starts from a new list.
+                    tracing::warn!(error = %e, "nvml-mock reconcile");
+                }
             }
         }
         tokio::select! {

@@ -280,18 +280,21 @@ pub async fn run(args: Args) -> Result<(), Error> {
             namespace: ns.clone(),
             image: args.nvml_mock_image.clone(),
             image_pull_policy: args.nvml_mock_image_pull_policy.clone(),
+            owner: None,
         };
         let trigger = shared.mock_trigger.clone();
         let shared = shared.clone();
-        let desired = move || {
+        let desired = move |owner: Option<nvml_mock::Owner>| {
             if !shared.config_valid.load(std::sync::atomic::Ordering::SeqCst) {
                 return None;
             }
+            let settings = nvml_mock::Settings { owner, ..settings.clone() };
             let ix = shared.index.lock().expect("index lock");
             Some(nvml_mock::desired(ix.config(), ix.pools(), &settings))
         };
         let every = Duration::from_secs(args.nvml_mock_resync_seconds.max(1));
-        tokio::spawn(crate::nvml_mock::run(client.clone(), ns.clone(), desired, trigger, every));
+        let owner = args.topology.topology_cm.clone();
+        tokio::spawn(crate::nvml_mock::run(client.clone(), ns.clone(), owner, desired, trigger, every));
     }
 
     let (tx, rx) = mpsc::channel::<Msg>(4096);

@@ -77,7 +77,7 @@ fn the_agent_lays_this_nodes_gpus_and_its_prestop_takes_them_away() {
     }
     let cfg = ClusterConfig::parse("nodePools:\n  h:\n    gpu: {backend: mock, profile: h100, overrides: {device_count: 3}}\n").unwrap();
     let pools = resolve_all(&cfg, &Profiles::new()).unwrap();
-    let settings = Settings { namespace: "ns".into(), image: "x".into(), image_pull_policy: "Never".into() };
+    let settings = Settings { namespace: "ns".into(), image: "x".into(), image_pull_policy: "Never".into(), owner: None };
     let want = desired(&cfg, &pools, &settings);
     let text = &want.config_maps["nvml-mock-h"].data.as_ref().unwrap()[CONFIG_KEY];
     std::fs::write(dir.join(format!("etc/{CONFIG_KEY}")), text).unwrap();

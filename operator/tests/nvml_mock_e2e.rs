@@ -3,7 +3,9 @@
 //! config-hash annotation, node selector), rolls the config hash when the pool's profile
 //! changes, follows a changed `nodePoolLabelKey`, recreates what is deleted by hand, and deletes
 //! both when the pool is switched to `fake` or removed, leaving nothing with the managed labels.
-//! The DaemonSet controller schedules its pod on the pool's KWOK node only.
+//! The DaemonSet controller schedules its pod on the pool's KWOK node only. The objects are
+//! owned by the topology ConfigMap: deleting it (`helm uninstall`) with the status-updater
+//! already gone has the garbage collector delete them.
 //!
 //! Own namespace, pool label key and status-updater, so it runs beside the other tests.
 //! Without a cluster it skips (one line); under CI=true it fails.
@@ -61,7 +63,7 @@ async fn mock_pools_get_nvml_mock_objects_that_follow_the_config() {
     set_topology(&ns, &pools("{backend: mock, profile: h100, overrides: {device_count: 4}}", &key)).await;
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("nvml-mock-e2e").join(&ns.name);
     std::fs::create_dir_all(&dir).expect("log dir");
-    let updater = Component::start(
+    let mut updater = Component::start(
         "status-updater",
         &ns.name,
         &dir,
@@ -98,6 +100,11 @@ async fn mock_pools_get_nvml_mock_objects_that_follow_the_config() {
     let container = &ds.spec.template.spec.as_ref().unwrap().containers[0];
     assert_eq!(container.image.as_deref(), Some("fgo-test:1"));
     assert_eq!(container.security_context.as_ref().and_then(|s| s.privileged), Some(true));
+    let topology_uid = cms.get("topology").await.unwrap().metadata.uid;
+    for owners in [&ds.metadata.owner_references, &cm.metadata.owner_references] {
+        let o = &owners.as_ref().expect("an owner")[0];
+        assert_eq!((o.kind.as_str(), o.name.as_str(), Some(&o.uid)), ("ConfigMap", "topology", topology_uid.as_ref()));
+    }
     // The hash is of the config the pods mount, which is the pool's node config (4 × H100).
     let text = &cm.data.as_ref().unwrap()[fake_gpu_operator::node_files::CONFIG_KEY];
     let hash = config_hash(&ds).expect("config-hash annotation");
@@ -155,4 +162,11 @@ async fn mock_pools_get_nvml_mock_objects_that_follow_the_config() {
     set_topology(&ns, "nodePools: [").await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(names(&dss.list(&managed).await.unwrap().items), ["nvml-mock-h100", "nvml-mock-l40s"], "{}", updater.log());
+
+    // helm uninstall: the status-updater goes first, then the topology ConfigMap; the garbage
+    // collector deletes what it owned.
+    updater.kill();
+    cms.delete("topology", &DeleteParams::default()).await.expect("delete the topology ConfigMap");
+    wait_for_list(&dss, &managed, T, "DaemonSets collected", |l| l.is_empty()).await.unwrap();
+    wait_for_list(&cms, &managed, T, "ConfigMaps collected", |l| l.is_empty()).await.unwrap();
 }

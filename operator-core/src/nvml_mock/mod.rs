@@ -69,6 +69,24 @@ pub struct Settings {
     /// The agent's image: the operator's own (it holds the libraries and nvidia-smi).
     pub image: String,
     pub image_pull_policy: String,
+    /// The topology ConfigMap the objects come from, as their owner: deleting it (`helm
+    /// uninstall`) has the garbage collector delete them, and the agents' preStop clean the
+    /// hosts, even when the status-updater is gone first.
+    pub owner: Option<Owner>,
+}
+
+/// A ConfigMap in the objects' namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub name: String,
+    pub uid: String,
+}
+
+fn owner_references(s: &Settings) -> Value {
+    match &s.owner {
+        Some(o) => json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": o.name, "uid": o.uid}]),
+        None => Value::Null,
+    }
 }
 
 /// The objects for every mock pool, by name.
@@ -165,7 +183,7 @@ fn labels(pool: &str) -> Value {
 
 fn config_map(name: &str, pool: &str, text: &str, s: &Settings) -> ConfigMap {
     serde_json::from_value(json!({
-        "metadata": {"name": name, "namespace": s.namespace, "labels": labels(pool)},
+        "metadata": {"name": name, "namespace": s.namespace, "labels": labels(pool), "ownerReferences": owner_references(s)},
         "data": {crate::node_files::CONFIG_KEY: text},
     }))
     .expect("ConfigMap shape")
@@ -229,7 +247,7 @@ fn daemon_set(name: &str, pool: &str, pool_label_key: &str, config_hash: &str, s
     let template_hash = sha256_hex(&serde_json::to_string(&template).expect("template serialises"));
     serde_json::from_value(json!({
         "metadata": {"name": name, "namespace": s.namespace, "labels": labels(pool),
-                     "annotations": {TEMPLATE_HASH_ANNOTATION: template_hash}},
+                     "annotations": {TEMPLATE_HASH_ANNOTATION: template_hash}, "ownerReferences": owner_references(s)},
         "spec": {"selector": {"matchLabels": labels(pool)}, "template": template},
     }))
     .expect("DaemonSet shape")
@@ -245,7 +263,7 @@ fn template_hash(ds: &DaemonSet) -> Option<&String> {
 
 /// Whether `actual` must be replaced by `want`: upstream's fields (the first container's image,
 /// command, args and lifecycle; the config hash), the node selector (a relabelled pool), the
-/// labels, and our template hash.
+/// labels, the owner, and our template hash.
 fn daemon_set_differs(actual: &DaemonSet, want: &DaemonSet) -> bool {
     let container = |d: &DaemonSet| d.spec.template.spec.as_ref().and_then(|s| s.containers.first().cloned());
     let selector = |d: &DaemonSet| d.spec.template.spec.as_ref().and_then(|s| s.node_selector.clone());
@@ -258,10 +276,13 @@ fn daemon_set_differs(actual: &DaemonSet, want: &DaemonSet) -> bool {
         || template_hash(actual) != template_hash(want)
         || selector(actual) != selector(want)
         || actual.metadata.labels != want.metadata.labels
+        || actual.metadata.owner_references != want.metadata.owner_references
 }
 
 fn config_map_differs(actual: &ConfigMap, want: &ConfigMap) -> bool {
-    actual.data != want.data || actual.metadata.labels != want.metadata.labels
+    actual.data != want.data
+        || actual.metadata.labels != want.metadata.labels
+        || actual.metadata.owner_references != want.metadata.owner_references
 }
 
 fn with_version<T: kube::Resource>(mut want: T, actual: &T) -> T {

@@ -4,7 +4,12 @@ use crate::resolve::{resolve_all, Profiles};
 const KEY: &str = "example.com/pool";
 
 fn settings() -> Settings {
-    Settings { namespace: "gpu-operator".into(), image: "fgo:1".into(), image_pull_policy: "IfNotPresent".into() }
+    Settings {
+        namespace: "gpu-operator".into(),
+        image: "fgo:1".into(),
+        image_pull_policy: "IfNotPresent".into(),
+        owner: Some(Owner { name: "topology".into(), uid: "uid-1".into() }),
+    }
 }
 
 fn want(pools: &str) -> Desired {
@@ -46,6 +51,15 @@ fn a_mock_pool_gets_upstreams_objects() {
     let cm = &d.config_maps["nvml-mock-h"];
     assert_eq!(cm.metadata.namespace.as_deref(), Some("gpu-operator"));
     assert_eq!(cm.metadata.labels.as_ref(), Some(&managed));
+    // Owned by the topology ConfigMap: deleting it (helm uninstall) deletes them.
+    let owner = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        m.owner_references.iter().flatten().map(|o| (o.kind.clone(), o.name.clone(), o.uid.clone())).collect::<Vec<_>>()
+    };
+    let topology = vec![("ConfigMap".to_string(), "topology".to_string(), "uid-1".to_string())];
+    assert_eq!(owner(&cm.metadata), topology);
+    assert_eq!(owner(&d.daemon_sets["nvml-mock-h"].metadata), topology);
+    let unowned = want_with(H100, KEY, &Settings { owner: None, ..settings() });
+    assert_eq!(unowned.config_maps["nvml-mock-h"].metadata.owner_references, None);
     let text = &cm.data.as_ref().unwrap()[crate::node_files::CONFIG_KEY];
 
     let ds = &d.daemon_sets["nvml-mock-h"];
@@ -170,6 +184,13 @@ fn actions_bring_what_exists_to_what_is_wanted() {
             vec!["update DaemonSet nvml-mock-h"],
         ),
         ("pool added", want(H100), want(&two), vec!["create ConfigMap nvml-mock-l", "create DaemonSet nvml-mock-l"]),
+        // The topology ConfigMap was re-created: both objects follow their new owner.
+        (
+            "new owner",
+            want(H100),
+            want_with(H100, KEY, &Settings { owner: Some(Owner { name: "topology".into(), uid: "uid-2".into() }), ..settings() }),
+            vec!["update ConfigMap nvml-mock-h", "update DaemonSet nvml-mock-h"],
+        ),
     ];
     for (name, before, now, expect) in cases {
         let acts = actions(&now, &existing(&before));
