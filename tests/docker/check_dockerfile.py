@@ -88,5 +88,15 @@ entry = [r for s, w, r in steps if s == 1 and w == "ENTRYPOINT"]
 entry_path = json.loads(entry[-1])[0] if entry else ""
 check("the entrypoint is the operator binary copied into the image", entry_path in runtime_files and entry_path.endswith("/fake-gpu-operator"), entry_path)
 
+# The mock backend's node agent (DaemonSet nvml-mock-<pool>) runs this image and copies the
+# libraries and nvidia-smi from the paths operator-core/src/nvml_mock/mod.rs names.
+mock_src = open(os.path.join(ROOT, "operator-core", "src", "nvml_mock", "mod.rs")).read()
+consts = dict(re.findall(r'pub const (IMAGE_[A-Z_]+): &str = "([^"]+)";', mock_src))
+check("nvml_mock names the image's paths", {"IMAGE_BINARY", "IMAGE_NVIDIA_SMI", "IMAGE_LIB_DIR"} <= set(consts), str(consts))
+for path in [consts.get("IMAGE_BINARY", ""), consts.get("IMAGE_NVIDIA_SMI", "")] + [
+    consts.get("IMAGE_LIB_DIR", "") + "/" + lib for lib in ("libnvidia-ml.so.1", "libcuda.so.1")
+]:
+    check(f"the mock agent's {path} is in the image", path in runtime_files, str(sorted(runtime_files)))
+
 print(f"{passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)
