@@ -283,6 +283,16 @@ fn ci_index(slices: u32) -> Option<u32> {
     }
 }
 
+/// The share of a MIG-mode GPU's SMs that a MIG device of profile `name` (`1g.10gb`,
+/// `1c.3g.20gb`) computes with, in millionths of the SMs of the whole-GPU instance; `None` for a
+/// name the board has no profile of. What a busy instance adds to its board's load.
+pub fn sm_share_micro(profile: &Profile, name: &str) -> Option<u32> {
+    let gis = gi_profiles(profile)?;
+    let all = gis.iter().map(|g| g.multiprocessors).max().filter(|m| *m > 0)?;
+    let ci = gis.iter().flat_map(ci_profiles).find(|c| c.name == name)?;
+    Some((u64::from(ci.multiprocessors) * 1_000_000 / u64::from(all)).min(1_000_000) as u32)
+}
+
 /// The CI profiles of a GI profile.
 pub fn ci_profiles(gi: &GiProfile) -> Vec<CiProfile> {
     let s = gi.compute_slices;
@@ -641,6 +651,18 @@ mod tests {
 
     fn enabled() -> MigLayout {
         MigLayout { current: true, pending: true, gpu_instances: Vec::new() }
+    }
+
+    #[test]
+    fn sm_shares_add_up_to_the_whole_instance() {
+        let p = find_builtin("a100-40gb").unwrap();
+        // A100 MIG: 14 SMs per slice, 98 in 7g.40gb.
+        assert_eq!(sm_share_micro(p, "1g.5gb"), Some(142_857));
+        assert_eq!(sm_share_micro(p, "3g.20gb"), Some(428_571));
+        assert_eq!(sm_share_micro(p, "1c.3g.20gb"), Some(142_857));
+        assert_eq!(sm_share_micro(p, "7g.40gb"), Some(1_000_000));
+        assert_eq!(sm_share_micro(p, "9g.99gb"), None);
+        assert_eq!(sm_share_micro(find_builtin("l4").unwrap(), "1g.5gb"), None, "not MIG-capable");
     }
 
     #[test]

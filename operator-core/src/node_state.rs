@@ -80,6 +80,31 @@ pub fn gpu_load(uuid: &str, usages: &[PodUsage], knative: &dyn Fn(&str) -> Optio
     }
 }
 
+/// The load of a GPU in MIG mode: each MIG device's load ([`gpu_load`] of its holder) weighted
+/// by its share of the GPU's SMs (millionths, `fakegpu_model::mig::sm_share_micro`), summed;
+/// framebuffer summed. What drives the board's power, clocks and temperature while its
+/// instances work (each instance's own activity is drawn from its holder's range).
+pub fn mig_parent_load<'a>(
+    uuid: &str,
+    devices: impl IntoIterator<Item = (u32, &'a [PodUsage])>,
+    knative: &dyn Fn(&str) -> Option<u32>,
+) -> GpuLoad {
+    let (mut lo, mut hi, mut bytes) = (0u64, 0u64, 0u64);
+    for (share, usages) in devices {
+        let l = gpu_load(uuid, usages, knative);
+        lo += u64::from(l.util_min) * u64::from(share);
+        hi += u64::from(l.util_max) * u64::from(share);
+        bytes = bytes.saturating_add(l.memory_used_bytes);
+    }
+    GpuLoad {
+        // Rounded: seven 1/7 shares at 100 % make 100, not 99.
+        util_min: ((lo + 500_000) / 1_000_000).min(100) as u32,
+        util_max: ((hi + 500_000) / 1_000_000).min(100) as u32,
+        memory_used_bytes: bytes,
+        seed: stable_hash(&[uuid]),
+    }
+}
+
 /// The knative lookup of a writer that knows no request rates.
 pub fn no_inference(_: &str) -> Option<u32> {
     None
@@ -168,6 +193,23 @@ mod tests {
             ],
             ..Default::default()
         }
+    }
+
+    /// A MIG GPU's load: each instance's range weighted by its SM share; memory summed.
+    #[test]
+    fn mig_parent_load_weights_instances_by_their_sms() {
+        let usage = |lo: u32, hi: u32, mib: u64| {
+            vec![PodUsage { pod_uid: "u".into(), util_min: lo, util_max: hi, fb_used_mib: mib, use_knative: false }]
+        };
+        let (a, b, free) = (usage(100, 100, 4864), usage(40, 60, 19968), Vec::new());
+        // 1g (1/7 of the SMs) at 100 %, 3g (3/7) at 40–60 %, a free 3g.
+        let l = mig_parent_load("GPU-m", [(142_857, &a[..]), (428_571, &b[..]), (428_571, &free[..])], &no_inference);
+        assert_eq!((l.util_min, l.util_max, l.memory_used_bytes), (31, 40, (4864 + 19968) * MIB));
+        assert_eq!(l.seed, gpu_load("GPU-m", &[], &no_inference).seed, "the GPU's own draws");
+        let full = mig_parent_load("GPU-m", std::iter::repeat_n((142_857, &a[..]), 7), &no_inference);
+        assert_eq!((full.util_min, full.util_max), (100, 100));
+        let idle = mig_parent_load("GPU-m", [(1_000_000, &free[..])], &no_inference);
+        assert_eq!((idle.util_min, idle.util_max, idle.memory_used_bytes), (0, 0, 0));
     }
 
     #[test]

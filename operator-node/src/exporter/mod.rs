@@ -73,7 +73,13 @@ fn all_usages(g: &GpuView) -> impl Iterator<Item = &PodUsage> {
 }
 
 fn loads(view: &NodeView, knative: &dyn Fn(&str) -> Option<u32>) -> Vec<GpuLoad> {
-    view.gpus.iter().map(|g| node_state::gpu_load(&g.uuid, &g.usages, knative)).collect()
+    view.gpus
+        .iter()
+        .map(|g| match &g.mig {
+            None => node_state::gpu_load(&g.uuid, &g.usages, knative),
+            Some(devices) => node_state::mig_parent_load(&g.uuid, devices.iter().map(|m| (m.sm_share_micro, &m.usages[..])), knative),
+        })
+        .collect()
 }
 
 impl Node {
@@ -238,11 +244,8 @@ impl Exporter {
             if !node.inference {
                 continue;
             }
+            // (MIG devices' inference pods are asked too: their rates are read again at render.)
             let loads = loads(&node.view, &knative_now);
-            // MIG devices' inference pods: their rates are read at render time (below).
-            for u in node.view.gpus.iter().flat_map(|g| g.mig.iter().flatten().flat_map(|m| &m.usages)).filter(|u| u.use_knative) {
-                knative_now(&u.pod_uid);
-            }
             let spec = node_spec(&node.view);
             if let Err(e) = node_state::apply(&mut node.state, &spec, &loads, now) {
                 tracing::warn!(node = %name, error = %e, "node state not updated");
@@ -401,6 +404,7 @@ mod tests {
             profile: "3g.40gb".into(),
             gpu_instance_id: gi,
             memory_mib: 40_192,
+            sm_share_micro: 428_571,
             usages: owner
                 .iter()
                 .map(|_| PodUsage { pod_uid: "uid-mig".into(), util_min: 40, util_max: 60, fb_used_mib: 40_192, use_knative: false })
@@ -423,10 +427,14 @@ mod tests {
         let active = of("DCGM_FI_PROF_GR_ENGINE_ACTIVE", 1);
         assert!((0.4..=0.6).contains(&active), "{active}");
         assert_eq!(of("DCGM_FI_PROF_GR_ENGINE_ACTIVE", 2), 0.0);
-        assert_eq!(of("DCGM_FI_DEV_SM_CLOCK", 1), value(&text, "DCGM_FI_DEV_SM_CLOCK", 1), "one board's clocks");
+        assert_eq!(of("DCGM_FI_DEV_SM_CLOCK", 1), of("DCGM_FI_DEV_SM_CLOCK", 2), "one board's clocks");
         assert_eq!(lines_with(&text, "pod=\"mig-0\"").len(), families::FAMILIES.len() - 4, "no utilization counters");
         assert!(gpu0.iter().all(|l| !l.starts_with("DCGM_FI_DEV_GPU_UTIL")));
         assert_eq!(value(&text, "DCGM_FI_DEV_GPU_UTIL", 1), 0.0, "the whole GPU keeps its series");
+        // The board works for its busy instance: more power and a higher clock than the idle
+        // whole GPU beside it.
+        assert!(of("DCGM_FI_DEV_POWER_USAGE", 2) > value(&text, "DCGM_FI_DEV_POWER_USAGE", 1), "{text}");
+        assert!(of("DCGM_FI_DEV_SM_CLOCK", 2) > value(&text, "DCGM_FI_DEV_SM_CLOCK", 1), "{text}");
     }
 
     #[test]

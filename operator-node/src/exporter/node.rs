@@ -39,6 +39,8 @@ pub struct MigView {
     /// The `GPU_I_ID` label.
     pub gpu_instance_id: u32,
     pub memory_mib: u64,
+    /// Its share of the GPU's SMs, millionths (`fakegpu_model::mig::sm_share_micro`).
+    pub sm_share_micro: u32,
     pub owner: Option<Owner>,
     /// The holder's use of it.
     pub usages: Vec<PodUsage>,

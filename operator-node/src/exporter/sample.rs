@@ -178,6 +178,7 @@ mod tests {
             profile: "1g.10gb".into(),
             gpu_instance_id: 7,
             memory_mib: 9_856,
+            sm_share_micro: 142_857,
             owner: None,
             usages: vec![holder],
         };

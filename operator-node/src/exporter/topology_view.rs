@@ -70,6 +70,7 @@ pub fn node_view(name: &str, topo: &NodeTopology, profiles: &Profiles) -> NodeVi
                         profile: m.profile.clone(),
                         gpu_instance_id: m.gpu_instance_id,
                         memory_mib: m.memory,
+                        sm_share_micro: fakegpu_model::mig::sm_share_micro(&profile, &m.profile).unwrap_or(0),
                         owner: m.allocated_by.as_ref().map(|a| Owner {
                             namespace: a.namespace.clone(),
                             pod: a.pod.clone(),
