@@ -1,20 +1,13 @@
 //! The `fakegpu` binary end to end: listing, identities, exec's environment and exit codes.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
 
-/// The fake NVML, built once per test run (a dependency would not build the cdylib).
-fn library() -> &'static PathBuf {
-    static LIBRARY: OnceLock<PathBuf> = OnceLock::new();
-    LIBRARY.get_or_init(|| {
-        let status = Command::new(env!("CARGO")).args(["build", "-q", "-p", "nvml-shim"]).status().expect("cargo runs");
-        assert!(status.success(), "building nvml-shim failed");
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-        target.join("debug/libnvidia_ml.so")
-    })
+/// The fake NVML, built once per test run.
+fn library() -> PathBuf {
+    common::built().join("libnvidia_ml.so")
 }
 
 fn fakegpu() -> Command {

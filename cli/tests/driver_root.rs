@@ -7,29 +7,15 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 
+mod common;
+
+use common::built;
 use fakegpu_model::config::{parse_config, resolve_config};
 use fakegpu_model::driver_root::lib_dir;
 use fakegpu_model::SimulatedNode;
 
 const CONFIG: &str = r#"{"node":"dr-node","profile":"a100-40gb","gpus":3}"#;
-
-/// The target directory holding the built libraries and our nvidia-smi.
-fn built() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-q", "-p", "nvml-shim", "-p", "cuda-shim", "-p", "nvidia-smi"])
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building the libraries and nvidia-smi failed");
-        std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
-            .join("debug")
-    })
-}
 
 fn scratch(tag: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("driver-root-{tag}-{}", std::process::id()));
