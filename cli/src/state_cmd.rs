@@ -293,17 +293,22 @@ pub fn run_fault(cmd: &FaultCmd) -> Result<i32> {
 /// Plans `config` against the node's current layouts and writes the GPUs that change, in one
 /// update of the state file; a GPU with processes refuses the whole configuration.
 fn apply_mig(path: &std::path::Path, spec: &NodeSpec, configs: &mig_parted::MigConfigs, config: &str) -> Result<i32> {
-    let mut refused = None;
+    let mut refused: Option<String> = None;
     let code = change(path, spec, |s| {
         let current: Vec<mig::MigLayout> = (0..spec.gpu_count).map(|i| s.gpu(i).map(|g| g.mig.clone()).unwrap_or_default()).collect();
-        let holder = |i: u32| s.gpu(i).filter(|g| !g.processes.is_empty()).map(|g| format!("{} process(es)", g.processes.len()));
-        match mig_parted::plan(configs, config, &spec.profile, &current, holder) {
+        let holders = mig_parted::state_holders(s, spec.gpu_count);
+        match mig_parted::plan(configs, config, &spec.profile, &current, |i| holders.get(&i).cloned()) {
             Ok(plan) => {
-                for (gpu, layout) in plan.changes {
-                    s.gpu_mut(spec, gpu, state_file::now())?.mig = layout;
+                let mut target: std::collections::BTreeMap<u32, mig::MigLayout> =
+                    current.into_iter().enumerate().map(|(i, l)| (i as u32, l)).collect();
+                target.extend(plan.changes);
+                match mig_parted::apply_layouts(s, spec, &target, state_file::now()) {
+                    Ok(_) => {}
+                    Err(mig_parted::ApplyError::State(e)) => return Err(e),
+                    Err(e) => refused = Some(e.to_string()),
                 }
             }
-            Err(e) => refused = Some(e),
+            Err(e) => refused = Some(e.to_string()),
         }
         Ok(())
     })?;

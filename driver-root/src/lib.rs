@@ -166,6 +166,14 @@ fn root_config(path: &Path, node: Option<&str>) -> Result<(NodeConfigFile, Simul
     Ok((written, SimulatedNode::new(spec)))
 }
 
+/// The MIG layouts of the live state in the root that `opts` lays (what the next install would
+/// lay capability files and CDI devices for): a caller that keeps a root compares it with what
+/// it laid to know when to lay again.
+pub fn live_mig(opts: &Install) -> Result<BTreeMap<u32, MigLayout>> {
+    let (_, node) = root_config(&opts.config, opts.node.as_deref())?;
+    applied_mig(&opts.root, &node)
+}
+
 /// The applied MIG layouts from the live state the libraries will read (beside the config in
 /// the root), when there is one.
 fn applied_mig(root: &Path, node: &SimulatedNode) -> Result<BTreeMap<u32, MigLayout>> {
@@ -237,6 +245,7 @@ fn lay(full: &Path, entry: &Entry, sources: &Sources) -> Result<()> {
     let _ = std::fs::remove_file(&tmp);
     match &entry.content {
         Content::Text(text) => return write_atomic(full, text.as_bytes(), entry.mode),
+        Content::Bytes(bytes) => return write_atomic(full, bytes, entry.mode),
         Content::Copy(artifact) => {
             let from = match artifact {
                 Artifact::Nvml => &sources.nvml,

@@ -51,6 +51,8 @@ use crate::GpuIdentity;
 /// Where upstream's nvml-mock lays its driver root on the host (its users' `gpu-operator`
 /// values point `driver.root`/`NVIDIA_DRIVER_ROOT` here).
 pub const DEFAULT_ROOT: &str = "/var/lib/nvml-mock/driver";
+/// Where in the root the fake PCI sysfs tree is: `<bdf>/{vendor,device,class,…}` below it.
+pub const SYSFS_PCI_DEVICES: &str = "sys/bus/pci/devices";
 
 /// NVIDIA's char major (devices.txt: 195 = Nvidia graphics devices).
 pub const NVIDIA_MAJOR: u32 = 195;
@@ -122,6 +124,8 @@ pub enum Artifact {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Content {
     Text(String),
+    /// A file's bytes that need not be text (a PCI configuration header).
+    Bytes(Vec<u8>),
     Copy(Artifact),
     /// A relative link target.
     Symlink(String),
@@ -340,7 +344,11 @@ pub fn entries(input: &Input) -> Vec<Entry> {
     }
     out.push(Entry::text(format!("{lib}/{}", config_relative()), 0o644, input.config_json));
     out.push(Entry { path: "usr/bin/nvidia-smi".into(), mode: 0o755, content: Content::Copy(Artifact::NvidiaSmi) });
-    // The fake PCI sysfs tree (sys/bus/pci/devices/<bdf>/…) joins here when its module lands.
+    // The fake PCI sysfs tree GPU Feature Discovery reads (vendor, device, class, NUMA node,
+    // BARs, config), for a volume over the container's /sys/bus/pci/devices.
+    for f in crate::sysfs::pci_devices(input.node) {
+        out.push(Entry { path: format!("{SYSFS_PCI_DEVICES}/{}", f.path), mode: 0o444, content: Content::Bytes(f.contents) });
+    }
     out
 }
 
@@ -473,6 +481,24 @@ mod tests {
             let after = if open { after.trim_start().strip_prefix(&format!("for {}", nvrm_arch())).unwrap() } else { after };
             assert_eq!(after.split_whitespace().next(), Some(version), "{first}");
             assert!(text.lines().nth(1).unwrap().starts_with("GCC version:  "));
+        }
+    }
+
+    #[test]
+    fn the_pci_sysfs_tree_is_in_the_root() {
+        let node = node("h100", 2);
+        let entries = entries(&Input { node: &node, mig: &BTreeMap::new(), config_json: "{}", majors: Majors::default() });
+        let map = by_path(&entries);
+        let files = crate::sysfs::pci_devices(&node);
+        assert!(files.iter().any(|f| f.path.ends_with("/vendor")) && files.iter().any(|f| f.path.ends_with("/config")));
+        for f in &files {
+            let e = map[format!("{SYSFS_PCI_DEVICES}/{}", f.path).as_str()];
+            assert_eq!(e.content, Content::Bytes(f.contents.clone()), "{}", f.path);
+            assert_eq!(e.mode, 0o444);
+        }
+        // One directory per GPU, named by its bus id as the information file's Bus Location.
+        for id in &node.gpus {
+            assert!(map.contains_key(format!("{SYSFS_PCI_DEVICES}/{}/vendor", bdf(id)).as_str()));
         }
     }
 

@@ -18,6 +18,8 @@ use serde_json::Value;
 
 use crate::mig::{self, GiProfile, MigError, MigLayout};
 use crate::profile::Profile;
+use crate::state::{NodeState, Now, StateError};
+use crate::NodeSpec;
 
 /// Which GPUs of a node an entry applies to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -411,6 +413,53 @@ pub fn same_partition(a: &MigLayout, b: &MigLayout) -> bool {
     key(a) == key(b)
 }
 
+/// What runs on each GPU of a live state, by index: `process <pid> (<name>)` for its first
+/// process (and how many more). A GPU with work on it is not repartitioned, whoever put the work
+/// there (a pod's CUDA process, one an operator simulates).
+pub fn state_holders(state: &NodeState, gpu_count: u32) -> BTreeMap<u32, String> {
+    (0..gpu_count)
+        .filter_map(|g| {
+            let procs = &state.gpu(g)?.processes;
+            let p = procs.first()?;
+            let more = match procs.len() - 1 {
+                0 => String::new(),
+                n => format!(" and {n} more"),
+            };
+            Some((g, format!("process {} ({}){more}", p.pid, p.name)))
+        })
+        .collect()
+}
+
+/// Why layouts could not be written to a live state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    #[error("GPU {gpu} is in use by {holder}")]
+    Busy { gpu: u32, holder: String },
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// Writes `target` (GPU index → layout; a GPU absent has MIG off) into a live state; returns the GPUs whose partition changed. Refuses,
+/// changing nothing, when one of those runs a process: callers plan from an earlier read, and
+/// the state file's lock is held only around this.
+pub fn apply_layouts(state: &mut NodeState, spec: &NodeSpec, target: &BTreeMap<u32, MigLayout>, now: Now) -> Result<Vec<u32>, ApplyError> {
+    let whole = MigLayout::default();
+    let changed: Vec<u32> = (0..spec.gpu_count)
+        .filter(|g| {
+            let have = state.gpu(*g).map_or(&whole, |s| &s.mig);
+            !same_partition(have, target.get(g).unwrap_or(&whole))
+        })
+        .collect();
+    let busy = state_holders(state, spec.gpu_count);
+    if let Some((gpu, holder)) = changed.iter().find_map(|g| busy.get(g).map(|h| (*g, h.clone()))) {
+        return Err(ApplyError::Busy { gpu, holder });
+    }
+    for g in &changed {
+        state.gpu_mut(spec, *g, now)?.mig = target.get(g).cloned().unwrap_or_default();
+    }
+    Ok(changed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -609,5 +658,41 @@ mod tests {
         shuffled.gpu_instances.reverse();
         assert!(same_partition(&seven, &shuffled));
         assert_eq!(ConfigState::Failed.label_value(), "failed");
+    }
+
+    fn process(pid: u32, name: &str) -> crate::state::Process {
+        crate::state::Process {
+            pid,
+            name: name.into(),
+            used_memory_bytes: 1 << 30,
+            kind: Default::default(),
+            gpu_instance_id: None,
+            compute_instance_id: None,
+            pid_namespace: None,
+        }
+    }
+
+    #[test]
+    fn apply_layouts_refuses_a_busy_gpu_and_leaves_others_alone() {
+        let spec = NodeSpec::builtin("h100", Some(2), "n").unwrap();
+        let now = Now { unix_ms: 1, boot_ms: 1 };
+        let target = BTreeMap::from([(0, crate::mig::named_layout(&spec.profile, "all-2g.20gb").unwrap())]);
+        let mut state = NodeState::default();
+        state.gpu_mut(&spec, 0, now).unwrap().processes.extend([process(7, "late"), process(8, "other")]);
+        let before = state.clone();
+        assert_eq!(
+            apply_layouts(&mut state, &spec, &target, now),
+            Err(ApplyError::Busy { gpu: 0, holder: "process 7 (late) and 1 more".into() })
+        );
+        assert_eq!(state, before, "nothing written");
+        // A busy GPU whose partition stays is no obstacle; MIG mode becomes current.
+        let mut state = NodeState::default();
+        state.gpu_mut(&spec, 1, now).unwrap().processes.push(process(9, "stays"));
+        assert_eq!(apply_layouts(&mut state, &spec, &target, now), Ok(vec![0]));
+        assert_eq!(state.gpu(0).unwrap().mig, target[&0]);
+        assert_eq!(apply_layouts(&mut state, &spec, &target, now), Ok(vec![]), "applied: nothing changes");
+        // Absent from the target: MIG off.
+        assert_eq!(apply_layouts(&mut state, &spec, &BTreeMap::new(), now), Ok(vec![0]));
+        assert_eq!(state.gpu(0).unwrap().mig, MigLayout::default());
     }
 }

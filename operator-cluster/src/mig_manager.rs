@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference};
+use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::watcher::{self, Event as WEvent};
 use kube::runtime::WatchStreamExt;
@@ -29,27 +29,17 @@ use kube::{Api, Client, ResourceExt};
 use crate::work_queue::WorkQueue;
 use fakegpu_operator_core::common::{self, Error, TopologyArgs};
 use fakegpu_operator_core::mig_manager::{
-    self as core, MigConfigError, MigConfigs, NodeInput, Options, MIG_CONFIG_LABEL, RUNAI_MIG_CONFIG_ANNOTATION,
+    self as core, shared_edge::RequestArgs, MigConfigError, MigConfigs, NodeInput, Options, MIG_CONFIG_LABEL, RUNAI_MIG_CONFIG_ANNOTATION,
 };
 use fakegpu_operator_core::topology::{KWOK_NODE_ANNOTATION, NODE_NAME_LABEL, NODE_TOPOLOGY_LABEL};
-
-/// Where Events about a Node go: the API server accepts an Event about a cluster-scoped object
-/// only in `default` (as the kubelet's node Events are).
-const NODE_EVENT_NAMESPACE: &str = "default";
 
 /// Flags of `fake-gpu-operator mig-manager`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     #[command(flatten)]
     pub topology: TopologyArgs,
-    /// Also honour Run:ai mig-faker's annotation `run.ai/mig.config` (the chart's
-    /// `migFaker.enabled`); it takes precedence over the label.
-    #[arg(long, env = "FAKEGPU_MIG_RUNAI")]
-    pub runai: bool,
-    /// ConfigMap (in the namespace) with custom mig-parted configurations under `config.yaml`,
-    /// overlaid on the built-in ones; none: built-ins only.
-    #[arg(long, env = "FAKEGPU_MIG_CONFIGS_CM")]
-    pub configs_configmap: Option<String>,
+    #[command(flatten)]
+    pub request: RequestArgs,
     /// Seconds between full resyncs.
     #[arg(long, default_value_t = 60)]
     pub resync_seconds: u64,
@@ -117,7 +107,7 @@ impl Shared {
     fn node_event(&self, n: &Node) {
         let name = n.name_any();
         let meta = NodeMeta::of(n);
-        let concerned = meta.concerned(self.args.runai);
+        let concerned = meta.concerned(self.args.request.runai);
         self.record_node(&name, meta);
         if concerned {
             self.queue.mark([name]);
@@ -125,7 +115,7 @@ impl Shared {
     }
 
     fn mark_all(&self) {
-        let runai = self.args.runai;
+        let runai = self.args.request.runai;
         let names: Vec<String> = self.lock().nodes.iter().filter(|(_, m)| m.concerned(runai)).map(|(n, _)| n.clone()).collect();
         self.queue.mark(names);
     }
@@ -135,12 +125,16 @@ impl Shared {
 pub async fn run(args: Args) -> Result<(), Error> {
     let client = args.topology.client().await?;
     let ns = args.topology.namespace();
-    tracing::info!(namespace = %ns, runai = args.runai, configs = ?args.configs_configmap, "mig-manager starting");
+    tracing::info!(namespace = %ns, runai = args.request.runai, configs = ?args.request.configs_configmap, "mig-manager starting");
     let shared = Arc::new(Shared { state: Mutex::default(), queue: Arc::default(), args: args.clone() });
     tokio::spawn(watch_nodes(client.clone(), shared.clone()));
     tokio::spawn(watch_topologies(client.clone(), ns.clone(), shared.clone()));
-    if let Some(name) = args.configs_configmap.clone() {
-        tokio::spawn(watch_custom(client.clone(), ns.clone(), name, shared.clone()));
+    if let Some(name) = args.request.configs_configmap.clone() {
+        let shared = shared.clone();
+        tokio::spawn(core::shared_edge::watch_custom(client.clone(), ns.clone(), name, move |custom| {
+            shared.lock().custom = custom;
+            shared.mark_all();
+        }));
     }
     let resync = shared.clone();
     tokio::spawn(async move {
@@ -230,7 +224,7 @@ async fn watch_topologies(client: Client, ns: String, shared: Arc<Shared>) {
             } else {
                 st.topologies.insert(node.clone(), cm.data.clone().unwrap_or_default());
             }
-            st.nodes.get(&node).is_some_and(|m| m.concerned(shared.args.runai))
+            st.nodes.get(&node).is_some_and(|m| m.concerned(shared.args.request.runai))
         };
         if concerned {
             shared.queue.mark([node]);
@@ -238,40 +232,9 @@ async fn watch_topologies(client: Client, ns: String, shared: Arc<Shared>) {
     }
 }
 
-/// The custom configurations' ConfigMap; a change re-decides every node with a request.
-async fn watch_custom(client: Client, ns: String, name: String, shared: Arc<Shared>) {
-    let api: Api<ConfigMap> = Api::namespaced(client, &ns);
-    let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut s = watcher::watcher(api, cfg).default_backoff().boxed();
-    while let Some(ev) = s.next().await {
-        let custom = match ev {
-            Ok(WEvent::Apply(cm) | WEvent::InitApply(cm)) => Some(custom_of(&cm)),
-            Ok(WEvent::Delete(_)) => None,
-            Ok(WEvent::Init | WEvent::InitDone) => continue,
-            Err(e) => {
-                tracing::warn!(error = %e, "MIG configurations ConfigMap watch");
-                continue;
-            }
-        };
-        if let Some(Err(e)) = &custom {
-            tracing::warn!(configmap = %name, error = %e, "custom MIG configurations unreadable");
-        }
-        shared.lock().custom = custom;
-        shared.mark_all();
-    }
-}
-
-fn custom_of(cm: &ConfigMap) -> Result<MigConfigs, MigConfigError> {
-    let text = cm.data.as_ref().and_then(|d| d.get(core::CUSTOM_CONFIG_KEY)).ok_or_else(|| MigConfigError::Format {
-        at: core::CUSTOM_CONFIG_KEY.to_string(),
-        reason: format!("missing from ConfigMap {}", cm.name_any()),
-    })?;
-    core::parse_custom(text)
-}
-
 /// Decides one node and writes what differs.
 async fn reconcile(client: &Client, shared: &Shared, name: &str) -> Result<(), Error> {
-    let runai = shared.args.runai;
+    let runai = shared.args.request.runai;
     let (meta, write) = {
         let st = shared.lock();
         let Some(meta) = st.nodes.get(name).filter(|m| m.concerned(runai)).cloned() else { return Ok(()) };
@@ -286,7 +249,8 @@ async fn reconcile(client: &Client, shared: &Shared, name: &str) -> Result<(), E
                 return Ok(());
             }
         };
-        let input = NodeInput { labels: &meta.labels, annotations: &meta.annotations, node: &gpus.0, holders: &gpus.1 };
+        let applied = core::applied(&meta.annotations);
+        let input = NodeInput { labels: &meta.labels, annotations: &meta.annotations, node: &gpus.0, holders: &gpus.1, applied: &applied };
         let outcome = core::decide(input, st.custom.as_ref(), Options { runai });
         let write = core::write(&meta.labels, &meta.annotations, &outcome);
         (meta, write)
@@ -310,15 +274,7 @@ async fn reconcile(client: &Client, shared: &Shared, name: &str) -> Result<(), E
     let state = write.labels.get(core::MIG_CONFIG_STATE_LABEL).cloned().flatten();
     tracing::info!(node = name, state = ?state, layouts = write.annotations.contains_key(core::MIG_LAYOUT_ANNOTATION), "MIG request reconciled");
     if let Some(reason) = &write.event {
-        tracing::warn!(node = name, reason = %reason, "MIG request failed");
-        let involved = ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Node".into()),
-            name: Some(name.to_string()),
-            uid: meta.uid.clone(),
-            ..Default::default()
-        };
-        common::warning_event(client, NODE_EVENT_NAMESPACE, involved, core::FAILED_EVENT_REASON, reason, "mig-manager").await;
+        core::shared_edge::failed_event(client, name, meta.uid.clone(), reason).await;
     }
     Ok(())
 }

@@ -16,6 +16,13 @@ pub const DEPLOY_DCGM_EXPORTER: &str = "nvidia.com/gpu.deploy.dcgm-exporter";
 pub const DEPLOY_DEVICE_PLUGIN: &str = "nvidia.com/gpu.deploy.device-plugin";
 pub const DEPLOY_DRA_PLUGIN: &str = "nvidia.com/gpu.deploy.dra-plugin-gpu";
 pub const DEPLOY_CD_PLUGIN: &str = "nvidia.com/gpu.deploy.compute-domain-dra-plugin";
+/// As NVIDIA's GPU Operator: MIG-capable real nodes run the (node-side) MIG manager.
+pub const DEPLOY_MIG_MANAGER: &str = "nvidia.com/gpu.deploy.mig-manager";
+/// Ours: `mock` on nodes of a `gpu.backend: mock` pool. NVIDIA's own components serve those
+/// nodes over the fake NVML the node agent lays, so the chart keeps our kubelet plugins and node
+/// MIG manager off them by this label. The `nvidia.com/gpu.deploy.*` labels cannot say it: NVIDIA's
+/// GPU Operator sets them to `true` for its own DaemonSets on the same nodes.
+pub const BACKEND_LABEL: &str = "fake-gpu-operator.run.ai/backend";
 pub const FAKE_GPU: &str = "run.ai/fake.gpu";
 /// `nvidia.com/gpu.machine` of simulated nodes: GFD's sanitising of the DMI product name the
 /// model gives a simulated machine.
@@ -65,7 +72,7 @@ pub const MANAGED: [&str; 31] = [
     DEPLOY_DEVICE_PLUGIN,
 ];
 /// Managed too (outside the array to keep its length readable).
-pub const MANAGED_EXTRA: [&str; 2] = [DEPLOY_DRA_PLUGIN, DEPLOY_CD_PLUGIN];
+pub const MANAGED_EXTRA: [&str; 4] = [DEPLOY_DRA_PLUGIN, DEPLOY_CD_PLUGIN, DEPLOY_MIG_MANAGER, BACKEND_LABEL];
 
 /// Whether `key` is one of ours: a fixed key, a single-strategy MIG attribute
 /// (`nvidia.com/gpu.multiprocessors`, …) or a mixed-strategy `nvidia.com/mig-<profile>.*` key.
@@ -220,11 +227,17 @@ pub fn desired(r: &ResolvedPool, mig: &[MigLayout], opt: LabelOptions) -> BTreeM
         put("nvidia.com/mig.strategy", opt.mig_strategy.to_string());
     }
     put(FAKE_GPU, "true".to_string());
+    if r.backend == crate::config::Backend::Mock {
+        put(BACKEND_LABEL, "mock".to_string());
+    }
     if !opt.disable_deploy_labels {
         put(DEPLOY_DCGM_EXPORTER, "true".to_string());
         if !opt.kwok {
             for k in [DEPLOY_DEVICE_PLUGIN, DEPLOY_DRA_PLUGIN, DEPLOY_CD_PLUGIN] {
                 put(k, "true".to_string());
+            }
+            if r.profile.mig_capable {
+                put(DEPLOY_MIG_MANAGER, "true".to_string());
             }
         }
     }
@@ -338,6 +351,11 @@ mod tests {
         }
         // KWOK: no kubelet plugins to deploy.
         assert!(!l.contains_key(DEPLOY_DEVICE_PLUGIN) && !l.contains_key(DEPLOY_DRA_PLUGIN));
+        // The KWOK nodes' MIG manager is the cluster-side Deployment.
+        assert!(!l.contains_key(DEPLOY_MIG_MANAGER));
+        // A real node of the same MIG-capable pool runs the node-side MIG manager.
+        let r = pool(Some("a100-40gb"));
+        assert_eq!(desired(&r, &[], LabelOptions { kwok: false, ..OPT })[DEPLOY_MIG_MANAGER], "true");
         assert!(l.keys().all(|k| is_managed(k)), "every written key is managed");
         assert!(l.values().all(|v| crate::config::valid_label_value(v)), "{l:?}");
     }
@@ -354,6 +372,17 @@ mod tests {
         assert_eq!(l["nvidia.com/gpu.product"], "Tesla-K80");
         assert_eq!(l["nvidia.com/gpu.family"], "kepler");
         assert_eq!(l["nvidia.com/mig.capable"], "false");
+        assert!(!desired(&r, &[], LabelOptions { kwok: false, ..OPT }).contains_key(DEPLOY_MIG_MANAGER), "no MIG: no MIG manager");
+    }
+
+    #[test]
+    fn mock_pool_nodes_are_marked() {
+        let mut r = pool(Some("h100"));
+        assert!(!desired(&r, &[], OPT).contains_key(BACKEND_LABEL), "fake pools carry no backend label");
+        r.backend = crate::config::Backend::Mock;
+        let l = desired(&r, &[], LabelOptions { kwok: false, ..OPT });
+        assert_eq!(l[BACKEND_LABEL], "mock");
+        assert!(is_managed(BACKEND_LABEL), "removed when the pool goes back to fake");
     }
 
     #[test]

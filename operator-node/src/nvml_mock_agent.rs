@@ -2,8 +2,8 @@
 //! DaemonSet `nvml-mock-<pool>` of [`fakegpu_operator_core::nvml_mock`]). It lays the driver
 //! root on the host from the pool's node config with this node's name, points
 //! `/run/nvidia/driver` at it and marks the toolkit ready (what NVIDIA's gpu-operator waits
-//! for), writes the CDI spec, then waits for SIGTERM. `--cleanup` (the pod's preStop) takes
-//! away what it laid.
+//! for), writes the CDI spec, then lays the root again whenever its live state's MIG layouts
+//! change, until SIGTERM. `--cleanup` (the pod's preStop) takes away what it laid.
 //!
 //! It sees the host under `--host-root` (hostPath mounts); links and the CDI spec name host
 //! paths, since the host's runtime and NVIDIA's components read them there. What it finds at
@@ -87,6 +87,26 @@ impl Paths {
     }
 }
 
+/// What [`install`] lays the root from.
+fn install_options(args: &Args, paths: &Paths) -> Result<Install, Error> {
+    Ok(Install {
+        root: paths.root.clone(),
+        config: args.config.clone(),
+        node: args.node_name.clone(),
+        sources: Sources::from_dir(&args.lib_dir, args.nvidia_smi.as_deref())?,
+        device_nodes: !args.no_device_nodes,
+        cdi_spec: (!args.no_cdi).then(|| paths.cdi_spec.clone()),
+        cdi_root: Some(args.driver_root.clone()),
+        majors: Majors::default(),
+    })
+}
+
+/// The MIG layouts of the root's live state now.
+fn live_mig(args: &Args) -> Result<std::collections::BTreeMap<u32, fakegpu_model::mig::MigLayout>, Error> {
+    let paths = Paths::new(&args.host_root, &args.driver_root);
+    Ok(fakegpu_driver_root::live_mig(&install_options(args, &paths)?)?)
+}
+
 /// Lays the root, the link, the marker and the CDI spec.
 pub fn install(args: &Args) -> Result<fakegpu_driver_root::Laid, Error> {
     let paths = Paths::new(&args.host_root, &args.driver_root);
@@ -98,16 +118,7 @@ pub fn install(args: &Args) -> Result<fakegpu_driver_root::Laid, Error> {
             args.driver_root
         )));
     }
-    let laid = fakegpu_driver_root::install(&Install {
-        root: paths.root.clone(),
-        config: args.config.clone(),
-        node: args.node_name.clone(),
-        sources: Sources::from_dir(&args.lib_dir, args.nvidia_smi.as_deref())?,
-        device_nodes: !args.no_device_nodes,
-        cdi_spec: (!args.no_cdi).then(|| paths.cdi_spec.clone()),
-        cdi_root: Some(args.driver_root.clone()),
-        majors: Majors::default(),
-    })?;
+    let laid = fakegpu_driver_root::install(&install_options(args, &paths)?)?;
     let io = |what: &Path| {
         let what = what.display().to_string();
         move |e| Error::Io(what, e)
@@ -172,8 +183,44 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let laid = install(&args)?;
     tracing::info!(root = %args.driver_root, node = %laid.node, gpus = laid.gpus, profile = %laid.profile, entries = laid.entries, "nvml-mock driver root laid");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(fakegpu_operator_core::common::shutdown_signal());
+    rt.block_on(async {
+        tokio::select! {
+            _ = fakegpu_operator_core::common::shutdown_signal() => {}
+            _ = follow_mig(&args) => {}
+        }
+    });
     Ok(())
+}
+
+/// Lays the root again whenever its live state's MIG layouts change (`nvidia-smi mig`, `fakegpu
+/// state mig` on the node), so the MIG capability files, `mig-minors` users and the CDI spec
+/// follow the layout as the driver's do, without a restart. Never returns.
+async fn follow_mig(args: &Args) {
+    let mut laid = live_mig(args).ok();
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        let now = match live_mig(args) {
+            Ok(now) => now,
+            Err(e) => {
+                tracing::debug!(error = %e, "live state unreadable; the root stays as laid");
+                continue;
+            }
+        };
+        if laid.as_ref() == Some(&now) {
+            continue;
+        }
+        match install(args) {
+            Ok(l) => {
+                tracing::info!(
+                    entries = l.entries,
+                    mig_gpus = now.values().filter(|m| m.current).count(),
+                    "MIG layout changed: driver root laid again"
+                );
+                laid = Some(now);
+            }
+            Err(e) => tracing::warn!(error = %e, "laying the driver root for the new MIG layout failed; retrying"),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -270,5 +317,33 @@ mod tests {
         cleanup(&args).unwrap();
         assert!(paths.marker.exists());
         assert!(!paths.driver_link.exists() && !paths.root.exists());
+    }
+
+    #[test]
+    fn a_mig_layout_made_after_install_is_seen_and_laid_again() {
+        let (_tmp, args) = setup();
+        install(&args).unwrap();
+        let paths = Paths::new(&args.host_root, &args.driver_root);
+        let laid = live_mig(&args).unwrap();
+        assert!(laid.values().all(|m| !m.current));
+        // nvidia-smi mig on the node: the live state in the root changes.
+        let cfg_dir = paths.root.join(fakegpu_model::driver_root::lib_dir()).join(fakegpu_model::config::SELF_CONFIG_DIR);
+        let spec = fakegpu_model::NodeSpec::builtin("h100", Some(2), "node-a").unwrap();
+        let layout = fakegpu_model::mig::named_layout(&spec.profile, "all-3g.40gb").unwrap();
+        fakegpu_model::state_file::update(&cfg_dir.join(fakegpu_model::state_file::DEFAULT_FILE_NAME), &spec, |s| {
+            s.gpu_mut(&spec, 1, fakegpu_model::state_file::now()).map(|g| g.mig = layout.clone())
+        })
+        .unwrap();
+        let now = live_mig(&args).unwrap();
+        assert_ne!(now, laid, "the change is seen");
+        assert_eq!(now[&1], layout);
+        // Laid again: GPU 1's GPU instances get their capability files (GIs 1 and 2 of two 3g).
+        install(&args).unwrap();
+        let caps = paths.root.join("proc/driver/nvidia/capabilities/gpu1/mig");
+        for gi in [1, 2] {
+            assert!(caps.join(format!("gi{gi}/access")).is_file(), "gi{gi}: {:?}", listing(&paths.root));
+        }
+        cleanup(&args).unwrap();
+        assert!(!paths.root.exists());
     }
 }

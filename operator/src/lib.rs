@@ -16,4 +16,4 @@ pub use fakegpu_operator_cluster::{kwok_device_plugin, mig_manager, nvml_mock, r
 pub use fakegpu_operator_core::mig_manager as mig_manager_core;
 pub use fakegpu_operator_core::nvml_mock as nvml_mock_core;
 pub use fakegpu_operator_core::{common, config, index, labels, node_files, node_state, nrt, pod, resolve, resource_api, topology};
-pub use fakegpu_operator_node::{compute_domain, exporter, inference, kubelet, nvml_mock_agent, podresources_server};
+pub use fakegpu_operator_node::{compute_domain, exporter, inference, kubelet, mig_manager_node, nvml_mock_agent, podresources_server};

@@ -28,6 +28,8 @@ enum Component {
     KwokGpuDevicePlugin(fake_gpu_operator::kwok_device_plugin::Args),
     /// NVIDIA mig-manager (and Run:ai mig-faker) contract for KWOK nodes: nvidia.com/mig.config → layouts, state.
     MigManager(fake_gpu_operator::mig_manager::Args),
+    /// NVIDIA mig-manager (and Run:ai mig-faker) contract on a real node: layouts applied to its live state.
+    NodeMigManager(fake_gpu_operator::mig_manager_node::Args),
     /// Mock backend node agent: lays the fake NVML as a host driver root (DaemonSet nvml-mock-<pool>).
     NvmlMockAgent(fake_gpu_operator::nvml_mock_agent::Args),
     /// Read-only HTTP JSON API of the cluster and per-node topology.
@@ -63,6 +65,7 @@ fn main() -> anyhow::Result<()> {
         Component::StatusUpdater(args) => Ok(runtime()?.block_on(fake_gpu_operator::status_updater::run(args))?),
         Component::KwokGpuDevicePlugin(args) => Ok(runtime()?.block_on(fake_gpu_operator::kwok_device_plugin::run(args))?),
         Component::MigManager(args) => Ok(runtime()?.block_on(fake_gpu_operator::mig_manager::run(args))?),
+        Component::NodeMigManager(args) => fake_gpu_operator::mig_manager_node::run(args),
         Component::NvmlMockAgent(args) => fake_gpu_operator::nvml_mock_agent::run(args),
         Component::TopologyServer(args) => Ok(runtime()?.block_on(fake_gpu_operator::topology_server::run(args))?),
         Component::ComputeDomainController(args) => fake_gpu_operator::compute_domain::cli::controller(args),

@@ -31,6 +31,7 @@ OURS_ONLY = {
     "nvidia.com/gpu.deploy.device-plugin": "GPU Operator's deploy label",
     "nvidia.com/gpu.deploy.dra-plugin-gpu": "GPU Operator's deploy label",
     "nvidia.com/gpu.deploy.compute-domain-dra-plugin": "GPU Operator's deploy label",
+    "nvidia.com/gpu.deploy.mig-manager": "GPU Operator's deploy label (real MIG-capable nodes)",
     "nvidia.com/gpu.present": "written by the GPU Operator's NFD rule on real clusters, not by GFD",
 }
 # Written by GFD only.

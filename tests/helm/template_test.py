@@ -102,7 +102,7 @@ for ns in ("gpu-operator", "team-gpu-sim"):
 docs = render()
 deploys, dsets, svcs = by_kind(docs, "Deployment"), by_kind(docs, "DaemonSet"), by_kind(docs, "Service")
 check("default: upstream workloads", set(deploys) == {"status-updater", "kwok-gpu-device-plugin", "nvidia-dcgm-exporter-kwok", "topology-server", "gpu-operator", "mig-manager"}
-      and set(dsets) == {"device-plugin", "nvidia-dcgm-exporter"}, f"{sorted(deploys)} {sorted(dsets)}")
+      and set(dsets) == {"device-plugin", "nvidia-dcgm-exporter", "nvidia-mig-manager"}, f"{sorted(deploys)} {sorted(dsets)}")
 check("default: upstream services", set(svcs) == {"nvidia-dcgm-exporter", "nvidia-dcgm-exporter-kwok", "topology-server"}, str(sorted(svcs)))
 check("default: dcgm service port 9400 gpu-metrics + scrape annotation",
       svcs["nvidia-dcgm-exporter"]["spec"]["ports"][0] == {"name": "gpu-metrics", "port": 9400, "targetPort": "http"}
@@ -218,6 +218,34 @@ check("mig-manager without migFaker: label path only, custom configs ConfigMap p
       env_mm.get("FAKEGPU_MIG_RUNAI") == "false" and env_mm.get("FAKEGPU_MIG_CONFIGS_CM") == "default-mig-parted-config", str(env_mm))
 check("mig-manager: off when both are off", mig_env(render(sets=["migFaker.enabled=false", "migManager.enabled=false"])) is None)
 check("mig-manager: on for migFaker alone", mig_env(render(sets=["migManager.enabled=false"])) is not None)
+# The node side: a DaemonSet on real MIG-capable nodes, same flags, writing the node dir as the
+# node-local exporter's non-root user.
+def node_mig(docs):
+    return by_kind(docs, "DaemonSet").get("nvidia-mig-manager")
+nm = node_mig(render(sets=["migManager.configsConfigMap=default-mig-parted-config"]))
+nm_spec = nm["spec"]["template"]["spec"]
+nm_c = nm_spec["containers"][0]
+nm_env = {e["name"]: e.get("value") for e in nm_c["env"]}
+check("nvidia-mig-manager: node-mig-manager on nodes labelled nvidia.com/gpu.deploy.mig-manager=true",
+      nm_c["args"] == ["node-mig-manager"] and nm_spec["nodeSelector"] == {"nvidia.com/gpu.deploy.mig-manager": "true"}, str(nm_spec["nodeSelector"]))
+check("nvidia-mig-manager: its node, the node dir, the same request flags as the Deployment",
+      "NODE_NAME" in nm_env and nm_env.get("FAKEGPU_NODE_DIR") == "/var/lib/fake-gpu-operator/nodes"
+      and nm_env.get("FAKEGPU_MIG_RUNAI") == "true" and nm_env.get("FAKEGPU_MIG_CONFIGS_CM") == "default-mig-parted-config", str(nm_env))
+check("nvidia-mig-manager: non-root, unprivileged, the host dir mounted",
+      nm_spec["securityContext"].get("runAsNonRoot") is True and not nm_c["securityContext"].get("privileged")
+      and any(v.get("hostPath", {}).get("path") == "/var/lib/fake-gpu-operator" for v in nm_spec["volumes"]), str(nm_c["securityContext"]))
+# Nodes of mock pools are NVIDIA's components' (docs/mock-backend.md): our node plugins stay off them.
+NOT_MOCK = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+    {"matchExpressions": [{"key": "fake-gpu-operator.run.ai/backend", "operator": "NotIn", "values": ["mock"]}]}]}}}
+all_ds = by_kind(render(sets=["draPlugin.enabled=true", "computeDomainDraPlugin.enabled=true"]), "DaemonSet")
+off_mock = sorted(n for n, d in all_ds.items() if d["spec"]["template"]["spec"].get("affinity") == NOT_MOCK)
+check("device plugin, DRA plugin, compute-domain plugin and node MIG manager avoid mock-pool nodes; the exporter does not",
+      len(off_mock) == 4 and "nvidia-dcgm-exporter" not in off_mock and "device-plugin" in off_mock and "nvidia-mig-manager" in off_mock, str(off_mock))
+user_aff = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "x", "operator": "Exists"}]}]}}}
+dra_ds = [d for n, d in by_kind(render(sets=["draPlugin.enabled=true", "draPlugin.kubeletPlugin.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].key=x",
+                                             "draPlugin.kubeletPlugin.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].operator=Exists"]), "DaemonSet").items() if n.endswith("-kubeletplugin")]
+check("draPlugin.kubeletPlugin.affinity, when set, replaces the default", len(dra_ds) == 1 and dra_ds[0]["spec"]["template"]["spec"]["affinity"] == user_aff)
+check("nvidia-mig-manager: off with the Deployment", node_mig(render(sets=["migFaker.enabled=false", "migManager.enabled=false"])) is None)
 
 # Toggles.
 docs = render(values=["mixed-mode.yaml"], ns="fgo-mixed")

@@ -78,6 +78,19 @@ EOF
   [ "$phase" = Succeeded ]
 }
 
+wait_for() { # seconds command... : polls once a second until the command succeeds
+  local limit=$1 t=0
+  shift
+  until "$@"; do
+    t=$((t + 1)); [ $t -gt "$limit" ] && return 1; sleep 1
+  done
+}
+# A Node field by jsonpath-style dotted key under labels/annotations/allocatable.
+node_label() { k get node "$NODE" -o jsonpath="{.metadata.labels.${1//./\\.}}"; }
+node_annotation() { k get node "$NODE" -o jsonpath="{.metadata.annotations.${1//./\\.}}"; }
+allocatable() { k get node "$NODE" -o jsonpath="{.status.allocatable.${1//./\\.}}"; }
+label_is() { [ "$(node_label "$1")" = "$2" ]; }
+allocatable_is() { [ "$(allocatable "$1")" = "$2" ]; }
 uuids() { grep -o 'GPU-[0-9a-f-]*' | sort -u; }
 
 allocatable_gpus() { # wait until the node advertises N nvidia.com/gpu
@@ -245,6 +258,11 @@ check "the ComputeDomain is Ready with the real node (status: $cd_status)" test 
 k delete pod cd-pod --wait=true --timeout=60s >/dev/null 2>&1
 k delete computedomain real-cd --wait=true --timeout=60s >/dev/null 2>&1
 check "deleting the domain removes its template" sh -c "! $KUBECTL get resourceclaimtemplate real-cd-channel >/dev/null 2>&1"
+
+# shellcheck source=chart-mig.sh
+. "$ROOT/tests/real-node/chart-mig.sh"
+# shellcheck source=chart-mock.sh
+. "$ROOT/tests/real-node/chart-mock.sh"
 
 echo "== helm uninstall"
 k delete pod --all -n default --wait=true --timeout=60s >/dev/null 2>&1

@@ -47,6 +47,9 @@ echo "== binaries"
 CP_BIN="$(tests/cluster/build.sh)" || die "control-plane build failed"
 NODE_BIN="$(tests/real-node/build.sh)" || die "node build failed"
 export FAKEGPU_K8S_BIN_DIR="$CP_BIN" FAKEGPU_NODE_BIN_DIR="$NODE_BIN"
+# NVIDIA's device plugin and GFD, for the mock backend's E2E (chart-mock.sh).
+FAKEGPU_NVIDIA_K8S_DIR="$(tests/gfd/build.sh)" || die "building NVIDIA's device plugin and GFD failed"
+export FAKEGPU_NVIDIA_K8S_DIR FAKEGPU_IMAGES="pause gpu-pod operator nvidia-k8s"
 KUBECTL="$CP_BIN/kubectl"
 cargo build -q -p fakegpu-cluster --bin fakegpu-cluster || die "cargo build -p fakegpu-cluster failed"
 CLUSTER="$ROOT/target/debug/fakegpu-cluster"
@@ -107,7 +110,7 @@ snapshot() {
   if command -v iptables-save >/dev/null; then iptables-save 2>/dev/null | grep -v '^#' | sed 's/\[[0-9:]*\]//'; fi
   if command -v nft >/dev/null; then nft list ruleset 2>/dev/null; fi
   echo "## files"
-  for d in /var/lib/kubelet /var/log/containers /var/log/pods /run/containerd /var/lib/containerd /opt/containerd /run/fakegpu-node-shims /var/lib/fake-gpu-operator /var/lib/cni /etc/cni /var/run/cdi /etc/cdi /opt/cni; do
+  for d in /var/lib/kubelet /var/log/containers /var/log/pods /run/containerd /var/lib/containerd /opt/containerd /run/fakegpu-node-shims /var/lib/fake-gpu-operator /var/lib/cni /etc/cni /var/run/cdi /etc/cdi /opt/cni /var/lib/nvml-mock /run/nvidia; do
     [ -e "$d" ] && find "$d" -maxdepth 3 | sort
   done
   echo "## sysctls"; cat /proc/sys/kernel/panic /proc/sys/kernel/panic_on_oops /proc/sys/vm/overcommit_memory

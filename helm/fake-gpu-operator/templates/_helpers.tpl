@@ -260,3 +260,15 @@ knows only helm's built-in group/versions (which include v1) unless given
 {{- end -}}
 resource.k8s.io/{{ $chosen | default "v1" }}
 {{- end -}}
+
+{{/* Keeps a node component of ours off the nodes of `gpu.backend: mock` pools, which NVIDIA's own
+     components serve over the fake NVML (the status-updater labels them
+     fake-gpu-operator.run.ai/backend=mock; docs/mock-backend.md). */}}
+{{- define "fgo.notMockAffinity" -}}
+affinity:
+  nodeAffinity:
+    requiredDuringSchedulingIgnoredDuringExecution:
+      nodeSelectorTerms:
+        - matchExpressions:
+            - {key: fake-gpu-operator.run.ai/backend, operator: NotIn, values: [mock]}
+{{- end -}}

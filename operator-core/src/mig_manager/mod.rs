@@ -115,6 +115,11 @@ pub fn parse_applied(text: &str) -> Result<Applied, AppliedError> {
     serde_json::from_str(text).map_err(|e| AppliedError(e.to_string()))
 }
 
+/// Whether two sets of layouts partition every GPU alike (instances in any order).
+pub fn same_applied(a: &Applied, b: &Applied) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|((ga, la), (gb, lb))| ga == gb && mig_parted::same_partition(la, lb))
+}
+
 /// The annotation value for `applied`; `None` (annotation removed) when every GPU is whole.
 pub fn applied_value(applied: &Applied) -> Option<String> {
     let kept: Applied = applied.iter().filter(|(_, l)| **l != MigLayout::default()).map(|(g, l)| (*g, l.clone())).collect();
@@ -155,6 +160,9 @@ pub struct NodeInput<'a> {
     /// Its GPUs (profile, count, UUIDs), as the fake NVML resolves them.
     pub node: &'a SimulatedNode,
     pub holders: &'a Holders,
+    /// The layouts applied now: on KWOK nodes read from the annotation ([`applied`]), on real
+    /// nodes from the live state ([`live::applied_in_state`]).
+    pub applied: &'a Result<Applied, AppliedError>,
 }
 
 /// The custom configurations (the mig-parted ConfigMap): none, parsed, or why not.
@@ -218,7 +226,7 @@ fn decide_request(req: &Request, input: NodeInput<'_>, custom: Custom<'_>) -> Re
             (configs, name)
         }
     };
-    let mut now = applied(input.annotations).map_err(|e| e.to_string())?;
+    let mut now = input.applied.clone().map_err(|e| e.to_string())?;
     let gpu_count = input.node.gpus.len() as u32;
     let current: Vec<MigLayout> = (0..gpu_count).map(|g| now.get(&g).cloned().unwrap_or_default()).collect();
     let holder = |g: u32| input.holders.get(&g).cloned();
@@ -329,10 +337,7 @@ pub fn write(labels: &BTreeMap<String, String>, annotations: &BTreeMap<String, S
         Outcome::NoRequest => {}
         Outcome::Success { applied, mapping } => {
             // An equal partition written in another order is not rewritten.
-            let same = self::applied(annotations).is_ok_and(|now| {
-                now.len() == applied.len() && now.iter().zip(applied).all(|((ga, a), (gb, b))| ga == gb && mig_parted::same_partition(a, b))
-            });
-            if !same {
+            if !self::applied(annotations).is_ok_and(|now| same_applied(&now, applied)) {
                 annotation(MIG_LAYOUT_ANNOTATION, applied_value(applied));
             }
             // A mapping left from an earlier Run:ai request would describe devices the label's
@@ -350,5 +355,7 @@ pub fn write(labels: &BTreeMap<String, String>, annotations: &BTreeMap<String, S
     w
 }
 
+pub mod live;
+pub mod shared_edge;
 #[cfg(test)]
 mod tests;

@@ -28,7 +28,8 @@ fn run(
     custom: Custom<'_>,
     runai: bool,
 ) -> (Outcome, NodeWrite) {
-    let o = decide(NodeInput { labels, annotations, node: n, holders }, custom, Options { runai });
+    let now = applied(annotations);
+    let o = decide(NodeInput { labels, annotations, node: n, holders, applied: &now }, custom, Options { runai });
     let w = write(labels, annotations, &o);
     (o, w)
 }

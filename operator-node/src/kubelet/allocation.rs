@@ -122,6 +122,17 @@ pub fn index_of(node: &SimulatedNode, id: &str) -> Option<u32> {
     node.gpus.iter().find(|g| g.uuid.eq_ignore_ascii_case(id)).map(|g| g.index)
 }
 
+/// The id a grant records for a device the kubelet says a pod holds: a GPU's UUID as the node
+/// spells it, or a MIG device's `MIG-` UUID as advertised (the kubelet hands back only ids this
+/// plugin advertised, and MIG devices come and go with the live layout, which the grant does not
+/// need to re-check). Anything else is not ours.
+pub fn grant_id(node: &SimulatedNode, id: &str) -> Option<String> {
+    if let Some(i) = index_of(node, id) {
+        return Some(node.gpus[i as usize].uuid.clone());
+    }
+    id.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("MIG-")).then(|| id.to_string())
+}
+
 /// Picks `size` devices from `available`, always including `must_include`: first the NUMA node
 /// the must-include devices are on (or the one whose free GPUs fit the request most tightly,
 /// leaving bigger free blocks whole), filling NVLink pairs before splitting one, then the rest by
@@ -156,6 +167,19 @@ pub fn preferred(node: &SimulatedNode, available: &[String], must_include: &[Str
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn grant_ids_are_gpu_uuids_as_spelled_and_mig_uuids() {
+        let node = fakegpu_model::SimulatedNode::new(fakegpu_model::NodeSpec::builtin("h100", Some(2), "n").unwrap());
+        let gpu = node.gpus[1].uuid.clone();
+        assert_eq!(grant_id(&node, &gpu.to_ascii_uppercase()), Some(gpu));
+        assert_eq!(
+            grant_id(&node, "MIG-2a024b94-915c-4e74-b895-cc23deda0817").as_deref(),
+            Some("MIG-2a024b94-915c-4e74-b895-cc23deda0817")
+        );
+        assert_eq!(grant_id(&node, "GPU-00000000-0000-0000-0000-000000000000"), None, "not this node's");
+        assert_eq!(grant_id(&node, "nvidia0"), None);
+    }
     use super::*;
     use crate::kubelet::devices::tests::node_with_mig;
     use fakegpu_model::NodeSpec;

@@ -254,11 +254,9 @@ pub async fn run_all(
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = tokio::task::JoinSet::new();
         for (serving, resource, socket) in eps {
+            // Every resource reports its grants, MIG devices by their `MIG-` UUIDs
+            // (`allocation::grant_id`), which the status-updater records as MIG holders.
             let mut cfg = config.clone();
-            // Pods are matched to grants through nvidia.com/gpu only.
-            if serving.kind != Kind::Gpu {
-                cfg.grants = None;
-            }
             cfg.resource_name = resource;
             cfg.socket_name = socket;
             let mut stop = stop_rx.clone();

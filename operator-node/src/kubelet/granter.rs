@@ -63,7 +63,7 @@ impl Granter {
     /// one pod is logged and the others still written.
     pub async fn apply(&self, resp: &pb::ListPodResourcesResponse) -> Result<usize, grant::AnnotatorError> {
         let node = self.node.clone();
-        let canonical = move |id: &str| super::allocation::index_of(&node, id).map(|i| node.gpus[i as usize].uuid.clone());
+        let canonical = move |id: &str| super::allocation::grant_id(&node, id);
         let podresources::Held { pods: held, unknown } = held_by_pod(resp, &self.resource, &canonical);
         for ((ns, name), id) in unknown {
             tracing::warn!(pod = %format!("{ns}/{name}"), device = %id, "pod holds a device that is not a GPU of this node; not annotated");

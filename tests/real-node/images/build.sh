@@ -9,6 +9,7 @@
 #   tests/real-node/images/build.sh [OUT_DIR]          # default target/images
 #   FAKEGPU_IMAGE_PROFILE=debug ...                     # binaries from target/debug (default release)
 #   FAKEGPU_IMAGES="pause gpu-pod"                      # only these (default: pause gpu-pod operator)
+#   FAKEGPU_IMAGES="... nvidia-k8s" FAKEGPU_NVIDIA_K8S_DIR=DIR  # NVIDIA's device plugin + GFD from DIR
 #
 # The builds are the caller's: cargo build --release -p fake-gpu-operator, and
 # scripts/build-portable.sh for what is injected (FAKEGPU_INJECT_DIR, default target/portable/release).
@@ -97,7 +98,22 @@ for image in $IMAGES; do
         --user 65532:65532 --expose 9400 --expose 8080 \
         --entrypoint '["/usr/local/bin/fake-gpu-operator"]' --cmd '["version"]')
       ;;
-    *) echo "images: unknown image $image (pause, gpu-pod, operator)" >&2; exit 2 ;;
+    nvidia-k8s)
+      # NVIDIA's device plugin and GFD (tests/gfd/build.sh) for the mock backend's E2E, with the
+      # libraries the driver root's fake NVML loads (libm, libdl, libpthread), as NVIDIA's glibc
+      # base image has them.
+      need_busybox; need_injected
+      K8S="${FAKEGPU_NVIDIA_K8S_DIR:?set FAKEGPU_NVIDIA_K8S_DIR to the directory tests/gfd/build.sh prints}"
+      mapfile -t bb < <(busybox_args)
+      d=$("${OCI[@]}" --name localhost/fakegpu/nvidia-k8s:1 --out "$OUT/nvidia-k8s.tar" "${bb[@]}" \
+        --file "$K8S/nvidia-device-plugin:/usr/bin/nvidia-device-plugin:0755" \
+        --file "$K8S/gpu-feature-discovery:/usr/bin/gpu-feature-discovery:0755" \
+        --libs-of "$K8S/nvidia-device-plugin" --libs-of "$K8S/gpu-feature-discovery" \
+        --libs-of "$INJ/lib/libnvidia-ml.so.1" --libs-of "$INJ/lib/libcuda.so.1" --dir /tmp:1777 \
+        --text "/etc/passwd:root:x:0:0:root:/root:/bin/sh\n" --text "/etc/group:root:x:0:\n" \
+        --entrypoint '["/usr/bin/nvidia-device-plugin"]')
+      ;;
+    *) echo "images: unknown image $image (pause, gpu-pod, operator, nvidia-k8s)" >&2; exit 2 ;;
   esac
   echo "images: $image built in $(( ($(date +%s%N) - start) / 1000000 )) ms" >&2
   echo "$image $d $(stat -c %s "$OUT/$image.tar")"

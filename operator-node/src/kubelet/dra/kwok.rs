@@ -206,7 +206,13 @@ mod tests {
         let mut n = kwok_node(labels);
         let labels = BTreeMap::from([(MIG_CONFIG_LABEL.to_string(), config.to_string())]);
         let out = mig_manager::decide(
-            mig_manager::NodeInput { labels: &labels, annotations: &BTreeMap::new(), node: sim, holders: &BTreeMap::new() },
+            mig_manager::NodeInput {
+                labels: &labels,
+                annotations: &BTreeMap::new(),
+                node: sim,
+                holders: &BTreeMap::new(),
+                applied: &Ok(Default::default()),
+            },
             None,
             mig_manager::Options::default(),
         );

@@ -1,0 +1,165 @@
+# Sourced by chart.sh with the chart installed on the real node (helpers k, check, ok, bad, ms,
+# wait_for, allocatable_is, label_is, node_label, workloads_ready and the variables NODE, NS, OUT, ROOT, HELM):
+# the mock backend (issue 13). A `gpu.backend: mock` pool of 8 × H100 on the real node: the
+# status-updater's nvml-mock-<pool> DaemonSet lays the driver root on the host, and NVIDIA's own
+# k8s-device-plugin v0.17.4 (built from the Go module proxy, image nvidia-k8s), configured as
+# NVIDIA's GPU Operator configures it (driver root /run/nvidia/driver mounted at /driver-root),
+# serves nvidia.com/gpu from the fake NVML there. Then the pool goes back to `fake` and is
+# removed, and the host is listed.
+
+echo "== mock backend: NVIDIA's device plugin over the driver root the node agent lays"
+DRIVER_ROOT=/var/lib/nvml-mock/driver
+ROOT_LIB=$DRIVER_ROOT/usr/lib/x86_64-linux-gnu
+FAKEGPU="$ROOT/target/debug/fakegpu"
+cargo build -q -p fakegpu || bad "cargo build -p fakegpu"
+host_side() { find /var/lib/nvml-mock /run/nvidia /var/run/cdi -mindepth 1 2>/dev/null | LC_ALL=C sort; }
+host_side >"$OUT/mock-host-before.txt"
+# The agent's hostPath volumes are DirectoryOrCreate: the kubelet makes these if they are missing.
+made_by_kubelet=$(for d in /var/lib/nvml-mock /run/nvidia; do [ -e "$d" ] || echo "$d"; done)
+
+t0=$(ms)
+if "$HELM" upgrade fgo "$ROOT/helm/fake-gpu-operator" -n "$NS" --reuse-values \
+  --set-json 'topology.nodePools.mock={"gpu":{"backend":"mock","profile":"h100","overrides":{"device_count":8}}}' \
+  --wait --timeout 180s >"$OUT/helm-upgrade-mock.txt" 2>&1; then
+  ok "helm upgrade adding a mock pool of 8 × H100 in $(($(ms) - t0)) ms"
+else
+  bad "helm upgrade (mock pool): $(tail -3 "$OUT/helm-upgrade-mock.txt")"
+fi
+k label node "$NODE" run.ai/simulated-gpu-node-pool=mock --overwrite >/dev/null
+check "the status-updater marks the node fake-gpu-operator.run.ai/backend=mock" wait_for 60 label_is fake-gpu-operator.run.ai/backend mock
+agent_objects() { k -n "$NS" get cm nvml-mock-mock >/dev/null 2>&1 && k -n "$NS" get ds nvml-mock-mock >/dev/null 2>&1; }
+check "ConfigMap and DaemonSet nvml-mock-mock exist" wait_for 60 agent_objects
+check "the node agent runs as a pod on the real node" workloads_ready "nvml-mock-mock"
+laid() { [ -e "$ROOT_LIB/libnvidia-ml.so.1" ] && [ "$(readlink /run/nvidia/driver)" = "$DRIVER_ROOT" ] && [ -f /run/nvidia/validations/toolkit-ready ]; }
+check "… and laid the driver root, /run/nvidia/driver → it, toolkit-ready" wait_for 60 laid
+our_plugin_gone() { [ -z "$(k -n "$NS" get pods -l app=device-plugin -o name 2>/dev/null)" ]; }
+check "our device plugin leaves the mock node (NVIDIA's serves it)" wait_for 60 our_plugin_gone
+
+# NVIDIA's nvidia-smi and ours, run from the root with no environment, list the node's GPUs.
+root_uuids=$(LD_LIBRARY_PATH=$ROOT_LIB "$DRIVER_ROOT/usr/bin/nvidia-smi" -L 2>&1 | grep -o 'GPU-[0-9a-f-]*' | sort)
+cm_uuids() { k -n "$NS" get cm "topology-$NODE" -o jsonpath='{.data.topology\.yml}' | grep -o 'GPU-[0-9a-f-]*' | sort; }
+same_as_topology() { [ -n "$root_uuids" ] && [ "$(cm_uuids)" = "$root_uuids" ]; }
+eight() { [ "$(wc -w <<<"$root_uuids")" = 8 ]; }
+check "nvidia-smi from the driver root, no environment, lists 8 GPUs" eight
+check "… with the UUIDs of the node's topology ConfigMap" wait_for 30 same_as_topology
+gpu3=$(LD_LIBRARY_PATH=$ROOT_LIB "$DRIVER_ROOT/usr/bin/nvidia-smi" -L | sed -n 's/^GPU 3: .*(UUID: \(GPU-[0-9a-f-]*\))$/\1/p')
+
+k create namespace nvidia-k8s >/dev/null
+cat <<EOF | k apply -f - >/dev/null
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: nvidia-device-plugin, namespace: nvidia-k8s}
+spec:
+  selector: {matchLabels: {app: nvidia-device-plugin}}
+  template:
+    metadata: {labels: {app: nvidia-device-plugin}}
+    spec:
+      nodeSelector: {run.ai/simulated-gpu-node-pool: mock}
+      priorityClassName: system-node-critical
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: plugin
+        image: localhost/fakegpu/nvidia-k8s:1
+        imagePullPolicy: Never
+        command: [/usr/bin/nvidia-device-plugin]
+        env:
+        - {name: MIG_STRATEGY, value: mixed}
+        - {name: FAIL_ON_INIT_ERROR, value: "true"}
+        - {name: NVIDIA_DRIVER_ROOT, value: /run/nvidia/driver}
+        - {name: CONTAINER_DRIVER_ROOT, value: /driver-root}
+        - {name: DEVICE_LIST_STRATEGY, value: envvar}
+        - {name: DEVICE_ID_STRATEGY, value: uuid}
+        # In place of NVIDIA's container runtime, which puts the driver's libraries in the
+        # plugin's container under the GPU Operator: its platform check dlopens the library by name.
+        - {name: LD_LIBRARY_PATH, value: /driver-root/usr/lib/x86_64-linux-gnu}
+        securityContext: {privileged: true}
+        volumeMounts:
+        - {name: device-plugin, mountPath: /var/lib/kubelet/device-plugins}
+        - {name: driver-root, mountPath: /driver-root, readOnly: true}
+      volumes:
+      - {name: device-plugin, hostPath: {path: /var/lib/kubelet/device-plugins}}
+      - {name: driver-root, hostPath: {path: /run/nvidia/driver}}
+EOF
+nvidia_plugin_ready() { [ "$(k -n nvidia-k8s get ds nvidia-device-plugin -o jsonpath='{.status.numberReady}')" = 1 ]; }
+t0=$(ms)
+check "NVIDIA's device plugin Ready on the real node" wait_for 120 nvidia_plugin_ready
+check "the node advertises nvidia.com/gpu: 8 (NVIDIA's plugin over the fake NVML)" wait_for 60 allocatable_is nvidia.com/gpu 8
+echo "   8 GPUs advertised $(($(ms) - t0)) ms after the DaemonSet"
+k -n nvidia-k8s logs ds/nvidia-device-plugin >"$OUT/nvidia-device-plugin.log" 2>&1
+
+mock_pod() { # name: a pod asking for 2 GPUs that runs nvidia-smi -L from the driver root
+  cat <<EOF | k apply -f - >/dev/null
+apiVersion: v1
+kind: Pod
+metadata: {name: $1, namespace: default}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  nodeSelector: {kubernetes.io/hostname: $NODE}
+  containers:
+  - name: main
+    image: localhost/fakegpu/gpu-pod:1
+    imagePullPolicy: Never
+    command: ["/bin/sh", "-c", "echo NVIDIA_VISIBLE_DEVICES=\$NVIDIA_VISIBLE_DEVICES; LD_LIBRARY_PATH=/driver/usr/lib/x86_64-linux-gnu /driver/usr/bin/nvidia-smi -L"]
+    resources: {limits: {nvidia.com/gpu: 2}}
+    volumeMounts: [{name: driver, mountPath: /driver, readOnly: true}]
+  volumes: [{name: driver, hostPath: {path: $DRIVER_ROOT}}]
+EOF
+  local phase t=0
+  while :; do
+    phase=$(k get pod "$1" -o jsonpath='{.status.phase}')
+    case "$phase" in Succeeded | Failed) break ;; esac
+    t=$((t + 1)); [ $t -gt 90 ] && break; sleep 1
+  done
+  k logs "$1" 2>&1
+  [ "$phase" = Succeeded ]
+}
+log=$(mock_pod mock-a) && ok "a pod asking nvidia.com/gpu: 2 ran nvidia-smi -L from the driver root" || bad "mock pod: $log"
+echo "$log" | sed 's/^/   | /'
+granted=$(sed -n 's/^NVIDIA_VISIBLE_DEVICES=//p' <<<"$log" | tr ',' '\n' | sort)
+seen=$(grep '^GPU [0-9]*: ' <<<"$log" | grep -o 'GPU-[0-9a-f-]*' | sort)
+granted_are_ours() { [ "$(wc -w <<<"$granted")" = 2 ] && [ -z "$(comm -23 <(echo "$granted") <(echo "$root_uuids"))" ]; }
+check "NVIDIA's plugin granted 2 device IDs (NVIDIA_VISIBLE_DEVICES), and they are our UUIDs" granted_are_ours
+check "nvidia-smi in the pod sees exactly its 2 GPUs" test -n "$seen" -a "$seen" = "$granted"
+check "… of the pool's profile (H100, not a fixed A100)" test "$(grep -c '^GPU [0-9]: NVIDIA H100 80GB HBM3 ' <<<"$log")" = 2
+
+echo "== mock backend: an XID on GPU 3 → NVIDIA's plugin marks it Unhealthy"
+config=$ROOT_LIB/fakegpu/config.json
+t0=$(ms)
+"$FAKEGPU" fault inject --config "$config" --gpu 3 --xid 79 >/dev/null || bad "fakegpu fault inject"
+check "allocatable nvidia.com/gpu drops to 7" wait_for 60 allocatable_is nvidia.com/gpu 7
+echo "   7 after $(($(ms) - t0)) ms"
+logged_xid() { k -n nvidia-k8s logs ds/nvidia-device-plugin 2>&1 | grep 'Xid=79' | grep -q -- "${gpu3:-none}"; }
+check "NVIDIA's plugin logged XID 79 on GPU 3 ($gpu3)" logged_xid
+"$FAKEGPU" fault clear --config "$config" --gpu 3 >/dev/null || bad "fakegpu fault clear"
+# NVIDIA's plugin v0.17.4 never marks a device healthy again by itself: its new pod does.
+k -n nvidia-k8s delete pod -l app=nvidia-device-plugin --wait=true >/dev/null
+check "fault cleared and the plugin restarted: nvidia.com/gpu back to 8" wait_for 90 allocatable_is nvidia.com/gpu 8
+
+echo "== mock backend: back to fake, pool removed, host clean"
+k delete pod mock-a --wait=true --timeout=60s >/dev/null 2>&1
+k delete namespace nvidia-k8s --wait=true --timeout=120s >/dev/null
+t0=$(ms)
+"$HELM" upgrade fgo "$ROOT/helm/fake-gpu-operator" -n "$NS" --reuse-values --set topology.nodePools.mock.gpu.backend=fake \
+  --wait --timeout 180s >"$OUT/helm-upgrade-fake.txt" 2>&1 || bad "helm upgrade (mock → fake): $(tail -3 "$OUT/helm-upgrade-fake.txt")"
+agent_gone() { ! k -n "$NS" get ds nvml-mock-mock >/dev/null 2>&1 && ! k -n "$NS" get cm nvml-mock-mock >/dev/null 2>&1 && [ -z "$(k -n "$NS" get pods -l fake-gpu-operator/component=nvml-mock -o name)" ]; }
+check "switched to fake: the status-updater deleted nvml-mock-mock (ConfigMap, DaemonSet, pod)" wait_for 90 agent_gone
+unlaid() { [ "$(host_side)" = "$(cat "$OUT/mock-host-before.txt")" ]; }
+if wait_for 30 unlaid; then
+  ok "the agent's preStop left the host as before ($(($(ms) - t0)) ms): /var/lib/nvml-mock, /run/nvidia, /var/run/cdi"
+else
+  bad "left on the host: $(diff <(cat "$OUT/mock-host-before.txt") <(host_side) | tr '\n' ' ')"
+fi
+no_backend_label() { [ -z "$(node_label fake-gpu-operator.run.ai/backend)" ]; }
+# What the kubelet created for the volumes stays, empty (documented in docs/mock-backend.md);
+# the test removes it so that the suite's host comparison holds.
+for d in $made_by_kubelet; do
+  left=$(find "$d" -mindepth 1 -not -type d 2>/dev/null)
+  [ -z "$left" ] || bad "files left under $d: $left"
+  find "$d" -depth -type d -empty -delete 2>/dev/null
+done
+check "the backend label goes with the mock backend" wait_for 60 no_backend_label
+k label node "$NODE" run.ai/simulated-gpu-node-pool=default --overwrite >/dev/null
+"$HELM" upgrade fgo "$ROOT/helm/fake-gpu-operator" -n "$NS" --reuse-values --set topology.nodePools.mock=null \
+  --wait --timeout 180s >"$OUT/helm-upgrade-nomock.txt" 2>&1 || bad "helm upgrade (pool removed): $(tail -3 "$OUT/helm-upgrade-nomock.txt")"
+check "back in the default pool: our device plugin serves the node again" workloads_ready "device-plugin"
