@@ -53,6 +53,8 @@ use crate::GpuIdentity;
 pub const DEFAULT_ROOT: &str = "/var/lib/nvml-mock/driver";
 /// Where in the root the fake PCI sysfs tree is: `<bdf>/{vendor,device,class,…}` below it.
 pub const SYSFS_PCI_DEVICES: &str = "sys/bus/pci/devices";
+/// Where in the root the machine's DMI product name is (GFD's `nvidia.com/gpu.machine`).
+pub const SYSFS_DMI_PRODUCT_NAME: &str = "sys/class/dmi/id/product_name";
 
 /// NVIDIA's char major (devices.txt: 195 = Nvidia graphics devices).
 pub const NVIDIA_MAJOR: u32 = 195;
@@ -345,7 +347,9 @@ pub fn entries(input: &Input) -> Vec<Entry> {
     out.push(Entry::text(format!("{lib}/{}", config_relative()), 0o644, input.config_json));
     out.push(Entry { path: "usr/bin/nvidia-smi".into(), mode: 0o755, content: Content::Copy(Artifact::NvidiaSmi) });
     // The fake PCI sysfs tree GPU Feature Discovery reads (vendor, device, class, NUMA node,
-    // BARs, config), for a volume over the container's /sys/bus/pci/devices.
+    // BARs, config), for a volume over the container's /sys/bus/pci/devices, and the machine's
+    // DMI name (its `--machine-type-file`).
+    out.push(Entry::text(SYSFS_DMI_PRODUCT_NAME, 0o444, format!("{}\n", crate::sysfs::MACHINE_PRODUCT_NAME)));
     for f in crate::sysfs::pci_devices(input.node) {
         out.push(Entry { path: format!("{SYSFS_PCI_DEVICES}/{}", f.path), mode: 0o444, content: Content::Bytes(f.contents) });
     }
@@ -496,6 +500,7 @@ mod tests {
             assert_eq!(e.content, Content::Bytes(f.contents.clone()), "{}", f.path);
             assert_eq!(e.mode, 0o444);
         }
+        assert_eq!(text(&map, SYSFS_DMI_PRODUCT_NAME), "fake-gpu-operator\n");
         // One directory per GPU, named by its bus id as the information file's Bus Location.
         for id in &node.gpus {
             assert!(map.contains_key(format!("{SYSFS_PCI_DEVICES}/{}/vendor", bdf(id)).as_str()));

@@ -154,3 +154,8 @@ mirrored() {
 }
 check "… mirrored in the mig-layout annotation and the capacity (mig-1g.10gb = 2, mig-3g.40gb = 1)" wait_for 60 mirrored
 check "… and in GFD's labels (nvidia.com/mig-1g.10gb.count=2)" wait_for 30 label_is nvidia.com/mig-1g.10gb.count 2
+
+# Back to whole GPUs for what follows: the layouts go, and with them the mirrored annotation.
+k label node "$NODE" nvidia.com/mig.config=all-disabled --overwrite >/dev/null
+whole_again() { state_is success && layouts_are "off off" && [ -z "$(node_annotation fake-gpu-operator.run.ai/mig-layout)" ]; }
+check "nvidia.com/mig.config=all-disabled: MIG off, the mig-layout annotation gone" wait_for 60 whole_again

@@ -5,7 +5,8 @@
 # k8s-device-plugin v0.17.4 (built from the Go module proxy, image nvidia-k8s), configured as
 # NVIDIA's GPU Operator configures it (driver root /run/nvidia/driver mounted at /driver-root),
 # serves nvidia.com/gpu from the fake NVML there. Then the pool goes back to `fake` and is
-# removed, and the host is listed.
+# removed, and the host is listed. NVIDIA's GFD runs over the same root and its labels are
+# compared with ours.
 
 echo "== mock backend: NVIDIA's device plugin over the driver root the node agent lays"
 DRIVER_ROOT=/var/lib/nvml-mock/driver
@@ -135,6 +136,62 @@ check "NVIDIA's plugin logged XID 79 on GPU 3 ($gpu3)" logged_xid
 # NVIDIA's plugin v0.17.4 never marks a device healthy again by itself: its new pod does.
 k -n nvidia-k8s delete pod -l app=nvidia-device-plugin --wait=true >/dev/null
 check "fault cleared and the plugin restarted: nvidia.com/gpu back to 8" wait_for 90 allocatable_is nvidia.com/gpu 8
+
+echo "== mock backend: NVIDIA's GPU Feature Discovery over the root, labels compared"
+# GFD reads /sys/bus/pci/devices/<bdf>/… for each GPU: the root's fake tree is mounted there.
+cat <<EOF | k apply -f - >/dev/null
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: gpu-feature-discovery, namespace: nvidia-k8s}
+spec:
+  selector: {matchLabels: {app: gpu-feature-discovery}}
+  template:
+    metadata: {labels: {app: gpu-feature-discovery}}
+    spec:
+      nodeSelector: {run.ai/simulated-gpu-node-pool: mock}
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: gfd
+        image: localhost/fakegpu/nvidia-k8s:1
+        imagePullPolicy: Never
+        command: ["/bin/sh", "-c", "gpu-feature-discovery --oneshot --no-timestamp --fail-on-init-error --mig-strategy=mixed --output-file=/tmp/labels --machine-type-file=/driver-root/sys/class/dmi/id/product_name 2>/tmp/gfd.log; echo gfd-exit=\$?; cat /tmp/labels; tail -5 /tmp/gfd.log; exec sleep 600"]
+        env:
+        - {name: LD_LIBRARY_PATH, value: /driver-root/usr/lib/x86_64-linux-gnu}
+        - {name: NODE_NAME, valueFrom: {fieldRef: {fieldPath: spec.nodeName}}}
+        volumeMounts:
+        - {name: driver-root, mountPath: /driver-root, readOnly: true}
+        - {name: pci, mountPath: /sys/bus/pci/devices, readOnly: true}
+      volumes:
+      - {name: driver-root, hostPath: {path: /run/nvidia/driver}}
+      - {name: pci, hostPath: {path: $DRIVER_ROOT/sys/bus/pci/devices}}
+EOF
+gfd_done() { k -n nvidia-k8s logs ds/gpu-feature-discovery 2>/dev/null | grep -q '^gfd-exit='; }
+wait_for 120 gfd_done
+gfd_log=$(k -n nvidia-k8s logs ds/gpu-feature-discovery 2>&1)
+check "GFD ran over the driver root ($(grep -m1 '^gfd-exit=' <<<"$gfd_log"))" grep -qx 'gfd-exit=0' <<<"$gfd_log"
+grep -q '^gfd-exit=0' <<<"$gfd_log" || echo "$gfd_log" | tail -8 | sed 's/^/   | /'
+k get node "$NODE" -o jsonpath='{.metadata.labels}' >"$OUT/mock-node-labels.json"
+grep '^[a-z.]*/[^=]*=' <<<"$gfd_log" >"$OUT/mock-gfd-labels.txt"
+# Keys only one side writes, and why: as tests/gfd/check.py and docs/mig.md list them.
+gfd_equal() {
+  python3 - "$OUT/mock-gfd-labels.txt" "$OUT/mock-node-labels.json" <<'PY'
+import json, sys
+gfd = dict(l.rstrip("\n").split("=", 1) for l in open(sys.argv[1]) if "=" in l)
+node = json.load(open(sys.argv[2]))
+ours = {k: v for k, v in node.items() if k.startswith("nvidia.com/") or k == "run.ai/fake.gpu"}
+def ours_only_ok(k):
+    return k.startswith("nvidia.com/gpu.deploy.") or k.startswith("nvidia.com/mig.config") or k in ("run.ai/fake.gpu", "nvidia.com/gpu.present")
+both = sorted(set(gfd) & set(ours))
+diff = [f"{k}: GFD {gfd[k]!r}, ours {ours[k]!r}" for k in both if gfd[k] != ours[k]]
+gfd_only = sorted(set(gfd) - set(ours))
+ours_only = sorted(k for k in set(ours) - set(gfd) if not ours_only_ok(k))
+print(f"   {len(both)} keys both write; GFD only: {gfd_only}; ours only (unlisted): {ours_only}")
+for d in diff:
+    print("   differs:", d)
+sys.exit(0 if len(both) >= 20 and not diff and not gfd_only and not ours_only else 1)
+PY
+}
+check "NVIDIA GFD's labels equal the status-updater's on every key both write (product, memory, count, compute, family, CUDA, driver, MIG)" gfd_equal
 
 echo "== mock backend: back to fake, pool removed, host clean"
 k delete pod mock-a --wait=true --timeout=60s >/dev/null 2>&1
