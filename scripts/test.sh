@@ -46,6 +46,8 @@ fi
 [ -x tests/go-nvml/run.sh ] && step go-nvml tests/go-nvml/run.sh
 # NVIDIA's gpu-feature-discovery over the fake NVML: its node labels equal the status-updater's.
 [ -x tests/gfd/run.sh ] && step gfd tests/gfd/run.sh
+# NVIDIA's nvidia-ctk cdi generate over a driver root laid by fakegpu driver-root install.
+[ -x tests/nvidia-ctk/run.sh ] && step nvidia-ctk tests/nvidia-ctk/run.sh
 # grpc-go (the kubelet's client) with the socket path as :authority against the DRA plugin sockets.
 [ -x tests/grpc-authority/run.sh ] && step grpc-authority tests/grpc-authority/run.sh
 [ -x tests/live-state/run.sh ] && step live-state tests/live-state/run.sh

@@ -11,9 +11,9 @@
 //! status-updater reads (the applied-layout annotation becomes the topology's MIG devices and
 //! the KWOK capacity), and the status-updater's index is about pods and pools, not requests.
 //!
-//! Real nodes are left alone: applying a layout there means changing the node's live state
-//! file, which this component cannot reach; a state label `success` over unchanged GPUs would
-//! lie.
+//! Real nodes are the node-side manager's (`fakegpu_operator_node::mig_manager_node`, a
+//! DaemonSet): applying a layout there means changing the node's live state file, which this
+//! Deployment cannot reach.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};

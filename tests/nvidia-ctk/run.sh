@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# NVIDIA's `nvidia-ctk cdi generate` (nvidia-container-toolkit v1.20.2, built from the Go module
+# proxy, pinned by go.mod/go.sum here, cached by those files and the Go version) over a driver
+# root laid by `fakegpu driver-root install` (issue 13): it finds the fake NVML in the root,
+# enumerates every GPU by index and by UUID (the UUIDs our nvidia-smi lists from the root), and
+# its device nodes and libraries are the root's. Our own CDI spec (the node agent's) names the
+# same devices.
+#
+# Needs root (the root's device nodes are made with mknod). Env: FAKEGPU_CACHE.
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+command -v go >/dev/null || { echo "nvidia-ctk: the Go toolchain (go) is not on PATH" >&2; exit 2; }
+[ "$(id -u)" = 0 ] || { echo "nvidia-ctk: must run as root (device nodes in the driver root)" >&2; exit 2; }
+
+CACHE_ROOT="${FAKEGPU_CACHE:-$HOME/.cache/fake-gpu-operator}"
+KEY="$( { cd "$HERE" && cat go.mod go.sum tools.go; go env GOVERSION; } | sha256sum | cut -c1-16)"
+CTK="$CACHE_ROOT/nvidia-ctk-$KEY/nvidia-ctk"
+if [ ! -x "$CTK" ]; then
+  mkdir -p "$CACHE_ROOT"
+  exec 9>"$CACHE_ROOT/.nvidia-ctk-$KEY.lock"
+  flock 9
+  if [ ! -x "$CTK" ]; then
+    echo "nvidia-ctk: building github.com/NVIDIA/nvidia-container-toolkit $(awk '$1 == "require" && $2 ~ /nvidia-container-toolkit/ {print $3}' "$HERE/go.mod")" >&2
+    tmp="$(mktemp -d "$CACHE_ROOT/.nvidia-ctk-$KEY.XXXXXX")"
+    (cd "$HERE" && CGO_ENABLED=1 GOTOOLCHAIN=local GOFLAGS="-mod=readonly ${GOFLAGS:-}" \
+       go build -trimpath -o "$tmp/nvidia-ctk" github.com/NVIDIA/nvidia-container-toolkit/cmd/nvidia-ctk 2>"$tmp/build.log") \
+      || { cat "$tmp/build.log" >&2; rm -rf "$tmp"; exit 1; }
+    rm -f "$tmp/build.log"
+    rm -rf "$(dirname "$CTK")" && mv "$tmp" "$(dirname "$CTK")"
+  fi
+fi
+
+cd "$ROOT"
+cargo build -q -p fakegpu -p nvml-shim -p cuda-shim -p nvidia-smi
+FAKEGPU="$ROOT/target/debug/fakegpu"
+WORK="$(mktemp -d "$ROOT/target/nvidia-ctk.XXXXXX")"
+trap 'rm -rf "$WORK"' EXIT
+passed=0 failed=0
+check() { local name=$1; shift; if "$@"; then passed=$((passed + 1)); echo "ok   $name"; else failed=$((failed + 1)); echo "FAIL $name"; fi; }
+
+echo '{"profile": "h100", "gpus": 8, "node": "ctk-node"}' >"$WORK/node.json"
+DR="$WORK/driver"
+"$FAKEGPU" driver-root install --root "$DR" --config "$WORK/node.json" \
+  --cdi-spec "$WORK/ours.json" >/dev/null
+LIB="$DR/usr/lib/x86_64-linux-gnu"
+LD_LIBRARY_PATH="$LIB" "$DR/usr/bin/nvidia-smi" -L >"$WORK/smi.txt"
+"$CTK" cdi generate --driver-root "$DR" --dev-root "$DR" --format json --output "$WORK/ctk.json" 2>"$WORK/ctk.log" \
+  || { cat "$WORK/ctk.log" >&2; echo "nvidia-ctk cdi generate failed"; exit 1; }
+grep -m1 "Using .*libnvidia-ml" "$WORK/ctk.log" | sed 's/^/   /'
+
+python3 - "$WORK" "$DR" <<'EOF'
+import json, re, sys
+work, root = sys.argv[1], sys.argv[2]
+ctk = json.load(open(f"{work}/ctk.json"))
+ours = json.load(open(f"{work}/ours.json"))
+smi = open(f"{work}/smi.txt").read()
+uuids = re.findall(r"^GPU (\d+): .*\(UUID: (GPU-[0-9a-f-]+)\)$", smi, re.M)
+failed = 0
+def check(name, ok, detail=""):
+    global failed
+    print(("ok   " if ok else "FAIL ") + name + ("" if ok else f"\n     {detail}"))
+    failed += not ok
+names = [d["name"] for d in ctk["devices"]]
+want = [i for i, _ in uuids] + [u for _, u in uuids] + ["all"]
+check(f"nvidia-ctk lists {len(uuids)} GPUs by index and by UUID, and all", len(uuids) == 8 and sorted(names) == sorted(want), f"{names} vs {want}")
+by_name = {d["name"]: d for d in ctk["devices"]}
+nodes_ok = all(
+    [(n["path"], n["hostPath"]) for n in by_name[i]["containerEdits"]["deviceNodes"]] == [(f"/dev/nvidia{i}", f"{root}/dev/nvidia{i}")]
+    for i, _ in uuids
+)
+check("each GPU's device node is the root's /dev/nvidia<minor>", nodes_ok, json.dumps(by_name["0"]["containerEdits"]["deviceNodes"]))
+mounts = [m["hostPath"] for m in ctk["containerEdits"].get("mounts", [])]
+check("the fake NVML and nvidia-smi are mounted from the root", any(m.startswith(f"{root}/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.") for m in mounts)
+      and f"{root}/usr/bin/nvidia-smi" in mounts, str(mounts))
+our_names = sorted(d["name"] for d in ours["devices"])
+check("our CDI spec (the node agent's) names the same devices", our_names == sorted(names), f"{our_names} vs {sorted(names)}")
+check("the same kind", ours["kind"] == ctk["kind"] == "nvidia.com/gpu", f"{ours['kind']} {ctk['kind']}")
+sys.exit(1 if failed else 0)
+EOF
+rc=$?
+"$FAKEGPU" driver-root remove --root "$DR" >/dev/null
+check "the root removed leaves its directory empty" test -z "$(find "$DR" -mindepth 1 2>/dev/null)"
+[ $rc -eq 0 ] && [ $failed -eq 0 ]
