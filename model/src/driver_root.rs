@@ -377,10 +377,14 @@ pub fn cdi_spec(input: &Input, root: &str) -> serde_json::Value {
     for id in &input.node.gpus {
         let dev = format!("dev/nvidia{}", id.minor_number);
         all_nodes.push(node(&dev));
-        let edits = json!({ "deviceNodes": [node(&dev)] });
-        devices.push(json!({ "name": id.index.to_string(), "containerEdits": edits }));
-        devices.push(json!({ "name": id.uuid, "containerEdits": edits }));
-        let Some(layout) = input.mig.get(&id.index) else { continue };
+        let layout = input.mig.get(&id.index).filter(|l| l.current);
+        // As `nvidia-ctk cdi generate`: a GPU in MIG mode is offered as its MIG devices only.
+        let Some(layout) = layout else {
+            let edits = json!({ "deviceNodes": [node(&dev)] });
+            devices.push(json!({ "name": id.index.to_string(), "containerEdits": edits }));
+            devices.push(json!({ "name": id.uuid, "containerEdits": edits }));
+            continue;
+        };
         let caps: BTreeMap<(u32, u32), (u32, u32)> = mig_caps(id.minor_number, layout)
             .into_iter()
             .flat_map(|(gi, gi_minor, cis)| cis.into_iter().map(move |(ci, ci_minor)| ((gi, ci), (gi_minor, ci_minor))))
@@ -614,17 +618,19 @@ mod tests {
             }
             assert_eq!(map["dev/nvidia-uvm-tools"].content, Content::CharDevice { major: 300, minor: 1 });
 
-            // The CDI spec: per GPU by index and UUID, per MIG device by `<gpu>:<index>` and
-            // UUID with its parent node and both capability nodes, and `all`.
+            // The CDI spec: per whole GPU by index and UUID, per MIG device by `<gpu>:<index>`
+            // and UUID with its parent node and both capability nodes (a GPU in MIG mode only
+            // through them, as nvidia-ctk), and `all`.
             let spec = cdi_spec(&input, "/var/lib/nvml-mock/driver/");
             assert_eq!(spec["kind"], "nvidia.com/gpu");
             let devices = spec["devices"].as_array().unwrap();
             let names: Vec<&str> = devices.iter().map(|d| d["name"].as_str().unwrap()).collect();
             let mut expected: Vec<String> = Vec::new();
             for gpu in &node.gpus {
-                expected.push(gpu.index.to_string());
-                expected.push(gpu.uuid.clone());
-                if gpu.index % 2 == 1 {
+                if gpu.index % 2 == 0 {
+                    expected.push(gpu.index.to_string());
+                    expected.push(gpu.uuid.clone());
+                } else {
                     for m in gpu_mig_devices(profile, &node.spec.node_name, gpu.index, &gpu.uuid, &layout) {
                         expected.push(format!("{}:{}", gpu.index, m.index));
                         expected.push(m.uuid.clone());

@@ -79,6 +79,36 @@ check("the same kind", ours["kind"] == ctk["kind"] == "nvidia.com/gpu", f"{ours[
 sys.exit(1 if failed else 0)
 EOF
 rc=$?
+
+# MIG: nvidia-ctk reads the MIG capability minors from /proc/driver/nvidia-caps/mig-minors, the
+# kernel module's procfs file, not under the driver root. Here it runs in a private mount
+# namespace with a tmpfs over /proc/driver holding the root's copy of that (fixed) table, as the
+# module would show it; the host's /proc is untouched.
+"$FAKEGPU" state mig --config "$LIB/fakegpu/config.json" --mig-config all-balanced >/dev/null
+"$FAKEGPU" driver-root install --root "$DR" --config "$WORK/node.json" --cdi-spec "$WORK/ours-mig.json" >/dev/null 2>&1
+LD_LIBRARY_PATH="$LIB" "$DR/usr/bin/nvidia-smi" -L >"$WORK/smi-mig.txt"
+unshare --mount --propagation private -- sh -c 'mount -t tmpfs -o mode=0555 fakegpu-nvidia-caps /proc/driver &&
+  mkdir /proc/driver/nvidia-caps && cp "$1/proc/driver/nvidia-caps/mig-minors" /proc/driver/nvidia-caps/ &&
+  exec "$2" cdi generate --driver-root "$1" --dev-root "$1" --format json --output "$3"' sh "$DR" "$CTK" "$WORK/ctk-mig.json" 2>"$WORK/ctk-mig.log" \
+  || { cat "$WORK/ctk-mig.log" >&2; echo "FAIL nvidia-ctk cdi generate with MIG"; rc=1; }
+python3 - "$WORK" <<'EOF' || rc=1
+import json, re, sys
+work = sys.argv[1]
+ctk = json.load(open(f"{work}/ctk-mig.json"))
+ours = json.load(open(f"{work}/ours-mig.json"))
+smi = open(f"{work}/smi-mig.txt").read()
+mig_uuids = sorted(re.findall(r"\(UUID: (MIG-[0-9a-f-]+)\)", smi))
+names = sorted(d["name"] for d in ctk["devices"])
+ctk_mig = sorted(n for n in names if n.startswith("MIG-"))
+ok = len(mig_uuids) == 8 * 4 and ctk_mig == mig_uuids and sum(":" in n for n in names) == 32
+print(("ok   " if ok else "FAIL ") + f"with all-balanced on 8 GPUs nvidia-ctk lists every MIG device by <gpu>:<index> and by the {len(mig_uuids)} MIG UUIDs nvidia-smi lists")
+same = sorted(d["name"] for d in ours["devices"]) == names
+print(("ok   " if same else "FAIL ") + "our CDI spec names the same devices (GPUs in MIG mode through their MIG devices only)")
+if not (ok and same):
+    print(f"     ctk: {names}\n     ours: {sorted(d['name'] for d in ours['devices'])}")
+sys.exit(0 if ok and same else 1)
+EOF
+
 "$FAKEGPU" driver-root remove --root "$DR" >/dev/null
 check "the root removed leaves its directory empty" test -z "$(find "$DR" -mindepth 1 2>/dev/null)"
 [ $rc -eq 0 ] && [ $failed -eq 0 ]

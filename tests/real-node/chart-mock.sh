@@ -4,7 +4,8 @@
 # status-updater's nvml-mock-<pool> DaemonSet lays the driver root on the host, and NVIDIA's own
 # k8s-device-plugin v0.17.4 (built from the Go module proxy, image nvidia-k8s), configured as
 # NVIDIA's GPU Operator configures it (driver root /run/nvidia/driver mounted at /driver-root),
-# serves nvidia.com/gpu from the fake NVML there. Then the pool goes back to `fake` and is
+# serves nvidia.com/gpu (and, with a MIG layout, nvidia.com/mig-*) from the fake NVML there.
+# Then the pool goes back to `fake` and is
 # removed, and the host is listed. NVIDIA's GFD runs over the same root and its labels are
 # compared with ours.
 
@@ -62,7 +63,10 @@ spec:
       - name: plugin
         image: localhost/fakegpu/nvidia-k8s:1
         imagePullPolicy: Never
-        command: [/usr/bin/nvidia-device-plugin]
+        # MIG devices: the plugin reads /proc/driver/nvidia-caps/mig-minors, the kernel module's
+        # procfs file, from its own /proc; the privileged container puts the root's copy (the
+        # driver's fixed table) there on a tmpfs over /proc/driver, as the module would show it.
+        command: ["/bin/sh", "-c", "mount -t tmpfs -o mode=0555 nvidia-caps /proc/driver && mkdir /proc/driver/nvidia-caps && cp /driver-root/proc/driver/nvidia-caps/mig-minors /proc/driver/nvidia-caps/ && exec /usr/bin/nvidia-device-plugin"]
         env:
         - {name: MIG_STRATEGY, value: mixed}
         - {name: FAIL_ON_INIT_ERROR, value: "true"}
@@ -88,7 +92,7 @@ check "the node advertises nvidia.com/gpu: 8 (NVIDIA's plugin over the fake NVML
 echo "   8 GPUs advertised $(($(ms) - t0)) ms after the DaemonSet"
 k -n nvidia-k8s logs ds/nvidia-device-plugin >"$OUT/nvidia-device-plugin.log" 2>&1
 
-mock_pod() { # name: a pod asking for 2 GPUs that runs nvidia-smi -L from the driver root
+mock_pod() { # name [resource count]: a pod asking for them (2 GPUs) that runs nvidia-smi -L from the driver root
   cat <<EOF | k apply -f - >/dev/null
 apiVersion: v1
 kind: Pod
@@ -102,7 +106,7 @@ spec:
     image: localhost/fakegpu/gpu-pod:1
     imagePullPolicy: Never
     command: ["/bin/sh", "-c", "echo NVIDIA_VISIBLE_DEVICES=\$NVIDIA_VISIBLE_DEVICES; LD_LIBRARY_PATH=/driver/usr/lib/x86_64-linux-gnu /driver/usr/bin/nvidia-smi -L"]
-    resources: {limits: {nvidia.com/gpu: 2}}
+    resources: {limits: {${2:-nvidia.com/gpu}: ${3:-2}}}
     volumeMounts: [{name: driver, mountPath: /driver, readOnly: true}]
   volumes: [{name: driver, hostPath: {path: $DRIVER_ROOT}}]
 EOF
@@ -192,6 +196,23 @@ sys.exit(0 if len(both) >= 20 and not diff and not gfd_only and not ours_only el
 PY
 }
 check "NVIDIA GFD's labels equal the status-updater's on every key both write (product, memory, count, compute, family, CUDA, driver, MIG)" gfd_equal
+
+echo "== mock backend: a MIG layout (mixed) with NVIDIA's device plugin"
+"$FAKEGPU" state mig --config "$config" --mig-config all-1g.10gb >/dev/null || bad "fakegpu state mig all-1g.10gb on the root"
+# GPU 7's last 1g.10gb instance (GI 13, CI 0): the agent lays the root again for the new layout.
+caps_laid() { [ -f "$DRIVER_ROOT/proc/driver/nvidia/capabilities/gpu7/mig/gi13/ci0/access" ]; }
+check "the agent lays the MIG capability files of the new layout" wait_for 30 caps_laid
+# NVIDIA's mig-manager restarts the device plugin after a reconfiguration; so does the test.
+k -n nvidia-k8s delete pod -l app=nvidia-device-plugin --wait=true >/dev/null
+capacity_is() { [ "$(k get node "$NODE" -o jsonpath="{.status.capacity.${1//./\\.}}")" = "$2" ]; }
+mig56() { allocatable_is nvidia.com/mig-1g.10gb 56 && capacity_is nvidia.com/mig-1g.10gb 56; }
+check "NVIDIA's plugin advertises nvidia.com/mig-1g.10gb: 56, every device healthy (allocatable = capacity)" wait_for 90 mig56
+log=$(mock_pod mock-mig nvidia.com/mig-1g.10gb 1) && ok "a pod asking nvidia.com/mig-1g.10gb: 1 ran nvidia-smi -L from the driver root" || bad "MIG pod: $log"
+echo "$log" | sed 's/^/   | /'
+granted=$(sed -n 's/^NVIDIA_VISIBLE_DEVICES=//p' <<<"$log")
+one_mig() { [[ "$granted" =~ ^MIG-[0-9a-f-]+$ ]] && [ "$(grep -c '^GPU [0-9]*: ' <<<"$log")" = 1 ] && [ "$(grep -c 'MIG 1g.10gb *Device *[0-9]*: (UUID: '"$granted"')' <<<"$log")" = 1 ]; }
+check "it was granted one MIG device ($granted), and nvidia-smi in it sees that one" one_mig
+k delete pod mock-mig --wait=true --timeout=60s >/dev/null 2>&1
 
 echo "== mock backend: back to fake, pool removed, host clean"
 k delete pod mock-a --wait=true --timeout=60s >/dev/null 2>&1
