@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Node};
-use kube::api::{Patch, PatchParams};
 use kube::runtime::watcher::{self, Event as WEvent};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, ResourceExt};
@@ -29,7 +28,9 @@ use kube::{Api, Client, ResourceExt};
 use crate::work_queue::WorkQueue;
 use fakegpu_operator_core::common::{self, Error, TopologyArgs};
 use fakegpu_operator_core::mig_manager::{
-    self as core, shared_edge::RequestArgs, MigConfigError, MigConfigs, NodeInput, Options, MIG_CONFIG_LABEL, RUNAI_MIG_CONFIG_ANNOTATION,
+    self as core,
+    shared_edge::{NodeMeta, RequestArgs},
+    MigConfigError, MigConfigs, NodeInput, Options, MIG_CONFIG_LABEL, RUNAI_MIG_CONFIG_ANNOTATION,
 };
 use fakegpu_operator_core::topology::{KWOK_NODE_ANNOTATION, NODE_NAME_LABEL, NODE_TOPOLOGY_LABEL};
 
@@ -48,30 +49,10 @@ pub struct Args {
     pub concurrency: usize,
 }
 
-/// A node as far as the manager cares.
-#[derive(Debug, Clone, Default)]
-struct NodeMeta {
-    uid: Option<String>,
-    labels: BTreeMap<String, String>,
-    annotations: BTreeMap<String, String>,
-    version: Option<u64>,
-}
-
-impl NodeMeta {
-    fn of(n: &Node) -> NodeMeta {
-        NodeMeta {
-            uid: n.metadata.uid.clone(),
-            labels: n.labels().clone(),
-            annotations: n.annotations().clone(),
-            version: n.metadata.resource_version.as_deref().and_then(|v| v.parse().ok()),
-        }
-    }
-
-    /// Whether the manager has anything to do with it: a KWOK node with a request.
-    fn concerned(&self, runai: bool) -> bool {
-        let kwok = self.annotations.get(KWOK_NODE_ANNOTATION).map(String::as_str) == Some("fake");
-        kwok && (self.labels.contains_key(MIG_CONFIG_LABEL) || (runai && self.annotations.contains_key(RUNAI_MIG_CONFIG_ANNOTATION)))
-    }
+/// Whether the manager has anything to do with a node: a KWOK node with a request.
+fn concerned(meta: &NodeMeta, runai: bool) -> bool {
+    let kwok = meta.annotations.get(KWOK_NODE_ANNOTATION).map(String::as_str) == Some("fake");
+    kwok && (meta.labels.contains_key(MIG_CONFIG_LABEL) || (runai && meta.annotations.contains_key(RUNAI_MIG_CONFIG_ANNOTATION)))
 }
 
 #[derive(Default)]
@@ -97,7 +78,7 @@ impl Shared {
     /// before our own patch, whose response came first).
     fn record_node(&self, name: &str, meta: NodeMeta) {
         let mut st = self.lock();
-        let older = st.nodes.get(name).is_some_and(|k| matches!((meta.version, k.version), (Some(a), Some(b)) if a < b));
+        let older = st.nodes.get(name).is_some_and(|k| meta.older_than(k));
         if !older {
             st.nodes.insert(name.to_string(), meta);
         }
@@ -107,7 +88,7 @@ impl Shared {
     fn node_event(&self, n: &Node) {
         let name = n.name_any();
         let meta = NodeMeta::of(n);
-        let concerned = meta.concerned(self.args.request.runai);
+        let concerned = concerned(&meta, self.args.request.runai);
         self.record_node(&name, meta);
         if concerned {
             self.queue.mark([name]);
@@ -116,7 +97,7 @@ impl Shared {
 
     fn mark_all(&self) {
         let runai = self.args.request.runai;
-        let names: Vec<String> = self.lock().nodes.iter().filter(|(_, m)| m.concerned(runai)).map(|(n, _)| n.clone()).collect();
+        let names: Vec<String> = self.lock().nodes.iter().filter(|(_, m)| concerned(m, runai)).map(|(n, _)| n.clone()).collect();
         self.queue.mark(names);
     }
 }
@@ -224,7 +205,7 @@ async fn watch_topologies(client: Client, ns: String, shared: Arc<Shared>) {
             } else {
                 st.topologies.insert(node.clone(), cm.data.clone().unwrap_or_default());
             }
-            st.nodes.get(&node).is_some_and(|m| m.concerned(shared.args.request.runai))
+            st.nodes.get(&node).is_some_and(|m| concerned(m, shared.args.request.runai))
         };
         if concerned {
             shared.queue.mark([node]);
@@ -237,7 +218,7 @@ async fn reconcile(client: &Client, shared: &Shared, name: &str) -> Result<(), E
     let runai = shared.args.request.runai;
     let (meta, write) = {
         let st = shared.lock();
-        let Some(meta) = st.nodes.get(name).filter(|m| m.concerned(runai)).cloned() else { return Ok(()) };
+        let Some(meta) = st.nodes.get(name).filter(|m| concerned(m, runai)).cloned() else { return Ok(()) };
         let gpus = match core::node_gpus(name, &meta.labels, st.topologies.get(name)) {
             Ok(Some(g)) => g,
             Ok(None) => {
@@ -258,23 +239,12 @@ async fn reconcile(client: &Client, shared: &Shared, name: &str) -> Result<(), E
     if write.is_empty() {
         return Ok(());
     }
-    let nodes: Api<Node> = Api::all(client.clone());
-    // The UID guards against a node re-created under the same name meanwhile.
-    let mut patch = write.patch();
-    patch["metadata"]["uid"] = serde_json::json!(meta.uid);
-    let patched = match nodes.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+    match core::shared_edge::write_node(client, name, &meta, &write).await? {
+        Some(patched) => shared.record_node(name, patched),
         // Deleted meanwhile: nothing to do (its Delete event drops it too).
-        Err(kube::Error::Api(s)) if s.code == 404 => {
+        None => {
             shared.lock().nodes.remove(name);
-            return Ok(());
         }
-        r => r?,
-    };
-    shared.record_node(name, NodeMeta::of(&patched));
-    let state = write.labels.get(core::MIG_CONFIG_STATE_LABEL).cloned().flatten();
-    tracing::info!(node = name, state = ?state, layouts = write.annotations.contains_key(core::MIG_LAYOUT_ANNOTATION), "MIG request reconciled");
-    if let Some(reason) = &write.event {
-        core::shared_edge::failed_event(client, name, meta.uid.clone(), reason).await;
     }
     Ok(())
 }

@@ -18,17 +18,16 @@ use std::time::Duration;
 use anyhow::Context;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Node};
-use kube::api::{Patch, PatchParams};
 use kube::runtime::watcher::{self, Event as WEvent};
 use kube::runtime::WatchStreamExt;
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client};
 use tokio::sync::Notify;
 
 use crate::kubelet::cli::{runtime, terminated, NodeArgs};
 use crate::kubelet::{load_node, NodeFiles};
 use fakegpu_model::state_file;
 use fakegpu_operator_core::common::TopologyArgs;
-use fakegpu_operator_core::mig_manager::shared_edge::{self, RequestArgs};
+use fakegpu_operator_core::mig_manager::shared_edge::{self, NodeMeta, RequestArgs};
 use fakegpu_operator_core::mig_manager::{self as core, live, MigConfigError, MigConfigs, NodeInput, Options, Outcome};
 use fakegpu_operator_core::topology::{NodeTopology, NODE_NAME_LABEL, NODE_TOPOLOGY_LABEL, TOPOLOGY_KEY};
 
@@ -47,26 +46,6 @@ pub struct Args {
     /// Milliseconds between looks at the state file's layouts (a change made with nvidia-smi).
     #[arg(long, default_value_t = 1000)]
     pub poll_ms: u64,
-}
-
-/// The node as last seen (watch or our own patch's response).
-#[derive(Debug, Clone, Default)]
-struct NodeMeta {
-    uid: Option<String>,
-    labels: BTreeMap<String, String>,
-    annotations: BTreeMap<String, String>,
-    version: Option<u64>,
-}
-
-impl NodeMeta {
-    fn of(n: &Node) -> NodeMeta {
-        NodeMeta {
-            uid: n.metadata.uid.clone(),
-            labels: n.labels().clone(),
-            annotations: n.annotations().clone(),
-            version: n.metadata.resource_version.as_deref().and_then(|v| v.parse().ok()),
-        }
-    }
 }
 
 #[derive(Default)]
@@ -93,7 +72,7 @@ impl Shared {
     /// our own patch, whose response came first).
     fn record_node(&self, meta: NodeMeta) {
         let mut st = self.lock();
-        let older = st.node.as_ref().is_some_and(|k| matches!((meta.version, k.version), (Some(a), Some(b)) if a < b));
+        let older = st.node.as_ref().is_some_and(|k| meta.older_than(k));
         if !older {
             st.node = Some(meta);
         }
@@ -254,16 +233,9 @@ async fn reconcile(client: &Client, shared: &Shared, files: &NodeFiles, name: &s
     if write.is_empty() {
         return Ok(());
     }
-    let nodes: Api<Node> = Api::all(client.clone());
-    let mut patch = write.patch();
-    // The UID guards against a node re-created under the same name meanwhile.
-    patch["metadata"]["uid"] = serde_json::json!(meta.uid);
-    let patched = nodes.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.context("patching the node")?;
-    shared.record_node(NodeMeta::of(&patched));
-    let state = write.labels.get(core::MIG_CONFIG_STATE_LABEL).cloned().flatten();
-    tracing::info!(state = ?state, layouts = write.annotations.contains_key(core::MIG_LAYOUT_ANNOTATION), "MIG state written to the node");
-    if let Some(reason) = &write.event {
-        shared_edge::failed_event(client, name, meta.uid.clone(), reason).await;
+    match shared_edge::write_node(client, name, &meta, &write).await.context("patching the node")? {
+        Some(patched) => shared.record_node(patched),
+        None => shared.lock().node = None,
     }
     Ok(())
 }
