@@ -1,5 +1,5 @@
 # Sourced by chart.sh with the chart installed on the real node (helpers k, check, ok, bad, ms,
-# wait_for, label_is, allocatable_is, workloads_ready, allocatable_gpus and the variables NODE, NS, OUT, ROOT, HELM, KUBECTL, dra_ds):
+# wait_for, label_is, allocatable_is, apply_pod, workloads_ready, allocatable_gpus and the variables NODE, NS, OUT, ROOT, HELM, KUBECTL, dra_ds):
 # MIG on the real node (issue 14). nvidia.com/mig.config → the node's live state through the
 # DaemonSet nvidia-mig-manager → capacity, GFD's labels, a pod's MIG device, per-MIG metrics;
 # a change while a pod holds a GPU fails with nothing changed; upstream's run.ai/mig.config; a
@@ -54,21 +54,7 @@ check "capacity: nvidia.com/mig-1g.10gb = 14 (NVIDIA's mixed strategy), nvidia.c
 gfd14() { label_is nvidia.com/mig-1g.10gb.count 14 && label_is nvidia.com/mig-1g.10gb.memory 9984; }
 check "GFD's MIG labels from the live layout (mig-1g.10gb.count=14, memory=9984 as GFD writes it)" wait_for 30 gfd14
 
-cat <<EOF | k apply -f - >/dev/null
-apiVersion: v1
-kind: Pod
-metadata: {name: mig-pod, namespace: default}
-spec:
-  restartPolicy: Never
-  terminationGracePeriodSeconds: 1
-  nodeSelector: {kubernetes.io/hostname: $NODE}
-  containers:
-  - name: main
-    image: localhost/fakegpu/gpu-pod:1
-    imagePullPolicy: Never
-    command: ["/bin/sh", "-c", "nvidia-smi -L && echo listed; exec sleep 600"]
-    resources: {limits: {nvidia.com/mig-1g.10gb: 1}}
-EOF
+apply_pod mig-pod 'nvidia-smi -L && echo listed; exec sleep 600' nvidia.com/mig-1g.10gb 1
 listed() { k logs mig-pod 2>/dev/null | grep -qx listed; }
 wait_for 90 listed
 log=$(k logs mig-pod 2>&1)

@@ -1,5 +1,5 @@
 # Sourced by chart.sh with the chart installed on the real node (helpers k, check, ok, bad, ms,
-# wait_for, allocatable_is, label_is, node_label, workloads_ready and the variables NODE, NS, OUT, ROOT, HELM):
+# wait_for, allocatable_is, label_is, node_label, run_pod, workloads_ready and the variables NODE, NS, OUT, ROOT, HELM):
 # the mock backend (issue 13). A `gpu.backend: mock` pool of 8 × H100 on the real node: the
 # status-updater's nvml-mock-<pool> DaemonSet lays the driver root on the host, and NVIDIA's own
 # k8s-device-plugin v0.17.4 (built from the Go module proxy, image nvidia-k8s), configured as
@@ -92,32 +92,9 @@ check "the node advertises nvidia.com/gpu: 8 (NVIDIA's plugin over the fake NVML
 echo "   8 GPUs advertised $(($(ms) - t0)) ms after the DaemonSet"
 k -n nvidia-k8s logs ds/nvidia-device-plugin >"$OUT/nvidia-device-plugin.log" 2>&1
 
-mock_pod() { # name [resource count]: a pod asking for them (2 GPUs) that runs nvidia-smi -L from the driver root
-  cat <<EOF | k apply -f - >/dev/null
-apiVersion: v1
-kind: Pod
-metadata: {name: $1, namespace: default}
-spec:
-  restartPolicy: Never
-  terminationGracePeriodSeconds: 1
-  nodeSelector: {kubernetes.io/hostname: $NODE}
-  containers:
-  - name: main
-    image: localhost/fakegpu/gpu-pod:1
-    imagePullPolicy: Never
-    command: ["/bin/sh", "-c", "echo NVIDIA_VISIBLE_DEVICES=\$NVIDIA_VISIBLE_DEVICES; LD_LIBRARY_PATH=/driver/usr/lib/x86_64-linux-gnu /driver/usr/bin/nvidia-smi -L"]
-    resources: {limits: {${2:-nvidia.com/gpu}: ${3:-2}}}
-    volumeMounts: [{name: driver, mountPath: /driver, readOnly: true}]
-  volumes: [{name: driver, hostPath: {path: $DRIVER_ROOT}}]
-EOF
-  local phase t=0
-  while :; do
-    phase=$(k get pod "$1" -o jsonpath='{.status.phase}')
-    case "$phase" in Succeeded | Failed) break ;; esac
-    t=$((t + 1)); [ $t -gt 90 ] && break; sleep 1
-  done
-  k logs "$1" 2>&1
-  [ "$phase" = Succeeded ]
+mock_pod() { # name [resource count]: asks for them (2 GPUs), runs nvidia-smi -L from the driver root
+  run_pod "$1" 'echo NVIDIA_VISIBLE_DEVICES=$NVIDIA_VISIBLE_DEVICES; LD_LIBRARY_PATH=/driver/usr/lib/x86_64-linux-gnu /driver/usr/bin/nvidia-smi -L' \
+    "${2:-nvidia.com/gpu}" "${3:-2}" "$DRIVER_ROOT"
 }
 log=$(mock_pod mock-a) && ok "a pod asking nvidia.com/gpu: 2 ran nvidia-smi -L from the driver root" || bad "mock pod: $log"
 echo "$log" | sed 's/^/   | /'

@@ -49,8 +49,17 @@ gpu_pod_eventually() { # name
   echo "$log"; return 1
 }
 
-gpu_pod() { # name -> prints the pod's log; the pod asks for 2 GPUs and runs the injected nvidia-smi
+# A pod on the real node running `script` in the GPU-pod image with `count` of `resource`, and
+# the host directory `host-dir` (optional) mounted read-only at /driver. Through the scheduler
+# (not nodeName): the kubelet admits a pod whose extended resources the node does not advertise
+# at all, so only the scheduler proves the devices are there.
+apply_pod() { # name script resource count [host-dir]
   k delete pod "$1" --ignore-not-found --wait=true >/dev/null
+  local mount="" volume=""
+  if [ -n "${5:-}" ]; then
+    mount="    volumeMounts: [{name: host, mountPath: /driver, readOnly: true}]"
+    volume="  volumes: [{name: host, hostPath: {path: $5}}]"
+  fi
   cat <<EOF | k apply -f - >/dev/null
 apiVersion: v1
 kind: Pod
@@ -58,16 +67,20 @@ metadata: {name: $1, namespace: default}
 spec:
   restartPolicy: Never
   terminationGracePeriodSeconds: 1
-  # Through the scheduler (not nodeName): the kubelet admits a pod whose extended resources
-  # the node does not advertise at all, so only the scheduler proves the GPUs are there.
   nodeSelector: {kubernetes.io/hostname: $NODE}
   containers:
   - name: main
     image: localhost/fakegpu/gpu-pod:1
     imagePullPolicy: Never
-    command: ["/bin/sh", "-c", "nvidia-smi -L && echo NODE_NAME=\$NODE_NAME"]
-    resources: {limits: {nvidia.com/gpu: 2}}
+    command: ["/bin/sh", "-c", "$2"]
+    resources: {limits: {$3: $4}}
+$mount
+$volume
 EOF
+}
+
+run_pod() { # as apply_pod -> prints the pod's log once it ended (90 s at most); fails unless it Succeeded
+  apply_pod "$@"
   local t=0 phase
   while :; do
     phase=$(k get pod "$1" -o jsonpath='{.status.phase}')
@@ -77,6 +90,9 @@ EOF
   k logs "$1" 2>&1
   [ "$phase" = Succeeded ]
 }
+
+# The pod asks for 2 GPUs and runs the injected nvidia-smi.
+gpu_pod() { run_pod "$1" 'nvidia-smi -L && echo NODE_NAME=$NODE_NAME' nvidia.com/gpu 2; }
 
 wait_for() { # seconds command... : polls once a second until the command succeeds
   local limit=$1 t=0
