@@ -2,8 +2,9 @@
 //! DaemonSet `nvml-mock-<pool>` of [`fakegpu_operator_core::nvml_mock`]). It lays the driver
 //! root on the host from the pool's node config with this node's name, points
 //! `/run/nvidia/driver` at it and marks the toolkit ready (what NVIDIA's gpu-operator waits
-//! for), writes the CDI spec, then lays the root again whenever its live state's MIG layouts
-//! change, until SIGTERM. `--cleanup` (the pod's preStop) takes away what it laid.
+//! for), writes the CDI spec, then keeps the root (laid again when it vanishes or its live
+//! state's MIG layouts change) until SIGTERM. `--cleanup` (the pod's preStop) tells the agent to
+//! stop keeping it and takes away what it laid.
 //!
 //! It sees the host under `--host-root` (hostPath mounts); links and the CDI spec name host
 //! paths, since the host's runtime and NVIDIA's components read them there. What it finds at
@@ -173,9 +174,11 @@ fn is_foreign(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok_and(|m| !m.file_type().is_symlink())
 }
 
-/// The subcommand: cleanup and exit, or install and wait for SIGTERM (the preStop cleans up).
+/// The subcommand: cleanup and exit, or install and keep the root until SIGTERM (the preStop
+/// cleans up).
 pub fn run(args: Args) -> anyhow::Result<()> {
     if args.cleanup {
+        stop_keeping();
         cleanup(&args)?;
         tracing::info!(root = %args.driver_root, "nvml-mock driver root removed");
         return Ok(());
@@ -184,42 +187,69 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!(root = %args.driver_root, node = %laid.node, gpus = laid.gpus, profile = %laid.profile, entries = laid.entries, "nvml-mock driver root laid");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
+        let mut stop = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
         tokio::select! {
-            _ = fakegpu_operator_core::common::shutdown_signal() => {}
-            _ = follow_mig(&args) => {}
+            _ = fakegpu_operator_core::common::shutdown_signal() => return Ok(()),
+            _ = keep(&args) => {}
+            _ = stop.recv() => tracing::info!("preStop: no longer keeping the root"),
         }
-    });
+        fakegpu_operator_core::common::shutdown_signal().await;
+        Ok::<(), std::io::Error>(())
+    })?;
     Ok(())
 }
 
-/// Lays the root again whenever its live state's MIG layouts change (`nvidia-smi mig`, `fakegpu
-/// state mig` on the node), so the MIG capability files, `mig-minors` users and the CDI spec
-/// follow the layout as the driver's do, without a restart. Never returns.
-async fn follow_mig(args: &Args) {
+/// Whether the root and the link are as [`install`] left them.
+fn intact(args: &Args) -> bool {
+    let paths = Paths::new(&args.host_root, &args.driver_root);
+    paths.root.join(fakegpu_driver_root::MANIFEST).is_file()
+        && link_target(&paths.driver_link).ok().flatten().is_some_and(|t| t == Path::new(&args.driver_root))
+}
+
+/// Keeps the root laid, checking every 2 s: lays it again when it vanished (a replaced agent
+/// pod's preStop can run after this pod laid it: the kubelet stops a force-deleted pod while the
+/// DaemonSet starts the next) and when its live state's MIG layouts change (`nvidia-smi mig`,
+/// `fakegpu state mig` on the node), so the capability files, `mig-minors` users and the CDI
+/// spec follow the layout as the driver's do. Never returns.
+async fn keep(args: &Args) {
     let mut laid = live_mig(args).ok();
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
         let now = match live_mig(args) {
-            Ok(now) => now,
+            Ok(now) => Some(now),
             Err(e) => {
-                tracing::debug!(error = %e, "live state unreadable; the root stays as laid");
-                continue;
+                tracing::debug!(error = %e, "live state unreadable");
+                None
             }
         };
-        if laid.as_ref() == Some(&now) {
+        let whole = intact(args);
+        if whole && (now.is_none() || laid == now) {
             continue;
         }
         match install(args) {
             Ok(l) => {
-                tracing::info!(
-                    entries = l.entries,
-                    mig_gpus = now.values().filter(|m| m.current).count(),
-                    "MIG layout changed: driver root laid again"
-                );
-                laid = Some(now);
+                let why = if whole { "MIG layout changed" } else { "the root or its link vanished" };
+                tracing::info!(entries = l.entries, "{why}: driver root laid again");
+                laid = live_mig(args).ok();
             }
-            Err(e) => tracing::warn!(error = %e, "laying the driver root for the new MIG layout failed; retrying"),
+            Err(e) => tracing::warn!(error = %e, "laying the driver root again failed; retrying"),
         }
+    }
+}
+
+/// The preStop runs in the agent's container while the agent (PID 1 there) still keeps the
+/// root: tell it to stop first (SIGUSR1), so it does not lay again what the cleanup removes.
+/// Only when PID 1 runs this same executable: anywhere else (a test, a host) nothing is sent.
+fn stop_keeping() {
+    let same = |a: &str, b: &str| {
+        use std::os::unix::fs::MetadataExt;
+        matches!((std::fs::metadata(a), std::fs::metadata(b)), (Ok(x), Ok(y)) if x.dev() == y.dev() && x.ino() == y.ino())
+    };
+    if std::process::id() != 1 && same("/proc/1/exe", "/proc/self/exe") {
+        // SAFETY: kill with a valid signal number has no memory-safety preconditions.
+        unsafe { libc::kill(1, libc::SIGUSR1) };
+        // The keeper checks every 2 s and an install takes milliseconds: one in flight ends first.
+        std::thread::sleep(std::time::Duration::from_millis(300));
     }
 }
 
@@ -345,5 +375,34 @@ mod tests {
         }
         cleanup(&args).unwrap();
         assert!(!paths.root.exists());
+    }
+
+    #[test]
+    fn the_keeper_lays_a_vanished_root_again() {
+        let (_tmp, args) = setup();
+        install(&args).unwrap();
+        assert!(intact(&args));
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let keeper = keep(&args);
+            tokio::pin!(keeper);
+            // A replaced pod's preStop removes the root after this pod laid it.
+            cleanup(&args).unwrap();
+            assert!(!intact(&args));
+            let back = async {
+                while !intact(&args) {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            };
+            tokio::select! {
+                _ = &mut keeper => unreachable!("the keeper never returns"),
+                r = tokio::time::timeout(std::time::Duration::from_secs(10), back) => r.expect("laid again within 10 s"),
+            }
+        });
+        // Not a test process's business to signal PID 1 (the host's init here): stop_keeping
+        // sends nothing when PID 1 runs another executable.
+        stop_keeping();
+        cleanup(&args).unwrap();
+        assert!(!intact(&args));
     }
 }

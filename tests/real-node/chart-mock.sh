@@ -191,30 +191,83 @@ one_mig() { [[ "$granted" =~ ^MIG-[0-9a-f-]+$ ]] && [ "$(grep -c '^GPU [0-9]*: '
 check "it was granted one MIG device ($granted), and nvidia-smi in it sees that one" one_mig
 k delete pod mock-mig --wait=true --timeout=60s >/dev/null 2>&1
 
-echo "== mock backend: back to fake, pool removed, host clean"
+echo "== mock backend: cleanup on every way out (force delete, node leaves the pool, back to fake, pool removed, helm uninstall)"
 k delete pod mock-a --wait=true --timeout=60s >/dev/null 2>&1
 k delete namespace nvidia-k8s --wait=true --timeout=120s >/dev/null
+unlaid() { [ "$(host_side)" = "$(cat "$OUT/mock-host-before.txt")" ]; }
+unlaid_check() { # what: the host holds what it held before the mock pool (listed when not)
+  if wait_for 60 unlaid; then
+    ok "$1 left the host as before: /var/lib/nvml-mock, /run/nvidia, /var/run/cdi"
+  else
+    bad "$1: left on the host: $(diff <(cat "$OUT/mock-host-before.txt") <(host_side) | tr '\n' ' ')"
+  fi
+}
+# What the kubelet created for the agent's volumes stays, empty (documented in
+# docs/mock-backend.md); removed here so that the suite's host comparison holds.
+remove_kubelet_dirs() {
+  local d left
+  for d in $made_by_kubelet; do
+    left=$(find "$d" -mindepth 1 -not -type d 2>/dev/null)
+    [ -z "$left" ] || bad "files left under $d: $left"
+    find "$d" -depth -type d -empty -delete 2>/dev/null
+  done
+}
+agent_pod() { k -n "$NS" get pods -l fake-gpu-operator/component=nvml-mock -o jsonpath='{.items[0].metadata.name}' 2>/dev/null; }
+
+# A force-deleted agent pod (upstream leaves its host dirty then): the kubelet stops it while the
+# DaemonSet already starts the replacement, whose keeper lays the root again if the old pod's
+# preStop removed it after the replacement laid it.
+old=$(agent_pod)
+k -n "$NS" delete pod "$old" --force --grace-period=0 >/dev/null 2>&1
+replaced() { local p; p=$(agent_pod); [ -n "$p" ] && [ "$p" != "$old" ] && laid; }
+check "a force-deleted agent pod is replaced and the root laid" wait_for 90 replaced
+sleep 6 # two keeper periods: a late preStop of the old pod would show here
+eight_gpus() { [ "$(LD_LIBRARY_PATH=$ROOT_LIB "$DRIVER_ROOT/usr/bin/nvidia-smi" -L | grep -c '^GPU ')" = 8 ]; }
+laid_eight() { laid && eight_gpus; }
+check "… and it stays laid (nvidia-smi from the root lists 8 GPUs)" laid_eight
+
+# The node leaves the pool: the DaemonSet's pod on it goes, its preStop cleans the host.
+k label node "$NODE" run.ai/simulated-gpu-node-pool=default --overwrite >/dev/null
+no_agent() { [ -z "$(agent_pod)" ]; }
+check "the node left the pool: the agent pod goes" wait_for 90 no_agent
+unlaid_check "the node leaving the pool"
+k label node "$NODE" run.ai/simulated-gpu-node-pool=mock --overwrite >/dev/null
+check "back in the mock pool: laid again" wait_for 90 laid
+
 t0=$(ms)
 "$HELM" upgrade fgo "$ROOT/helm/fake-gpu-operator" -n "$NS" --reuse-values --set topology.nodePools.mock.gpu.backend=fake \
   --wait --timeout 180s >"$OUT/helm-upgrade-fake.txt" 2>&1 || bad "helm upgrade (mock → fake): $(tail -3 "$OUT/helm-upgrade-fake.txt")"
-agent_gone() { ! k -n "$NS" get ds nvml-mock-mock >/dev/null 2>&1 && ! k -n "$NS" get cm nvml-mock-mock >/dev/null 2>&1 && [ -z "$(k -n "$NS" get pods -l fake-gpu-operator/component=nvml-mock -o name)" ]; }
-check "switched to fake: the status-updater deleted nvml-mock-mock (ConfigMap, DaemonSet, pod)" wait_for 90 agent_gone
-unlaid() { [ "$(host_side)" = "$(cat "$OUT/mock-host-before.txt")" ]; }
-if wait_for 30 unlaid; then
-  ok "the agent's preStop left the host as before ($(($(ms) - t0)) ms): /var/lib/nvml-mock, /run/nvidia, /var/run/cdi"
-else
-  bad "left on the host: $(diff <(cat "$OUT/mock-host-before.txt") <(host_side) | tr '\n' ' ')"
-fi
+agent_gone() { ! k -n "$NS" get ds nvml-mock-mock >/dev/null 2>&1 && ! k -n "$NS" get cm nvml-mock-mock >/dev/null 2>&1 && no_agent; }
+check "switched to fake: the status-updater deleted nvml-mock-mock (ConfigMap, DaemonSet, pod) in $(($(ms) - t0)) ms" wait_for 90 agent_gone
+unlaid_check "switching the pool to fake"
 no_backend_label() { [ -z "$(node_label fake-gpu-operator.run.ai/backend)" ]; }
-# What the kubelet created for the volumes stays, empty (documented in docs/mock-backend.md);
-# the test removes it so that the suite's host comparison holds.
-for d in $made_by_kubelet; do
-  left=$(find "$d" -mindepth 1 -not -type d 2>/dev/null)
-  [ -z "$left" ] || bad "files left under $d: $left"
-  find "$d" -depth -type d -empty -delete 2>/dev/null
-done
 check "the backend label goes with the mock backend" wait_for 60 no_backend_label
-k label node "$NODE" run.ai/simulated-gpu-node-pool=default --overwrite >/dev/null
-"$HELM" upgrade fgo "$ROOT/helm/fake-gpu-operator" -n "$NS" --reuse-values --set topology.nodePools.mock=null \
+check "a fake pool's node: our device plugin serves it again" workloads_ready "device-plugin"
+
+"$HELM" upgrade fgo "$ROOT/helm/fake-gpu-operator" -n "$NS" --reuse-values --set topology.nodePools.mock.gpu.backend=mock \
+  --wait --timeout 180s >"$OUT/helm-upgrade-mock-again.txt" 2>&1 || bad "helm upgrade (fake → mock): $(tail -3 "$OUT/helm-upgrade-mock-again.txt")"
+check "back to mock: laid again" wait_for 90 laid
+# A pool is removed from the values as a user would: the release's values without it, given
+# whole (--reuse-values merges maps, so it cannot drop a key).
+"$HELM" get values fgo -n "$NS" -o json | python3 -c "
+import json, sys
+v = json.load(sys.stdin)
+del v['topology']['nodePools']['mock']
+json.dump(v, open('$OUT/values-without-mock.json', 'w'))"
+"$HELM" upgrade fgo "$ROOT/helm/fake-gpu-operator" -n "$NS" -f "$OUT/values-without-mock.json" \
   --wait --timeout 180s >"$OUT/helm-upgrade-nomock.txt" 2>&1 || bad "helm upgrade (pool removed): $(tail -3 "$OUT/helm-upgrade-nomock.txt")"
-check "back in the default pool: our device plugin serves the node again" workloads_ready "device-plugin"
+check "the pool removed: nvml-mock-mock deleted" wait_for 90 agent_gone
+unlaid_check "removing the pool"
+
+# Left in a mock pool for helm uninstall (chart.sh checks the host after it: mock_after_uninstall).
+"$HELM" upgrade fgo "$ROOT/helm/fake-gpu-operator" -n "$NS" --reuse-values \
+  --set-json 'topology.nodePools.mock={"gpu":{"backend":"mock","profile":"h100","overrides":{"device_count":8}}}' \
+  --wait --timeout 180s >"$OUT/helm-upgrade-mock-last.txt" 2>&1 || bad "helm upgrade (mock pool again): $(tail -3 "$OUT/helm-upgrade-mock-last.txt")"
+check "a mock pool again, for helm uninstall: laid" wait_for 90 laid
+
+# Called by chart.sh after helm uninstall: the topology ConfigMap's deletion has the garbage
+# collector delete the agent's DaemonSet, whose pod's preStop cleans the host.
+mock_after_uninstall() {
+  unlaid_check "helm uninstall (garbage-collected agent)"
+  remove_kubelet_dirs
+}

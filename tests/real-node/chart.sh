@@ -284,6 +284,7 @@ echo "== helm uninstall"
 k delete pod --all -n default --wait=true --timeout=60s >/dev/null 2>&1
 "$HELM" uninstall fgo -n "$NS" --wait --timeout 120s >/dev/null || bad "helm uninstall"
 check "uninstall removes the device plugin's socket" test ! -e /var/lib/kubelet/device-plugins/fake-nvidia-gpu.sock
+mock_after_uninstall
 # Documented (docs/cluster.md): the hostPath files the plugins install stay, as no Kubernetes
 # object can remove files from a node; `fakegpu cluster down` removes them on the real node.
 find /var/lib/fake-gpu-operator /var/run/cdi -mindepth 1 2>/dev/null | sed 's/^/   left by the chart (documented): /'
