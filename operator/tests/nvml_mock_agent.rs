@@ -15,17 +15,9 @@ use fake_gpu_operator::node_files::CONFIG_KEY;
 use fake_gpu_operator::nvml_mock_core::{agent_args, desired, Settings, CONFIG_MOUNT};
 use fake_gpu_operator::resolve::{resolve_all, Profiles};
 
-fn built() -> PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "-q", "-p", "nvml-shim", "-p", "cuda-shim", "-p", "nvidia-smi"])
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building the libraries and nvidia-smi failed");
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
-        .join("debug")
-}
+// The CLI's tests' builder of the native artifacts (only std: it compiles in any crate's tests).
+#[path = "../../cli/tests/common/mod.rs"]
+mod common;
 
 fn listing(base: &Path) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
@@ -68,7 +60,7 @@ fn agent(dir: &Path, lib: &Path, cleanup: bool) -> Command {
 
 #[test]
 fn the_agent_lays_this_nodes_gpus_and_its_prestop_takes_them_away() {
-    let lib = built();
+    let lib = common::built().clone();
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("nvml-mock-agent-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     // The hostPath directories (DirectoryOrCreate) and the ConfigMap mount.

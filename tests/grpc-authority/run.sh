@@ -10,23 +10,9 @@
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
-command -v go >/dev/null || { echo "grpc-authority: the Go toolchain (go) is not on PATH" >&2; exit 2; }
-
-CACHE_ROOT="${FAKEGPU_CACHE:-$HOME/.cache/fake-gpu-operator}"
-KEY="$( { cat "$HERE/go.mod" "$HERE/go.sum" "$HERE/main.go"; go env GOVERSION; } | sha256sum | cut -c1-16)"
-BIN="$CACHE_ROOT/grpc-info-$KEY/grpc-info"
-if [ ! -x "$BIN" ]; then
-  mkdir -p "$CACHE_ROOT"
-  exec 9>"$CACHE_ROOT/.grpc-info-$KEY.lock"
-  flock 9
-  if [ ! -x "$BIN" ]; then
-    echo "grpc-authority: building grpc-info (google.golang.org/grpc $(awk '$1 ~ /google.golang.org\/grpc$/ {print $2}' "$HERE/go.mod"))" >&2
-    tmp="$(mktemp -d "$CACHE_ROOT/.grpc-info-$KEY.XXXXXX")"
-    (cd "$HERE" && CGO_ENABLED=0 GOFLAGS=-mod=readonly go build -trimpath -o "$tmp/grpc-info" . 2> "$tmp/build.log") \
-      || { cat "$tmp/build.log" >&2; rm -rf "$tmp"; exit 1; }
-    mkdir -p "$(dirname "$BIN")" && mv "$tmp/grpc-info" "$BIN" && rm -rf "$tmp"
-  fi
-fi
+# shellcheck source=../lib/go-build.sh
+. "$ROOT/tests/lib/go-build.sh"
+BIN="$(go_build_cached grpc-info "$HERE" "go.mod go.sum main.go" 0 grpc-info=.)/grpc-info"
 
 cd "$ROOT"
 FAKEGPU_GRPC_INFO="$BIN" cargo test -q -p fake-gpu-operator --test grpc_authority -- --ignored

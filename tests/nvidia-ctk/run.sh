@@ -10,26 +10,10 @@
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
-command -v go >/dev/null || { echo "nvidia-ctk: the Go toolchain (go) is not on PATH" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "nvidia-ctk: must run as root (device nodes in the driver root)" >&2; exit 2; }
-
-CACHE_ROOT="${FAKEGPU_CACHE:-$HOME/.cache/fake-gpu-operator}"
-KEY="$( { cd "$HERE" && cat go.mod go.sum tools.go; go env GOVERSION; } | sha256sum | cut -c1-16)"
-CTK="$CACHE_ROOT/nvidia-ctk-$KEY/nvidia-ctk"
-if [ ! -x "$CTK" ]; then
-  mkdir -p "$CACHE_ROOT"
-  exec 9>"$CACHE_ROOT/.nvidia-ctk-$KEY.lock"
-  flock 9
-  if [ ! -x "$CTK" ]; then
-    echo "nvidia-ctk: building github.com/NVIDIA/nvidia-container-toolkit $(awk '$1 == "require" && $2 ~ /nvidia-container-toolkit/ {print $3}' "$HERE/go.mod")" >&2
-    tmp="$(mktemp -d "$CACHE_ROOT/.nvidia-ctk-$KEY.XXXXXX")"
-    (cd "$HERE" && CGO_ENABLED=1 GOTOOLCHAIN=local GOFLAGS="-mod=readonly ${GOFLAGS:-}" \
-       go build -trimpath -o "$tmp/nvidia-ctk" github.com/NVIDIA/nvidia-container-toolkit/cmd/nvidia-ctk 2>"$tmp/build.log") \
-      || { cat "$tmp/build.log" >&2; rm -rf "$tmp"; exit 1; }
-    rm -f "$tmp/build.log"
-    rm -rf "$(dirname "$CTK")" && mv "$tmp" "$(dirname "$CTK")"
-  fi
-fi
+# shellcheck source=../lib/go-build.sh
+. "$ROOT/tests/lib/go-build.sh"
+CTK="$(go_build_cached nvidia-ctk "$HERE" "go.mod go.sum tools.go" 1 nvidia-ctk=github.com/NVIDIA/nvidia-container-toolkit/cmd/nvidia-ctk)/nvidia-ctk"
 
 cd "$ROOT"
 cargo build -q -p fakegpu -p nvml-shim -p cuda-shim -p nvidia-smi

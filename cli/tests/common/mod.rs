@@ -1,4 +1,5 @@
-//! What the CLI's integration tests share: the native artifacts they run.
+//! What the CLI's integration tests share (and operator/tests/nvml_mock_agent.rs, by path): the
+//! native artifacts they run.
 
 use std::path::PathBuf;
 use std::process::Command;
