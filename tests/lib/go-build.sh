@@ -7,7 +7,8 @@
 # KEY_FILES: paths under MODULE_DIR (files or directories) whose contents make the key; CGO: 0|1;
 # each OUT=PACKAGE builds PACKAGE (a module path, or `.`) as MODULE_DIR-relative OUT. The cache
 # is $FAKEGPU_CACHE (default ~/.cache/fake-gpu-operator)/NAME-<key>; concurrent callers wait on a
-# lock, and a failed build leaves nothing in the cache.
+# lock, and a failed build leaves nothing in the cache. GOTOOLCHAIN keeps its default: a go older
+# than a go.mod's `go` line fetches that toolchain from the module proxy instead of failing.
 go_build_cached() {
   local name=$1 module=$2 key_files=$3 cgo=$4
   shift 4
@@ -26,7 +27,7 @@ go_build_cached() {
       for o in "$@"; do
         echo "$name: building ${o%%=*} (${o#*=})" >&2
         start=$SECONDS
-        (cd "$module" && CGO_ENABLED=$cgo GOTOOLCHAIN=local GOFLAGS="-mod=readonly ${GOFLAGS:-}" \
+        (cd "$module" && CGO_ENABLED=$cgo GOFLAGS="-mod=readonly ${GOFLAGS:-}" \
           go build -trimpath -o "$tmp/${o%%=*}" "${o#*=}" 2>"$tmp/build.log") \
           || { cat "$tmp/build.log" >&2; rm -rf "$tmp"; exit 1; }
         echo "$name: ${o%%=*} built in $((SECONDS - start)) s" >&2
